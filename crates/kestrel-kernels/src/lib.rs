@@ -1,0 +1,1 @@
+pub use kestrel_gguf::GgmlType;
