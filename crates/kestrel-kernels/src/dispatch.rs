@@ -1,0 +1,147 @@
+//! Run-time kernel selection: a table of dot-product (and activation-quantization) functions
+//! per type, built once for the best instruction set this CPU has.
+//!
+//! Soundness: the SIMD functions are `unsafe` (`#[target_feature]`); pointers to them are
+//! stored only in a table that is constructed after the features were detected, and the table
+//! is private. Every public entry point checks lengths before calling through it.
+
+use std::sync::OnceLock;
+
+use crate::generic::{float, legacy as gl};
+use crate::{vec_dot_type, GgmlType};
+
+/// `(n, weights, activations) -> dot`. Callers guarantee the CPU supports the function's
+/// features and that `w`/`a` hold at least a row of `n` elements of their formats.
+pub(crate) type VecDotFn = unsafe fn(usize, &[u8], &[u8]) -> f32;
+/// `(src, dst)` activation quantizer; `dst.len() == row_bytes(src.len())`.
+pub(crate) type QuantFn = unsafe fn(&[f32], &mut [u8]);
+
+const N_IDS: usize = 31; // GgmlType ids go up to 30 (BF16)
+
+pub struct Kernels {
+    isa: &'static str,
+    vec_dot: [Option<VecDotFn>; N_IDS],
+    quant: [Option<QuantFn>; N_IDS],
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels").field("isa", &self.isa).finish()
+    }
+}
+
+impl Kernels {
+    /// The instruction set the table was built for: "avx2" or "scalar".
+    pub fn isa(&self) -> &'static str {
+        self.isa
+    }
+
+    /// Dot product of a weight row `w` of type `ty` (`n` elements) with activations `a` in
+    /// `vec_dot_type(ty)`. Panics if `n` is not a whole number of blocks, a slice is too short,
+    /// or `ty` is an activation-only type (Q8_1, Q8_K).
+    #[inline]
+    pub fn vec_dot(&self, ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let f = self.vec_dot_fn(ty);
+        check_lens(ty, n, w.len(), a.len(), 1);
+        // SAFETY: the table only holds functions this CPU supports; lengths checked above.
+        unsafe { f(n, w, a) }
+    }
+
+    /// Quantize activations `src` into `dst` in format `ty` (Q8_0, Q8_1, Q8_K, F32), with SIMD
+    /// where available; same bytes as [`crate::quantize_row`].
+    pub fn quantize_row(&self, ty: GgmlType, src: &[f32], dst: &mut [u8]) {
+        let need = ty
+            .row_bytes(src.len())
+            .unwrap_or_else(|| panic!("quantize_row: {} elements is not a whole number of {ty} blocks", src.len()));
+        assert_eq!(dst.len(), need, "quantize_row: {ty} destination has the wrong size");
+        match self.quant[ty as usize] {
+            // SAFETY: supported by this CPU; sizes checked above.
+            Some(f) => unsafe { f(src, dst) },
+            None => crate::quantize_row(ty, src, dst),
+        }
+    }
+
+    /// The dot-product function for `ty`. Calling it is sound on this CPU given the length
+    /// requirements of [`VecDotFn`].
+    #[inline]
+    pub(crate) fn vec_dot_fn(&self, ty: GgmlType) -> VecDotFn {
+        self.vec_dot[ty as usize].unwrap_or_else(|| panic!("no dot product for weight type {ty}"))
+    }
+}
+
+/// Panics unless `w` holds `rows` rows of `n` elements of `ty` and `a` one row of `n` elements of
+/// `vec_dot_type(ty)`.
+#[inline]
+pub(crate) fn check_lens(ty: GgmlType, n: usize, w_len: usize, a_len: usize, rows: usize) {
+    let wb = ty.row_bytes(n).unwrap_or_else(|| panic!("vec_dot: n = {n} is not a whole number of {ty} blocks"));
+    let ab = vec_dot_type(ty).row_bytes(n).expect("activation blocks divide weight blocks");
+    assert!(w_len >= wb * rows, "vec_dot: {ty} weights too short");
+    assert!(a_len >= ab, "vec_dot: activations too short");
+}
+
+fn scalar_table() -> Kernels {
+    use GgmlType::*;
+    let mut vd: [Option<VecDotFn>; N_IDS] = [None; N_IDS];
+    let mut q: [Option<QuantFn>; N_IDS] = [None; N_IDS];
+    vd[F32 as usize] = Some(float::vec_dot_f32 as VecDotFn);
+    vd[F16 as usize] = Some(float::vec_dot_f16 as VecDotFn);
+    vd[BF16 as usize] = Some(float::vec_dot_bf16 as VecDotFn);
+    vd[Q4_0 as usize] = Some(gl::vec_dot_q4_0 as VecDotFn);
+    vd[Q4_1 as usize] = Some(gl::vec_dot_q4_1 as VecDotFn);
+    vd[Q5_0 as usize] = Some(gl::vec_dot_q5_0 as VecDotFn);
+    vd[Q5_1 as usize] = Some(gl::vec_dot_q5_1 as VecDotFn);
+    vd[Q8_0 as usize] = Some(gl::vec_dot_q8_0 as VecDotFn);
+    crate::generic::kquants_wire(&mut vd, &mut q);
+    q[F32 as usize] = Some(float::quantize_row_f32 as QuantFn);
+    q[Q8_0 as usize] = Some(gl::quantize_row_q8_0 as QuantFn);
+    q[Q8_1 as usize] = Some(gl::quantize_row_q8_1 as QuantFn);
+    Kernels { isa: "scalar", vec_dot: vd, quant: q }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_detected() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+/// The AVX2 table. Only called after `avx2_detected()` returned true.
+#[cfg(target_arch = "x86_64")]
+fn avx2_table() -> Kernels {
+    use crate::arch::x86_64 as x;
+    use GgmlType::*;
+    let mut k = scalar_table();
+    k.isa = "avx2";
+    let vd = &mut k.vec_dot;
+    vd[F32 as usize] = Some(x::vec_dot_f32 as VecDotFn);
+    vd[F16 as usize] = Some(x::vec_dot_f16 as VecDotFn);
+    vd[BF16 as usize] = Some(x::vec_dot_bf16 as VecDotFn);
+    vd[Q4_0 as usize] = Some(x::legacy::vec_dot_q4_0 as VecDotFn);
+    vd[Q4_1 as usize] = Some(x::legacy::vec_dot_q4_1 as VecDotFn);
+    vd[Q5_0 as usize] = Some(x::legacy::vec_dot_q5_0 as VecDotFn);
+    vd[Q5_1 as usize] = Some(x::legacy::vec_dot_q5_1 as VecDotFn);
+    vd[Q8_0 as usize] = Some(x::legacy::vec_dot_q8_0 as VecDotFn);
+    x::kquants_wire(vd);
+    let q = &mut k.quant;
+    q[Q8_0 as usize] = Some(x::legacy::quantize_row_q8_0 as QuantFn);
+    q[Q8_1 as usize] = Some(x::legacy::quantize_row_q8_1 as QuantFn);
+    k
+}
+
+/// The best kernels for this CPU, detected once.
+pub fn kernels() -> &'static Kernels {
+    static K: OnceLock<Kernels> = OnceLock::new();
+    K.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx2_detected() {
+                return avx2_table();
+            }
+        }
+        scalar_table()
+    })
+}
+
+/// The scalar reference kernels (any CPU).
+pub fn scalar_kernels() -> &'static Kernels {
+    static K: OnceLock<Kernels> = OnceLock::new();
+    K.get_or_init(scalar_table)
+}

@@ -1,0 +1,360 @@
+//! ggml's "legacy" 32-element block formats, scalar reference code.
+//!
+//! | type | block layout (little-endian)                  | value                      |
+//! |------|-----------------------------------------------|----------------------------|
+//! | Q4_0 | d: f16, qs: [u8; 16]                          | (q - 8) * d                |
+//! | Q4_1 | d: f16, m: f16, qs: [u8; 16]                  | q * d + m                  |
+//! | Q5_0 | d: f16, qh: u32, qs: [u8; 16]                 | (q - 16) * d               |
+//! | Q5_1 | d: f16, m: f16, qh: u32, qs: [u8; 16]         | q * d + m                  |
+//! | Q8_0 | d: f16, qs: [i8; 32]                          | q * d                      |
+//! | Q8_1 | d: f16, s: f16 (= d * sum q), qs: [i8; 32]    | q * d                      |
+//!
+//! Nibbles: element `j < 16` is the low nibble of `qs[j]`, element `j + 16` its high nibble;
+//! the 5th bit of element `i` is bit `i` of `qh`.
+//!
+//! Dot products take weights of the named type and activations of its `vec_dot_type`
+//! (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1), with integer sums per block scaled as ggml's
+//! generic code does.
+
+use super::{f16_at, put_f16};
+
+pub const QK: usize = 32;
+pub const Q4_0_BYTES: usize = 18;
+pub const Q4_1_BYTES: usize = 20;
+pub const Q5_0_BYTES: usize = 22;
+pub const Q5_1_BYTES: usize = 24;
+pub const Q8_0_BYTES: usize = 34;
+pub const Q8_1_BYTES: usize = 36;
+
+#[inline(always)]
+fn blocks(n: usize) -> usize {
+    assert!(n % QK == 0, "length {n} is not a multiple of {QK}");
+    n / QK
+}
+
+#[inline(always)]
+fn u32_at(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+// ---------------------------------------------------------------------------------------------
+// dequantization
+
+pub fn dequantize_row_q4_0(src: &[u8], dst: &mut [f32]) {
+    let nb = blocks(dst.len());
+    assert!(src.len() >= nb * Q4_0_BYTES);
+    for (b, y) in src.chunks_exact(Q4_0_BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        for j in 0..16 {
+            let q = b[2 + j];
+            y[j] = ((q & 0xF) as i32 - 8) as f32 * d;
+            y[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_row_q4_1(src: &[u8], dst: &mut [f32]) {
+    let nb = blocks(dst.len());
+    assert!(src.len() >= nb * Q4_1_BYTES);
+    for (b, y) in src.chunks_exact(Q4_1_BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        let m = f16_at(&b[2..]);
+        for j in 0..16 {
+            let q = b[4 + j];
+            y[j] = (q & 0xF) as f32 * d + m;
+            y[j + 16] = (q >> 4) as f32 * d + m;
+        }
+    }
+}
+
+pub fn dequantize_row_q5_0(src: &[u8], dst: &mut [f32]) {
+    let nb = blocks(dst.len());
+    assert!(src.len() >= nb * Q5_0_BYTES);
+    for (b, y) in src.chunks_exact(Q5_0_BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        let qh = u32_at(&b[2..]);
+        for j in 0..16 {
+            let q = b[6 + j];
+            let h0 = ((qh >> j) & 1) << 4;
+            let h1 = ((qh >> (j + 16)) & 1) << 4;
+            y[j] = (((q & 0xF) as u32 | h0) as i32 - 16) as f32 * d;
+            y[j + 16] = (((q >> 4) as u32 | h1) as i32 - 16) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_row_q5_1(src: &[u8], dst: &mut [f32]) {
+    let nb = blocks(dst.len());
+    assert!(src.len() >= nb * Q5_1_BYTES);
+    for (b, y) in src.chunks_exact(Q5_1_BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        let m = f16_at(&b[2..]);
+        let qh = u32_at(&b[4..]);
+        for j in 0..16 {
+            let q = b[8 + j];
+            let h0 = ((qh >> j) & 1) << 4;
+            let h1 = ((qh >> (j + 16)) & 1) << 4;
+            y[j] = ((q & 0xF) as u32 | h0) as f32 * d + m;
+            y[j + 16] = ((q >> 4) as u32 | h1) as f32 * d + m;
+        }
+    }
+}
+
+pub fn dequantize_row_q8_0(src: &[u8], dst: &mut [f32]) {
+    let nb = blocks(dst.len());
+    assert!(src.len() >= nb * Q8_0_BYTES);
+    for (b, y) in src.chunks_exact(Q8_0_BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        for j in 0..QK {
+            y[j] = (b[2 + j] as i8) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_row_q8_1(src: &[u8], dst: &mut [f32]) {
+    let nb = blocks(dst.len());
+    assert!(src.len() >= nb * Q8_1_BYTES);
+    for (b, y) in src.chunks_exact(Q8_1_BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let d = f16_at(b);
+        for j in 0..QK {
+            y[j] = (b[4 + j] as i8) as f32 * d;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// quantization (ggml's round-to-nearest reference quantizers)
+
+/// The element of largest magnitude (first one on ties), with its sign.
+#[inline(always)]
+fn signed_absmax(x: &[f32]) -> f32 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+#[inline(always)]
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+#[inline(always)]
+fn inv(d: f32) -> f32 {
+    if d != 0.0 {
+        1.0 / d
+    } else {
+        0.0
+    }
+}
+
+pub fn quantize_row_q4_0(src: &[f32], dst: &mut [u8]) {
+    let nb = blocks(src.len());
+    assert!(dst.len() >= nb * Q4_0_BYTES);
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q4_0_BYTES)) {
+        let d = signed_absmax(x) / -8.0;
+        let id = inv(d);
+        put_f16(b, d);
+        for j in 0..16 {
+            let q0 = ((x[j] * id + 8.5) as i32).min(15) as u8;
+            let q1 = ((x[j + 16] * id + 8.5) as i32).min(15) as u8;
+            b[2 + j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+pub fn quantize_row_q4_1(src: &[f32], dst: &mut [u8]) {
+    let nb = blocks(src.len());
+    assert!(dst.len() >= nb * Q4_1_BYTES);
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q4_1_BYTES)) {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 15.0;
+        let id = inv(d);
+        put_f16(b, d);
+        put_f16(&mut b[2..], min);
+        for j in 0..16 {
+            let q0 = (((x[j] - min) * id + 0.5) as i32).min(15) as u8;
+            let q1 = (((x[j + 16] - min) * id + 0.5) as i32).min(15) as u8;
+            b[4 + j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+pub fn quantize_row_q5_0(src: &[f32], dst: &mut [u8]) {
+    let nb = blocks(src.len());
+    assert!(dst.len() >= nb * Q5_0_BYTES);
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q5_0_BYTES)) {
+        let d = signed_absmax(x) / -16.0;
+        let id = inv(d);
+        put_f16(b, d);
+        let mut qh = 0u32;
+        for j in 0..16 {
+            let q0 = ((x[j] * id + 16.5) as i32).min(31) as u32;
+            let q1 = ((x[j + 16] * id + 16.5) as i32).min(31) as u32;
+            b[6 + j] = ((q0 & 0xF) | ((q1 & 0xF) << 4)) as u8;
+            qh |= ((q0 >> 4) & 1) << j;
+            qh |= ((q1 >> 4) & 1) << (j + 16);
+        }
+        b[2..6].copy_from_slice(&qh.to_le_bytes());
+    }
+}
+
+pub fn quantize_row_q5_1(src: &[f32], dst: &mut [u8]) {
+    let nb = blocks(src.len());
+    assert!(dst.len() >= nb * Q5_1_BYTES);
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q5_1_BYTES)) {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 31.0;
+        let id = inv(d);
+        put_f16(b, d);
+        put_f16(&mut b[2..], min);
+        let mut qh = 0u32;
+        for j in 0..16 {
+            let q0 = (((x[j] - min) * id + 0.5) as i32).min(31) as u32;
+            let q1 = (((x[j + 16] - min) * id + 0.5) as i32).min(31) as u32;
+            b[8 + j] = ((q0 & 0xF) | ((q1 & 0xF) << 4)) as u8;
+            qh |= ((q0 >> 4) & 1) << j;
+            qh |= ((q1 >> 4) & 1) << (j + 16);
+        }
+        b[4..8].copy_from_slice(&qh.to_le_bytes());
+    }
+}
+
+/// Q8_0: d = max|x| / 127, q = round(x / d) (half away from zero), d stored as f16.
+pub fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
+    let nb = blocks(src.len());
+    assert!(dst.len() >= nb * Q8_0_BYTES);
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_0_BYTES)) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = inv(d);
+        put_f16(b, d);
+        for j in 0..QK {
+            b[2 + j] = ((x[j] * id).round() as i8) as u8;
+        }
+    }
+}
+
+/// Q8_1: as Q8_0, plus s = d * sum(q) (from the f32 d), stored as f16.
+pub fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
+    let nb = blocks(src.len());
+    assert!(dst.len() >= nb * Q8_1_BYTES);
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_1_BYTES)) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = inv(d);
+        let mut sum = 0i32;
+        for j in 0..QK {
+            let q = (x[j] * id).round() as i32;
+            sum += q;
+            b[4 + j] = (q as i8) as u8;
+        }
+        put_f16(b, d);
+        put_f16(&mut b[2..], sum as f32 * d);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dot products
+
+/// Q4_0 weights · Q8_0 activations.
+pub fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n);
+    assert!(w.len() >= nb * Q4_0_BYTES && a.len() >= nb * Q8_0_BYTES);
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)).take(nb) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = x[2 + j];
+            sumi += ((q & 0xF) as i32 - 8) * (y[2 + j] as i8) as i32;
+            sumi += ((q >> 4) as i32 - 8) * (y[2 + j + 16] as i8) as i32;
+        }
+        sumf += sumi as f32 * f16_at(x) * f16_at(y);
+    }
+    sumf
+}
+
+/// Q4_1 weights · Q8_1 activations.
+pub fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n);
+    assert!(w.len() >= nb * Q4_1_BYTES && a.len() >= nb * Q8_1_BYTES);
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)).take(nb) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = x[4 + j];
+            sumi += (q & 0xF) as i32 * (y[4 + j] as i8) as i32;
+            sumi += (q >> 4) as i32 * (y[4 + j + 16] as i8) as i32;
+        }
+        sumf += (f16_at(x) * f16_at(y)) * sumi as f32 + f16_at(&x[2..]) * f16_at(&y[2..]);
+    }
+    sumf
+}
+
+/// Q5_0 weights · Q8_0 activations.
+pub fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n);
+    assert!(w.len() >= nb * Q5_0_BYTES && a.len() >= nb * Q8_0_BYTES);
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)).take(nb) {
+        let qh = u32_at(&x[2..]);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = x[6 + j];
+            let q0 = ((q & 0xF) as u32 | (((qh >> j) & 1) << 4)) as i32 - 16;
+            let q1 = ((q >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32 - 16;
+            sumi += q0 * (y[2 + j] as i8) as i32 + q1 * (y[2 + j + 16] as i8) as i32;
+        }
+        sumf += sumi as f32 * f16_at(x) * f16_at(y);
+    }
+    sumf
+}
+
+/// Q5_1 weights · Q8_1 activations.
+pub fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n);
+    assert!(w.len() >= nb * Q5_1_BYTES && a.len() >= nb * Q8_1_BYTES);
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(Q5_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)).take(nb) {
+        let qh = u32_at(&x[4..]);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = x[8 + j];
+            let q0 = ((q & 0xF) as u32 | (((qh >> j) & 1) << 4)) as i32;
+            let q1 = ((q >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32;
+            sumi += q0 * (y[4 + j] as i8) as i32 + q1 * (y[4 + j + 16] as i8) as i32;
+        }
+        sumf += (f16_at(x) * f16_at(y)) * sumi as f32 + f16_at(&x[2..]) * f16_at(&y[2..]);
+    }
+    sumf
+}
+
+/// Q8_0 weights · Q8_0 activations.
+pub fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n);
+    assert!(w.len() >= nb * Q8_0_BYTES && a.len() >= nb * Q8_0_BYTES);
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)).take(nb) {
+        let mut sumi = 0i32;
+        for j in 0..QK {
+            sumi += (x[2 + j] as i8) as i32 * (y[2 + j] as i8) as i32;
+        }
+        sumf += sumi as f32 * (f16_at(x) * f16_at(y));
+    }
+    sumf
+}

@@ -1,0 +1,271 @@
+//! f32 element-wise and row operations of the forward pass: norms, rotary embeddings, softmax,
+//! activations. Written so the compiler vectorizes them; accumulations that ggml does in f64
+//! are done in f64 here too, so results track llama.cpp.
+
+use half::f16;
+
+/// `out = x / rms(x) * w`, mean of squares accumulated in f64 as ggml does.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len();
+    debug_assert!(w.len() == n && out.len() == n);
+    let mut sum = 0.0f64;
+    for &v in x {
+        sum += (v * v) as f64;
+    }
+    let scale = 1.0 / ((sum / n as f64) as f32 + eps).sqrt();
+    for i in 0..n {
+        out[i] = x[i] * scale * w[i];
+    }
+}
+
+/// In-place variant of [`rms_norm`].
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let n = x.len();
+    let mut sum = 0.0f64;
+    for &v in x.iter() {
+        sum += (v * v) as f64;
+    }
+    let scale = 1.0 / ((sum / n as f64) as f32 + eps).sqrt();
+    for i in 0..n {
+        x[i] = x[i] * scale * w[i];
+    }
+}
+
+/// Classic LayerNorm with optional bias (for architectures that use it).
+pub fn layer_norm(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let scale = 1.0 / (var as f32 + eps).sqrt();
+    for i in 0..x.len() {
+        let y = (x[i] - mean as f32) * scale * w[i];
+        out[i] = match b {
+            Some(b) => y + b[i],
+            None => y,
+        };
+    }
+}
+
+/// Numerically stable softmax in place; returns nothing, the row sums to 1.
+pub fn softmax_inplace(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// log(sum(exp(x))), stable.
+pub fn logsumexp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
+    }
+    let sum: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    max + sum.ln() as f32
+}
+
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// GELU, tanh approximation (ggml_gelu).
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]` (SwiGLU).
+pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}
+
+/// `gate[i] = gelu(gate[i]) * up[i]` (GeGLU).
+pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu(*g) * u;
+    }
+}
+
+pub fn add_inplace(dst: &mut [f32], src: &[f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
+pub fn scale_inplace(dst: &mut [f32], s: f32) {
+    for d in dst.iter_mut() {
+        *d *= s;
+    }
+}
+
+/// How rotary embedding pairs the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (x[2i], x[2i+1]): llama.
+    Normal,
+    /// Halves (x[i], x[i + n_rot/2]): GPT-NeoX, gemma, qwen, phi3.
+    Neox,
+}
+
+/// Fill `cs` with (cos, sin) of each rotated pair at position `pos`: `cs.len() == n_rot` laid out
+/// as [cos0, sin0, cos1, sin1, ...]. theta follows ggml: start at `pos * freq_scale` and multiply by
+/// base^(-2/n_rot) per pair (the same repeated product, so angles match llama.cpp's to the bit),
+/// divided by an optional per-pair frequency factor (llama3 / phi3 rope factors).
+pub fn rope_cache(pos: f32, n_rot: usize, base: f32, freq_scale: f32, factors: Option<&[f32]>, cs: &mut [f32]) {
+    let theta_scale = base.powf(-2.0 / n_rot as f32);
+    let mut theta = pos;
+    for i in 0..n_rot / 2 {
+        let ff = factors.map_or(1.0, |f| f[i]);
+        let t = freq_scale * theta / ff;
+        cs[2 * i] = t.cos();
+        cs[2 * i + 1] = t.sin();
+        theta *= theta_scale;
+    }
+}
+
+/// Rotate the first `n_rot` dims of one head vector in place using a [`rope_cache`] row.
+pub fn rope_apply(x: &mut [f32], cs: &[f32], n_rot: usize, style: RopeStyle) {
+    match style {
+        RopeStyle::Normal => {
+            for i in 0..n_rot / 2 {
+                let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+                let (a, b) = (x[2 * i], x[2 * i + 1]);
+                x[2 * i] = a * c - b * s;
+                x[2 * i + 1] = a * s + b * c;
+            }
+        }
+        RopeStyle::Neox => {
+            let h = n_rot / 2;
+            for i in 0..h {
+                let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+                let (a, b) = (x[i], x[i + h]);
+                x[i] = a * c - b * s;
+                x[i + h] = a * s + b * c;
+            }
+        }
+    }
+}
+
+/// Dot product of two f32 slices (f32 accumulation in 8 lanes so it vectorizes).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [0.0f32; 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// Dot product of f32 `a` with f16 `b`.
+pub fn dot_f32_f16(a: &[f32], b: &[f16]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [0.0f32; 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[c * 8 + l] * b[c * 8 + l].to_f32();
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..n {
+        s += a[i] * b[i].to_f32();
+    }
+    s
+}
+
+/// `y += a * x` with f16 `x`.
+pub fn axpy_f16(y: &mut [f32], a: f32, x: &[f16]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi.to_f32();
+    }
+}
+
+pub fn f32_to_f16_slice(src: &[f32], dst: &mut [f16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f16::from_f32(s);
+    }
+}
+
+/// Index of the largest value (first on ties), or 0 for an empty slice.
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_unit() {
+        let x = [3.0f32, 4.0];
+        let mut out = [0.0; 2];
+        rms_norm(&x, &[1.0, 2.0], 0.0, &mut out);
+        let r = (12.5f32).sqrt();
+        assert!((out[0] - 3.0 / r).abs() < 1e-6 && (out[1] - 8.0 / r).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = [1.0f32, 2.0, 3.0, -1e9];
+        softmax_inplace(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[3] == 0.0);
+        assert!((logsumexp(&[0.0, 0.0]) - 2f32.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotation_preserves_norm_and_pos0_is_identity() {
+        let mut cs = vec![0.0; 8];
+        rope_cache(0.0, 8, 10000.0, 1.0, None, &mut cs);
+        let mut x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let orig = x;
+        rope_apply(&mut x, &cs, 8, RopeStyle::Neox);
+        assert_eq!(x, orig);
+        rope_cache(17.0, 8, 10000.0, 1.0, None, &mut cs);
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let mut y = orig;
+            rope_apply(&mut y, &cs, 8, style);
+            let n0: f32 = orig.iter().map(|v| v * v).sum();
+            let n1: f32 = y.iter().map(|v| v * v).sum();
+            assert!((n0 - n1).abs() < 1e-3);
+        }
+        // First pair at pos 17 rotates by 17 radians.
+        let mut y = orig;
+        rope_apply(&mut y, &cs, 8, RopeStyle::Normal);
+        assert!((y[0] - (1.0 * 17f32.cos() - 2.0 * 17f32.sin())).abs() < 1e-5);
+    }
+
+    #[test]
+    fn activations() {
+        assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
+        assert!((gelu(1.0) - 0.841_192).abs() < 1e-5);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+    }
+}
