@@ -452,20 +452,31 @@ pub fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 pub fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = check_dot(n, w, Q4_K_BLOCK_BYTES, a, "vec_dot_q4_k");
-    let mut q = [0u8; QK_K];
     let mut sum = 0.0f32;
     for i in 0..nb {
         let b = &w[i * Q4_K_BLOCK_BYTES..(i + 1) * Q4_K_BLOCK_BYTES];
         let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
-        let (sc, mn) = unpack_q4_k(b, &mut q);
+        let s = &b[off::Q4_SCALES..off::Q4_SCALES + 12];
         let yq = q8_qs(y);
         let mut isum = 0i32;
         let mut msum = 0i32;
-        for j in 0..8 {
-            isum += sc[j] as i32 * dot_u8_i8(&q[32 * j..32 * j + 32], &yq[32 * j..32 * j + 32]);
-            // The min term needs only the activation sums of the sub-block,
+        // Straight from the packed bytes (same order as unpack_q4_k): 32 bytes
+        // give 32 low-nibble then 32 high-nibble elements.
+        for c in 0..4 {
+            let qs = &b[off::Q4_QS + 32 * c..off::Q4_QS + 32 * c + 32];
+            let (ylo, yhi) = yq[64 * c..64 * c + 64].split_at(32);
+            let (mut s_lo, mut s_hi) = (0i32, 0i32);
+            for l in 0..32 {
+                s_lo += (qs[l] & 0x0f) as i32 * ylo[l] as i32;
+                s_hi += (qs[l] >> 4) as i32 * yhi[l] as i32;
+            }
+            let (sc0, m0) = scale_min_k4(2 * c, s);
+            let (sc1, m1) = scale_min_k4(2 * c + 1, s);
+            isum += sc0 as i32 * s_lo + sc1 as i32 * s_hi;
+            // The min term needs only the activation sums of each sub-block,
             // which Q8_K precomputes per 16 elements.
-            msum += mn[j] as i32 * (q8_bsum(y, 2 * j) as i32 + q8_bsum(y, 2 * j + 1) as i32);
+            let bs = |j: usize| q8_bsum(y, j) as i32;
+            msum += m0 as i32 * (bs(4 * c) + bs(4 * c + 1)) + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
         }
         let dy = f32_at(y, off::Q8_D);
         let d = dy * f16_at(b, off::Q4_D);
@@ -477,18 +488,31 @@ pub fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 pub fn vec_dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = check_dot(n, w, Q5_K_BLOCK_BYTES, a, "vec_dot_q5_k");
-    let mut q = [0u8; QK_K];
     let mut sum = 0.0f32;
     for i in 0..nb {
         let b = &w[i * Q5_K_BLOCK_BYTES..(i + 1) * Q5_K_BLOCK_BYTES];
         let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
-        let (sc, mn) = unpack_q5_k(b, &mut q);
+        let s = &b[off::Q5_SCALES..off::Q5_SCALES + 12];
+        let qh = &b[off::Q5_QH..off::Q5_QH + 32];
         let yq = q8_qs(y);
         let mut isum = 0i32;
         let mut msum = 0i32;
-        for j in 0..8 {
-            isum += sc[j] as i32 * dot_u8_i8(&q[32 * j..32 * j + 32], &yq[32 * j..32 * j + 32]);
-            msum += mn[j] as i32 * (q8_bsum(y, 2 * j) as i32 + q8_bsum(y, 2 * j + 1) as i32);
+        // Same order as unpack_q5_k, straight from the packed bytes.
+        for c in 0..4 {
+            let qs = &b[off::Q5_QS + 32 * c..off::Q5_QS + 32 * c + 32];
+            let (ylo, yhi) = yq[64 * c..64 * c + 64].split_at(32);
+            let (mut s_lo, mut s_hi) = (0i32, 0i32);
+            for l in 0..32 {
+                let lo = (qs[l] & 0x0f) | (((qh[l] >> (2 * c)) & 1) << 4);
+                let hi = (qs[l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4);
+                s_lo += lo as i32 * ylo[l] as i32;
+                s_hi += hi as i32 * yhi[l] as i32;
+            }
+            let (sc0, m0) = scale_min_k4(2 * c, s);
+            let (sc1, m1) = scale_min_k4(2 * c + 1, s);
+            isum += sc0 as i32 * s_lo + sc1 as i32 * s_hi;
+            let bs = |j: usize| q8_bsum(y, j) as i32;
+            msum += m0 as i32 * (bs(4 * c) + bs(4 * c + 1)) + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
         }
         let dy = f32_at(y, off::Q8_D);
         let d = dy * f16_at(b, off::Q5_D);

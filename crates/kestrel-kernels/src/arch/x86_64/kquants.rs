@@ -27,7 +27,7 @@ use std::arch::x86_64::*;
 
 use super::{hsum_f32x8, hsum_i32x8};
 use crate::generic::kquants::{
-    f16_at, off, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES,
+    off, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES,
     Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K,
 };
 
@@ -36,6 +36,24 @@ fn check(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
     let nb = n / QK_K;
     assert!(w.len() >= nb * wb && a.len() >= nb * Q8_K_BLOCK_BYTES, "k-quant vec_dot: row too short");
     nb
+}
+
+/// Little-endian f16 at `b[o..o + 2]` as f32, inline and without F16C (these
+/// kernels only require AVX2 + FMA; `half` would make an out-of-line call per
+/// scale). Shifting the f16 exponent/mantissa into f32 position and
+/// multiplying by 2^112 re-biases the exponent exactly, subnormals included;
+/// inf/NaN are patched separately.
+#[inline(always)]
+fn f16_at(b: &[u8], o: usize) -> f32 {
+    let h = u16::from_le_bytes([b[o], b[o + 1]]) as u32;
+    let sign = (h & 0x8000) << 16;
+    let em = h & 0x7fff;
+    let mag = if em >= 0x7c00 {
+        f32::from_bits(0x7f80_0000 | ((em & 0x3ff) << 13))
+    } else {
+        f32::from_bits(em << 13) * f32::from_bits(0x7780_0000) // 2^112
+    };
+    f32::from_bits(mag.to_bits() | sign)
 }
 
 #[inline(always)]
@@ -343,4 +361,21 @@ pub unsafe fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_f32x8(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kquants_inline_f16_matches_half_for_all_bit_patterns() {
+        for h in 0..=u16::MAX {
+            let b = h.to_le_bytes();
+            let want = half::f16::from_bits(h).to_f32();
+            let got = super::f16_at(&b, 0);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{h:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}");
+            }
+        }
+    }
 }
