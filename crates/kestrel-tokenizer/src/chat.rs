@@ -1,0 +1,485 @@
+//! Chat templates: the Jinja template from `tokenizer.chat_template` rendered with minijinja
+//! (HF-compatible settings and helpers), or a built-in format when the file has none.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use minijinja::value::{Kwargs, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, State, Value};
+
+use crate::TokenizerError;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage { role: role.into(), content: content.into() }
+    }
+}
+
+const GEMMA: &str = "{%- set ns = namespace(sys='') -%}\
+{%- for message in messages -%}\
+{%- if message['role'] == 'system' -%}{%- set ns.sys = ns.sys + (message['content'] | trim) -%}\
+{%- else -%}\
+{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}\
+{{ '<start_of_turn>' + role + '\\n' }}\
+{%- if ns.sys != '' and role != 'model' -%}{{ ns.sys + '\\n\\n' }}{%- set ns.sys = '' -%}{%- endif -%}\
+{{ (message['content'] | trim) + '<end_of_turn>\\n' }}\
+{%- endif -%}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}";
+
+const LLAMA3: &str = "{%- for message in messages -%}\
+{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + (message['content'] | trim) + '<|eot_id|>' }}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif -%}";
+
+const PHI3: &str = "{%- for message in messages -%}\
+{{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}";
+
+const CHATML: &str = "{%- for message in messages -%}\
+{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}";
+
+/// A compiled chat template.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    name: String,
+    bos: String,
+    eos: String,
+}
+
+fn terr(e: Error) -> TokenizerError {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        let _ = write!(msg, ": {s}");
+        src = s.source();
+    }
+    TokenizerError::Template(msg)
+}
+
+impl ChatTemplate {
+    /// The template from `tokenizer.chat_template`, or a built-in one chosen from the
+    /// architecture and vocab (gemma*, llama3, phi3, chatml as the fallback).
+    pub fn from_gguf(g: &kestrel_gguf::GgufFile) -> Result<ChatTemplate, TokenizerError> {
+        let tokens = g.get_str_array_opt("tokenizer.ggml.tokens").ok().flatten().unwrap_or(&[]);
+        let tok = |key: &str| -> String {
+            g.get_u32_opt(key)
+                .ok()
+                .flatten()
+                .and_then(|i| tokens.get(i as usize))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let bos = tok("tokenizer.ggml.bos_token_id");
+        let eos = tok("tokenizer.ggml.eos_token_id");
+        if let Some(src) = g.get_str_opt("tokenizer.chat_template").ok().flatten() {
+            return ChatTemplate::from_source(src, &bos, &eos);
+        }
+        let arch = g.architecture().unwrap_or("");
+        ChatTemplate::builtin_for(arch, tokens, &bos, &eos)
+    }
+
+    /// Pick a built-in template from the architecture name and the vocab.
+    pub fn builtin_for(arch: &str, tokens: &[String], bos: &str, eos: &str) -> Result<ChatTemplate, TokenizerError> {
+        let has = |t: &str| tokens.iter().any(|x| x == t);
+        let name = if arch.starts_with("gemma") || has("<start_of_turn>") {
+            "gemma"
+        } else if has("<|start_header_id|>") && has("<|eot_id|>") {
+            "llama3"
+        } else if has("<|assistant|>") && has("<|end|>") {
+            "phi3"
+        } else {
+            "chatml"
+        };
+        ChatTemplate::builtin(name, bos, eos)
+    }
+
+    /// A built-in template by name: "gemma", "llama3", "phi3" or "chatml".
+    pub fn builtin(name: &str, bos: &str, eos: &str) -> Result<ChatTemplate, TokenizerError> {
+        let src = match name {
+            "gemma" => GEMMA,
+            "llama3" => LLAMA3,
+            "phi3" => PHI3,
+            "chatml" => CHATML,
+            other => return Err(TokenizerError::Template(format!("no built-in template '{other}'"))),
+        };
+        let mut t = ChatTemplate::from_source(src, bos, eos)?;
+        t.name = format!("{name} (built-in)");
+        Ok(t)
+    }
+
+    /// Compile a Jinja chat template.
+    pub fn from_source(src: &str, bos: &str, eos: &str) -> Result<ChatTemplate, TokenizerError> {
+        let mut env = Environment::new();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(terr)?;
+        env.set_syntax(syntax);
+        env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_function("strftime_now", |fmt: String| -> String { strftime_now(&fmt) });
+        env.add_filter("tojson", tojson);
+        env.set_unknown_method_callback(py_methods);
+        env.add_template_owned("chat", src.to_string()).map_err(terr)?;
+        Ok(ChatTemplate { env, name: "gguf".to_string(), bos: bos.to_string(), eos: eos.to_string() })
+    }
+
+    /// "gguf" for a template from the file, "<name> (built-in)" otherwise.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Render the conversation.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+        let tmpl = self.env.get_template("chat").map_err(terr)?;
+        let ctx = minijinja::context! {
+            messages => Value::from(messages.iter().map(|m| Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())])).collect::<Vec<_>>()),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos.as_str(),
+            eos_token => self.eos.as_str(),
+        };
+        tmpl.render(ctx).map_err(terr)
+    }
+}
+
+// ---- helpers --------------------------------------------------------------------------------
+
+fn strftime_now(fmt: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let (h, mi, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // civil from days (Howard Hinnant's algorithm)
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    let wd = (days + 4).rem_euclid(7) as usize; // 0 = Sunday
+    const MONTHS: [&str; 12] = [
+        "January", "February", "March", "April", "May", "June", "July", "August", "September",
+        "October", "November", "December",
+    ];
+    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    let mut out = String::new();
+    let mut it = fmt.chars();
+    while let Some(c) = it.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('Y') => { let _ = write!(out, "{y}"); }
+            Some('y') => { let _ = write!(out, "{:02}", y % 100); }
+            Some('m') => { let _ = write!(out, "{m:02}"); }
+            Some('d') => { let _ = write!(out, "{d:02}"); }
+            Some('-') => match it.next() {
+                Some('d') => { let _ = write!(out, "{d}"); }
+                Some('m') => { let _ = write!(out, "{m}"); }
+                Some(o) => { out.push_str("%-"); out.push(o); }
+                None => out.push_str("%-"),
+            },
+            Some('B') => out.push_str(MONTHS[(m - 1) as usize]),
+            Some('b') => out.push_str(&MONTHS[(m - 1) as usize][..3]),
+            Some('A') => out.push_str(DAYS[wd]),
+            Some('a') => out.push_str(&DAYS[wd][..3]),
+            Some('H') => { let _ = write!(out, "{h:02}"); }
+            Some('M') => { let _ = write!(out, "{mi:02}"); }
+            Some('S') => { let _ = write!(out, "{s:02}"); }
+            Some('%') => out.push('%'),
+            Some(o) => { out.push('%'); out.push(o); }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// Python `json.dumps(x, ensure_ascii=False)` style, as HF's `tojson` filter.
+fn tojson(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let _sort: Option<bool> = kwargs.get("sort_keys")?;
+    let _ = kwargs.get::<Option<Value>>("separators")?;
+    let _ = kwargs.get::<Option<Value>>("ensure_ascii")?;
+    kwargs.assert_all_used()?;
+    let mut out = String::new();
+    write_json(&v, indent, 0, &mut out)?;
+    Ok(Value::from_safe_string(out))
+}
+
+fn json_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_json(v: &Value, indent: Option<usize>, depth: usize, out: &mut String) -> Result<(), Error> {
+    let nl = |out: &mut String, d: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * d));
+        }
+    };
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+        ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+        ValueKind::Number => {
+            if v.is_integer() {
+                let _ = write!(out, "{v}");
+            } else {
+                let f = f64::try_from(v.clone()).unwrap_or(f64::NAN);
+                if f.is_nan() {
+                    out.push_str("NaN");
+                } else if f.is_infinite() {
+                    out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+                } else if f.fract() == 0.0 && f.abs() < 1e16 {
+                    let _ = write!(out, "{f:.1}");
+                } else {
+                    let _ = write!(out, "{f}");
+                }
+            }
+        }
+        ValueKind::String => json_str(v.as_str().unwrap_or(""), out),
+        ValueKind::Map => {
+            let keys: Vec<Value> = v.try_iter()?.collect();
+            if keys.is_empty() {
+                out.push_str("{}");
+                return Ok(());
+            }
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(if indent.is_some() { ',' } else { ',' });
+                    if indent.is_none() {
+                        out.push(' ');
+                    }
+                }
+                nl(out, depth + 1);
+                match k.as_str() {
+                    Some(s) => json_str(s, out),
+                    None => json_str(&k.to_string(), out),
+                }
+                out.push_str(": ");
+                write_json(&v.get_item(k)?, indent, depth + 1, out)?;
+            }
+            nl(out, depth);
+            out.push('}');
+        }
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<Value> = v.try_iter()?.collect();
+            if items.is_empty() {
+                out.push_str("[]");
+                return Ok(());
+            }
+            out.push('[');
+            for (i, it) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                    if indent.is_none() {
+                        out.push(' ');
+                    }
+                }
+                nl(out, depth + 1);
+                write_json(it, indent, depth + 1, out)?;
+            }
+            nl(out, depth);
+            out.push(']');
+        }
+        _ => json_str(&v.to_string(), out),
+    }
+    Ok(())
+}
+
+fn arg_str(args: &[Value], i: usize) -> Option<String> {
+    args.get(i).and_then(|a| if a.is_none() || a.is_undefined() { None } else { a.as_str().map(str::to_string) })
+}
+
+/// Python string / dict methods that HF templates call (`.strip()`, `.startswith()`, `.items()`).
+fn py_methods(_state: &mut State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
+    if let Some(s) = value.as_str() {
+        let chars = arg_str(args, 0);
+        let strip_set = |c: char| match &chars {
+            Some(set) => set.contains(c),
+            None => c.is_whitespace(),
+        };
+        return Ok(match method {
+            "strip" => Value::from(s.trim_matches(strip_set)),
+            "lstrip" => Value::from(s.trim_start_matches(strip_set)),
+            "rstrip" => Value::from(s.trim_end_matches(strip_set)),
+            "upper" => Value::from(s.to_uppercase()),
+            "lower" => Value::from(s.to_lowercase()),
+            "title" => Value::from(
+                s.split(' ')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        match c.next() {
+                            Some(f) => f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase(),
+                            None => String::new(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            "capitalize" => {
+                let mut c = s.chars();
+                Value::from(match c.next() {
+                    Some(f) => f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase(),
+                    None => String::new(),
+                })
+            }
+            "startswith" => Value::from(arg_str(args, 0).is_some_and(|p| s.starts_with(p.as_str()))),
+            "endswith" => Value::from(arg_str(args, 0).is_some_and(|p| s.ends_with(p.as_str()))),
+            "replace" => {
+                let (a, b) = (arg_str(args, 0).unwrap_or_default(), arg_str(args, 1).unwrap_or_default());
+                Value::from(s.replace(a.as_str(), b.as_str()))
+            }
+            "split" => {
+                let parts: Vec<Value> = match arg_str(args, 0) {
+                    Some(sep) => s.split(sep.as_str()).map(Value::from).collect(),
+                    None => s.split_whitespace().map(Value::from).collect(),
+                };
+                Value::from(parts)
+            }
+            "find" => Value::from(
+                arg_str(args, 0).and_then(|p| s.find(p.as_str())).map_or(-1i64, |i| s[..i].chars().count() as i64),
+            ),
+            "count" => Value::from(arg_str(args, 0).map_or(0, |p| if p.is_empty() { 0 } else { s.matches(p.as_str()).count() })),
+            "isdigit" => Value::from(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
+            "isspace" => Value::from(!s.is_empty() && s.chars().all(char::is_whitespace)),
+            _ => return Err(Error::new(ErrorKind::UnknownMethod, format!("string has no method '{method}'"))),
+        });
+    }
+    if value.kind() == ValueKind::Map {
+        return Ok(match method {
+            "items" => {
+                let mut v = Vec::new();
+                for k in value.try_iter()? {
+                    let item = value.get_item(&k)?;
+                    v.push(Value::from(vec![k, item]));
+                }
+                Value::from(v)
+            }
+            "keys" => Value::from(value.try_iter()?.collect::<Vec<_>>()),
+            "values" => {
+                let mut v = Vec::new();
+                for k in value.try_iter()? {
+                    v.push(value.get_item(&k)?);
+                }
+                Value::from(v)
+            }
+            "get" => {
+                let key = args.first().cloned().unwrap_or(Value::UNDEFINED);
+                let item = value.get_item(&key)?;
+                if item.is_undefined() {
+                    args.get(1).cloned().unwrap_or(Value::from(()))
+                } else {
+                    item
+                }
+            }
+            _ => return Err(Error::new(ErrorKind::UnknownMethod, format!("map has no method '{method}'"))),
+        });
+    }
+    Err(Error::new(ErrorKind::UnknownMethod, format!("no method '{method}' on {}", value.kind())))
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<ChatTemplate>();
+    f::<Arc<ChatTemplate>>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "Hi!"),
+            ChatMessage::new("assistant", "Hello."),
+            ChatMessage::new("user", "How are you?"),
+        ]
+    }
+
+    #[test]
+    fn gemma_builtin() {
+        let t = ChatTemplate::builtin_for("gemma3", &[], "<bos>", "<eos>").unwrap();
+        assert_eq!(t.name(), "gemma (built-in)");
+        let s = t.render(&conv(), true).unwrap();
+        assert_eq!(
+            s,
+            "<start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n\
+             <start_of_turn>model\nHello.<end_of_turn>\n\
+             <start_of_turn>user\nHow are you?<end_of_turn>\n\
+             <start_of_turn>model\n"
+        );
+    }
+
+    #[test]
+    fn chatml_llama3_phi3() {
+        let c = ChatTemplate::builtin("chatml", "", "").unwrap();
+        assert_eq!(
+            c.render(&conv()[1..2], true).unwrap(),
+            "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let l = ChatTemplate::builtin("llama3", "", "").unwrap();
+        assert_eq!(
+            l.render(&conv()[1..2], true).unwrap(),
+            "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+        let p = ChatTemplate::builtin("phi3", "", "").unwrap();
+        assert_eq!(p.render(&conv()[1..2], true).unwrap(), "<|user|>\nHi!<|end|>\n<|assistant|>\n");
+    }
+
+    #[test]
+    fn helpers() {
+        let t = ChatTemplate::from_source(
+            "{{ bos_token }}{% for m in messages %}{{ m['content'].strip() | upper }}|{{ m | tojson }}{% endfor %}{% if false %}{{ raise_exception('x') }}{% endif %}",
+            "<s>",
+            "</s>",
+        )
+        .unwrap();
+        let s = t.render(&[ChatMessage::new("user", "  a\"b  ")], false).unwrap();
+        assert_eq!(s, "<s>A\"B|{\"role\": \"user\", \"content\": \"  a\\\"b  \"}");
+        let bad = ChatTemplate::from_source("{{ raise_exception('nope') }}", "", "").unwrap();
+        let e = bad.render(&[], false).unwrap_err();
+        assert!(e.to_string().contains("nope"));
+        assert!(ChatTemplate::from_source("{% for %}", "", "").is_err());
+        let d = ChatTemplate::from_source("{{ strftime_now('%Y-%m-%d') }}", "", "").unwrap();
+        assert_eq!(d.render(&[], false).unwrap().len(), 10);
+    }
+}
