@@ -1,1 +1,125 @@
-fn main() {}
+//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect.
+
+mod cmd_chat;
+mod cmd_inspect;
+mod cmd_logits;
+mod cmd_perplexity;
+mod cmd_run;
+mod cmd_tokenize;
+mod models;
+mod util;
+
+use clap::{Args, Parser, Subcommand};
+use kestrel_engine::{Engine, EngineConfig, SamplerConfig};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "kestrel", version, about = "On-device language-model engine: run GGUF models fast on the CPU.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a continuation of a prompt, streamed to stdout.
+    Run(cmd_run::RunArgs),
+    /// Interactive chat using the model's chat template; keeps the conversation.
+    Chat(cmd_chat::ChatArgs),
+    /// Print the token ids of a text.
+    Tokenize(cmd_tokenize::TokenizeArgs),
+    /// Print the top logits at every prompt position (the golden logits.json format).
+    Logits(cmd_logits::LogitsArgs),
+    /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
+    Perplexity(cmd_perplexity::PerplexityArgs),
+    /// Show a GGUF file's metadata and tensor table.
+    Inspect(cmd_inspect::InspectArgs),
+}
+
+/// Options shared by every verb that loads a model.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// GGUF model file [default: SmolLM2-135M-Instruct Q4_1, fetched into the cache if missing]
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+    /// Threads for the forward pass [default: available cores]
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Context length [default: min(training context, 4096)]
+    #[arg(short = 'c', long = "ctx", default_value_t = 0)]
+    pub ctx: usize,
+    /// Prompt tokens per forward micro-batch
+    #[arg(short = 'b', long = "batch", default_value_t = 512)]
+    pub batch: usize,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<Engine> {
+        let path = models::resolve(self.model.as_deref())?;
+        let cfg = EngineConfig {
+            n_ctx: self.ctx,
+            n_batch: self.batch,
+            n_threads: self.threads.unwrap_or_else(kestrel_engine::default_threads),
+        };
+        Engine::load(&path, &cfg).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
+    }
+}
+
+/// Sampling options shared by run and chat.
+#[derive(Args, Clone, Debug)]
+pub struct SampleArgs {
+    /// Temperature; 0 is greedy
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep the k most likely tokens (0 = off)
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = off)
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min-p times the best one (0 = off)
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalize recently seen tokens (1 = off)
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the repeat penalty considers
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed [default: from the clock]
+    #[arg(short = 's', long = "seed")]
+    pub seed: Option<u64>,
+}
+
+impl SampleArgs {
+    pub fn config(&self) -> SamplerConfig {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+        });
+        SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed,
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run(a) => cmd_run::run(a),
+        Cmd::Chat(a) => cmd_chat::run(a),
+        Cmd::Tokenize(a) => cmd_tokenize::run(a),
+        Cmd::Logits(a) => cmd_logits::run(a),
+        Cmd::Perplexity(a) => cmd_perplexity::run(a),
+        Cmd::Inspect(a) => cmd_inspect::run(a),
+    };
+    if let Err(e) = r {
+        eprintln!("kestrel: error: {e:#}");
+        std::process::exit(1);
+    }
+}

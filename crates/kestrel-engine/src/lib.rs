@@ -1,1 +1,276 @@
+//! The engine: a model with its tokenizer and chat template, a thread pool, and the generation
+//! loop (prefix reuse, sampling, stop strings, streaming, timings).
 
+mod error;
+pub mod eval;
+pub mod stop;
+
+pub use error::{EngineError, Result};
+pub use kestrel_model::{Model, SamplerConfig, Session};
+pub use kestrel_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
+
+use kestrel_gguf::GgufFile;
+use kestrel_kernels::ThreadPool;
+use kestrel_model::Sampler;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use stop::{StopMatcher, StopStep};
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Context length of new sessions; 0 means the smaller of the model's training context and 4096.
+    pub n_ctx: usize,
+    /// Largest micro-batch of prompt tokens per forward pass.
+    pub n_batch: usize,
+    pub n_threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { n_ctx: 0, n_batch: 512, n_threads: default_threads() }
+    }
+}
+
+/// The machine's available parallelism (physical cores are not visible portably).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+pub struct Engine {
+    pub model: Arc<Model>,
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: ChatTemplate,
+    pub pool: ThreadPool,
+    n_ctx: usize,
+    n_batch: usize,
+}
+
+/// A session plus the tokens it holds, so a later prompt that starts the same way reuses them.
+pub struct Sequence {
+    pub session: Session,
+    pub tokens: Vec<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GenParams {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenParams {
+    fn default() -> Self {
+        GenParams { max_tokens: 256, sampler: SamplerConfig::default(), stop: Vec::new(), ignore_eos: false }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    Eos,
+    MaxTokens,
+    StopString,
+    ContextFull,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::MaxTokens => "length",
+            StopReason::StopString => "stop",
+            StopReason::ContextFull => "context_full",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    /// Prompt tokens evaluated (after prefix reuse) and the time it took.
+    pub n_prompt_eval: usize,
+    pub n_prompt_reused: usize,
+    pub prompt_ms: f64,
+    /// Tokens generated and the time spent producing them after the first.
+    pub n_gen: usize,
+    pub gen_ms: f64,
+    /// From the call to the first generated token.
+    pub ttft_ms: f64,
+}
+
+impl Timings {
+    pub fn prompt_tps(&self) -> f64 {
+        rate(self.n_prompt_eval, self.prompt_ms)
+    }
+    pub fn gen_tps(&self) -> f64 {
+        rate(self.n_gen.saturating_sub(1), self.gen_ms)
+    }
+}
+
+fn rate(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 {
+        n as f64 * 1000.0 / ms
+    } else {
+        0.0
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub stop_reason: StopReason,
+    pub timings: Timings,
+}
+
+impl Engine {
+    pub fn load(path: impl AsRef<Path>, cfg: &EngineConfig) -> Result<Engine> {
+        let gguf = Arc::new(GgufFile::open(path)?);
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        let template = ChatTemplate::from_gguf(&gguf)?;
+        let model = Model::from_gguf(gguf)?;
+        let train = model.hparams().n_ctx_train;
+        let n_ctx = if cfg.n_ctx == 0 { train.min(4096) } else { cfg.n_ctx };
+        Ok(Engine {
+            model: Arc::new(model),
+            tokenizer: Arc::new(tokenizer),
+            template,
+            pool: ThreadPool::new(cfg.n_threads.max(1)),
+            n_ctx,
+            n_batch: cfg.n_batch.max(1),
+        })
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub fn new_sequence(&self) -> Sequence {
+        Sequence { session: self.model.new_session(self.n_ctx, self.n_batch), tokens: Vec::new() }
+    }
+
+    /// Tokenize a plain prompt the way `run` does: special tokens as the metadata asks, and
+    /// special-token text in the prompt parsed.
+    pub fn tokenize_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text, true, true)?)
+    }
+
+    /// Render a conversation with the chat template and tokenize it. The template writes any
+    /// BOS itself, so none is added unless the model asks for it and the text lacks it.
+    pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let text = self.template.render(messages, true)?;
+        let mut ids = self.tokenizer.encode(&text, false, true)?;
+        if self.tokenizer.add_bos() {
+            if let Some(bos) = self.tokenizer.bos() {
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Generate a continuation of `prompt` in `seq`, calling `on_text` with each piece of text as
+    /// it becomes final; `on_text` returns false to stop early.
+    pub fn generate(
+        &self,
+        seq: &mut Sequence,
+        prompt: &[u32],
+        params: &GenParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        params.sampler.validate().map_err(EngineError::Sampling)?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let n_ctx = seq.session.n_ctx();
+        if prompt.len() >= n_ctx {
+            return Err(EngineError::PromptTooLong {
+                prompt: prompt.len(),
+                max_new: params.max_tokens,
+                needed: prompt.len() + 1,
+                n_ctx,
+            });
+        }
+        let t0 = Instant::now();
+        // Reuse the longest common prefix already in the cache; always evaluate at least one
+        // token so there are fresh logits.
+        let mut common = seq.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        common = common.min(prompt.len() - 1).min(seq.session.n_past());
+        seq.session.truncate(common);
+        seq.tokens.truncate(common);
+        let todo = &prompt[common..];
+        self.model.forward(&mut seq.session, &self.pool, todo, todo.len() - 1)?;
+        seq.tokens.extend_from_slice(todo);
+        let mut timings = Timings {
+            n_prompt_eval: todo.len(),
+            n_prompt_reused: common,
+            prompt_ms: t0.elapsed().as_secs_f64() * 1e3,
+            ..Default::default()
+        };
+
+        let mut sampler = Sampler::new(params.sampler.clone());
+        let window = params.sampler.repeat_last_n.min(prompt.len());
+        for &t in &prompt[prompt.len() - window..] {
+            sampler.accept(t);
+        }
+        let mut decoder = StreamDecoder::new();
+        let mut stops = StopMatcher::new(&params.stop);
+        let mut text = String::new();
+        let mut tokens = Vec::new();
+        let mut t_first = None;
+        let reason = loop {
+            if tokens.len() >= params.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            let tok = sampler.sample(seq.session.last_logits());
+            if t_first.is_none() {
+                t_first = Some(Instant::now());
+                timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
+            }
+            if self.tokenizer.is_eog(tok) && !params.ignore_eos {
+                break StopReason::Eos;
+            }
+            sampler.accept(tok);
+            tokens.push(tok);
+            let piece = decoder.push(&self.tokenizer, tok);
+            let (emit, stopped) = match stops.push(&piece) {
+                StopStep::Emit(t) => (t, false),
+                StopStep::Stop(t) => (t, true),
+            };
+            text.push_str(&emit);
+            if !emit.is_empty() && !on_text(&emit) {
+                break StopReason::Cancelled;
+            }
+            if stopped {
+                break StopReason::StopString;
+            }
+            if tokens.len() >= params.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if seq.session.n_past() >= n_ctx {
+                break StopReason::ContextFull;
+            }
+            self.model.forward(&mut seq.session, &self.pool, &[tok], 0)?;
+            seq.tokens.push(tok);
+        };
+        if !matches!(reason, StopReason::StopString | StopReason::Cancelled) {
+            let mut rest = decoder.finish();
+            rest.push_str(&stops.finish());
+            if !rest.is_empty() {
+                text.push_str(&rest);
+                on_text(&rest);
+            }
+        }
+        timings.n_gen = tokens.len();
+        if let Some(t1) = t_first {
+            timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
+        }
+        Ok(Generation { text, tokens, stop_reason: reason, timings })
+    }
+}

@@ -1,1 +1,20 @@
+//! Model architectures built from shared transformer blocks, the KV cache, sessions and sampling.
 
+pub mod arch;
+pub mod decoder;
+mod error;
+mod forward;
+pub mod hparams;
+pub mod kv;
+mod model;
+pub mod registry;
+pub mod sampler;
+mod session;
+pub mod weights;
+
+pub use error::{ModelError, Result};
+pub use hparams::Hparams;
+pub use model::Model;
+pub use sampler::{Sampler, SamplerConfig};
+pub use session::Session;
+pub use kestrel_kernels::ThreadPool;

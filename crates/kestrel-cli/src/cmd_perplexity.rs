@@ -1,0 +1,63 @@
+use crate::util::Progress;
+use crate::ModelArgs;
+use anyhow::Context;
+use clap::Args;
+use kestrel_engine::eval;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct PerplexityArgs {
+    /// GGUF model file [default: the default model]
+    #[arg(short = 'm', long = "model")]
+    model: Option<PathBuf>,
+    /// Text file to score
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Tokens per chunk
+    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
+    ctx: usize,
+    /// Score at most this many chunks (0 = all)
+    #[arg(long = "chunks", default_value_t = 0)]
+    chunks: usize,
+    /// Threads [default: available cores]
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+    /// Print a JSON object
+    #[arg(long = "json")]
+    json: bool,
+}
+
+pub fn run(a: PerplexityArgs) -> anyhow::Result<()> {
+    let margs = ModelArgs { model: a.model.clone(), threads: a.threads, ctx: a.ctx, batch: a.ctx };
+    let engine = margs.load()?;
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let t0 = std::time::Instant::now();
+    let tokens = eval::tokenize_for_perplexity(&engine, &text)?;
+    let tok_s = t0.elapsed().as_secs_f64();
+    let total = if a.chunks == 0 { tokens.len() / a.ctx.max(1) } else { a.chunks.min(tokens.len() / a.ctx.max(1)) };
+    let mut bar = Progress::new("perplexity", total);
+    let t1 = std::time::Instant::now();
+    let r = eval::perplexity(&engine, &tokens, a.ctx, a.chunks, &mut |done, _, ppl| bar.update(done, &format!("ppl {ppl:.4}")))?;
+    let secs = t1.elapsed().as_secs_f64();
+    if a.json {
+        let v = serde_json::json!({
+            "ppl": r.ppl, "ppl_stderr": r.ppl_stderr, "chunks": r.chunks, "ctx": r.n_ctx,
+            "tokens": r.tokens, "scored": r.scored, "running_ppl": r.running,
+            "tokenize_seconds": tok_s, "eval_seconds": secs,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "perplexity: {:.4} ± {:.4} over {} chunks of {} tokens ({} tokens in the file, {} scored; {:.1} s, {:.0} tok/s)",
+            r.ppl,
+            r.ppl_stderr,
+            r.chunks,
+            r.n_ctx,
+            r.tokens,
+            r.scored,
+            secs,
+            (r.chunks * r.n_ctx) as f64 / secs
+        );
+    }
+    Ok(())
+}

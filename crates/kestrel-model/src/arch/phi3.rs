@@ -1,0 +1,72 @@
+//! `phi3`: fused projections — `attn_qkv` holds q, k and v stacked by rows, `ffn_up` holds gate
+//! then up — SwiGLU, rope over halves, optional `rope_factors_short` (the long factors are for
+//! contexts beyond the original training length, which sessions here do not extend to).
+
+use super::{blk, default_attn_scale, embd_and_head};
+use crate::decoder::{Activation, Decoder, Layer};
+use crate::error::Result;
+use crate::hparams::Hparams;
+use crate::weights::{Linear, Loader};
+use kestrel_kernels::ops::RopeStyle;
+
+/// Split a fused linear layer into consecutive row blocks of the given sizes.
+fn split_rows(fused: &Linear, sizes: &[usize]) -> Vec<Linear> {
+    let mut r0 = 0;
+    sizes
+        .iter()
+        .map(|&n| {
+            let w = fused.w.rows_slice(r0, n);
+            let b = fused.b.as_ref().map(|b| b[r0..r0 + n].to_vec());
+            r0 += n;
+            Linear { w, b }
+        })
+        .collect()
+}
+
+pub fn load(l: &Loader, hp: Hparams) -> Result<Decoder> {
+    let (tok_embd, output_norm, output) = embd_and_head(l, &hp)?;
+    let (e, f) = (hp.n_embd, hp.n_ff);
+    let mut layers = Vec::with_capacity(hp.n_layer);
+    for i in 0..hp.n_layer {
+        let (q, k, v) = if l.has(&blk(i, "attn_qkv.weight")) {
+            let fused = l.linear(&blk(i, "attn_qkv"), e, hp.n_embd_q() + hp.n_embd_k() + hp.n_embd_v())?;
+            let mut parts = split_rows(&fused, &[hp.n_embd_q(), hp.n_embd_k(), hp.n_embd_v()]).into_iter();
+            (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
+        } else {
+            let (q, k, v, _) = super::attn_qkvo(l, &hp, i)?;
+            (q, k, v)
+        };
+        let fused_up = l.linear(&blk(i, "ffn_up"), e, 2 * f)?;
+        let mut gu = split_rows(&fused_up, &[f, f]).into_iter();
+        layers.push(Layer {
+            attn_norm: l.vector(&blk(i, "attn_norm.weight"), e)?,
+            wq: q,
+            wk: k,
+            wv: v,
+            wo: l.linear(&blk(i, "attn_output"), hp.n_head * hp.head_dim_v, e)?,
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            ffn_norm: l.vector(&blk(i, "ffn_norm.weight"), e)?,
+            gate: gu.next().unwrap(),
+            up: gu.next().unwrap(),
+            down: l.linear(&blk(i, "ffn_down"), f, e)?,
+            post_ffn_norm: None,
+            rope_base: hp.rope_base,
+            window: None,
+        });
+    }
+    Ok(Decoder {
+        tok_embd,
+        embd_scale: 1.0,
+        layers,
+        output_norm,
+        output,
+        rope_style: RopeStyle::Neox,
+        rope_factors: l.vector_opt("rope_factors_short.weight", hp.n_rot / 2)?,
+        attn_scale: default_attn_scale(&hp),
+        activation: Activation::SwiGlu,
+        final_softcap: None,
+        hp,
+    })
+}

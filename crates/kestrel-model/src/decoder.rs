@@ -1,0 +1,57 @@
+//! The shared decoder-only transformer. Each architecture file describes its model as a
+//! [`Decoder`] (which norms, biases, activation, rope style and attention window each layer
+//! has); this file runs that description. Nothing here asks which architecture it is.
+
+use crate::hparams::Hparams;
+use crate::weights::{Linear, Matrix};
+use kestrel_kernels::ops::RopeStyle;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// silu(gate) * up
+    SwiGlu,
+    /// gelu_tanh(gate) * up
+    GeGlu,
+}
+
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    /// RMS norm over each head of q / k before rope (gemma3, qwen3).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    /// RMS norm of the attention output before the residual add (gemma2/3).
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+    pub post_ffn_norm: Option<Vec<f32>>,
+    pub rope_base: f32,
+    /// Sliding-window attention: a query at position p sees keys at p - window + 1 ..= p.
+    pub window: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    pub hp: Hparams,
+    pub tok_embd: Matrix,
+    /// Multiplies the embeddings (gemma: sqrt(n_embd)).
+    pub embd_scale: f32,
+    pub layers: Vec<Layer>,
+    pub output_norm: Vec<f32>,
+    /// The output head: its own tensor, or the token embedding when tied.
+    pub output: Matrix,
+    pub rope_style: RopeStyle,
+    /// Per-pair frequency divisors (llama3 `rope_freqs.weight`).
+    pub rope_factors: Option<Vec<f32>>,
+    /// Multiplies q·k before the softmax.
+    pub attn_scale: f32,
+    pub activation: Activation,
+    /// tanh soft-capping of the final logits (gemma2 style), if any.
+    pub final_softcap: Option<f32>,
+}

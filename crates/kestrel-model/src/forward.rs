@@ -1,0 +1,210 @@
+//! One forward pass of a [`Decoder`] over a micro-batch of tokens.
+
+use crate::decoder::{Activation, Decoder, Layer};
+use crate::kv::KvCache;
+use crate::session::{Scratch, Session};
+use crate::weights::Linear;
+use kestrel_gguf::GgufFile;
+use kestrel_kernels::ops::{self, RopeStyle};
+use kestrel_kernels::{matmul, Kernels, ThreadPool};
+
+/// A raw pointer that threads of one pool run write through at disjoint offsets.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: only used inside `ThreadPool::run`, where every thread writes a disjoint range.
+unsafe impl Sync for SharedMut {}
+unsafe impl Send for SharedMut {}
+
+impl SharedMut {
+    /// SAFETY: the caller guarantees no other thread touches `off..off+len` meanwhile.
+    #[inline]
+    unsafe fn slice<'a>(self, off: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(off), len)
+    }
+}
+
+pub(crate) struct Ctx<'a> {
+    pub g: &'a GgufFile,
+    pub d: &'a Decoder,
+    pub pool: &'a ThreadPool,
+    pub k: &'a Kernels,
+}
+
+fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<u8>) {
+    let w = l.w.view(c.g);
+    matmul(c.pool, c.k, &w, &x[..n * w.cols], n, &mut y[..n * w.rows], q8);
+    if let Some(b) = &l.b {
+        for row in y[..n * w.rows].chunks_exact_mut(w.rows) {
+            ops::add_inplace(row, b);
+        }
+    }
+}
+
+fn norm_rows(x: &[f32], w: &[f32], eps: f32, n: usize, out: &mut [f32]) {
+    let e = w.len();
+    for i in 0..n {
+        ops::rms_norm(&x[i * e..(i + 1) * e], w, eps, &mut out[i * e..(i + 1) * e]);
+    }
+}
+
+fn norm_rows_inplace(x: &mut [f32], w: &[f32], eps: f32, n: usize) {
+    let e = w.len();
+    for row in x[..n * e].chunks_exact_mut(e) {
+        ops::rms_norm_inplace(row, w, eps);
+    }
+}
+
+/// Run `tokens` (at positions `s.n_past..`) through the model; write logits for the tokens at
+/// batch indices `logit_from..tokens.len()` to `s.logits` starting at row `logit_row0`.
+pub(crate) fn forward_ubatch(c: &Ctx, s: &mut Session, tokens: &[u32], logit_from: usize, logit_row0: usize) {
+    let d = c.d;
+    let hp = &d.hp;
+    let n = tokens.len();
+    let e = hp.n_embd;
+    let pos0 = s.n_past;
+    let sc = &mut s.s;
+
+    // Embeddings, straight from the quantized table.
+    let emb = d.tok_embd.view(c.g);
+    let rb = d.tok_embd.row_bytes();
+    for (i, &t) in tokens.iter().enumerate() {
+        let row = &emb.data[t as usize * rb..(t as usize + 1) * rb];
+        kestrel_kernels::dequantize_row(emb.ty, row, &mut sc.x[i * e..(i + 1) * e]);
+        if d.embd_scale != 1.0 {
+            ops::scale_inplace(&mut sc.x[i * e..(i + 1) * e], d.embd_scale);
+        }
+    }
+
+    // Rotary tables, once per distinct base for the whole micro-batch.
+    for (base, table) in sc.rope.iter_mut() {
+        for i in 0..n {
+            ops::rope_cache(
+                (pos0 + i) as f32,
+                hp.n_rot,
+                *base,
+                hp.rope_freq_scale,
+                d.rope_factors.as_deref(),
+                &mut table[i * hp.n_rot..(i + 1) * hp.n_rot],
+            );
+        }
+    }
+
+    for (il, layer) in d.layers.iter().enumerate() {
+        attention_block(c, sc, &mut s.kv, il, layer, n, pos0);
+        ffn_block(c, sc, layer, n);
+    }
+
+    // Output head for the requested rows only.
+    let n_out = n - logit_from;
+    if n_out > 0 {
+        norm_rows(&sc.x[logit_from * e..], &d.output_norm, hp.norm_eps, n_out, &mut sc.h);
+        let w = d.output.view(c.g);
+        let v = hp.n_vocab;
+        let dst = &mut s.logits[logit_row0 * v..(logit_row0 + n_out) * v];
+        matmul(c.pool, c.k, &w, &sc.h[..n_out * e], n_out, dst, &mut sc.q8);
+        if let Some(cap) = d.final_softcap {
+            for z in dst.iter_mut() {
+                *z = cap * (*z / cap).tanh();
+            }
+        }
+    }
+    s.n_past += n;
+}
+
+fn attention_block(c: &Ctx, sc: &mut Scratch, kv: &mut KvCache, il: usize, layer: &Layer, n: usize, pos0: usize) {
+    let d = c.d;
+    let hp = &d.hp;
+    let e = hp.n_embd;
+    let (hd, hdv) = (hp.head_dim, hp.head_dim_v);
+
+    norm_rows(&sc.x, &layer.attn_norm, hp.norm_eps, n, &mut sc.h);
+    linear(c, &layer.wq, &sc.h, n, &mut sc.q, &mut sc.q8);
+    linear(c, &layer.wk, &sc.h, n, &mut sc.k, &mut sc.q8);
+    linear(c, &layer.wv, &sc.h, n, &mut sc.v, &mut sc.q8);
+
+    if let Some(w) = &layer.q_norm {
+        norm_rows_inplace(&mut sc.q, w, hp.norm_eps, n * hp.n_head);
+    }
+    if let Some(w) = &layer.k_norm {
+        norm_rows_inplace(&mut sc.k, w, hp.norm_eps, n * hp.n_head_kv);
+    }
+
+    let table = &sc.rope.iter().find(|(b, _)| *b == layer.rope_base).expect("rope table for every layer base").1;
+    let style: RopeStyle = d.rope_style;
+    for i in 0..n {
+        let cs = &table[i * hp.n_rot..(i + 1) * hp.n_rot];
+        for h in 0..hp.n_head {
+            let o = (i * hp.n_head + h) * hd;
+            ops::rope_apply(&mut sc.q[o..o + hd], cs, hp.n_rot, style);
+        }
+        for h in 0..hp.n_head_kv {
+            let o = (i * hp.n_head_kv + h) * hd;
+            ops::rope_apply(&mut sc.k[o..o + hd], cs, hp.n_rot, style);
+        }
+        kv.store(il, pos0 + i, &sc.k[i * hp.n_embd_k()..(i + 1) * hp.n_embd_k()], &sc.v[i * hp.n_embd_v()..(i + 1) * hp.n_embd_v()]);
+    }
+
+    // Scaled dot-product attention, (token, head) pairs spread over the pool.
+    let n_ctx = kv.n_ctx;
+    let nt = c.pool.n_threads();
+    if sc.scores.len() < nt * n_ctx {
+        sc.scores.resize(nt * n_ctx, 0.0);
+    }
+    let group = hp.n_head / hp.n_head_kv;
+    let items = n * hp.n_head;
+    let scores = SharedMut(sc.scores.as_mut_ptr());
+    let out = SharedMut(sc.att.as_mut_ptr());
+    let q = &sc.q;
+    let kv_ref: &KvCache = kv;
+    let scale = d.attn_scale;
+    let window = layer.window;
+    c.pool.run(&|tid, nth| {
+        // SAFETY: thread `tid` owns scores row `tid` and the output rows of its items.
+        let sc_row = unsafe { scores.slice(tid * n_ctx, n_ctx) };
+        let mut item = tid;
+        while item < items {
+            let (i, h) = (item / hp.n_head, item % hp.n_head);
+            let p = pos0 + i;
+            let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let g = h / group;
+            let qh = &q[(i * hp.n_head + h) * hd..(i * hp.n_head + h + 1) * hd];
+            let keys = kv_ref.k_range(il, g, start, p + 1);
+            let len = p + 1 - start;
+            for (j, kj) in keys.chunks_exact(hd).enumerate() {
+                sc_row[j] = ops::dot_f32_f16(qh, kj) * scale;
+            }
+            ops::softmax_inplace(&mut sc_row[..len]);
+            let oh = unsafe { out.slice((i * hp.n_head + h) * hdv, hdv) };
+            oh.fill(0.0);
+            let vals = kv_ref.v_range(il, g, start, p + 1);
+            for (j, vj) in vals.chunks_exact(hdv).enumerate() {
+                ops::axpy_f16(oh, sc_row[j], vj);
+            }
+            item += nth;
+        }
+    });
+
+    linear(c, &layer.wo, &sc.att, n, &mut sc.o, &mut sc.q8);
+    if let Some(w) = &layer.post_attn_norm {
+        norm_rows_inplace(&mut sc.o, w, hp.norm_eps, n);
+    }
+    ops::add_inplace(&mut sc.x[..n * e], &sc.o[..n * e]);
+}
+
+fn ffn_block(c: &Ctx, sc: &mut Scratch, layer: &Layer, n: usize) {
+    let hp = &c.d.hp;
+    let e = hp.n_embd;
+    let f = layer.gate.w.rows;
+    norm_rows(&sc.x, &layer.ffn_norm, hp.norm_eps, n, &mut sc.h);
+    linear(c, &layer.gate, &sc.h, n, &mut sc.gate, &mut sc.q8);
+    linear(c, &layer.up, &sc.h, n, &mut sc.up, &mut sc.q8);
+    match c.d.activation {
+        Activation::SwiGlu => ops::swiglu_inplace(&mut sc.gate[..n * f], &sc.up[..n * f]),
+        Activation::GeGlu => ops::geglu_inplace(&mut sc.gate[..n * f], &sc.up[..n * f]),
+    }
+    linear(c, &layer.down, &sc.gate, n, &mut sc.o, &mut sc.q8);
+    if let Some(w) = &layer.post_ffn_norm {
+        norm_rows_inplace(&mut sc.o, w, hp.norm_eps, n);
+    }
+    ops::add_inplace(&mut sc.x[..n * e], &sc.o[..n * e]);
+}

@@ -1,0 +1,94 @@
+//! A loaded model: the mapped GGUF file and its decoder description. Immutable, shared
+//! between sessions (`Arc<Model>`), `Send + Sync`.
+
+use crate::decoder::Decoder;
+use crate::error::{ModelError, Result};
+use crate::forward::{forward_ubatch, Ctx};
+use crate::hparams::Hparams;
+use crate::registry;
+use crate::session::Session;
+use crate::weights::Loader;
+use kestrel_gguf::GgufFile;
+use kestrel_kernels::{Kernels, ThreadPool};
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct Model {
+    pub gguf: Arc<GgufFile>,
+    pub dec: Decoder,
+}
+
+impl Model {
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Model::from_gguf(Arc::new(GgufFile::open(path)?))
+    }
+
+    pub fn from_gguf(gguf: Arc<GgufFile>) -> Result<Model> {
+        let hp = Hparams::from_gguf(&gguf)?;
+        let load = registry::find(&hp.arch)?;
+        let dec = load(&Loader { g: &gguf }, hp)?;
+        Ok(Model { gguf, dec })
+    }
+
+    pub fn hparams(&self) -> &Hparams {
+        &self.dec.hp
+    }
+
+    /// A new sequence with room for `n_ctx` positions, processing prompts in micro-batches of
+    /// at most `n_batch` tokens.
+    pub fn new_session(&self, n_ctx: usize, n_batch: usize) -> Session {
+        let mut bases: Vec<f32> = Vec::new();
+        for l in &self.dec.layers {
+            if !bases.contains(&l.rope_base) {
+                bases.push(l.rope_base);
+            }
+        }
+        Session::new(&self.dec.hp, n_ctx.max(1), n_batch, &bases)
+    }
+
+    /// Append `tokens` to the session's sequence. Logits are kept for the tokens at indices
+    /// `logits_from..tokens.len()` (read them with `Session::logits`); pass `tokens.len() - 1`
+    /// when only the next token matters.
+    pub fn forward(&self, s: &mut Session, pool: &ThreadPool, tokens: &[u32], logits_from: usize) -> Result<()> {
+        self.forward_with(s, pool, kestrel_kernels::kernels(), tokens, logits_from)
+    }
+
+    /// [`Model::forward`] with an explicit kernel set (tests run the scalar twins through it).
+    pub fn forward_with(
+        &self,
+        s: &mut Session,
+        pool: &ThreadPool,
+        k: &Kernels,
+        tokens: &[u32],
+        logits_from: usize,
+    ) -> Result<()> {
+        let hp = &self.dec.hp;
+        if tokens.is_empty() {
+            return Err(ModelError::Invalid("forward called with no tokens".into()));
+        }
+        if logits_from > tokens.len() {
+            return Err(ModelError::Invalid(format!("logits_from {logits_from} > {} tokens", tokens.len())));
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
+            return Err(ModelError::BadToken(t, hp.n_vocab));
+        }
+        let needed = s.n_past + tokens.len();
+        if needed > s.n_ctx() {
+            return Err(ModelError::ContextFull { needed, n_ctx: s.n_ctx() });
+        }
+        let rows = tokens.len() - logits_from;
+        if s.logits.len() < rows * hp.n_vocab {
+            s.logits.resize(rows * hp.n_vocab, 0.0);
+        }
+        s.n_logit_rows = rows;
+        let c = Ctx { g: &self.gguf, d: &self.dec, pool, k };
+        let mut row = 0;
+        for (ci, chunk) in tokens.chunks(s.n_batch).enumerate() {
+            let start = ci * s.n_batch;
+            let from = logits_from.saturating_sub(start).min(chunk.len());
+            forward_ubatch(&c, s, chunk, from, row);
+            row += chunk.len() - from;
+        }
+        Ok(())
+    }
+}

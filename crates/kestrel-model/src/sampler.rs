@@ -1,0 +1,232 @@
+//! Token sampling: repetition penalty, top-k, top-p, min-p, temperature, then a seeded draw —
+//! the order of llama.cpp's default chain. Temperature <= 0 means greedy.
+
+/// Sampling settings. `Default` matches llama.cpp's defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplerConfig {
+    pub temperature: f32,
+    /// 0 disables.
+    pub top_k: usize,
+    /// 1.0 disables.
+    pub top_p: f32,
+    /// 0.0 disables.
+    pub min_p: f32,
+    /// 1.0 disables.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+    }
+}
+
+impl SamplerConfig {
+    pub fn greedy() -> Self {
+        SamplerConfig { temperature: 0.0, ..Default::default() }
+    }
+
+    /// Checks the ranges; the message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(format!("temperature must be >= 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return Err(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty));
+        }
+        Ok(())
+    }
+}
+
+/// xoshiro256** seeded through splitmix64: small, fast, reproducible across platforms.
+#[derive(Clone, Debug)]
+pub struct Rng([u64; 4]);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        let mut z = seed;
+        let mut next = || {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^ (x >> 31)
+        };
+        Rng([next(), next(), next(), next()])
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.0;
+        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+pub struct Sampler {
+    cfg: SamplerConfig,
+    rng: Rng,
+    recent: std::collections::VecDeque<u32>,
+    cand: Vec<(u32, f32)>,
+}
+
+impl Sampler {
+    pub fn new(cfg: SamplerConfig) -> Sampler {
+        Sampler { rng: Rng::new(cfg.seed), recent: Default::default(), cand: Vec::new(), cfg }
+    }
+
+    pub fn config(&self) -> &SamplerConfig {
+        &self.cfg
+    }
+
+    /// Record a token as part of the sequence (prompt or generated) for the repetition penalty.
+    pub fn accept(&mut self, tok: u32) {
+        if self.cfg.repeat_last_n == 0 {
+            return;
+        }
+        if self.recent.len() == self.cfg.repeat_last_n {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(tok);
+    }
+
+    /// Choose the next token from a row of logits.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let c = &self.cfg;
+        self.cand.clear();
+        self.cand.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+        if c.repeat_penalty != 1.0 {
+            for &t in &self.recent {
+                if let Some(e) = self.cand.get_mut(t as usize) {
+                    // Applied once per distinct token, as llama.cpp does.
+                    if logits[t as usize] == e.1 {
+                        e.1 = if e.1 > 0.0 { e.1 / c.repeat_penalty } else { e.1 * c.repeat_penalty };
+                    }
+                }
+            }
+        }
+        if c.temperature <= 0.0 {
+            let mut best = 0;
+            for (i, &(_, l)) in self.cand.iter().enumerate() {
+                if l > self.cand[best].1 {
+                    best = i;
+                }
+            }
+            return self.cand[best].0;
+        }
+        let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
+        if c.top_k > 0 && c.top_k < self.cand.len() {
+            self.cand.select_nth_unstable_by(c.top_k - 1, by_logit_desc);
+            self.cand.truncate(c.top_k);
+        }
+        self.cand.sort_unstable_by(by_logit_desc);
+        // Probabilities before temperature decide top-p and min-p.
+        let probs = softmax_of(&self.cand, 1.0);
+        if c.top_p < 1.0 {
+            let mut cum = 0.0;
+            let mut keep = self.cand.len();
+            for (i, p) in probs.iter().enumerate() {
+                cum += p;
+                if cum >= c.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            self.cand.truncate(keep.max(1));
+        }
+        if c.min_p > 0.0 {
+            let pmax = probs[0];
+            let keep = probs.iter().take(self.cand.len()).take_while(|&&p| p >= c.min_p as f64 * pmax).count();
+            self.cand.truncate(keep.max(1));
+        }
+        let probs = softmax_of(&self.cand, c.temperature);
+        let r = self.rng.next_f64();
+        let mut cum = 0.0;
+        for (i, p) in probs.iter().enumerate() {
+            cum += p;
+            if r < cum {
+                return self.cand[i].0;
+            }
+        }
+        self.cand[self.cand.len() - 1].0
+    }
+}
+
+fn softmax_of(cand: &[(u32, f32)], temp: f32) -> Vec<f64> {
+    let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+    let mut v: Vec<f64> = cand.iter().map(|c| (((c.1 - max) / temp) as f64).exp()).collect();
+    let s: f64 = v.iter().sum();
+    for x in v.iter_mut() {
+        *x /= s;
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_picks_argmax() {
+        let mut s = Sampler::new(SamplerConfig::greedy());
+        assert_eq!(s.sample(&[0.1, 2.0, -1.0, 1.9]), 1);
+    }
+
+    #[test]
+    fn seed_reproduces_and_top_k_1_is_greedy() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let cfg = SamplerConfig { temperature: 1.0, seed: 42, ..Default::default() };
+        let a: Vec<u32> = { let mut s = Sampler::new(cfg.clone()); (0..20).map(|_| s.sample(&logits)).collect() };
+        let b: Vec<u32> = { let mut s = Sampler::new(cfg.clone()); (0..20).map(|_| s.sample(&logits)).collect() };
+        assert_eq!(a, b);
+        let mut s = Sampler::new(SamplerConfig { top_k: 1, ..cfg });
+        let best = kestrel_kernels::ops::argmax(&logits) as u32;
+        assert!((0..10).all(|_| s.sample(&logits) == best));
+    }
+
+    #[test]
+    fn sampling_follows_distribution() {
+        // Two tokens with probabilities 0.75 / 0.25 at temperature 1, no truncation.
+        let logits = [3f32.ln(), 0.0];
+        let cfg = SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 7, ..Default::default() };
+        let mut s = Sampler::new(cfg);
+        let n = 20000;
+        let zeros = (0..n).filter(|_| s.sample(&logits) == 0).count();
+        let frac = zeros as f64 / n as f64;
+        assert!((frac - 0.75).abs() < 0.015, "{frac}");
+    }
+
+    #[test]
+    fn repeat_penalty_demotes_recent() {
+        let mut s = Sampler::new(SamplerConfig { repeat_penalty: 2.0, ..SamplerConfig::greedy() });
+        s.accept(0);
+        assert_eq!(s.sample(&[2.0, 1.5]), 1);
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        assert!(SamplerConfig { top_p: 0.0, ..Default::default() }.validate().is_err());
+        assert!(SamplerConfig { temperature: -1.0, ..Default::default() }.validate().is_err());
+        assert!(SamplerConfig::default().validate().is_ok());
+    }
+}

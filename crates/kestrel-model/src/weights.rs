@@ -1,0 +1,110 @@
+//! Views of weight tensors inside the mapped GGUF file. Matrices stay in their file blocks;
+//! only small vectors (norms, biases) are copied out as f32 at load.
+
+use crate::error::{ModelError, Result};
+use kestrel_gguf::{GgmlType, GgufFile};
+use kestrel_kernels::QMatrix;
+
+/// A 2-D weight: `rows` output features, each a row of `cols` elements of type `ty`, at
+/// `offset..offset+size` in the file.
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    offset: usize,
+    size: usize,
+}
+
+impl Matrix {
+    pub fn view<'a>(&self, g: &'a GgufFile) -> QMatrix<'a> {
+        QMatrix { ty: self.ty, rows: self.rows, cols: self.cols, data: &g.bytes()[self.offset..self.offset + self.size] }
+    }
+    pub fn row_bytes(&self) -> usize {
+        self.size / self.rows
+    }
+    /// Rows `r0..r0+n` as a smaller matrix (a slice of a fused weight).
+    pub fn rows_slice(&self, r0: usize, n: usize) -> Matrix {
+        let rb = self.row_bytes();
+        Matrix {
+            name: format!("{}[{}..{}]", self.name, r0, r0 + n),
+            ty: self.ty,
+            rows: n,
+            cols: self.cols,
+            offset: self.offset + r0 * rb,
+            size: n * rb,
+        }
+    }
+}
+
+/// A linear layer: weight and optional bias.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub w: Matrix,
+    pub b: Option<Vec<f32>>,
+}
+
+/// Loads tensors by name with shape and type checks.
+pub struct Loader<'a> {
+    pub g: &'a GgufFile,
+}
+
+fn is_matmul_type(ty: GgmlType) -> bool {
+    !matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K)
+}
+
+impl<'a> Loader<'a> {
+    pub fn has(&self, name: &str) -> bool {
+        self.g.tensor(name).is_some()
+    }
+
+    /// A matrix stored with row length `cols` and `rows` rows (GGUF dims `[cols, rows]`).
+    pub fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Matrix> {
+        let t = self.g.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let want = vec![cols as u64, rows as u64];
+        if t.dims != want {
+            return Err(ModelError::TensorShape { name: name.into(), got: t.dims.clone(), want });
+        }
+        if !is_matmul_type(t.ty) {
+            return Err(ModelError::TensorType { name: name.into(), ty: t.ty, why: "activation-only format" });
+        }
+        Ok(Matrix { name: name.into(), ty: t.ty, rows, cols, offset: t.offset as usize, size: t.size })
+    }
+
+    pub fn matrix_opt(&self, name: &str, cols: usize, rows: usize) -> Result<Option<Matrix>> {
+        if self.has(name) {
+            self.matrix(name, cols, rows).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A 1-D tensor of `len` elements, dequantized to f32.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let t = self.g.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        if t.n_elements() != len as u64 || t.dims.len() != 1 {
+            return Err(ModelError::TensorShape { name: name.into(), got: t.dims.clone(), want: vec![len as u64] });
+        }
+        if t.ty.block_size() != 1 {
+            return Err(ModelError::TensorType { name: name.into(), ty: t.ty, why: "vectors must be F32, F16 or BF16" });
+        }
+        let mut out = vec![0.0f32; len];
+        kestrel_kernels::dequantize_row(t.ty, self.g.tensor_data(t), &mut out);
+        Ok(out)
+    }
+
+    pub fn vector_opt(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
+        if self.has(name) {
+            self.vector(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn linear(&self, name: &str, cols: usize, rows: usize) -> Result<Linear> {
+        let w = self.matrix(&format!("{name}.weight"), cols, rows)?;
+        let b = self.vector_opt(&format!("{name}.bias"), rows)?;
+        Ok(Linear { w, b })
+    }
+}
