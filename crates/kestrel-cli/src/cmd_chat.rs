@@ -18,17 +18,32 @@ pub struct ChatArgs {
 }
 
 pub fn run(a: ChatArgs) -> anyhow::Result<()> {
+    a.sample
+        .config()
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid sampling settings: {e}"))?;
     let engine = a.model.load()?;
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("kestrel chat — template: {}; /reset clears the conversation, /exit or Ctrl-D quits.", engine.template.name());
+        eprintln!(
+            "kestrel chat — template: {}; /reset clears the conversation, /exit or Ctrl-D quits.",
+            engine.template.name()
+        );
     }
     let mut messages: Vec<ChatMessage> = Vec::new();
     if let Some(s) = &a.system {
-        messages.push(ChatMessage { role: "system".into(), content: s.clone() });
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: s.clone(),
+        });
     }
     let base = messages.clone();
-    let params = GenParams { max_tokens: a.n_predict, sampler: a.sample.config(), stop: Vec::new(), ignore_eos: false };
+    let params = GenParams {
+        max_tokens: a.n_predict,
+        sampler: a.sample.config(),
+        stop: Vec::new(),
+        ignore_eos: false,
+    };
     let mut seq = engine.new_sequence();
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
@@ -50,9 +65,14 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
             }
             _ => {}
         }
-        messages.push(ChatMessage { role: "user".into(), content: text.to_string() });
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: text.to_string(),
+        });
         let prompt = engine.tokenize_chat(&messages)?;
-        let g = match engine.generate(&mut seq, &prompt, &params, &mut |t| write!(out, "{t}").and_then(|_| out.flush()).is_ok()) {
+        let g = match engine.generate(&mut seq, &prompt, &params, &mut |t| {
+            write!(out, "{t}").and_then(|_| out.flush()).is_ok()
+        }) {
             Ok(g) => g,
             Err(e) => {
                 // The conversation outgrew the context: say so and drop this turn.
@@ -62,9 +82,17 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
             }
         };
         writeln!(out)?;
-        messages.push(ChatMessage { role: "assistant".into(), content: g.text.trim().to_string() });
+        messages.push(ChatMessage {
+            role: "assistant".into(),
+            content: g.text.trim().to_string(),
+        });
         if interactive {
-            eprintln!("[{} tokens, {:.1} tok/s, reused {} cached prompt tokens]", g.timings.n_gen, g.timings.gen_tps(), g.timings.n_prompt_reused);
+            eprintln!(
+                "[{} tokens, {:.1} tok/s, reused {} cached prompt tokens]",
+                g.timings.n_gen,
+                g.timings.gen_tps(),
+                g.timings.n_prompt_reused
+            );
         }
     }
     Ok(())

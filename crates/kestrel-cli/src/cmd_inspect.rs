@@ -47,7 +47,11 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         e.1 += t.size as u64;
     }
     if a.json {
-        let meta: serde_json::Map<String, serde_json::Value> = g.metadata().iter().map(|(k, v)| (k.clone(), value_json(v))).collect();
+        let meta: serde_json::Map<String, serde_json::Value> = g
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), value_json(v)))
+            .collect();
         let tensors: Vec<_> = g
             .tensors()
             .iter()
@@ -63,32 +67,59 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("file:        {}", a.model.display());
-    println!("GGUF:        v{}, {} metadata keys, {} tensors", g.version(), g.metadata().len(), g.tensors().len());
+    println!(
+        "GGUF:        v{}, {} metadata keys, {} tensors",
+        g.version(),
+        g.metadata().len(),
+        g.tensors().len()
+    );
     println!(
         "size:        {} ({} parameters, {:.2} bits/weight)",
         human_bytes(g.bytes().len() as u64),
         human_count(n_params),
         bytes as f64 * 8.0 / n_params.max(1) as f64
     );
-    let types: Vec<String> = by_type.iter().map(|(k, (n, b))| format!("{k} x{n} ({})", human_bytes(*b))).collect();
+    let types: Vec<String> = by_type
+        .iter()
+        .map(|(k, (n, b))| format!("{k} x{n} ({})", human_bytes(*b)))
+        .collect();
     println!("types:       {}", types.join(", "));
     println!("\nmetadata:");
     for (k, v) in g.metadata() {
         let mut s = v.to_string();
         if s.len() > 100 {
-            let cut = (0..=100).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=100)
+                .rev()
+                .find(|&i| s.is_char_boundary(i))
+                .unwrap_or(0);
             s = format!("{}… ({} chars)", &s[..cut], s.len());
         }
         println!("  {k:<44} {}", s.replace('\n', "\\n"));
     }
     println!("\ntensors:");
-    println!("  {:<36} {:>6} {:>18} {:>12}", "name", "type", "dims", "size");
-    let show = if a.all { g.tensors().len() } else { 40.min(g.tensors().len()) };
+    println!(
+        "  {:<36} {:>6} {:>18} {:>12}",
+        "name", "type", "dims", "size"
+    );
+    let show = if a.all {
+        g.tensors().len()
+    } else {
+        40.min(g.tensors().len())
+    };
     for t in &g.tensors()[..show] {
-        println!("  {:<36} {:>6} {:>18} {:>12}", t.name, t.ty.name(), format!("{:?}", t.dims), human_bytes(t.size as u64));
+        println!(
+            "  {:<36} {:>6} {:>18} {:>12}",
+            t.name,
+            t.ty.name(),
+            format!("{:?}", t.dims),
+            human_bytes(t.size as u64)
+        );
     }
     if show < g.tensors().len() {
-        println!("  ... {} more (--all to list them)", g.tensors().len() - show);
+        println!(
+            "  ... {} more (--all to list them)",
+            g.tensors().len() - show
+        );
     }
     Ok(())
 }

@@ -28,16 +28,28 @@ pub struct PerplexityArgs {
 }
 
 pub fn run(a: PerplexityArgs) -> anyhow::Result<()> {
-    let margs = ModelArgs { model: a.model.clone(), threads: a.threads, ctx: a.ctx, batch: a.ctx };
+    let margs = ModelArgs {
+        model: a.model.clone(),
+        threads: a.threads,
+        ctx: a.ctx,
+        batch: a.ctx,
+    };
     let engine = margs.load()?;
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
     let t0 = std::time::Instant::now();
     let tokens = eval::tokenize_for_perplexity(&engine, &text)?;
     let tok_s = t0.elapsed().as_secs_f64();
-    let total = if a.chunks == 0 { tokens.len() / a.ctx.max(1) } else { a.chunks.min(tokens.len() / a.ctx.max(1)) };
+    let total = if a.chunks == 0 {
+        tokens.len() / a.ctx.max(1)
+    } else {
+        a.chunks.min(tokens.len() / a.ctx.max(1))
+    };
     let mut bar = Progress::new("perplexity", total);
     let t1 = std::time::Instant::now();
-    let r = eval::perplexity(&engine, &tokens, a.ctx, a.chunks, &mut |done, _, ppl| bar.update(done, &format!("ppl {ppl:.4}")))?;
+    let r = eval::perplexity(&engine, &tokens, a.ctx, a.chunks, &mut |done, _, ppl| {
+        bar.update(done, &format!("ppl {ppl:.4}"))
+    })?;
     let secs = t1.elapsed().as_secs_f64();
     if a.json {
         let v = serde_json::json!({

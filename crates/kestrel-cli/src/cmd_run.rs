@@ -32,7 +32,12 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let engine = a.model.load()?;
     let prompt = engine.tokenize_prompt(&a.prompt)?;
-    let params = GenParams { max_tokens: a.n_predict, sampler: a.sample.config(), stop: a.stop.clone(), ignore_eos: a.ignore_eos };
+    let params = GenParams {
+        max_tokens: a.n_predict,
+        sampler: a.sample.config(),
+        stop: a.stop.clone(),
+        ignore_eos: a.ignore_eos,
+    };
     let mut seq = engine.new_sequence();
     let mut out = std::io::stdout().lock();
     if a.echo && !a.json {

@@ -14,7 +14,11 @@ use kestrel_engine::{Engine, EngineConfig, SamplerConfig};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "kestrel", version, about = "On-device language-model engine: run GGUF models fast on the CPU.")]
+#[command(
+    name = "kestrel",
+    version,
+    about = "On-device language-model engine: run GGUF models fast on the CPU."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -69,7 +73,7 @@ impl ModelArgs {
 #[derive(Args, Clone, Debug)]
 pub struct SampleArgs {
     /// Temperature; 0 is greedy
-    #[arg(long = "temp", default_value_t = 0.8)]
+    #[arg(long = "temp", default_value_t = 0.8, allow_negative_numbers = true)]
     pub temp: f32,
     /// Keep the k most likely tokens (0 = off)
     #[arg(long = "top-k", default_value_t = 40)]
@@ -94,7 +98,10 @@ pub struct SampleArgs {
 impl SampleArgs {
     pub fn config(&self) -> SamplerConfig {
         let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
         });
         SamplerConfig {
             temperature: self.temp,

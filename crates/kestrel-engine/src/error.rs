@@ -6,10 +6,14 @@ pub enum EngineError {
     Tokenizer(#[from] kestrel_tokenizer::TokenizerError),
     #[error(transparent)]
     Gguf(#[from] kestrel_gguf::GgufError),
-    #[error("prompt is {prompt} tokens; with {max_new} new tokens it needs {needed} positions, but the context holds {n_ctx}")]
-    PromptTooLong { prompt: usize, max_new: usize, needed: usize, n_ctx: usize },
+    #[error("prompt is {prompt} tokens, but the context holds {n_ctx} (and generation needs at least one more position); use a larger context (-c) or a shorter prompt")]
+    PromptTooLong { prompt: usize, n_ctx: usize },
+    #[error("the text is {tokens} tokens, shorter than one chunk of {n_ctx}; use a smaller context (-c) or a longer text")]
+    TextTooShort { tokens: usize, n_ctx: usize },
     #[error("the prompt is empty (no tokens to condition on)")]
     EmptyPrompt,
+    #[error("{0}")]
+    Invalid(String),
     #[error("invalid sampling settings: {0}")]
     Sampling(String),
 }

@@ -35,14 +35,27 @@ pub fn perplexity(
     progress: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<PerplexityResult> {
     if n_ctx < 4 {
-        return Err(EngineError::Sampling(format!("context {n_ctx} is too small for perplexity")));
+        return Err(EngineError::Invalid(format!(
+            "perplexity needs chunks of at least 4 tokens, got -c {n_ctx}"
+        )));
     }
     let available = tokens.len() / n_ctx;
     if available == 0 {
-        return Err(EngineError::PromptTooLong { prompt: tokens.len(), max_new: 0, needed: n_ctx, n_ctx: tokens.len() });
+        return Err(EngineError::TextTooShort {
+            tokens: tokens.len(),
+            n_ctx,
+        });
     }
-    let n_chunks = if max_chunks == 0 { available } else { max_chunks.min(available) };
-    let bos = if engine.tokenizer.add_bos() { engine.tokenizer.bos() } else { None };
+    let n_chunks = if max_chunks == 0 {
+        available
+    } else {
+        max_chunks.min(available)
+    };
+    let bos = if engine.tokenizer.add_bos() {
+        engine.tokenizer.bos()
+    } else {
+        None
+    };
     let first = n_ctx / 2;
     let mut session = engine.model.new_session(n_ctx, n_ctx);
     let mut chunk = vec![0u32; n_ctx];
@@ -54,7 +67,9 @@ pub fn perplexity(
             chunk[0] = b;
         }
         session.reset();
-        engine.model.forward(&mut session, &engine.pool, &chunk, first)?;
+        engine
+            .model
+            .forward(&mut session, &engine.pool, &chunk, first)?;
         for j in first..n_ctx - 1 {
             let logits = session.logits(j - first);
             let target = tokens[c * n_ctx + j + 1] as usize;

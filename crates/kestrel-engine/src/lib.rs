@@ -28,13 +28,19 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { n_ctx: 0, n_batch: 512, n_threads: default_threads() }
+        EngineConfig {
+            n_ctx: 0,
+            n_batch: 512,
+            n_threads: default_threads(),
+        }
     }
 }
 
 /// The machine's available parallelism (physical cores are not visible portably).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 pub struct Engine {
@@ -63,7 +69,12 @@ pub struct GenParams {
 
 impl Default for GenParams {
     fn default() -> Self {
-        GenParams { max_tokens: 256, sampler: SamplerConfig::default(), stop: Vec::new(), ignore_eos: false }
+        GenParams {
+            max_tokens: 256,
+            sampler: SamplerConfig::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
     }
 }
 
@@ -135,7 +146,11 @@ impl Engine {
         let template = ChatTemplate::from_gguf(&gguf)?;
         let model = Model::from_gguf(gguf)?;
         let train = model.hparams().n_ctx_train;
-        let n_ctx = if cfg.n_ctx == 0 { train.min(4096) } else { cfg.n_ctx };
+        let n_ctx = if cfg.n_ctx == 0 {
+            train.min(4096)
+        } else {
+            cfg.n_ctx
+        };
         Ok(Engine {
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
@@ -151,7 +166,10 @@ impl Engine {
     }
 
     pub fn new_sequence(&self) -> Sequence {
-        Sequence { session: self.model.new_session(self.n_ctx, self.n_batch), tokens: Vec::new() }
+        Sequence {
+            session: self.model.new_session(self.n_ctx, self.n_batch),
+            tokens: Vec::new(),
+        }
     }
 
     /// Tokenize a plain prompt the way `run` does: special tokens as the metadata asks, and
@@ -192,20 +210,24 @@ impl Engine {
         if prompt.len() >= n_ctx {
             return Err(EngineError::PromptTooLong {
                 prompt: prompt.len(),
-                max_new: params.max_tokens,
-                needed: prompt.len() + 1,
                 n_ctx,
             });
         }
         let t0 = Instant::now();
         // Reuse the longest common prefix already in the cache; always evaluate at least one
         // token so there are fresh logits.
-        let mut common = seq.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let mut common = seq
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         common = common.min(prompt.len() - 1).min(seq.session.n_past());
         seq.session.truncate(common);
         seq.tokens.truncate(common);
         let todo = &prompt[common..];
-        self.model.forward(&mut seq.session, &self.pool, todo, todo.len() - 1)?;
+        self.model
+            .forward(&mut seq.session, &self.pool, todo, todo.len() - 1)?;
         seq.tokens.extend_from_slice(todo);
         let mut timings = Timings {
             n_prompt_eval: todo.len(),
@@ -256,7 +278,8 @@ impl Engine {
             if seq.session.n_past() >= n_ctx {
                 break StopReason::ContextFull;
             }
-            self.model.forward(&mut seq.session, &self.pool, &[tok], 0)?;
+            self.model
+                .forward(&mut seq.session, &self.pool, &[tok], 0)?;
             seq.tokens.push(tok);
         };
         if !matches!(reason, StopReason::StopString | StopReason::Cancelled) {
@@ -271,6 +294,11 @@ impl Engine {
         if let Some(t1) = t_first {
             timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
         }
-        Ok(Generation { text, tokens, stop_reason: reason, timings })
+        Ok(Generation {
+            text,
+            tokens,
+            stop_reason: reason,
+            timings,
+        })
     }
 }

@@ -15,12 +15,20 @@ pub enum StopStep {
 
 impl StopMatcher {
     pub fn new(stops: &[String]) -> StopMatcher {
-        StopMatcher { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), pending: String::new() }
+        StopMatcher {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
     }
 
     pub fn push(&mut self, text: &str) -> StopStep {
         self.pending.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
             let out = self.pending[..at].to_string();
             self.pending.clear();
             return StopStep::Stop(out);
@@ -69,7 +77,10 @@ mod tests {
 
     #[test]
     fn stops_across_chunks_and_holds_prefixes() {
-        assert_eq!(run(&["\n\n"], &["Hello", "\n", "\nmore"]), ("Hello".into(), true));
+        assert_eq!(
+            run(&["\n\n"], &["Hello", "\n", "\nmore"]),
+            ("Hello".into(), true)
+        );
         assert_eq!(run(&["STOP"], &["aST", "x"]), ("aSTx".into(), false));
         assert_eq!(run(&["STOP"], &["aST", "OPb"]), ("a".into(), true));
         assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));

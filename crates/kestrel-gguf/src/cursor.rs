@@ -17,9 +17,15 @@ impl fmt::Display for Ctx<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Ctx::Header => f.write_str("header"),
-            Ctx::Kv { index, key: Some(k) } => write!(f, "metadata kv {index} ({k})"),
+            Ctx::Kv {
+                index,
+                key: Some(k),
+            } => write!(f, "metadata kv {index} ({k})"),
             Ctx::Kv { index, key: None } => write!(f, "metadata kv {index}"),
-            Ctx::TensorInfo { index, name: Some(n) } => write!(f, "tensor info {index} ({n})"),
+            Ctx::TensorInfo {
+                index,
+                name: Some(n),
+            } => write!(f, "tensor info {index} ({n})"),
             Ctx::TensorInfo { index, name: None } => write!(f, "tensor info {index}"),
         }
     }
@@ -33,7 +39,11 @@ pub(crate) struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Cursor { buf, pos: 0, ctx: Ctx::Header }
+        Cursor {
+            buf,
+            pos: 0,
+            ctx: Ctx::Header,
+        }
     }
 
     pub fn pos(&self) -> usize {
@@ -84,7 +94,12 @@ impl<'a> Cursor<'a> {
 
     /// Fails before any allocation if `count` items of at least `min_size` bytes each
     /// cannot fit in what remains of the file.
-    pub fn check_count(&self, count: u64, min_size: usize, field: &str) -> Result<usize, GgufError> {
+    pub fn check_count(
+        &self,
+        count: u64,
+        min_size: usize,
+        field: &str,
+    ) -> Result<usize, GgufError> {
         let need = count as u128 * min_size as u128;
         if need > self.remaining() as u128 {
             return Err(GgufError::CountTooLarge {
@@ -126,7 +141,15 @@ mod tests {
     #[test]
     fn short_reads_are_errors() {
         let mut c = Cursor::new(&[1, 0, 0]);
-        assert!(matches!(c.u32("x"), Err(GgufError::Truncated { needed: 4, offset: 0, file_len: 3, .. })));
+        assert!(matches!(
+            c.u32("x"),
+            Err(GgufError::Truncated {
+                needed: 4,
+                offset: 0,
+                file_len: 3,
+                ..
+            })
+        ));
         let mut c = Cursor::new(&[0xff; 8]);
         let e = c.str("key").unwrap_err();
         assert!(matches!(e, GgufError::CountTooLarge { .. }), "{e}");

@@ -53,7 +53,10 @@ impl GgufFile {
     /// Maps the file read-only and parses its header.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let open_err = |source| GgufError::Open { path: path.to_path_buf(), source };
+        let open_err = |source| GgufError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(open_err)?;
         let len = file.metadata().map_err(open_err)?.len();
         // A zero-length mapping is not portable; an empty file just fails to parse.
@@ -72,9 +75,25 @@ impl GgufFile {
     }
 
     fn from_backing(backing: Backing) -> Result<GgufFile, GgufError> {
-        let Parsed { version, alignment, data_offset, metadata, kv_index, tensors, tensor_index } =
-            parse(backing.bytes())?;
-        Ok(GgufFile { backing, version, alignment, data_offset, metadata, kv_index, tensors, tensor_index })
+        let Parsed {
+            version,
+            alignment,
+            data_offset,
+            metadata,
+            kv_index,
+            tensors,
+            tensor_index,
+        } = parse(backing.bytes())?;
+        Ok(GgufFile {
+            backing,
+            version,
+            alignment,
+            data_offset,
+            metadata,
+            kv_index,
+            tensors,
+            tensor_index,
+        })
     }
 
     pub fn version(&self) -> u32 {
@@ -109,8 +128,12 @@ impl GgufFile {
     /// If `t` does not describe a range of this file (a `TensorInfo` from another file or
     /// built by hand); infos from `tensors()` / `tensor()` never panic.
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        self.try_tensor_data(t)
-            .unwrap_or_else(|| panic!("tensor {}: TensorInfo does not belong to this GgufFile", t.name))
+        self.try_tensor_data(t).unwrap_or_else(|| {
+            panic!(
+                "tensor {}: TensorInfo does not belong to this GgufFile",
+                t.name
+            )
+        })
     }
 
     /// Like `tensor_data`, but `None` instead of a panic for a range outside this file.

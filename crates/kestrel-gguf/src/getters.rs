@@ -7,7 +7,8 @@ use crate::value::{Array, Value};
 
 impl GgufFile {
     fn req(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey(key.to_string()))
+        self.get(key)
+            .ok_or_else(|| GgufError::MissingKey(key.to_string()))
     }
 
     pub fn get_u32(&self, key: &str) -> Result<u32, GgufError> {

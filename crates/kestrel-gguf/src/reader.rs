@@ -34,7 +34,9 @@ pub(crate) struct Parsed {
 pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     let mut c = Cursor::new(buf);
     if buf.len() < 4 || buf[..4] != MAGIC {
-        return Err(GgufError::BadMagic { found: buf[..buf.len().min(4)].to_vec() });
+        return Err(GgufError::BadMagic {
+            found: buf[..buf.len().min(4)].to_vec(),
+        });
     }
     c.take(4, "magic")?;
     let version = c.u32("version")?;
@@ -54,7 +56,9 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     let header_end = c.pos();
     let data_offset = header_end
         .checked_next_multiple_of(alignment)
-        .ok_or_else(|| GgufError::BadAlignment { found: format!("{alignment} (data offset overflows)") })?;
+        .ok_or_else(|| GgufError::BadAlignment {
+            found: format!("{alignment} (data offset overflows)"),
+        })?;
 
     let mut tensors = Vec::with_capacity(raw.len());
     let mut tensor_index = HashMap::with_capacity(raw.len());
@@ -62,19 +66,42 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         let start = data_offset as u128 + rel as u128;
         let end = start + size as u128;
         if end > buf.len() as u128 {
-            return Err(GgufError::TensorOutOfBounds { tensor: name, start, end, file_len: buf.len() as u64 });
+            return Err(GgufError::TensorOutOfBounds {
+                tensor: name,
+                start,
+                end,
+                file_len: buf.len() as u64,
+            });
         }
         if rel % alignment as u64 != 0 {
-            return Err(GgufError::MisalignedTensor { tensor: name, offset: rel, alignment });
+            return Err(GgufError::MisalignedTensor {
+                tensor: name,
+                offset: rel,
+                alignment,
+            });
         }
         if tensor_index.insert(name.clone(), tensors.len()).is_some() {
             return Err(GgufError::DuplicateTensor(name));
         }
         // `end <= buf.len()`, so `start` fits in u64/usize.
-        tensors.push(TensorInfo { name, dims, ty, offset: start as u64, size });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ty,
+            offset: start as u64,
+            size,
+        });
     }
 
-    Ok(Parsed { version, alignment, data_offset, metadata, kv_index, tensors, tensor_index })
+    Ok(Parsed {
+        version,
+        alignment,
+        data_offset,
+        metadata,
+        kv_index,
+        tensors,
+        tensor_index,
+    })
 }
 
 type Metadata = (Vec<(String, Value)>, HashMap<String, usize>);
@@ -83,9 +110,15 @@ fn read_metadata(c: &mut Cursor<'_>, n_kv: usize) -> Result<Metadata, GgufError>
     let mut metadata = Vec::with_capacity(n_kv);
     let mut index = HashMap::with_capacity(n_kv);
     for i in 0..n_kv {
-        c.ctx = Ctx::Kv { index: i as u64, key: None };
+        c.ctx = Ctx::Kv {
+            index: i as u64,
+            key: None,
+        };
         let key = c.str("key")?;
-        c.ctx = Ctx::Kv { index: i as u64, key: Some(key) };
+        c.ctx = Ctx::Kv {
+            index: i as u64,
+            key: Some(key),
+        };
         let ty = value_type(c, "value type")?;
         let value = read_value(c, ty, 0)?;
         if index.insert(key.to_string(), metadata.len()).is_some() {
@@ -101,32 +134,53 @@ type RawTensor = (String, Vec<u64>, GgmlType, u64, usize);
 fn read_tensor_infos(c: &mut Cursor<'_>, n_tensors: usize) -> Result<Vec<RawTensor>, GgufError> {
     let mut out = Vec::with_capacity(n_tensors);
     for i in 0..n_tensors {
-        c.ctx = Ctx::TensorInfo { index: i as u64, name: None };
+        c.ctx = Ctx::TensorInfo {
+            index: i as u64,
+            name: None,
+        };
         let name = c.str("name")?;
-        c.ctx = Ctx::TensorInfo { index: i as u64, name: Some(name) };
+        c.ctx = Ctx::TensorInfo {
+            index: i as u64,
+            name: Some(name),
+        };
         let n_dims = c.u32("n_dims")?;
         if n_dims as usize > MAX_DIMS {
-            return Err(GgufError::TooManyDims { tensor: name.to_string(), n_dims, max: MAX_DIMS });
+            return Err(GgufError::TooManyDims {
+                tensor: name.to_string(),
+                n_dims,
+                max: MAX_DIMS,
+            });
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
             dims.push(c.u64("dims")?);
         }
         let id = c.u32("type")?;
-        let ty = GgmlType::from_id(id).ok_or_else(|| GgufError::UnknownTensorType { tensor: name.to_string(), id })?;
+        let ty = GgmlType::from_id(id).ok_or_else(|| GgufError::UnknownTensorType {
+            tensor: name.to_string(),
+            id,
+        })?;
         let rel = c.u64("offset")?;
-        let size = tensor_size(&dims, ty).map_err(|reason| GgufError::BadShape { tensor: name.to_string(), reason })?;
+        let size = tensor_size(&dims, ty).map_err(|reason| GgufError::BadShape {
+            tensor: name.to_string(),
+            reason,
+        })?;
         out.push((name.to_string(), dims, ty, rel, size));
     }
     Ok(out)
 }
 
-fn alignment_of(metadata: &[(String, Value)], index: &HashMap<String, usize>) -> Result<usize, GgufError> {
+fn alignment_of(
+    metadata: &[(String, Value)],
+    index: &HashMap<String, usize>,
+) -> Result<usize, GgufError> {
     let Some(&i) = index.get(ALIGNMENT_KEY) else {
         return Ok(DEFAULT_ALIGNMENT);
     };
     let v = &metadata[i].1;
-    validate_alignment(v).ok_or_else(|| GgufError::BadAlignment { found: format!("{v} ({})", v.type_name()) })
+    validate_alignment(v).ok_or_else(|| GgufError::BadAlignment {
+        found: format!("{v} ({})", v.type_name()),
+    })
 }
 
 /// The alignment a `general.alignment` value stands for, if it is a valid one.
@@ -137,14 +191,20 @@ pub(crate) fn validate_alignment(v: &Value) -> Option<usize> {
 
 fn value_type(c: &mut Cursor<'_>, field: &str) -> Result<ValueType, GgufError> {
     let id = c.u32(field)?;
-    ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType { what: c.what(field), id })
+    ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType {
+        what: c.what(field),
+        id,
+    })
 }
 
 fn read_bool(c: &mut Cursor<'_>, field: &str) -> Result<bool, GgufError> {
     match c.u8(field)? {
         0 => Ok(false),
         1 => Ok(true),
-        byte => Err(GgufError::BadBool { what: c.what(field), byte }),
+        byte => Err(GgufError::BadBool {
+            what: c.what(field),
+            byte,
+        }),
     }
 }
 
@@ -168,7 +228,11 @@ fn read_value(c: &mut Cursor<'_>, ty: ValueType, depth: usize) -> Result<Value, 
 }
 
 /// Decodes `n` little-endian `N`-byte elements in one bounds check.
-fn elems<T, const N: usize>(c: &mut Cursor<'_>, n: usize, f: fn([u8; N]) -> T) -> Result<Vec<T>, GgufError> {
+fn elems<T, const N: usize>(
+    c: &mut Cursor<'_>,
+    n: usize,
+    f: fn([u8; N]) -> T,
+) -> Result<Vec<T>, GgufError> {
     // `n * N` was bounded by `check_count` against the remaining bytes.
     let bytes = c.take(n * N, "array data")?;
     Ok(bytes
@@ -212,7 +276,10 @@ fn read_array(c: &mut Cursor<'_>, depth: usize) -> Result<Array, GgufError> {
         }
         ValueType::Array => {
             if depth + 1 >= MAX_ARRAY_DEPTH {
-                return Err(GgufError::NestingTooDeep { what: c.what("array"), max: MAX_ARRAY_DEPTH });
+                return Err(GgufError::NestingTooDeep {
+                    what: c.what("array"),
+                    max: MAX_ARRAY_DEPTH,
+                });
             }
             let mut v = Vec::with_capacity(n);
             for _ in 0..n {

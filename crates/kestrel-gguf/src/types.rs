@@ -125,7 +125,10 @@ impl GgmlType {
 
     /// Parse a name as `name()` writes it (case-insensitive).
     pub fn from_name(s: &str) -> Option<GgmlType> {
-        GgmlType::ALL.iter().copied().find(|t| t.name().eq_ignore_ascii_case(s))
+        GgmlType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 }
 

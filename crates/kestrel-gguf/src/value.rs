@@ -62,7 +62,7 @@ impl ValueType {
     /// The fewest bytes one value of this type can take on disk; bounds counts before allocating.
     pub fn min_size(self) -> usize {
         match self {
-            ValueType::String => 8,     // u64 length
+            ValueType::String => 8,    // u64 length
             ValueType::Array => 4 + 8, // elem type + count
             t => t.fixed_size().unwrap_or(1),
         }
@@ -165,21 +165,36 @@ impl Value {
     }
 
     /// Integer conversion that accepts any integer type whose value fits in `T`.
-    pub(crate) fn to_int<T: TryFrom<i128>>(&self, key: &str, expected: &'static str) -> Result<T, GgufError> {
+    pub(crate) fn to_int<T: TryFrom<i128>>(
+        &self,
+        key: &str,
+        expected: &'static str,
+    ) -> Result<T, GgufError> {
         let i = self.as_i128().ok_or_else(|| self.type_err(key, expected))?;
-        T::try_from(i).map_err(|_| GgufError::KeyRange { key: key.to_string(), value: i.to_string(), expected })
+        T::try_from(i).map_err(|_| GgufError::KeyRange {
+            key: key.to_string(),
+            value: i.to_string(),
+            expected,
+        })
     }
 
     pub(crate) fn to_f32(&self, key: &str) -> Result<f32, GgufError> {
         match *self {
             Value::F32(v) => Ok(v),
             Value::F64(v) => Ok(v as f32),
-            _ => self.as_i128().map(|i| i as f32).ok_or_else(|| self.type_err(key, "f32")),
+            _ => self
+                .as_i128()
+                .map(|i| i as f32)
+                .ok_or_else(|| self.type_err(key, "f32")),
         }
     }
 
     pub(crate) fn type_err(&self, key: &str, expected: &'static str) -> GgufError {
-        GgufError::KeyType { key: key.to_string(), found: self.type_name(), expected }
+        GgufError::KeyType {
+            key: key.to_string(),
+            found: self.type_name(),
+            expected,
+        }
     }
 }
 
@@ -264,7 +279,11 @@ impl Array {
 /// Arrays longer than this are shown as their first elements plus a count.
 const SHOW_ELEMS: usize = 8;
 
-fn fmt_list<T>(f: &mut fmt::Formatter<'_>, v: &[T], one: impl Fn(&mut fmt::Formatter<'_>, &T) -> fmt::Result) -> fmt::Result {
+fn fmt_list<T>(
+    f: &mut fmt::Formatter<'_>,
+    v: &[T],
+    one: impl Fn(&mut fmt::Formatter<'_>, &T) -> fmt::Result,
+) -> fmt::Result {
     f.write_str("[")?;
     for (i, x) in v.iter().take(SHOW_ELEMS).enumerate() {
         if i > 0 {
@@ -342,14 +361,23 @@ mod tests {
         assert_eq!(a.to_string(), "[0, 1, 2, 3, 4, 5, 6, 7, ... (100 total)]");
         let s = Value::Array(Array::String(vec!["a\"b".into(), "".into()]));
         assert_eq!(s.to_string(), r#"["a\"b", ""]"#);
-        assert_eq!(Value::Array(Array::Array(vec![Array::I8(vec![-1])])).to_string(), "[[-1]]");
+        assert_eq!(
+            Value::Array(Array::Array(vec![Array::I8(vec![-1])])).to_string(),
+            "[[-1]]"
+        );
     }
 
     #[test]
     fn int_conversions() {
         assert_eq!(Value::I32(5).to_int::<u32>("k", "u32").unwrap(), 5);
-        assert!(matches!(Value::I32(-1).to_int::<u32>("k", "u32"), Err(GgufError::KeyRange { .. })));
-        assert!(matches!(Value::Bool(true).to_int::<u32>("k", "u32"), Err(GgufError::KeyType { .. })));
+        assert!(matches!(
+            Value::I32(-1).to_int::<u32>("k", "u32"),
+            Err(GgufError::KeyRange { .. })
+        ));
+        assert!(matches!(
+            Value::Bool(true).to_int::<u32>("k", "u32"),
+            Err(GgufError::KeyType { .. })
+        ));
         for id in 0..13 {
             assert_eq!(ValueType::from_id(id).unwrap().id(), id);
         }

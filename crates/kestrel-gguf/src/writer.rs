@@ -34,7 +34,12 @@ impl Default for GgufWriter {
 impl GgufWriter {
     /// Version 3, alignment 32 (set `general.alignment` to change it).
     pub fn new() -> Self {
-        GgufWriter { version: 3, metadata: Vec::new(), tensors: Vec::new(), tensor_names: HashMap::new() }
+        GgufWriter {
+            version: 3,
+            metadata: Vec::new(),
+            tensors: Vec::new(),
+            tensor_names: HashMap::new(),
+        }
     }
 
     /// Writes this header version instead (2 and 3 share the layout). Other values are
@@ -68,31 +73,53 @@ impl GgufWriter {
     ) -> Result<(), GgufError> {
         let name = name.into();
         if dims.len() > MAX_DIMS {
-            return Err(GgufError::TooManyDims { tensor: name, n_dims: dims.len() as u32, max: MAX_DIMS });
+            return Err(GgufError::TooManyDims {
+                tensor: name,
+                n_dims: dims.len() as u32,
+                max: MAX_DIMS,
+            });
         }
-        let expected = tensor_size(&dims, ty).map_err(|reason| GgufError::BadShape { tensor: name.clone(), reason })?;
+        let expected = tensor_size(&dims, ty).map_err(|reason| GgufError::BadShape {
+            tensor: name.clone(),
+            reason,
+        })?;
         if data.len() != expected {
-            return Err(GgufError::TensorDataSize { tensor: name, dims, ty, expected, got: data.len() });
+            return Err(GgufError::TensorDataSize {
+                tensor: name,
+                dims,
+                ty,
+                expected,
+                got: data.len(),
+            });
         }
         if self.tensor_names.contains_key(&name) {
             return Err(GgufError::DuplicateTensor(name));
         }
         self.tensor_names.insert(name.clone(), self.tensors.len());
-        self.tensors.push(PendingTensor { name, dims, ty, data });
+        self.tensors.push(PendingTensor {
+            name,
+            dims,
+            ty,
+            data,
+        });
         Ok(())
     }
 
     fn alignment(&self) -> Result<usize, GgufError> {
         match self.metadata.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
             None => Ok(DEFAULT_ALIGNMENT),
-            Some((_, v)) => validate_alignment(v)
-                .ok_or_else(|| GgufError::BadAlignment { found: format!("{v} ({})", v.type_name()) }),
+            Some((_, v)) => validate_alignment(v).ok_or_else(|| GgufError::BadAlignment {
+                found: format!("{v} ({})", v.type_name()),
+            }),
         }
     }
 
     pub fn write_to(&self, w: &mut impl Write) -> Result<(), GgufError> {
         let alignment = self.alignment()?;
-        let mut w = Counting { inner: w, written: 0 };
+        let mut w = Counting {
+            inner: w,
+            written: 0,
+        };
         w.put(&MAGIC)?;
         w.put(&self.version.to_le_bytes())?;
         w.put(&(self.tensors.len() as u64).to_le_bytes())?;

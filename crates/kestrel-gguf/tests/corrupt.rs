@@ -32,7 +32,10 @@ fn bad_magic() {
     b[..4].copy_from_slice(b"GGUG");
     let e = open(b);
     assert!(matches!(e, GgufError::BadMagic { .. }), "{e}");
-    assert_eq!(e.to_string(), r#"bad magic: expected "GGUF" (47 47 55 46), found 47 47 55 47 ("GGUG")"#);
+    assert_eq!(
+        e.to_string(),
+        r#"bad magic: expected "GGUF" (47 47 55 46), found 47 47 55 47 ("GGUG")"#
+    );
 }
 
 #[test]
@@ -41,8 +44,15 @@ fn unsupported_versions() {
         let mut b = small_file();
         put_u32(&mut b, 4, v);
         let e = open(b);
-        assert!(matches!(e, GgufError::UnsupportedVersion { version } if version == v), "{e}");
-        assert!(e.to_string().starts_with(&format!("unsupported GGUF version {v}")), "{e}");
+        assert!(
+            matches!(e, GgufError::UnsupportedVersion { version } if version == v),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("unsupported GGUF version {v}")),
+            "{e}"
+        );
     }
 }
 
@@ -51,11 +61,18 @@ fn truncation_at_every_offset() {
     let b = small_file();
     let f = GgufFile::from_bytes(b.clone()).unwrap();
     // Past the last tensor's data only padding remains, so those prefixes are still valid.
-    let data_end = f.tensors().iter().map(|t| t.offset as usize + t.size).max().unwrap();
+    let data_end = f
+        .tensors()
+        .iter()
+        .map(|t| t.offset as usize + t.size)
+        .max()
+        .unwrap();
     for n in 0..b.len() {
         let r = GgufFile::from_bytes(b[..n].to_vec());
         if n < data_end {
-            let e = r.err().unwrap_or_else(|| panic!("prefix of {n} bytes opened"));
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("prefix of {n} bytes opened"));
             assert!(
                 matches!(
                     e,
@@ -96,7 +113,10 @@ fn huge_counts() {
             let mut b = small_file();
             put_u64(&mut b, at, v);
             let e = open(b);
-            assert!(matches!(e, GgufError::CountTooLarge { count, .. } if count == v), "{e}");
+            assert!(
+                matches!(e, GgufError::CountTooLarge { count, .. } if count == v),
+                "{e}"
+            );
             assert!(e.to_string().contains(what), "{e}");
         }
     }
@@ -129,7 +149,10 @@ fn huge_array_count() {
     assert_eq!(get_u64(&b, at), 2);
     put_u64(&mut b, at, 1 << 50);
     let e = open(b);
-    assert!(matches!(e, GgufError::CountTooLarge { count, .. } if count == 1 << 50), "{e}");
+    assert!(
+        matches!(e, GgufError::CountTooLarge { count, .. } if count == 1 << 50),
+        "{e}"
+    );
     assert!(e.to_string().contains("x.str_arr"), "{e}");
 }
 
@@ -149,7 +172,10 @@ fn unknown_tensor_type() {
     let (_, _, ty_at, _) = tensor_fields(&b, "blk.1.w", 2);
     put_u32(&mut b, ty_at, 99);
     let e = open(b);
-    assert!(matches!(e, GgufError::UnknownTensorType { id: 99, .. }), "{e}");
+    assert!(
+        matches!(e, GgufError::UnknownTensorType { id: 99, .. }),
+        "{e}"
+    );
     assert_eq!(e.to_string(), "tensor blk.1.w: unknown tensor type id 99");
 }
 
@@ -172,7 +198,17 @@ fn misaligned_tensor_offset() {
     assert_eq!(get_u64(&b, off_at), 0);
     put_u64(&mut b, off_at, 1);
     let e = open(b);
-    assert!(matches!(e, GgufError::MisalignedTensor { offset: 1, alignment: 32, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            GgufError::MisalignedTensor {
+                offset: 1,
+                alignment: 32,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -197,7 +233,10 @@ fn duplicate_tensor_name() {
     let p = after_str(&b, "blk.1.w");
     b[p - 3] = b'0'; // "blk.1.w" -> "blk.0.w"
     let e = open(b);
-    assert!(matches!(&e, GgufError::DuplicateTensor(n) if n == "blk.0.w"), "{e}");
+    assert!(
+        matches!(&e, GgufError::DuplicateTensor(n) if n == "blk.0.w"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -209,7 +248,10 @@ fn duplicate_key() {
     let r = after_str(&b, "k.bb");
     b[r - 2..r].copy_from_slice(b"aa");
     let e = open(b);
-    assert!(matches!(&e, GgufError::DuplicateKey(k) if k == "k.aa"), "{e}");
+    assert!(
+        matches!(&e, GgufError::DuplicateKey(k) if k == "k.aa"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -220,7 +262,10 @@ fn row_length_not_a_multiple_of_block_size() {
     put_u64(&mut b, dim0_at, 33);
     let e = open(b);
     assert!(matches!(e, GgufError::BadShape { .. }), "{e}");
-    assert!(e.to_string().contains("blk.1.w") && e.to_string().contains("not a multiple"), "{e}");
+    assert!(
+        e.to_string().contains("blk.1.w") && e.to_string().contains("not a multiple"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -248,7 +293,10 @@ fn bad_value_bytes() {
     let at = after_str(&b, "x.f32");
     put_u32(&mut b, at, 13);
     let e = open(b);
-    assert!(matches!(e, GgufError::UnknownValueType { id: 13, .. }), "{e}");
+    assert!(
+        matches!(e, GgufError::UnknownValueType { id: 13, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("x.f32"), "{e}");
 
     // Invalid UTF-8 in a key and in a string value.
@@ -267,9 +315,18 @@ fn bad_value_bytes() {
 #[test]
 fn missing_and_wrong_type_keys() {
     let f = GgufFile::from_bytes(small_file()).unwrap();
-    assert!(matches!(f.get_u32("llama.context_length"), Err(GgufError::MissingKey(_))));
-    assert!(matches!(f.get_u32("general.architecture"), Err(GgufError::KeyType { .. })));
-    assert!(matches!(f.get_str("llama.block_count"), Err(GgufError::KeyType { .. })));
+    assert!(matches!(
+        f.get_u32("llama.context_length"),
+        Err(GgufError::MissingKey(_))
+    ));
+    assert!(matches!(
+        f.get_u32("general.architecture"),
+        Err(GgufError::KeyType { .. })
+    ));
+    assert!(matches!(
+        f.get_str("llama.block_count"),
+        Err(GgufError::KeyType { .. })
+    ));
 }
 
 #[test]
@@ -307,7 +364,11 @@ fn random_byte_flips_never_panic() {
         let flips = 1 + rng.next() % 4;
         for _ in 0..flips {
             // Mostly the header, where the structure is; sometimes anywhere.
-            let span = if rng.next() & 3 == 0 { b.len() } else { header_len };
+            let span = if rng.next() & 3 == 0 {
+                b.len()
+            } else {
+                header_len
+            };
             let at = (rng.next() % span as u64) as usize;
             b[at] = match rng.next() % 3 {
                 0 => b[at] ^ (1 << (rng.next() % 8)),
@@ -340,5 +401,8 @@ fn random_byte_flips_never_panic() {
             }
         }
     }
-    assert!(err > 1000, "most random corruptions should be caught ({ok} ok, {err} err)");
+    assert!(
+        err > 1000,
+        "most random corruptions should be caught ({ok} ok, {err} err)"
+    );
 }

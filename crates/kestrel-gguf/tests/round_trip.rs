@@ -27,8 +27,14 @@ fn all_values() -> Vec<(&'static str, Value)> {
         ("t.arr_u32", Value::Array(Array::U32(vec![1, 2, 3]))),
         ("t.arr_i32", Value::Array(Array::I32(vec![-1, 0, 1]))),
         ("t.arr_f32", Value::Array(Array::F32(vec![0.5, -2.0]))),
-        ("t.arr_bool", Value::Array(Array::Bool(vec![true, false, true]))),
-        ("t.arr_str", Value::Array(Array::String(vec!["a".into(), "".into(), "ü".into()]))),
+        (
+            "t.arr_bool",
+            Value::Array(Array::Bool(vec![true, false, true])),
+        ),
+        (
+            "t.arr_str",
+            Value::Array(Array::String(vec!["a".into(), "".into(), "ü".into()])),
+        ),
         ("t.arr_u64", Value::Array(Array::U64(vec![u64::MAX]))),
         ("t.arr_i64", Value::Array(Array::I64(vec![i64::MIN, 7]))),
         ("t.arr_f64", Value::Array(Array::F64(vec![1.0e-300]))),
@@ -54,13 +60,42 @@ struct T {
 }
 
 fn tensors() -> Vec<T> {
-    let pattern = |n: usize, seed: u8| (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>();
+    let pattern = |n: usize, seed: u8| {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<u8>>()
+    };
     vec![
-        T { name: "f32.vec", dims: vec![5], ty: GgmlType::F32, data: pattern(20, 1) },
-        T { name: "q8_0.mat", dims: vec![64, 3], ty: GgmlType::Q8_0, data: pattern(2 * 34 * 3, 2) },
-        T { name: "q4_k.mat", dims: vec![256, 2, 1], ty: GgmlType::Q4_K, data: pattern(144 * 2, 3) },
-        T { name: "f16.4d", dims: vec![3, 1, 2, 2], ty: GgmlType::F16, data: pattern(2 * 12, 4) },
-        T { name: "f32.scalar", dims: vec![], ty: GgmlType::F32, data: pattern(4, 5) },
+        T {
+            name: "f32.vec",
+            dims: vec![5],
+            ty: GgmlType::F32,
+            data: pattern(20, 1),
+        },
+        T {
+            name: "q8_0.mat",
+            dims: vec![64, 3],
+            ty: GgmlType::Q8_0,
+            data: pattern(2 * 34 * 3, 2),
+        },
+        T {
+            name: "q4_k.mat",
+            dims: vec![256, 2, 1],
+            ty: GgmlType::Q4_K,
+            data: pattern(144 * 2, 3),
+        },
+        T {
+            name: "f16.4d",
+            dims: vec![3, 1, 2, 2],
+            ty: GgmlType::F16,
+            data: pattern(2 * 12, 4),
+        },
+        T {
+            name: "f32.scalar",
+            dims: vec![],
+            ty: GgmlType::F32,
+            data: pattern(4, 5),
+        },
     ]
 }
 
@@ -141,7 +176,10 @@ fn typed_getters() {
     assert_eq!(f.get_u32("t.u32").unwrap(), 4_000_000_000);
     assert_eq!(f.get_u64("t.u64").unwrap(), u64::MAX);
     assert_eq!(f.get_u64("t.u32").unwrap(), 4_000_000_000);
-    assert!(matches!(f.get_u32("t.u64"), Err(GgufError::KeyRange { .. })));
+    assert!(matches!(
+        f.get_u32("t.u64"),
+        Err(GgufError::KeyRange { .. })
+    ));
     assert!(matches!(f.get_u32("t.i8"), Err(GgufError::KeyRange { .. })));
     assert_eq!(f.get_f32("t.f32").unwrap(), 3.25);
     assert_eq!(f.get_f32("t.f64").unwrap(), -1e300f64 as f32);
@@ -156,28 +194,56 @@ fn typed_getters() {
     assert_eq!(f.get_i32_array("t.arr_u8").unwrap(), vec![1, 2, 255]);
     assert_eq!(f.get_i32_array("t.arr_i32").unwrap(), vec![-1, 0, 1]);
     assert_eq!(f.get_i32_array("t.arr_empty").unwrap(), Vec::<i32>::new());
-    assert!(matches!(f.get_i32_array("t.arr_u64"), Err(GgufError::KeyRange { .. })));
-    assert!(matches!(f.get_i32_array("t.arr_str"), Err(GgufError::KeyType { .. })));
+    assert!(matches!(
+        f.get_i32_array("t.arr_u64"),
+        Err(GgufError::KeyRange { .. })
+    ));
+    assert!(matches!(
+        f.get_i32_array("t.arr_str"),
+        Err(GgufError::KeyType { .. })
+    ));
 
     assert_eq!(f.get_u32_opt("absent").unwrap(), None);
     assert_eq!(f.get_u32_opt("t.u16").unwrap(), Some(60000));
     assert_eq!(f.get_f32_opt("absent").unwrap(), None);
     assert_eq!(f.get_bool_opt("t.bool").unwrap(), Some(true));
     assert_eq!(f.get_str_opt("t.str").unwrap(), Some("héllo ✓"));
-    assert!(matches!(f.get_str_opt("t.u8"), Err(GgufError::KeyType { .. })));
+    assert!(matches!(
+        f.get_str_opt("t.u8"),
+        Err(GgufError::KeyType { .. })
+    ));
 
     let e = f.get_u32("llama.block_count").unwrap_err();
     assert!(matches!(e, GgufError::MissingKey(_)));
-    assert_eq!(e.to_string(), "missing required metadata key llama.block_count");
+    assert_eq!(
+        e.to_string(),
+        "missing required metadata key llama.block_count"
+    );
     let e = f.get_u32("t.str").unwrap_err();
-    assert!(matches!(e, GgufError::KeyType { found: "string", expected: "u32", .. }));
-    assert_eq!(e.to_string(), "metadata key t.str has type string, expected u32");
+    assert!(matches!(
+        e,
+        GgufError::KeyType {
+            found: "string",
+            expected: "u32",
+            ..
+        }
+    ));
+    assert_eq!(
+        e.to_string(),
+        "metadata key t.str has type string, expected u32"
+    );
     assert!(matches!(f.get_str("t.u32"), Err(GgufError::KeyType { .. })));
     assert!(matches!(f.get_bool("t.u8"), Err(GgufError::KeyType { .. })));
-    assert!(matches!(f.get_u32("t.bool"), Err(GgufError::KeyType { .. })));
+    assert!(matches!(
+        f.get_u32("t.bool"),
+        Err(GgufError::KeyType { .. })
+    ));
     assert!(matches!(f.get_f32("t.str"), Err(GgufError::KeyType { .. })));
     let e = f.get_str_array("t.arr_u32").unwrap_err();
-    assert_eq!(e.to_string(), "metadata key t.arr_u32 has type array[u32], expected array[string]");
+    assert_eq!(
+        e.to_string(),
+        "metadata key t.arr_u32 has type array[u32], expected array[string]"
+    );
 }
 
 #[test]
@@ -193,18 +259,40 @@ fn writer_set_replaces_in_place_and_checks_tensors() {
     assert_eq!(keys, ["a", "b"]);
     assert_eq!(f.get_str("a").unwrap(), "x");
 
-    let e = w.add_tensor("t", vec![4], GgmlType::F32, vec![0; 15]).unwrap_err();
-    assert!(matches!(e, GgufError::TensorDataSize { expected: 16, got: 15, .. }), "{e}");
-    let e = w.add_tensor("t", vec![100], GgmlType::Q4_K, vec![]).unwrap_err();
+    let e = w
+        .add_tensor("t", vec![4], GgmlType::F32, vec![0; 15])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GgufError::TensorDataSize {
+                expected: 16,
+                got: 15,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = w
+        .add_tensor("t", vec![100], GgmlType::Q4_K, vec![])
+        .unwrap_err();
     assert!(matches!(e, GgufError::BadShape { .. }), "{e}");
-    let e = w.add_tensor("t", vec![1; 5], GgmlType::F32, vec![0; 4]).unwrap_err();
+    let e = w
+        .add_tensor("t", vec![1; 5], GgmlType::F32, vec![0; 4])
+        .unwrap_err();
     assert!(matches!(e, GgufError::TooManyDims { .. }), "{e}");
-    w.add_tensor("t", vec![4], GgmlType::F32, vec![0; 16]).unwrap();
-    let e = w.add_tensor("t", vec![4], GgmlType::F32, vec![0; 16]).unwrap_err();
+    w.add_tensor("t", vec![4], GgmlType::F32, vec![0; 16])
+        .unwrap();
+    let e = w
+        .add_tensor("t", vec![4], GgmlType::F32, vec![0; 16])
+        .unwrap_err();
     assert!(matches!(e, GgufError::DuplicateTensor(_)), "{e}");
 
     w.set("general.alignment", Value::U32(3));
-    assert!(matches!(w.write_to(&mut Vec::new()), Err(GgufError::BadAlignment { .. })));
+    assert!(matches!(
+        w.write_to(&mut Vec::new()),
+        Err(GgufError::BadAlignment { .. })
+    ));
 }
 
 #[test]
@@ -226,7 +314,10 @@ fn write_file_then_open_with_mmap() {
 
     let empty = dir.join("empty.gguf");
     std::fs::write(&empty, b"").unwrap();
-    assert!(matches!(GgufFile::open(&empty), Err(GgufError::BadMagic { .. })));
+    assert!(matches!(
+        GgufFile::open(&empty),
+        Err(GgufError::BadMagic { .. })
+    ));
     let e = GgufFile::open(dir.join("missing.gguf")).unwrap_err();
     assert!(matches!(e, GgufError::Open { .. }));
     assert!(e.to_string().contains("missing.gguf"), "{e}");
@@ -236,9 +327,19 @@ fn write_file_then_open_with_mmap() {
 #[test]
 fn display_for_inspect() {
     let f = GgufFile::from_bytes(build(None, 3)).unwrap();
-    let shown: Vec<String> = f.metadata().iter().map(|(k, v)| format!("{k} = {v}")).collect();
-    assert!(shown.contains(&"t.arr_str = [\"a\", \"\", \"ü\"]".to_string()), "{shown:?}");
-    assert!(shown.contains(&"t.arr_nested = [[1, 2], [\"x\"], [[], [false]]]".to_string()), "{shown:?}");
+    let shown: Vec<String> = f
+        .metadata()
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    assert!(
+        shown.contains(&"t.arr_str = [\"a\", \"\", \"ü\"]".to_string()),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&"t.arr_nested = [[1, 2], [\"x\"], [[], [false]]]".to_string()),
+        "{shown:?}"
+    );
     assert_eq!(f.get("t.arr_nested").unwrap().type_name(), "array[array]");
 }
 

@@ -7,6 +7,7 @@
 
 use std::sync::OnceLock;
 
+use crate::generic::attn::Lanes;
 use crate::generic::{float, legacy as gl};
 use crate::{vec_dot_type, GgmlType};
 
@@ -15,6 +16,9 @@ use crate::{vec_dot_type, GgmlType};
 pub(crate) type VecDotFn = unsafe fn(usize, &[u8], &[u8]) -> f32;
 /// `(src, dst)` activation quantizer; `dst.len() == row_bytes(src.len())`.
 pub(crate) type QuantFn = unsafe fn(&[f32], &mut [u8]);
+/// Attention over the f16 KV cache (see `generic::attn`).
+pub(crate) type AttnDotFn = unsafe fn(Lanes, &[half::f16], &[half::f16]) -> f32;
+pub(crate) type AttnMixFn = unsafe fn(Lanes, &mut [f32], &[f32], &[half::f16], usize, &mut [f32]);
 
 const N_IDS: usize = 31; // GgmlType ids go up to 30 (BF16)
 
@@ -22,6 +26,8 @@ pub struct Kernels {
     isa: &'static str,
     vec_dot: [Option<VecDotFn>; N_IDS],
     quant: [Option<QuantFn>; N_IDS],
+    attn_dot: AttnDotFn,
+    attn_mix: AttnMixFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -47,18 +53,60 @@ impl Kernels {
         unsafe { f(n, w, a) }
     }
 
-    /// Quantize activations `src` into `dst` in format `ty` (Q8_0, Q8_1, Q8_K, F32), with SIMD
-    /// where available; same bytes as [`crate::quantize_row`].
+    /// Quantize activations `src` into `dst` in format `ty` (Q8_0, Q8_1, Q8_K, F32) the way
+    /// llama.cpp does at inference time (for Q8_0/Q8_1 that differs from the reference weight
+    /// quantizer [`crate::quantize_row`] in the last bit of the inverse scale and in rounding
+    /// ties); SIMD and scalar tables give the same bytes.
     pub fn quantize_row(&self, ty: GgmlType, src: &[f32], dst: &mut [u8]) {
-        let need = ty
-            .row_bytes(src.len())
-            .unwrap_or_else(|| panic!("quantize_row: {} elements is not a whole number of {ty} blocks", src.len()));
-        assert_eq!(dst.len(), need, "quantize_row: {ty} destination has the wrong size");
+        let need = ty.row_bytes(src.len()).unwrap_or_else(|| {
+            panic!(
+                "quantize_row: {} elements is not a whole number of {ty} blocks",
+                src.len()
+            )
+        });
+        assert_eq!(
+            dst.len(),
+            need,
+            "quantize_row: {ty} destination has the wrong size"
+        );
         match self.quant[ty as usize] {
             // SAFETY: supported by this CPU; sizes checked above.
             Some(f) => unsafe { f(src, dst) },
             None => crate::quantize_row(ty, src, dst),
         }
+    }
+
+    /// `q · k` for f16 vectors, partial sums kept in `lanes` (see `generic::attn`).
+    #[inline]
+    pub fn dot_f16(&self, lanes: Lanes, q: &[half::f16], k: &[half::f16]) -> f32 {
+        assert_eq!(q.len(), k.len(), "dot_f16: lengths differ");
+        // SAFETY: supported by this CPU; lengths equal.
+        unsafe { (self.attn_dot)(lanes, q, k) }
+    }
+
+    /// `out[d] = sum_j p[j] * v[j][d]`, row `j`'s partial sums in lane `(pos0 + j) % lanes`;
+    /// `v` holds at least `p.len()` rows of `out.len()` values, `acc` at least
+    /// `lanes * out.len()` floats of scratch.
+    #[inline]
+    pub fn mix_f16(
+        &self,
+        lanes: Lanes,
+        out: &mut [f32],
+        p: &[f32],
+        v: &[half::f16],
+        pos0: usize,
+        acc: &mut [f32],
+    ) {
+        assert!(
+            v.len() >= p.len() * out.len(),
+            "mix_f16: too few value rows"
+        );
+        assert!(
+            acc.len() >= lanes.count() * out.len(),
+            "mix_f16: scratch too small"
+        );
+        // SAFETY: supported by this CPU; sizes checked above.
+        unsafe { (self.attn_mix)(lanes, out, p, v, pos0, acc) }
     }
 
     /// The dot-product function for `ty`. Calling it is sound on this CPU given the length
@@ -73,8 +121,12 @@ impl Kernels {
 /// `vec_dot_type(ty)`.
 #[inline]
 pub(crate) fn check_lens(ty: GgmlType, n: usize, w_len: usize, a_len: usize, rows: usize) {
-    let wb = ty.row_bytes(n).unwrap_or_else(|| panic!("vec_dot: n = {n} is not a whole number of {ty} blocks"));
-    let ab = vec_dot_type(ty).row_bytes(n).expect("activation blocks divide weight blocks");
+    let wb = ty
+        .row_bytes(n)
+        .unwrap_or_else(|| panic!("vec_dot: n = {n} is not a whole number of {ty} blocks"));
+    let ab = vec_dot_type(ty)
+        .row_bytes(n)
+        .expect("activation blocks divide weight blocks");
     assert!(w_len >= wb * rows, "vec_dot: {ty} weights too short");
     assert!(a_len >= ab, "vec_dot: activations too short");
 }
@@ -93,14 +145,22 @@ fn scalar_table() -> Kernels {
     vd[Q8_0 as usize] = Some(gl::vec_dot_q8_0 as VecDotFn);
     crate::generic::kquants_wire(&mut vd, &mut q);
     q[F32 as usize] = Some(float::quantize_row_f32 as QuantFn);
-    q[Q8_0 as usize] = Some(gl::quantize_row_q8_0 as QuantFn);
-    q[Q8_1 as usize] = Some(gl::quantize_row_q8_1 as QuantFn);
-    Kernels { isa: "scalar", vec_dot: vd, quant: q }
+    q[Q8_0 as usize] = Some(gl::quantize_act_q8_0 as QuantFn);
+    q[Q8_1 as usize] = Some(gl::quantize_act_q8_1 as QuantFn);
+    Kernels {
+        isa: "scalar",
+        vec_dot: vd,
+        quant: q,
+        attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
+        attn_mix: crate::generic::attn::mix_f16 as AttnMixFn,
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 fn avx2_detected() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 /// The AVX2 table. Only called after `avx2_detected()` returned true.
@@ -120,6 +180,8 @@ fn avx2_table() -> Kernels {
     vd[Q5_1 as usize] = Some(x::legacy::vec_dot_q5_1 as VecDotFn);
     vd[Q8_0 as usize] = Some(x::legacy::vec_dot_q8_0 as VecDotFn);
     x::kquants_wire(vd);
+    k.attn_dot = x::attn::dot_f16 as AttnDotFn;
+    k.attn_mix = x::attn::mix_f16 as AttnMixFn;
     let q = &mut k.quant;
     q[Q8_0 as usize] = Some(x::legacy::quantize_row_q8_0 as QuantFn);
     q[Q8_1 as usize] = Some(x::legacy::quantize_row_q8_1 as QuantFn);

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod pool;
 
 pub use dispatch::{kernels, scalar_kernels, Kernels};
+pub use generic::attn::Lanes;
 pub use matmul::{matmul, QMatrix};
 pub use pool::ThreadPool;
 
@@ -37,9 +38,12 @@ pub fn vec_dot_type(w: GgmlType) -> GgmlType {
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
     use generic::{float, kquants, legacy};
     use GgmlType::*;
-    let need = ty
-        .row_bytes(dst.len())
-        .unwrap_or_else(|| panic!("dequantize_row: {} elements is not a whole number of {ty} blocks", dst.len()));
+    let need = ty.row_bytes(dst.len()).unwrap_or_else(|| {
+        panic!(
+            "dequantize_row: {} elements is not a whole number of {ty} blocks",
+            dst.len()
+        )
+    });
     assert!(src.len() >= need, "dequantize_row: {ty} source too short");
     let src = &src[..need];
     match ty {
@@ -69,10 +73,17 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     use generic::{float, kquants, legacy};
     use GgmlType::*;
-    let need = ty
-        .row_bytes(src.len())
-        .unwrap_or_else(|| panic!("quantize_row: {} elements is not a whole number of {ty} blocks", src.len()));
-    assert_eq!(dst.len(), need, "quantize_row: {ty} destination has the wrong size");
+    let need = ty.row_bytes(src.len()).unwrap_or_else(|| {
+        panic!(
+            "quantize_row: {} elements is not a whole number of {ty} blocks",
+            src.len()
+        )
+    });
+    assert_eq!(
+        dst.len(),
+        need,
+        "quantize_row: {ty} destination has the wrong size"
+    );
     match ty {
         F32 => float::quantize_row_f32(src, dst),
         F16 => float::quantize_row_f16(src, dst),

@@ -17,9 +17,12 @@ pub struct QMatrix<'a> {
 impl QMatrix<'_> {
     /// Bytes per row. Panics if `cols` is not a whole number of blocks.
     pub fn row_bytes(&self) -> usize {
-        self.ty
-            .row_bytes(self.cols)
-            .unwrap_or_else(|| panic!("QMatrix: {} columns is not a whole number of {} blocks", self.cols, self.ty))
+        self.ty.row_bytes(self.cols).unwrap_or_else(|| {
+            panic!(
+                "QMatrix: {} columns is not a whole number of {} blocks",
+                self.cols, self.ty
+            )
+        })
     }
 }
 
@@ -65,7 +68,9 @@ pub fn matmul(
     let (rows, cols) = (w.rows, w.cols);
     let wrb = w.row_bytes();
     let vdt = vec_dot_type(w.ty);
-    let arb = vdt.row_bytes(cols).expect("activation blocks divide weight blocks");
+    let arb = vdt
+        .row_bytes(cols)
+        .expect("activation blocks divide weight blocks");
     assert!(w.data.len() >= wrb * rows, "matmul: weight data too short");
     assert!(x.len() >= batch * cols, "matmul: x too short");
     assert!(y.len() >= batch * rows, "matmul: y too short");
@@ -86,7 +91,11 @@ pub fn matmul(
     // 1. quantize the activations
     if nt == 1 || batch * cols < PAR_QUANT_MIN {
         for b in 0..batch {
-            k.quantize_row(vdt, &x[b * cols..(b + 1) * cols], &mut act[b * arb..(b + 1) * arb]);
+            k.quantize_row(
+                vdt,
+                &x[b * cols..(b + 1) * cols],
+                &mut act[b * arb..(b + 1) * arb],
+            );
         }
     } else {
         let (bs, ts) = (vdt.block_size(), vdt.type_size());
@@ -100,7 +109,9 @@ pub fn matmul(
                 let src = &x[b * cols + j * bs..b * cols + (j + m) * bs];
                 // SAFETY: block units [i, i + m) of `act` (m blocks of `ts` bytes from
                 // b * arb + j * ts, inside `act`) belong to this thread's share only.
-                let dst = unsafe { std::slice::from_raw_parts_mut(ap.get().add(b * arb + j * ts), m * ts) };
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(ap.get().add(b * arb + j * ts), m * ts)
+                };
                 k.quantize_row(vdt, src, dst);
                 i += m;
             }

@@ -93,10 +93,33 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// `gate[i] = gelu(gate[i]) * up[i]` (GeGLU).
+/// GELU at f16 precision, as llama.cpp evaluates it: the input rounded to f16 indexes a table
+/// of f16 results (exact for |x| >= 10). Matching this, rather than computing GELU in f32, is
+/// what keeps kestrel's logits on llama.cpp's; it is also cheaper than `tanh`.
+#[inline]
+pub fn gelu_f16(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        gelu_table()[f16::from_f32(x).to_bits() as usize].to_f32()
+    }
+}
+
+fn gelu_table() -> &'static [f16] {
+    static T: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|b| f16::from_f32(gelu(f16::from_bits(b).to_f32())))
+            .collect()
+    })
+}
+
+/// `gate[i] = gelu(gate[i]) * up[i]` (GeGLU), GELU at f16 precision ([`gelu_f16`]).
 pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
-        *g = gelu(*g) * u;
+        *g = gelu_f16(*g) * u;
     }
 }
 
@@ -125,7 +148,14 @@ pub enum RopeStyle {
 /// as [cos0, sin0, cos1, sin1, ...]. theta follows ggml: start at `pos * freq_scale` and multiply by
 /// base^(-2/n_rot) per pair (the same repeated product, so angles match llama.cpp's to the bit),
 /// divided by an optional per-pair frequency factor (llama3 / phi3 rope factors).
-pub fn rope_cache(pos: f32, n_rot: usize, base: f32, freq_scale: f32, factors: Option<&[f32]>, cs: &mut [f32]) {
+pub fn rope_cache(
+    pos: f32,
+    n_rot: usize,
+    base: f32,
+    freq_scale: f32,
+    factors: Option<&[f32]>,
+    cs: &mut [f32],
+) {
     let theta_scale = base.powf(-2.0 / n_rot as f32);
     let mut theta = pos;
     for i in 0..n_rot / 2 {
@@ -175,30 +205,6 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         s += a[i] * b[i];
     }
     s
-}
-
-/// Dot product of f32 `a` with f16 `b`.
-pub fn dot_f32_f16(a: &[f32], b: &[f16]) -> f32 {
-    let n = a.len().min(b.len());
-    let mut acc = [0.0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l].to_f32();
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..n {
-        s += a[i] * b[i].to_f32();
-    }
-    s
-}
-
-/// `y += a * x` with f16 `x`.
-pub fn axpy_f16(y: &mut [f32], a: f32, x: &[f16]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi.to_f32();
-    }
 }
 
 pub fn f32_to_f16_slice(src: &[f32], dst: &mut [f16]) {
@@ -266,6 +272,9 @@ mod tests {
     fn activations() {
         assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
         assert!((gelu(1.0) - 0.841_192).abs() < 1e-5);
+        assert!((gelu_f16(1.0) - gelu(1.0)).abs() < 1e-3);
+        assert_eq!(gelu_f16(-11.0), 0.0);
+        assert_eq!(gelu_f16(12.5), 12.5);
         assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
     }
 }

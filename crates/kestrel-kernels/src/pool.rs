@@ -106,7 +106,11 @@ impl ThreadPool {
                 (h.thread().clone(), h)
             })
             .collect();
-        ThreadPool { shared, workers, run_lock: Mutex::new(()) }
+        ThreadPool {
+            shared,
+            workers,
+            run_lock: Mutex::new(()),
+        }
     }
 
     pub fn n_threads(&self) -> usize {
@@ -166,7 +170,12 @@ fn worker(sh: Arc<Shared>, idx: usize) {
         }
         // SAFETY: see `Shared::job`: written before the generation bump we observed (Acquire),
         // not rewritten until we decrement `remaining` below.
-        let (job, caller) = unsafe { ((*sh.job.get()).expect("job published"), (*sh.caller.get()).clone()) };
+        let (job, caller) = unsafe {
+            (
+                (*sh.job.get()).expect("job published"),
+                (*sh.caller.get()).clone(),
+            )
+        };
         // SAFETY: `run` keeps the closure alive until `remaining` reaches zero.
         let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(idx, sh.n_threads) }));
         if let Err(p) = r {
@@ -196,6 +205,8 @@ impl Drop for ThreadPool {
 
 impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadPool").field("n_threads", &self.shared.n_threads).finish()
+        f.debug_struct("ThreadPool")
+            .field("n_threads", &self.shared.n_threads)
+            .finish()
     }
 }

@@ -1,6 +1,8 @@
 use std::time::Instant;
 
-use kestrel_kernels::{kernels, matmul, quantize_row, scalar_kernels, vec_dot_type, GgmlType, QMatrix, ThreadPool};
+use kestrel_kernels::{
+    kernels, matmul, quantize_row, scalar_kernels, vec_dot_type, GgmlType, QMatrix, ThreadPool,
+};
 
 #[test]
 fn isa_names() {
@@ -8,7 +10,10 @@ fn isa_names() {
     let isa = kernels().isa();
     assert!(isa == "avx2" || isa == "scalar");
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
         assert_eq!(isa, "avx2");
     }
 }
@@ -43,13 +48,22 @@ fn bench_matvec() {
     let pool = ThreadPool::new(1);
     for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32, Q4_K, Q6_K] {
         for &(rows, cols) in &[(1536usize, 576usize), (576, 1536), (2048, 2048)] {
-            let Some(rb) = ty.row_bytes(cols) else { continue };
-            let src: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let Some(rb) = ty.row_bytes(cols) else {
+                continue;
+            };
+            let src: Vec<f32> = (0..cols)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
             let mut data = vec![0u8; rb * rows];
             for r in 0..rows {
                 quantize_row(ty, &src, &mut data[r * rb..(r + 1) * rb]);
             }
-            let w = QMatrix { ty, rows, cols, data: &data };
+            let w = QMatrix {
+                ty,
+                rows,
+                cols,
+                data: &data,
+            };
             let mut y = vec![0f32; rows];
             let mut scratch = Vec::new();
             let mut line = format!("{ty:>5} {rows}x{cols}:");
@@ -63,7 +77,12 @@ fn bench_matvec() {
                     matmul(&pool, k, &w, &src, 1, &mut y, &mut scratch);
                     s = s.min(t.elapsed().as_secs_f64());
                 }
-                line += &format!("  {} {:8.1} us {:6.2} GB/s", k.isa(), s * 1e6, data.len() as f64 / s / 1e9);
+                line += &format!(
+                    "  {} {:8.1} us {:6.2} GB/s",
+                    k.isa(),
+                    s * 1e6,
+                    data.len() as f64 / s / 1e9
+                );
             }
             println!("{line}");
         }

@@ -21,7 +21,8 @@ fn fixture_path(name: &str) -> std::path::PathBuf {
 }
 
 fn load_fixture(name: &str) -> Fixture {
-    let b = std::fs::read(fixture_path(name)).expect("fixture missing: run tests/fixtures/gen_kquants.py");
+    let b = std::fs::read(fixture_path(name))
+        .expect("fixture missing: run tests/fixtures/gen_kquants.py");
     let n = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
     let nb = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
     let raw = b[8..8 + nb].to_vec();
@@ -37,7 +38,11 @@ fn check_bit_exact(name: &str, deq: fn(&[u8], &mut [f32])) {
     let mut out = vec![f32::NAN; fx.floats.len()];
     deq(&fx.raw, &mut out);
     for (i, (a, b)) in out.iter().zip(&fx.floats).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "{name}: element {i}: ours {a} vs gguf-py {b}");
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "{name}: element {i}: ours {a} vs gguf-py {b}"
+        );
     }
 }
 
@@ -72,14 +77,20 @@ fn kquants_dequant_model_rows_match_gguf_py() {
 #[test]
 fn kquants_model_row_bytes_match_model_file() {
     use std::io::{Read, Seek, SeekFrom};
-    let Some(home) = std::env::var_os("HOME") else { return };
+    let Some(home) = std::env::var_os("HOME") else {
+        return;
+    };
     let model = std::path::Path::new(&home).join(".cache/kestrel/models/gemma-3-270m-q4_k_m.gguf");
     let Ok(mut f) = std::fs::File::open(&model) else {
-        eprintln!("note: {} absent; skipping model byte check", model.display());
+        eprintln!(
+            "note: {} absent; skipping model byte check",
+            model.display()
+        );
         return;
     };
     let rows = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kquants_model_rows.txt"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/kquants_model_rows.txt"),
     )
     .unwrap();
     let mut got: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
@@ -96,10 +107,16 @@ fn kquants_model_row_bytes_match_model_file() {
         let mut buf = vec![0u8; len];
         f.seek(SeekFrom::Start(offset)).unwrap();
         f.read_exact(&mut buf).unwrap();
-        got.entry(format!("model_{ty}")).or_default().extend_from_slice(&buf);
+        got.entry(format!("model_{ty}"))
+            .or_default()
+            .extend_from_slice(&buf);
     }
     for (name, bytes) in got {
-        assert_eq!(bytes, load_fixture(&name).raw, "{name}: fixture bytes differ from model file");
+        assert_eq!(
+            bytes,
+            load_fixture(&name).raw,
+            "{name}: fixture bytes differ from model file"
+        );
     }
 }
 

@@ -7,7 +7,9 @@ use std::time::Instant;
 const QK_K: usize = 256;
 
 fn lcg(seed: &mut u64) -> u32 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (*seed >> 33) as u32
 }
 
@@ -17,7 +19,9 @@ fn kquants_bench_vec_dot() {
     let n = 4096usize;
     let rows = 512usize;
     let mut seed = 7u64;
-    let x: Vec<f32> = (0..n).map(|_| (lcg(&mut seed) as f32 / u32::MAX as f32) - 0.5).collect();
+    let x: Vec<f32> = (0..n)
+        .map(|_| (lcg(&mut seed) as f32 / u32::MAX as f32) - 0.5)
+        .collect();
     let mut a = vec![0u8; n / QK_K * 292];
     kq::quantize_row_q8_k(&x, &mut a);
     type F = fn(usize, &[u8], &[u8]) -> f32;
@@ -29,7 +33,9 @@ fn kquants_bench_vec_dot() {
         ("q6_k", 210, 208, kq::vec_dot_q6_k),
     ];
     for (name, bs, doff, scalar) in cases {
-        let mut w: Vec<u8> = (0..rows * n / QK_K * bs).map(|_| lcg(&mut seed) as u8).collect();
+        let mut w: Vec<u8> = (0..rows * n / QK_K * bs)
+            .map(|_| lcg(&mut seed) as u8)
+            .collect();
         for b in w.chunks_exact_mut(bs) {
             b[doff..doff + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
         }
@@ -60,7 +66,11 @@ fn kquants_bench_vec_dot() {
             };
             // SAFETY: features detected above.
             let (tv, _) = time(&|wr| unsafe { f(n, wr, &a) });
-            line += &format!("  avx2 {:7.2} GB/s  ({:.1}x)", (rows * rb) as f64 / tv / 1e9, ts / tv);
+            line += &format!(
+                "  avx2 {:7.2} GB/s  ({:.1}x)",
+                (rows * rb) as f64 / tv / 1e9,
+                ts / tv
+            );
         }
         println!("{line}");
     }

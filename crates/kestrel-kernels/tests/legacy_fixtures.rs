@@ -3,12 +3,19 @@
 use kestrel_kernels::{dequantize_row, quantize_row, GgmlType};
 
 fn load(name: &str) -> (Vec<f32>, Vec<u8>, Vec<f32>) {
-    let path = format!("{}/tests/fixtures/legacy_{name}.bin", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/legacy_{name}.bin",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
     let ty = GgmlType::from_name(name).unwrap();
     let qb = ty.row_bytes(n).unwrap();
-    let f = |s: &[u8]| s.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+    let f = |s: &[u8]| {
+        s.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect::<Vec<_>>()
+    };
     let x = f(&b[4..4 + 4 * n]);
     let q = b[4 + 4 * n..4 + 4 * n + qb].to_vec();
     let y = f(&b[4 + 4 * n + qb..]);
@@ -28,7 +35,11 @@ fn check(name: &str) {
     let mut deq = vec![0f32; x.len()];
     dequantize_row(ty, &q, &mut deq);
     for (i, (a, b)) in deq.iter().zip(&y).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "{name}: element {i} dequantizes to {a}, gguf-py {b}");
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "{name}: element {i} dequantizes to {a}, gguf-py {b}"
+        );
     }
 }
 

@@ -2,7 +2,9 @@
 //! AVX2 activation quantizers vs scalar bytes.
 
 use kestrel_kernels::generic::{float, legacy};
-use kestrel_kernels::{dequantize_row, kernels, quantize_row, scalar_kernels, vec_dot_type, GgmlType};
+use kestrel_kernels::{
+    dequantize_row, kernels, quantize_row, scalar_kernels, vec_dot_type, GgmlType,
+};
 use proptest::prelude::*;
 
 const WEIGHT_TYPES: [GgmlType; 8] = [
@@ -30,7 +32,9 @@ fn f16_bits(u: u16) -> [u8; 2] {
 fn weight_row(ty: GgmlType, n: usize, bytes: &[u8]) -> Vec<u8> {
     let rb = ty.row_bytes(n).unwrap();
     let mut w: Vec<u8> = bytes.iter().cycle().take(rb).copied().collect();
-    let mut rng = bytes.iter().fold(0x12345u64, |h, &b| h.wrapping_mul(0x100000001B3) ^ b as u64);
+    let mut rng = bytes
+        .iter()
+        .fold(0x12345u64, |h, &b| h.wrapping_mul(0x100000001B3) ^ b as u64);
     let mut next = || {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -154,7 +158,8 @@ proptest! {
         for ty in [GgmlType::Q8_0, GgmlType::Q8_1] {
             let mut s = vec![0u8; ty.row_bytes(n).unwrap()];
             let mut v = s.clone();
-            quantize_row(ty, &xs, &mut s);
+            // the scalar twin of the inference-time activation quantizer
+            scalar_kernels().quantize_row(ty, &xs, &mut s);
             if have_avx2() {
                 kernels().quantize_row(ty, &xs, &mut v);
                 prop_assert_eq!(&s, &v);
@@ -165,7 +170,11 @@ proptest! {
 
 #[test]
 fn q8_quantizers_zero_and_constant_blocks() {
-    for x in [vec![0f32; 64], vec![0.5f32; 64], (0..64).map(|i| i as f32 - 31.5).collect::<Vec<_>>()] {
+    for x in [
+        vec![0f32; 64],
+        vec![0.5f32; 64],
+        (0..64).map(|i| i as f32 - 31.5).collect::<Vec<_>>(),
+    ] {
         for ty in [GgmlType::Q8_0, GgmlType::Q8_1] {
             let mut s = vec![0u8; ty.row_bytes(64).unwrap()];
             let mut v = s.clone();
@@ -184,6 +193,18 @@ fn generic_names_exist() {
     legacy::quantize_row_q8_1(&x, &mut q);
     let mut b = vec![0u8; 2 * 34];
     legacy::quantize_row_q8_0(&x, &mut b);
+    let mut ba = vec![0u8; 2 * 34];
+    legacy::quantize_act_q8_0(&x, &mut ba);
+    let mut qa = vec![0u8; 2 * 36];
+    legacy::quantize_act_q8_1(&x, &mut qa);
+    // Reference and inference-time quantizers agree up to a last-bit scale and ties.
+    let (mut r, mut a) = (vec![0f32; 64], vec![0f32; 64]);
+    legacy::dequantize_row_q8_0(&b, &mut r);
+    legacy::dequantize_row_q8_0(&ba, &mut a);
+    assert!(r
+        .iter()
+        .zip(&a)
+        .all(|(x, y)| (x - y).abs() <= 0.01 * x.abs().max(0.05)));
     let mut w = vec![0u8; 2 * 18];
     legacy::quantize_row_q4_0(&x, &mut w);
     let d = legacy::vec_dot_q4_0(64, &w, &b);

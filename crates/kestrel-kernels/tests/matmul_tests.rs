@@ -1,4 +1,6 @@
-use kestrel_kernels::{dequantize_row, kernels, matmul, quantize_row, scalar_kernels, GgmlType, QMatrix, ThreadPool};
+use kestrel_kernels::{
+    dequantize_row, kernels, matmul, quantize_row, scalar_kernels, GgmlType, QMatrix, ThreadPool,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -31,7 +33,12 @@ fn check(ty: GgmlType, rows: usize, cols: usize, batch: usize, threads: usize, s
     let mut rng = Rng(0x9E3779B97F4A7C15 ^ (rows * 31 + cols * 7 + batch) as u64);
     let data = weights(ty, rows, cols, &mut rng);
     let x: Vec<f32> = (0..batch * cols).map(|_| rng.f()).collect();
-    let w = QMatrix { ty, rows, cols, data: &data };
+    let w = QMatrix {
+        ty,
+        rows,
+        cols,
+        data: &data,
+    };
     let pool = ThreadPool::new(threads);
     let k = if simd { kernels() } else { scalar_kernels() };
     let mut y = vec![f32::NAN; batch * rows];
@@ -67,7 +74,8 @@ fn check(ty: GgmlType, rows: usize, cols: usize, batch: usize, threads: usize, s
                 for (blk, xs) in xa.chunks(32).enumerate() {
                     let o = r * rb + blk * bs + 2;
                     let m = half::f16::from_le_bytes([data[o], data[o + 1]]).to_f32() as f64;
-                    extra += m.abs() * xs.iter().map(|v| v.abs() as f64).sum::<f64>() * (1.0 / 1024.0);
+                    extra +=
+                        m.abs() * xs.iter().map(|v| v.abs() as f64).sum::<f64>() * (1.0 / 1024.0);
                 }
             }
             let got = y[b * rows + r] as f64;

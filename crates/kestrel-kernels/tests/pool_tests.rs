@@ -30,7 +30,10 @@ fn runs_see_caller_writes_and_publish_theirs() {
         pool.run(&|t, _| {
             cells[t].fetch_add(i as usize, Ordering::Relaxed);
         });
-        v = cells.iter().map(|c| c.load(Ordering::Relaxed) as u64).collect();
+        v = cells
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed) as u64)
+            .collect();
     }
     assert!(v.iter().all(|&x| x == (0..500).sum::<u64>()));
 }
@@ -91,7 +94,10 @@ fn panics_propagate_and_pool_survives() {
             })
         }));
         let msg = r.unwrap_err();
-        assert_eq!(msg.downcast_ref::<String>().map(|s| s.as_str()), Some(format!("boom {bad}").as_str()));
+        assert_eq!(
+            msg.downcast_ref::<String>().map(|s| s.as_str()),
+            Some(format!("boom {bad}").as_str())
+        );
     }
     let c = AtomicUsize::new(0);
     pool.run(&|_, _| {

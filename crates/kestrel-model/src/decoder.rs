@@ -51,6 +51,9 @@ pub struct Decoder {
     pub rope_factors: Option<Vec<f32>>,
     /// Multiplies q·k before the softmax.
     pub attn_scale: f32,
+    /// Apply `attn_scale` to q before the dot products rather than to the scores (gemma's
+    /// graph in llama.cpp does; it changes the last bits, which matter for agreement).
+    pub scale_q: bool,
     pub activation: Activation,
     /// tanh soft-capping of the final logits (gemma2 style), if any.
     pub final_softcap: Option<f32>,

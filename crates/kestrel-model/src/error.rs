@@ -9,9 +9,17 @@ pub enum ModelError {
     #[error("missing tensor {0}")]
     MissingTensor(String),
     #[error("tensor {name}: shape {got:?}, expected {want:?}")]
-    TensorShape { name: String, got: Vec<u64>, want: Vec<u64> },
+    TensorShape {
+        name: String,
+        got: Vec<u64>,
+        want: Vec<u64>,
+    },
     #[error("tensor {name}: type {ty} cannot be used here ({why})")]
-    TensorType { name: String, ty: kestrel_gguf::GgmlType, why: &'static str },
+    TensorType {
+        name: String,
+        ty: kestrel_gguf::GgmlType,
+        why: &'static str,
+    },
     #[error("invalid hyperparameter {key}: {why}")]
     BadHparam { key: String, why: String },
     #[error("context full: {needed} positions needed, the context holds {n_ctx}")]

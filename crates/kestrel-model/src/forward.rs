@@ -4,9 +4,10 @@ use crate::decoder::{Activation, Decoder, Layer};
 use crate::kv::KvCache;
 use crate::session::{Scratch, Session};
 use crate::weights::Linear;
+use half::f16;
 use kestrel_gguf::GgufFile;
 use kestrel_kernels::ops::{self, RopeStyle};
-use kestrel_kernels::{matmul, Kernels, ThreadPool};
+use kestrel_kernels::{matmul, Kernels, Lanes, ThreadPool};
 
 /// A raw pointer that threads of one pool run write through at disjoint offsets.
 #[derive(Clone, Copy)]
@@ -23,6 +24,14 @@ impl SharedMut {
     }
 }
 
+/// View the first `n` f16 slots of an f32 scratch slice (2 f16 per f32, alignment 4 >= 2).
+fn bytemuck_f16(x: &mut [f32], n: usize) -> &mut [f16] {
+    assert!(2 * x.len() >= n);
+    // SAFETY: f16 is plain 2-byte data with alignment 2, f32 storage is 4-aligned and holds
+    // 2 * len f16 values; the borrow of `x` is carried over.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f16, n) }
+}
+
 pub(crate) struct Ctx<'a> {
     pub g: &'a GgufFile,
     pub d: &'a Decoder,
@@ -32,7 +41,15 @@ pub(crate) struct Ctx<'a> {
 
 fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<u8>) {
     let w = l.w.view(c.g);
-    matmul(c.pool, c.k, &w, &x[..n * w.cols], n, &mut y[..n * w.rows], q8);
+    matmul(
+        c.pool,
+        c.k,
+        &w,
+        &x[..n * w.cols],
+        n,
+        &mut y[..n * w.rows],
+        q8,
+    );
     if let Some(b) = &l.b {
         for row in y[..n * w.rows].chunks_exact_mut(w.rows) {
             ops::add_inplace(row, b);
@@ -56,7 +73,13 @@ fn norm_rows_inplace(x: &mut [f32], w: &[f32], eps: f32, n: usize) {
 
 /// Run `tokens` (at positions `s.n_past..`) through the model; write logits for the tokens at
 /// batch indices `logit_from..tokens.len()` to `s.logits` starting at row `logit_row0`.
-pub(crate) fn forward_ubatch(c: &Ctx, s: &mut Session, tokens: &[u32], logit_from: usize, logit_row0: usize) {
+pub(crate) fn forward_ubatch(
+    c: &Ctx,
+    s: &mut Session,
+    tokens: &[u32],
+    logit_from: usize,
+    logit_row0: usize,
+) {
     let d = c.d;
     let hp = &d.hp;
     let n = tokens.len();
@@ -97,7 +120,13 @@ pub(crate) fn forward_ubatch(c: &Ctx, s: &mut Session, tokens: &[u32], logit_fro
     // Output head for the requested rows only.
     let n_out = n - logit_from;
     if n_out > 0 {
-        norm_rows(&sc.x[logit_from * e..], &d.output_norm, hp.norm_eps, n_out, &mut sc.h);
+        norm_rows(
+            &sc.x[logit_from * e..],
+            &d.output_norm,
+            hp.norm_eps,
+            n_out,
+            &mut sc.h,
+        );
         let w = d.output.view(c.g);
         let v = hp.n_vocab;
         let dst = &mut s.logits[logit_row0 * v..(logit_row0 + n_out) * v];
@@ -111,7 +140,15 @@ pub(crate) fn forward_ubatch(c: &Ctx, s: &mut Session, tokens: &[u32], logit_fro
     s.n_past += n;
 }
 
-fn attention_block(c: &Ctx, sc: &mut Scratch, kv: &mut KvCache, il: usize, layer: &Layer, n: usize, pos0: usize) {
+fn attention_block(
+    c: &Ctx,
+    sc: &mut Scratch,
+    kv: &mut KvCache,
+    il: usize,
+    layer: &Layer,
+    n: usize,
+    pos0: usize,
+) {
     let d = c.d;
     let hp = &d.hp;
     let e = hp.n_embd;
@@ -129,7 +166,12 @@ fn attention_block(c: &Ctx, sc: &mut Scratch, kv: &mut KvCache, il: usize, layer
         norm_rows_inplace(&mut sc.k, w, hp.norm_eps, n * hp.n_head_kv);
     }
 
-    let table = &sc.rope.iter().find(|(b, _)| *b == layer.rope_base).expect("rope table for every layer base").1;
+    let table = &sc
+        .rope
+        .iter()
+        .find(|(b, _)| *b == layer.rope_base)
+        .expect("rope table for every layer base")
+        .1;
     let style: RopeStyle = d.rope_style;
     for i in 0..n {
         let cs = &table[i * hp.n_rot..(i + 1) * hp.n_rot];
@@ -141,26 +183,44 @@ fn attention_block(c: &Ctx, sc: &mut Scratch, kv: &mut KvCache, il: usize, layer
             let o = (i * hp.n_head_kv + h) * hd;
             ops::rope_apply(&mut sc.k[o..o + hd], cs, hp.n_rot, style);
         }
-        kv.store(il, pos0 + i, &sc.k[i * hp.n_embd_k()..(i + 1) * hp.n_embd_k()], &sc.v[i * hp.n_embd_v()..(i + 1) * hp.n_embd_v()]);
+        kv.store(
+            il,
+            pos0 + i,
+            &sc.k[i * hp.n_embd_k()..(i + 1) * hp.n_embd_k()],
+            &sc.v[i * hp.n_embd_v()..(i + 1) * hp.n_embd_v()],
+        );
     }
 
-    // Scaled dot-product attention, (token, head) pairs spread over the pool.
+    // Scaled dot-product attention, (token, head) pairs spread over the pool. The arithmetic
+    // follows llama.cpp's CPU path (see kestrel_kernels::generic::attn): that is what keeps
+    // the logits on llama.cpp's, since 8-bit activations amplify last-bit differences.
     let n_ctx = kv.n_ctx;
     let nt = c.pool.n_threads();
-    if sc.scores.len() < nt * n_ctx {
-        sc.scores.resize(nt * n_ctx, 0.0);
+    let lanes = if n >= 2 { Lanes::L8 } else { Lanes::L32 };
+    let per_thread = n_ctx + hd + lanes.count() * hdv;
+    if sc.attn.len() < nt * per_thread {
+        sc.attn.resize(nt * per_thread, 0.0);
     }
     let group = hp.n_head / hp.n_head_kv;
     let items = n * hp.n_head;
-    let scores = SharedMut(sc.scores.as_mut_ptr());
+    let scratch = SharedMut(sc.attn.as_mut_ptr());
     let out = SharedMut(sc.att.as_mut_ptr());
     let q = &sc.q;
     let kv_ref: &KvCache = kv;
-    let scale = d.attn_scale;
+    let (q_scale, s_scale) = if d.scale_q {
+        (d.attn_scale, 1.0)
+    } else {
+        (1.0, d.attn_scale)
+    };
     let window = layer.window;
+    let kern = c.k;
     c.pool.run(&|tid, nth| {
-        // SAFETY: thread `tid` owns scores row `tid` and the output rows of its items.
-        let sc_row = unsafe { scores.slice(tid * n_ctx, n_ctx) };
+        // SAFETY: thread `tid` owns scratch block `tid` and the output rows of its items.
+        let mine = unsafe { scratch.slice(tid * per_thread, per_thread) };
+        let (sc_row, rest) = mine.split_at_mut(n_ctx);
+        let (q16f, acc) = rest.split_at_mut(hd);
+        // The f16 query lives in the first half of its f32 scratch.
+        let q16: &mut [f16] = bytemuck_f16(q16f, hd);
         let mut item = tid;
         while item < items {
             let (i, h) = (item / hp.n_head, item % hp.n_head);
@@ -168,18 +228,30 @@ fn attention_block(c: &Ctx, sc: &mut Scratch, kv: &mut KvCache, il: usize, layer
             let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
             let g = h / group;
             let qh = &q[(i * hp.n_head + h) * hd..(i * hp.n_head + h + 1) * hd];
-            let keys = kv_ref.k_range(il, g, start, p + 1);
+            for (d, &x) in q16.iter_mut().zip(qh) {
+                *d = f16::from_f32(x * q_scale);
+            }
             let len = p + 1 - start;
-            for (j, kj) in keys.chunks_exact(hd).enumerate() {
-                sc_row[j] = ops::dot_f32_f16(qh, kj) * scale;
+            for (j, kj) in kv_ref
+                .k_range(il, g, start, p + 1)
+                .chunks_exact(hd)
+                .enumerate()
+            {
+                sc_row[j] = kern.dot_f16(lanes, q16, kj) * s_scale;
             }
             ops::softmax_inplace(&mut sc_row[..len]);
-            let oh = unsafe { out.slice((i * hp.n_head + h) * hdv, hdv) };
-            oh.fill(0.0);
-            let vals = kv_ref.v_range(il, g, start, p + 1);
-            for (j, vj) in vals.chunks_exact(hdv).enumerate() {
-                ops::axpy_f16(oh, sc_row[j], vj);
+            for w in sc_row[..len].iter_mut() {
+                *w = f16::from_f32(*w).to_f32();
             }
+            let oh = unsafe { out.slice((i * hp.n_head + h) * hdv, hdv) };
+            kern.mix_f16(
+                lanes,
+                oh,
+                &sc_row[..len],
+                kv_ref.v_range(il, g, start, p + 1),
+                start,
+                acc,
+            );
             item += nth;
         }
     });

@@ -46,7 +46,10 @@ impl Keys<'_> {
 
 fn positive(key: String, v: usize, max: usize) -> Result<usize> {
     if v == 0 || v > max {
-        return Err(ModelError::BadHparam { key, why: format!("{v} is outside 1..={max}") });
+        return Err(ModelError::BadHparam {
+            key,
+            why: format!("{v} is outside 1..={max}"),
+        });
     }
     Ok(v)
 }
@@ -55,10 +58,22 @@ impl Hparams {
     pub fn from_gguf(g: &GgufFile) -> Result<Hparams> {
         let arch = g.architecture()?.to_string();
         let k = Keys { g, arch: &arch };
-        let n_embd = positive(k.key("embedding_length"), k.u32("embedding_length")?, 1 << 16)?;
+        let n_embd = positive(
+            k.key("embedding_length"),
+            k.u32("embedding_length")?,
+            1 << 16,
+        )?;
         let n_layer = positive(k.key("block_count"), k.u32("block_count")?, 1024)?;
-        let n_ff = positive(k.key("feed_forward_length"), k.u32("feed_forward_length")?, 1 << 18)?;
-        let n_head = positive(k.key("attention.head_count"), k.u32("attention.head_count")?, 1024)?;
+        let n_ff = positive(
+            k.key("feed_forward_length"),
+            k.u32("feed_forward_length")?,
+            1 << 18,
+        )?;
+        let n_head = positive(
+            k.key("attention.head_count"),
+            k.u32("attention.head_count")?,
+            1024,
+        )?;
         let n_head_kv = positive(
             k.key("attention.head_count_kv"),
             k.u32_opt("attention.head_count_kv")?.unwrap_or(n_head),
@@ -72,7 +87,8 @@ impl Hparams {
         }
         let head_dim = positive(
             k.key("attention.key_length"),
-            k.u32_opt("attention.key_length")?.unwrap_or(n_embd / n_head),
+            k.u32_opt("attention.key_length")?
+                .unwrap_or(n_embd / n_head),
             4096,
         )?;
         let head_dim_v = positive(
@@ -92,12 +108,17 @@ impl Hparams {
             None => k.f32_opt("attention.layer_norm_epsilon")?.unwrap_or(1e-5),
         };
         let rope_base = k.f32_opt("rope.freq_base")?.unwrap_or(10000.0);
-        let scaling = g.get_str_opt(&k.key("rope.scaling.type"))?.unwrap_or("none");
+        let scaling = g
+            .get_str_opt(&k.key("rope.scaling.type"))?
+            .unwrap_or("none");
         let rope_freq_scale = match scaling {
             "linear" => {
                 let f = k.f32_opt("rope.scaling.factor")?.unwrap_or(1.0);
                 if !(f > 0.0) {
-                    return Err(ModelError::BadHparam { key: k.key("rope.scaling.factor"), why: format!("{f}") });
+                    return Err(ModelError::BadHparam {
+                        key: k.key("rope.scaling.factor"),
+                        why: format!("{f}"),
+                    });
                 }
                 1.0 / f
             }

@@ -14,14 +14,24 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize, n_ctx: usize, n_head_kv: usize, head_dim: usize, head_dim_v: usize) -> KvCache {
+    pub fn new(
+        n_layer: usize,
+        n_ctx: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+    ) -> KvCache {
         KvCache {
             n_ctx,
             n_head_kv,
             head_dim,
             head_dim_v,
-            k: (0..n_layer).map(|_| vec![f16::ZERO; n_head_kv * n_ctx * head_dim]).collect(),
-            v: (0..n_layer).map(|_| vec![f16::ZERO; n_head_kv * n_ctx * head_dim_v]).collect(),
+            k: (0..n_layer)
+                .map(|_| vec![f16::ZERO; n_head_kv * n_ctx * head_dim])
+                .collect(),
+            v: (0..n_layer)
+                .map(|_| vec![f16::ZERO; n_head_kv * n_ctx * head_dim_v])
+                .collect(),
         }
     }
 

@@ -14,7 +14,7 @@ pub mod weights;
 
 pub use error::{ModelError, Result};
 pub use hparams::Hparams;
+pub use kestrel_kernels::ThreadPool;
 pub use model::Model;
 pub use sampler::{Sampler, SamplerConfig};
 pub use session::Session;
-pub use kestrel_kernels::ThreadPool;

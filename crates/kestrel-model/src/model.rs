@@ -24,8 +24,10 @@ impl Model {
     }
 
     pub fn from_gguf(gguf: Arc<GgufFile>) -> Result<Model> {
+        // An unknown architecture is named before its hyperparameters are read: they may not
+        // follow the keys this crate knows.
+        let load = registry::find(gguf.architecture()?)?;
         let hp = Hparams::from_gguf(&gguf)?;
-        let load = registry::find(&hp.arch)?;
         let dec = load(&Loader { g: &gguf }, hp)?;
         Ok(Model { gguf, dec })
     }
@@ -49,7 +51,13 @@ impl Model {
     /// Append `tokens` to the session's sequence. Logits are kept for the tokens at indices
     /// `logits_from..tokens.len()` (read them with `Session::logits`); pass `tokens.len() - 1`
     /// when only the next token matters.
-    pub fn forward(&self, s: &mut Session, pool: &ThreadPool, tokens: &[u32], logits_from: usize) -> Result<()> {
+    pub fn forward(
+        &self,
+        s: &mut Session,
+        pool: &ThreadPool,
+        tokens: &[u32],
+        logits_from: usize,
+    ) -> Result<()> {
         self.forward_with(s, pool, kestrel_kernels::kernels(), tokens, logits_from)
     }
 
@@ -67,21 +75,32 @@ impl Model {
             return Err(ModelError::Invalid("forward called with no tokens".into()));
         }
         if logits_from > tokens.len() {
-            return Err(ModelError::Invalid(format!("logits_from {logits_from} > {} tokens", tokens.len())));
+            return Err(ModelError::Invalid(format!(
+                "logits_from {logits_from} > {} tokens",
+                tokens.len()
+            )));
         }
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
             return Err(ModelError::BadToken(t, hp.n_vocab));
         }
         let needed = s.n_past + tokens.len();
         if needed > s.n_ctx() {
-            return Err(ModelError::ContextFull { needed, n_ctx: s.n_ctx() });
+            return Err(ModelError::ContextFull {
+                needed,
+                n_ctx: s.n_ctx(),
+            });
         }
         let rows = tokens.len() - logits_from;
         if s.logits.len() < rows * hp.n_vocab {
             s.logits.resize(rows * hp.n_vocab, 0.0);
         }
         s.n_logit_rows = rows;
-        let c = Ctx { g: &self.gguf, d: &self.dec, pool, k };
+        let c = Ctx {
+            g: &self.gguf,
+            d: &self.dec,
+            pool,
+            k,
+        };
         let mut row = 0;
         for (ci, chunk) in tokens.chunks(s.n_batch).enumerate() {
             let start = ci * s.n_batch;

@@ -20,19 +20,33 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+        SamplerConfig {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
     }
 }
 
 impl SamplerConfig {
     pub fn greedy() -> Self {
-        SamplerConfig { temperature: 0.0, ..Default::default() }
+        SamplerConfig {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 
     /// Checks the ranges; the message names the bad field.
     pub fn validate(&self) -> Result<(), String> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(format!("temperature must be >= 0, got {}", self.temperature));
+            return Err(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
@@ -41,7 +55,10 @@ impl SamplerConfig {
             return Err(format!("min_p must be in [0, 1], got {}", self.min_p));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return Err(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty));
+            return Err(format!(
+                "repeat_penalty must be > 0, got {}",
+                self.repeat_penalty
+            ));
         }
         Ok(())
     }
@@ -92,7 +109,12 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(cfg: SamplerConfig) -> Sampler {
-        Sampler { rng: Rng::new(cfg.seed), recent: Default::default(), cand: Vec::new(), cfg }
+        Sampler {
+            rng: Rng::new(cfg.seed),
+            recent: Default::default(),
+            cand: Vec::new(),
+            cfg,
+        }
     }
 
     pub fn config(&self) -> &SamplerConfig {
@@ -114,13 +136,18 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let c = &self.cfg;
         self.cand.clear();
-        self.cand.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+        self.cand
+            .extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
         if c.repeat_penalty != 1.0 {
             for &t in &self.recent {
                 if let Some(e) = self.cand.get_mut(t as usize) {
                     // Applied once per distinct token, as llama.cpp does.
                     if logits[t as usize] == e.1 {
-                        e.1 = if e.1 > 0.0 { e.1 / c.repeat_penalty } else { e.1 * c.repeat_penalty };
+                        e.1 = if e.1 > 0.0 {
+                            e.1 / c.repeat_penalty
+                        } else {
+                            e.1 * c.repeat_penalty
+                        };
                     }
                 }
             }
@@ -156,7 +183,11 @@ impl Sampler {
         }
         if c.min_p > 0.0 {
             let pmax = probs[0];
-            let keep = probs.iter().take(self.cand.len()).take_while(|&&p| p >= c.min_p as f64 * pmax).count();
+            let keep = probs
+                .iter()
+                .take(self.cand.len())
+                .take_while(|&&p| p >= c.min_p as f64 * pmax)
+                .count();
             self.cand.truncate(keep.max(1));
         }
         let probs = softmax_of(&self.cand, c.temperature);
@@ -174,7 +205,10 @@ impl Sampler {
 
 fn softmax_of(cand: &[(u32, f32)], temp: f32) -> Vec<f64> {
     let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-    let mut v: Vec<f64> = cand.iter().map(|c| (((c.1 - max) / temp) as f64).exp()).collect();
+    let mut v: Vec<f64> = cand
+        .iter()
+        .map(|c| (((c.1 - max) / temp) as f64).exp())
+        .collect();
     let s: f64 = v.iter().sum();
     for x in v.iter_mut() {
         *x /= s;
@@ -195,9 +229,19 @@ mod tests {
     #[test]
     fn seed_reproduces_and_top_k_1_is_greedy() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
-        let cfg = SamplerConfig { temperature: 1.0, seed: 42, ..Default::default() };
-        let a: Vec<u32> = { let mut s = Sampler::new(cfg.clone()); (0..20).map(|_| s.sample(&logits)).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(cfg.clone()); (0..20).map(|_| s.sample(&logits)).collect() };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            seed: 42,
+            ..Default::default()
+        };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(cfg.clone());
+            (0..20).map(|_| s.sample(&logits)).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(cfg.clone());
+            (0..20).map(|_| s.sample(&logits)).collect()
+        };
         assert_eq!(a, b);
         let mut s = Sampler::new(SamplerConfig { top_k: 1, ..cfg });
         let best = kestrel_kernels::ops::argmax(&logits) as u32;
@@ -208,7 +252,14 @@ mod tests {
     fn sampling_follows_distribution() {
         // Two tokens with probabilities 0.75 / 0.25 at temperature 1, no truncation.
         let logits = [3f32.ln(), 0.0];
-        let cfg = SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 7, ..Default::default() };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 7,
+            ..Default::default()
+        };
         let mut s = Sampler::new(cfg);
         let n = 20000;
         let zeros = (0..n).filter(|_| s.sample(&logits) == 0).count();
@@ -218,15 +269,28 @@ mod tests {
 
     #[test]
     fn repeat_penalty_demotes_recent() {
-        let mut s = Sampler::new(SamplerConfig { repeat_penalty: 2.0, ..SamplerConfig::greedy() });
+        let mut s = Sampler::new(SamplerConfig {
+            repeat_penalty: 2.0,
+            ..SamplerConfig::greedy()
+        });
         s.accept(0);
         assert_eq!(s.sample(&[2.0, 1.5]), 1);
     }
 
     #[test]
     fn validate_rejects_bad_values() {
-        assert!(SamplerConfig { top_p: 0.0, ..Default::default() }.validate().is_err());
-        assert!(SamplerConfig { temperature: -1.0, ..Default::default() }.validate().is_err());
+        assert!(SamplerConfig {
+            top_p: 0.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(SamplerConfig {
+            temperature: -1.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
         assert!(SamplerConfig::default().validate().is_ok());
     }
 }

@@ -15,8 +15,8 @@ pub(crate) struct Scratch {
     pub gate: Vec<f32>,
     pub up: Vec<f32>,
     pub q8: Vec<u8>,
-    /// Attention scores, one row of `n_ctx` per pool thread.
-    pub scores: Vec<f32>,
+    /// Attention scratch per pool thread: scores (n_ctx), the f16 query, lane accumulators.
+    pub attn: Vec<f32>,
     /// (rope base, cos/sin table [token][n_rot]) for each distinct base in the model.
     pub rope: Vec<(f32, Vec<f32>)>,
 }
@@ -51,8 +51,11 @@ impl Session {
                 gate: vec![0.0; nb * hp.n_ff],
                 up: vec![0.0; nb * hp.n_ff],
                 q8: Vec::new(),
-                scores: Vec::new(),
-                rope: bases.iter().map(|&b| (b, vec![0.0; nb * hp.n_rot])).collect(),
+                attn: Vec::new(),
+                rope: bases
+                    .iter()
+                    .map(|&b| (b, vec![0.0; nb * hp.n_rot]))
+                    .collect(),
             },
             logits: Vec::new(),
             n_logit_rows: 0,
@@ -87,7 +90,11 @@ impl Session {
 
     /// Row `i` of the logits written by the last forward call.
     pub fn logits(&self, i: usize) -> &[f32] {
-        assert!(i < self.n_logit_rows, "logits row {i} of {}", self.n_logit_rows);
+        assert!(
+            i < self.n_logit_rows,
+            "logits row {i} of {}",
+            self.n_logit_rows
+        );
         &self.logits[i * self.n_vocab..(i + 1) * self.n_vocab]
     }
 

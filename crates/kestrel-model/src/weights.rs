@@ -19,7 +19,12 @@ pub struct Matrix {
 
 impl Matrix {
     pub fn view<'a>(&self, g: &'a GgufFile) -> QMatrix<'a> {
-        QMatrix { ty: self.ty, rows: self.rows, cols: self.cols, data: &g.bytes()[self.offset..self.offset + self.size] }
+        QMatrix {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: &g.bytes()[self.offset..self.offset + self.size],
+        }
     }
     pub fn row_bytes(&self) -> usize {
         self.size / self.rows
@@ -61,15 +66,33 @@ impl<'a> Loader<'a> {
 
     /// A matrix stored with row length `cols` and `rows` rows (GGUF dims `[cols, rows]`).
     pub fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Matrix> {
-        let t = self.g.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let t = self
+            .g
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         let want = vec![cols as u64, rows as u64];
         if t.dims != want {
-            return Err(ModelError::TensorShape { name: name.into(), got: t.dims.clone(), want });
+            return Err(ModelError::TensorShape {
+                name: name.into(),
+                got: t.dims.clone(),
+                want,
+            });
         }
         if !is_matmul_type(t.ty) {
-            return Err(ModelError::TensorType { name: name.into(), ty: t.ty, why: "activation-only format" });
+            return Err(ModelError::TensorType {
+                name: name.into(),
+                ty: t.ty,
+                why: "activation-only format",
+            });
         }
-        Ok(Matrix { name: name.into(), ty: t.ty, rows, cols, offset: t.offset as usize, size: t.size })
+        Ok(Matrix {
+            name: name.into(),
+            ty: t.ty,
+            rows,
+            cols,
+            offset: t.offset as usize,
+            size: t.size,
+        })
     }
 
     pub fn matrix_opt(&self, name: &str, cols: usize, rows: usize) -> Result<Option<Matrix>> {
@@ -82,12 +105,23 @@ impl<'a> Loader<'a> {
 
     /// A 1-D tensor of `len` elements, dequantized to f32.
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let t = self.g.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let t = self
+            .g
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         if t.n_elements() != len as u64 || t.dims.len() != 1 {
-            return Err(ModelError::TensorShape { name: name.into(), got: t.dims.clone(), want: vec![len as u64] });
+            return Err(ModelError::TensorShape {
+                name: name.into(),
+                got: t.dims.clone(),
+                want: vec![len as u64],
+            });
         }
         if t.ty.block_size() != 1 {
-            return Err(ModelError::TensorType { name: name.into(), ty: t.ty, why: "vectors must be F32, F16 or BF16" });
+            return Err(ModelError::TensorType {
+                name: name.into(),
+                ty: t.ty,
+                why: "vectors must be F32, F16 or BF16",
+            });
         }
         let mut out = vec![0.0f32; len];
         kestrel_kernels::dequantize_row(t.ty, self.g.tensor_data(t), &mut out);

@@ -49,11 +49,7 @@ pub(crate) fn pre_spec(pre: &str) -> Result<PreSpec, TokenizerError> {
         "qwen35" => spec(vec![QWEN35], false, false),
         "tekken" => spec(vec![TEKKEN], true, true),
         "falcon" => spec(
-            vec![
-                r"[\p{P}\$\+<=>\^~\|`]+",
-                GPT2,
-                "[0-9][0-9][0-9]",
-            ],
+            vec![r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"],
             false,
             false,
         ),
@@ -82,8 +78,15 @@ impl ByteMap {
                 n += 1;
             }
         }
-        let char_to_byte = byte_to_char.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
-        ByteMap { byte_to_char, char_to_byte }
+        let char_to_byte = byte_to_char
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
+        ByteMap {
+            byte_to_char,
+            char_to_byte,
+        }
     }
 }
 
@@ -117,7 +120,12 @@ impl Bpe {
                 }
             }
         }
-        Ok(Bpe { regexes, ignore_merges: spec.ignore_merges, ranks, bytes: ByteMap::new() })
+        Ok(Bpe {
+            regexes,
+            ignore_merges: spec.ignore_merges,
+            ranks,
+            bytes: ByteMap::new(),
+        })
     }
 
     pub fn byte_map(&self) -> &ByteMap {
@@ -182,24 +190,30 @@ impl Bpe {
             syms.clear();
             heap.clear();
             for (i, c) in word.char_indices() {
-                syms.push(Sym { start: i, len: c.len_utf8(), prev: syms.len() as isize - 1, next: syms.len() as isize + 1 });
+                syms.push(Sym {
+                    start: i,
+                    len: c.len_utf8(),
+                    prev: syms.len() as isize - 1,
+                    next: syms.len() as isize + 1,
+                });
             }
             if let Some(last) = syms.last_mut() {
                 last.next = -1;
             }
-            let add = |l: isize, r: isize, syms: &[Sym], key: &mut String, heap: &mut BinaryHeap<_>| {
-                if l < 0 || r < 0 {
-                    return;
-                }
-                let (ls, rs) = (&syms[l as usize], &syms[r as usize]);
-                key.clear();
-                key.push_str(&word[ls.start..ls.start + ls.len]);
-                key.push(' ');
-                key.push_str(&word[rs.start..rs.start + rs.len]);
-                if let Some(&rank) = self.ranks.get(key.as_str()) {
-                    heap.push(Reverse((rank, l as usize, ls.len, rs.len)));
-                }
-            };
+            let add =
+                |l: isize, r: isize, syms: &[Sym], key: &mut String, heap: &mut BinaryHeap<_>| {
+                    if l < 0 || r < 0 {
+                        return;
+                    }
+                    let (ls, rs) = (&syms[l as usize], &syms[r as usize]);
+                    key.clear();
+                    key.push_str(&word[ls.start..ls.start + ls.len]);
+                    key.push(' ');
+                    key.push_str(&word[rs.start..rs.start + rs.len]);
+                    if let Some(&rank) = self.ranks.get(key.as_str()) {
+                        heap.push(Reverse((rank, l as usize, ls.len, rs.len)));
+                    }
+                };
             for i in 1..syms.len() {
                 add(i as isize - 1, i as isize, &syms, &mut key, &mut heap);
             }
@@ -209,7 +223,11 @@ impl Bpe {
                     continue;
                 }
                 let r = r as usize;
-                if syms[l].len != llen || syms[l].len == 0 || syms[r].len != rlen || syms[r].len == 0 {
+                if syms[l].len != llen
+                    || syms[l].len == 0
+                    || syms[r].len != rlen
+                    || syms[r].len == 0
+                {
                     continue;
                 }
                 syms[l].len += syms[r].len;
@@ -274,7 +292,10 @@ mod tests {
         let spec = pre_spec("smollm").unwrap();
         let bpe = Bpe::new(&spec, &[]).unwrap();
         let w = bpe.split("Numbers: 0 42  x\n\ty");
-        assert_eq!(w, vec!["Numbers", ":", " ", "0", " ", "4", "2", " ", " x", "\n", "\t", "y"]);
+        assert_eq!(
+            w,
+            vec!["Numbers", ":", " ", "0", " ", "4", "2", " ", " x", "\n", "\t", "y"]
+        );
     }
 
     #[test]
@@ -282,11 +303,18 @@ mod tests {
         let spec = pre_spec("gpt2").unwrap();
         let merges: Vec<String> = vec!["a b".into(), "ab c".into(), "Ġ abc".into()];
         let bpe = Bpe::new(&spec, &merges).unwrap();
-        let vocab: HashMap<String, u32> =
-            [("a", 0), ("b", 1), ("c", 2), ("ab", 3), ("abc", 4), ("Ġ", 5), ("Ġabc", 6)]
-                .into_iter()
-                .map(|(s, i)| (s.to_string(), i))
-                .collect();
+        let vocab: HashMap<String, u32> = [
+            ("a", 0),
+            ("b", 1),
+            ("c", 2),
+            ("ab", 3),
+            ("abc", 4),
+            ("Ġ", 5),
+            ("Ġabc", 6),
+        ]
+        .into_iter()
+        .map(|(s, i)| (s.to_string(), i))
+        .collect();
         let mut out = vec![];
         bpe.tokenize("abc abc", &vocab, &mut out);
         assert_eq!(out, vec![4, 6]);
@@ -296,6 +324,9 @@ mod tests {
     fn bad_merge_is_error() {
         let spec = pre_spec("gpt2").unwrap();
         assert!(Bpe::new(&spec, &["nospace".to_string()]).is_err());
-        assert!(matches!(pre_spec("nope"), Err(TokenizerError::UnknownPre(_))));
+        assert!(matches!(
+            pre_spec("nope"),
+            Err(TokenizerError::UnknownPre(_))
+        ));
     }
 }

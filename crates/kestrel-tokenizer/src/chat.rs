@@ -18,7 +18,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -71,7 +74,11 @@ impl ChatTemplate {
     /// The template from `tokenizer.chat_template`, or a built-in one chosen from the
     /// architecture and vocab (gemma*, llama3, phi3, chatml as the fallback).
     pub fn from_gguf(g: &kestrel_gguf::GgufFile) -> Result<ChatTemplate, TokenizerError> {
-        let tokens = g.get_str_array_opt("tokenizer.ggml.tokens").ok().flatten().unwrap_or(&[]);
+        let tokens = g
+            .get_str_array_opt("tokenizer.ggml.tokens")
+            .ok()
+            .flatten()
+            .unwrap_or(&[]);
         let tok = |key: &str| -> String {
             g.get_u32_opt(key)
                 .ok()
@@ -90,7 +97,12 @@ impl ChatTemplate {
     }
 
     /// Pick a built-in template from the architecture name and the vocab.
-    pub fn builtin_for(arch: &str, tokens: &[String], bos: &str, eos: &str) -> Result<ChatTemplate, TokenizerError> {
+    pub fn builtin_for(
+        arch: &str,
+        tokens: &[String],
+        bos: &str,
+        eos: &str,
+    ) -> Result<ChatTemplate, TokenizerError> {
         let has = |t: &str| tokens.iter().any(|x| x == t);
         let name = if arch.starts_with("gemma") || has("<start_of_turn>") {
             "gemma"
@@ -111,7 +123,11 @@ impl ChatTemplate {
             "llama3" => LLAMA3,
             "phi3" => PHI3,
             "chatml" => CHATML,
-            other => return Err(TokenizerError::Template(format!("no built-in template '{other}'"))),
+            other => {
+                return Err(TokenizerError::Template(format!(
+                    "no built-in template '{other}'"
+                )))
+            }
         };
         let mut t = ChatTemplate::from_source(src, bos, eos)?;
         t.name = format!("{name} (built-in)");
@@ -130,11 +146,19 @@ impl ChatTemplate {
         env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
-        env.add_function("strftime_now", |fmt: String| -> String { strftime_now(&fmt) });
+        env.add_function("strftime_now", |fmt: String| -> String {
+            strftime_now(&fmt)
+        });
         env.add_filter("tojson", tojson);
         env.set_unknown_method_callback(py_methods);
-        env.add_template_owned("chat", src.to_string()).map_err(terr)?;
-        Ok(ChatTemplate { env, name: "gguf".to_string(), bos: bos.to_string(), eos: eos.to_string() })
+        env.add_template_owned("chat", src.to_string())
+            .map_err(terr)?;
+        Ok(ChatTemplate {
+            env,
+            name: "gguf".to_string(),
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+        })
     }
 
     /// "gguf" for a template from the file, "<name> (built-in)" otherwise.
@@ -143,7 +167,11 @@ impl ChatTemplate {
     }
 
     /// Render the conversation.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let tmpl = self.env.get_template("chat").map_err(terr)?;
         let ctx = minijinja::context! {
             messages => Value::from(messages.iter().map(|m| Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())])).collect::<Vec<_>>()),
@@ -177,10 +205,28 @@ fn strftime_now(fmt: &str) -> String {
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
     let wd = (days + 4).rem_euclid(7) as usize; // 0 = Sunday
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
-    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
     let mut out = String::new();
     let mut it = fmt.chars();
     while let Some(c) = it.next() {
@@ -189,25 +235,49 @@ fn strftime_now(fmt: &str) -> String {
             continue;
         }
         match it.next() {
-            Some('Y') => { let _ = write!(out, "{y}"); }
-            Some('y') => { let _ = write!(out, "{:02}", y % 100); }
-            Some('m') => { let _ = write!(out, "{m:02}"); }
-            Some('d') => { let _ = write!(out, "{d:02}"); }
+            Some('Y') => {
+                let _ = write!(out, "{y}");
+            }
+            Some('y') => {
+                let _ = write!(out, "{:02}", y % 100);
+            }
+            Some('m') => {
+                let _ = write!(out, "{m:02}");
+            }
+            Some('d') => {
+                let _ = write!(out, "{d:02}");
+            }
             Some('-') => match it.next() {
-                Some('d') => { let _ = write!(out, "{d}"); }
-                Some('m') => { let _ = write!(out, "{m}"); }
-                Some(o) => { out.push_str("%-"); out.push(o); }
+                Some('d') => {
+                    let _ = write!(out, "{d}");
+                }
+                Some('m') => {
+                    let _ = write!(out, "{m}");
+                }
+                Some(o) => {
+                    out.push_str("%-");
+                    out.push(o);
+                }
                 None => out.push_str("%-"),
             },
             Some('B') => out.push_str(MONTHS[(m - 1) as usize]),
             Some('b') => out.push_str(&MONTHS[(m - 1) as usize][..3]),
             Some('A') => out.push_str(DAYS[wd]),
             Some('a') => out.push_str(&DAYS[wd][..3]),
-            Some('H') => { let _ = write!(out, "{h:02}"); }
-            Some('M') => { let _ = write!(out, "{mi:02}"); }
-            Some('S') => { let _ = write!(out, "{s:02}"); }
+            Some('H') => {
+                let _ = write!(out, "{h:02}");
+            }
+            Some('M') => {
+                let _ = write!(out, "{mi:02}");
+            }
+            Some('S') => {
+                let _ = write!(out, "{s:02}");
+            }
             Some('%') => out.push('%'),
-            Some(o) => { out.push('%'); out.push(o); }
+            Some(o) => {
+                out.push('%');
+                out.push(o);
+            }
             None => out.push('%'),
         }
     }
@@ -246,7 +316,12 @@ fn json_str(s: &str, out: &mut String) {
     out.push('"');
 }
 
-fn write_json(v: &Value, indent: Option<usize>, depth: usize, out: &mut String) -> Result<(), Error> {
+fn write_json(
+    v: &Value,
+    indent: Option<usize>,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), Error> {
     let nl = |out: &mut String, d: usize| {
         if let Some(n) = indent {
             out.push('\n');
@@ -324,11 +399,22 @@ fn write_json(v: &Value, indent: Option<usize>, depth: usize, out: &mut String) 
 }
 
 fn arg_str(args: &[Value], i: usize) -> Option<String> {
-    args.get(i).and_then(|a| if a.is_none() || a.is_undefined() { None } else { a.as_str().map(str::to_string) })
+    args.get(i).and_then(|a| {
+        if a.is_none() || a.is_undefined() {
+            None
+        } else {
+            a.as_str().map(str::to_string)
+        }
+    })
 }
 
 /// Python string / dict methods that HF templates call (`.strip()`, `.startswith()`, `.items()`).
-fn py_methods(_state: &mut State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
+fn py_methods(
+    _state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
     if let Some(s) = value.as_str() {
         let chars = arg_str(args, 0);
         let strip_set = |c: char| match &chars {
@@ -346,7 +432,9 @@ fn py_methods(_state: &mut State, value: &Value, method: &str, args: &[Value]) -
                     .map(|w| {
                         let mut c = w.chars();
                         match c.next() {
-                            Some(f) => f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase(),
+                            Some(f) => {
+                                f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase()
+                            }
                             None => String::new(),
                         }
                     })
@@ -360,10 +448,15 @@ fn py_methods(_state: &mut State, value: &Value, method: &str, args: &[Value]) -
                     None => String::new(),
                 })
             }
-            "startswith" => Value::from(arg_str(args, 0).is_some_and(|p| s.starts_with(p.as_str()))),
+            "startswith" => {
+                Value::from(arg_str(args, 0).is_some_and(|p| s.starts_with(p.as_str())))
+            }
             "endswith" => Value::from(arg_str(args, 0).is_some_and(|p| s.ends_with(p.as_str()))),
             "replace" => {
-                let (a, b) = (arg_str(args, 0).unwrap_or_default(), arg_str(args, 1).unwrap_or_default());
+                let (a, b) = (
+                    arg_str(args, 0).unwrap_or_default(),
+                    arg_str(args, 1).unwrap_or_default(),
+                );
                 Value::from(s.replace(a.as_str(), b.as_str()))
             }
             "split" => {
@@ -374,12 +467,25 @@ fn py_methods(_state: &mut State, value: &Value, method: &str, args: &[Value]) -
                 Value::from(parts)
             }
             "find" => Value::from(
-                arg_str(args, 0).and_then(|p| s.find(p.as_str())).map_or(-1i64, |i| s[..i].chars().count() as i64),
+                arg_str(args, 0)
+                    .and_then(|p| s.find(p.as_str()))
+                    .map_or(-1i64, |i| s[..i].chars().count() as i64),
             ),
-            "count" => Value::from(arg_str(args, 0).map_or(0, |p| if p.is_empty() { 0 } else { s.matches(p.as_str()).count() })),
+            "count" => Value::from(arg_str(args, 0).map_or(0, |p| {
+                if p.is_empty() {
+                    0
+                } else {
+                    s.matches(p.as_str()).count()
+                }
+            })),
             "isdigit" => Value::from(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
             "isspace" => Value::from(!s.is_empty() && s.chars().all(char::is_whitespace)),
-            _ => return Err(Error::new(ErrorKind::UnknownMethod, format!("string has no method '{method}'"))),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::UnknownMethod,
+                    format!("string has no method '{method}'"),
+                ))
+            }
         });
     }
     if value.kind() == ValueKind::Map {
@@ -409,10 +515,18 @@ fn py_methods(_state: &mut State, value: &Value, method: &str, args: &[Value]) -
                     item
                 }
             }
-            _ => return Err(Error::new(ErrorKind::UnknownMethod, format!("map has no method '{method}'"))),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::UnknownMethod,
+                    format!("map has no method '{method}'"),
+                ))
+            }
         });
     }
-    Err(Error::new(ErrorKind::UnknownMethod, format!("no method '{method}' on {}", value.kind())))
+    Err(Error::new(
+        ErrorKind::UnknownMethod,
+        format!("no method '{method}' on {}", value.kind()),
+    ))
 }
 
 #[allow(dead_code)]
@@ -462,7 +576,10 @@ mod tests {
             "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
         );
         let p = ChatTemplate::builtin("phi3", "", "").unwrap();
-        assert_eq!(p.render(&conv()[1..2], true).unwrap(), "<|user|>\nHi!<|end|>\n<|assistant|>\n");
+        assert_eq!(
+            p.render(&conv()[1..2], true).unwrap(),
+            "<|user|>\nHi!<|end|>\n<|assistant|>\n"
+        );
     }
 
     #[test]
@@ -473,8 +590,13 @@ mod tests {
             "</s>",
         )
         .unwrap();
-        let s = t.render(&[ChatMessage::new("user", "  a\"b  ")], false).unwrap();
-        assert_eq!(s, "<s>A\"B|{\"role\": \"user\", \"content\": \"  a\\\"b  \"}");
+        let s = t
+            .render(&[ChatMessage::new("user", "  a\"b  ")], false)
+            .unwrap();
+        assert_eq!(
+            s,
+            "<s>A\"B|{\"role\": \"user\", \"content\": \"  a\\\"b  \"}"
+        );
         let bad = ChatTemplate::from_source("{{ raise_exception('nope') }}", "", "").unwrap();
         let e = bad.render(&[], false).unwrap_err();
         assert!(e.to_string().contains("nope"));

@@ -28,11 +28,19 @@ pub(crate) fn read_config(g: &GgufFile) -> Result<TokenizerConfig, TokenizerErro
     };
     Ok(TokenizerConfig {
         model,
-        pre: g.get_str_opt("tokenizer.ggml.pre").map_err(e)?.map(str::to_string),
+        pre: g
+            .get_str_opt("tokenizer.ggml.pre")
+            .map_err(e)?
+            .map(str::to_string),
         tokens,
         scores: g.get_f32_array_opt("tokenizer.ggml.scores").map_err(e)?,
-        token_types: g.get_i32_array_opt("tokenizer.ggml.token_type").map_err(e)?,
-        merges: g.get_str_array_opt("tokenizer.ggml.merges").map_err(e)?.map(|m| m.to_vec()),
+        token_types: g
+            .get_i32_array_opt("tokenizer.ggml.token_type")
+            .map_err(e)?,
+        merges: g
+            .get_str_array_opt("tokenizer.ggml.merges")
+            .map_err(e)?
+            .map(|m| m.to_vec()),
         bos: id("tokenizer.ggml.bos_token_id")?,
         eos: id("tokenizer.ggml.eos_token_id")?,
         eot: id("tokenizer.ggml.eot_token_id")?,
@@ -42,7 +50,13 @@ pub(crate) fn read_config(g: &GgufFile) -> Result<TokenizerConfig, TokenizerErro
         pad: id("tokenizer.ggml.padding_token_id")?,
         add_bos: g.get_bool_opt("tokenizer.ggml.add_bos_token").map_err(e)?,
         add_eos: g.get_bool_opt("tokenizer.ggml.add_eos_token").map_err(e)?,
-        add_space_prefix: g.get_bool_opt("tokenizer.ggml.add_space_prefix").map_err(e)?,
-        model_name: g.get_str_opt("general.name").ok().flatten().map(str::to_string),
+        add_space_prefix: g
+            .get_bool_opt("tokenizer.ggml.add_space_prefix")
+            .map_err(e)?,
+        model_name: g
+            .get_str_opt("general.name")
+            .ok()
+            .flatten()
+            .map(str::to_string),
     })
 }

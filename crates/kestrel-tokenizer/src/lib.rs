@@ -60,7 +60,9 @@ pub struct TokenizerConfig {
 
 enum Kind {
     Bpe(bpe::Bpe),
-    Spm { byte_tokens: Box<[Option<u32>; 256]> },
+    Spm {
+        byte_tokens: Box<[Option<u32>; 256]>,
+    },
 }
 
 /// An immutable tokenizer. `Send + Sync`; share it behind an `Arc`.
@@ -99,7 +101,9 @@ impl Tokenizer {
     pub fn from_config(cfg: TokenizerConfig) -> Result<Tokenizer, TokenizerError> {
         let n = cfg.tokens.len();
         if n == 0 {
-            return Err(TokenizerError::Missing("tokenizer.ggml.tokens (empty or absent)".into()));
+            return Err(TokenizerError::Missing(
+                "tokenizer.ggml.tokens (empty or absent)".into(),
+            ));
         }
         // llama.cpp defaults by model type; metadata overrides below.
         let (kind_is_bpe, mut bos, mut eos, mut unk, mut add_bos, mut add_space_prefix, pre_spec) =
@@ -173,32 +177,71 @@ impl Tokenizer {
         }
         let add_eos = cfg.add_eos.unwrap_or(false);
         if add_bos && bos.is_none() {
-            return Err(TokenizerError::Invalid("add_bos_token is true, but bos_token_id is not set".into()));
+            return Err(TokenizerError::Invalid(
+                "add_bos_token is true, but bos_token_id is not set".into(),
+            ));
         }
         if add_eos && eos.is_none() {
-            return Err(TokenizerError::Invalid("add_eos_token is true, but eos_token_id is not set".into()));
+            return Err(TokenizerError::Invalid(
+                "add_eos_token is true, but eos_token_id is not set".into(),
+            ));
         }
 
         // llama.cpp: find EOT / EOG tokens by their text; force them to CONTROL.
         const EOT_TEXTS: &[&str] = &[
-            "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-            "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>",
+            "<|eot_id|>",
+            "<|im_end|>",
+            "<|end|>",
+            "<end_of_turn>",
+            "<|endoftext|>",
+            "<|end_of_text|>",
+            "<EOT>",
+            "_<EOT>",
+            "[EOT]",
+            "<｜end▁of▁sentence｜>",
             "<end_of_utterance>",
         ];
         const EOG_TEXTS: &[&str] = &[
-            "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>",
-            "<|calls|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>",
-            "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>", "<eos>",
-            "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+            "<|eot_id|>",
+            "<|im_end|>",
+            "<|end|>",
+            "<|return|>",
+            "<|call|>",
+            "<|flush|>",
+            "<|calls|>",
+            "<end_of_turn>",
+            "<|endoftext|>",
+            "</s>",
+            "<|eom_id|>",
+            "<EOT>",
+            "_<EOT>",
+            "[EOT]",
+            "[EOS]",
+            "<|end_of_text|>",
+            "<end_of_utterance>",
+            "<eos>",
+            "<turn|>",
+            "<|tool_response>",
+            "<｜end▁of▁sentence｜>",
+            "[e~[",
         ];
         const FIM_EOG_TEXTS: &[&[&str]] = &[
             &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
-            &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+            &[
+                "<|fim_repo|>",
+                "<|repo_name|>",
+                "<fim-repo>",
+                "<REPO>",
+                "<reponame>",
+            ],
             &["<|file_sep|>"],
         ];
         let find_first = |texts: &[&str]| -> Option<u32> {
             // llama.cpp iterates its (unordered) map; take the lowest id for determinism
-            texts.iter().filter_map(|t| token_to_id.get(*t).copied()).min()
+            texts
+                .iter()
+                .filter_map(|t| token_to_id.get(*t).copied())
+                .min()
         };
         if eot.is_none() {
             eot = find_first(EOT_TEXTS);
@@ -255,9 +298,16 @@ impl Tokenizer {
 
         // special-token cache: control / user-defined / unknown, longest first
         let mut special: Vec<u32> = (0..n as u32)
-            .filter(|&i| attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&i| {
+                attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
-        special.sort_by(|&a, &b| tokens[b as usize].len().cmp(&tokens[a as usize].len()).then(a.cmp(&b)));
+        special.sort_by(|&a, &b| {
+            tokens[b as usize]
+                .len()
+                .cmp(&tokens[a as usize].len())
+                .then(a.cmp(&b))
+        });
         if let Some(name) = &cfg.model_name {
             let name = name.to_lowercase();
             if name.contains("phi-3") || name.contains("phi3") {
@@ -290,7 +340,9 @@ impl Tokenizer {
             for b in 0..256usize {
                 let hex = format!("<0x{b:02X}>");
                 bt[b] = token_to_id.get(&hex).copied().or_else(|| {
-                    std::str::from_utf8(&[b as u8]).ok().and_then(|s| token_to_id.get(s).copied())
+                    std::str::from_utf8(&[b as u8])
+                        .ok()
+                        .and_then(|s| token_to_id.get(s).copied())
                 });
             }
             Kind::Spm { byte_tokens: bt }
@@ -362,8 +414,17 @@ impl Tokenizer {
     /// Encode text. `add_special`: add BOS (and EOS) when the metadata asks for it.
     /// `parse_special`: text of control tokens (`<|im_start|>`) becomes those tokens;
     /// user-defined tokens are always matched, as llama.cpp does.
-    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
-        let frags = if text.is_empty() { Vec::new() } else { self.partition(text, parse_special) };
+    pub fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let frags = if text.is_empty() {
+            Vec::new()
+        } else {
+            self.partition(text, parse_special)
+        };
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
             out.extend(self.bos);
@@ -390,7 +451,14 @@ impl Tokenizer {
                             for c in text[s..e].chars() {
                                 buf.push(if c == ' ' { '\u{2581}' } else { c });
                             }
-                            spm::tokenize(&buf, &self.token_to_id, &self.scores, byte_tokens, self.unk, &mut out);
+                            spm::tokenize(
+                                &buf,
+                                &self.token_to_id,
+                                &self.scores,
+                                byte_tokens,
+                                self.unk,
+                                &mut out,
+                            );
                             prev_special = false;
                         }
                         Frag::Token(id) => {
@@ -465,7 +533,9 @@ impl Tokenizer {
     /// The bytes a token stands for. Control and unknown tokens are empty unless
     /// `render_special`.
     pub fn token_to_piece(&self, id: u32, render_special: bool) -> &[u8] {
-        let Some(a) = self.attrs.get(id as usize) else { return &[] };
+        let Some(a) = self.attrs.get(id as usize) else {
+            return &[];
+        };
         if !render_special && a & (attr::UNKNOWN | attr::CONTROL) != 0 {
             return &[];
         }
@@ -563,7 +633,11 @@ impl Trie {
         }
         let mut cur = 0usize;
         for &b in key {
-            let found = self.nodes[cur].children.iter().find(|c| c.0 == b).map(|c| c.1 as usize);
+            let found = self.nodes[cur]
+                .children
+                .iter()
+                .find(|c| c.0 == b)
+                .map(|c| c.1 as usize);
             cur = match found {
                 Some(n) => n,
                 None => {
@@ -605,11 +679,22 @@ mod tests {
     use super::*;
 
     fn tiny_bpe() -> TokenizerConfig {
-        let tokens: Vec<String> =
-            ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "h", "i", "hi", "Ġ", "Ġhi", "<", "|", "Ċ"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let tokens: Vec<String> = [
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "h",
+            "i",
+            "hi",
+            "Ġ",
+            "Ġhi",
+            "<",
+            "|",
+            "Ċ",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let mut tt = vec![1; tokens.len()];
         tt[0] = 3;
         tt[1] = 3;
@@ -630,7 +715,11 @@ mod tests {
     #[test]
     fn special_parsing_and_eog() {
         let t = Tokenizer::from_config(tiny_bpe()).unwrap();
-        assert_eq!(t.encode("<|im_start|>hi hi<|im_end|>", false, true).unwrap(), vec![1, 5, 7, 2]);
+        assert_eq!(
+            t.encode("<|im_start|>hi hi<|im_end|>", false, true)
+                .unwrap(),
+            vec![1, 5, 7, 2]
+        );
         assert!(t.is_eog(2) && t.is_eog(0) && !t.is_eog(1));
         assert_eq!(t.decode(&[1, 5, 7, 2], false), "hi hi");
         assert_eq!(t.decode(&[1, 5, 7, 2], true), "<|im_start|>hi hi<|im_end|>");
@@ -640,7 +729,10 @@ mod tests {
     fn bad_metadata_is_error() {
         let mut c = tiny_bpe();
         c.tokens.clear();
-        assert!(matches!(Tokenizer::from_config(c), Err(TokenizerError::Missing(_))));
+        assert!(matches!(
+            Tokenizer::from_config(c),
+            Err(TokenizerError::Missing(_))
+        ));
         let mut c = tiny_bpe();
         c.merges = Some(vec!["hi".into()]);
         assert!(Tokenizer::from_config(c).is_err());

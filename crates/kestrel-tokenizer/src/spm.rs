@@ -54,7 +54,12 @@ pub(crate) fn tokenize(
     let mut syms: Vec<Sym> = Vec::with_capacity(text.len());
     for (i, c) in text.char_indices() {
         let n = syms.len() as isize;
-        syms.push(Sym { start: i, len: c.len_utf8(), prev: n - 1, next: n + 1 });
+        syms.push(Sym {
+            start: i,
+            len: c.len_utf8(),
+            prev: n - 1,
+            next: n + 1,
+        });
     }
     if let Some(l) = syms.last_mut() {
         l.next = -1;
@@ -68,7 +73,12 @@ pub(crate) fn tokenize(
         let piece = &text[ls.start..ls.start + ls.len + rs.len];
         if let Some(&id) = vocab.get(piece) {
             let score = scores.get(id as usize).copied().unwrap_or(0.0);
-            heap.push(Bigram { score, left: l as usize, right: r as usize, size: piece.len() });
+            heap.push(Bigram {
+                score,
+                left: l as usize,
+                right: r as usize,
+                size: piece.len(),
+            });
         }
     };
     for i in 1..syms.len() {
@@ -114,10 +124,15 @@ mod tests {
 
     #[test]
     fn merges_by_score_and_byte_fallback() {
-        let toks = ["▁", "h", "i", "hi", "▁hi", "<0xF0>", "<0x9F>", "<0x99>", "<0x82>"];
+        let toks = [
+            "▁", "h", "i", "hi", "▁hi", "<0xF0>", "<0x9F>", "<0x99>", "<0x82>",
+        ];
         let scores = [0.0, 0.0, 0.0, -1.0, -0.5, 0.0, 0.0, 0.0, 0.0];
-        let vocab: HashMap<String, u32> =
-            toks.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let vocab: HashMap<String, u32> = toks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
         let mut bt = [None; 256];
         for (b, id) in [(0xF0usize, 5u32), (0x9F, 6), (0x99, 7), (0x82, 8)] {
             bt[b] = Some(id);

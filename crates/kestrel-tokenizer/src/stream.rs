@@ -18,12 +18,16 @@ impl StreamDecoder {
 
     /// Render control tokens (`<|im_end|>`) as their text.
     pub fn with_render_special(render_special: bool) -> StreamDecoder {
-        StreamDecoder { pending: Vec::new(), render_special }
+        StreamDecoder {
+            pending: Vec::new(),
+            render_special,
+        }
     }
 
     /// Add one token; return the text that became complete.
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
-        self.pending.extend_from_slice(tok.token_to_piece(id, self.render_special));
+        self.pending
+            .extend_from_slice(tok.token_to_piece(id, self.render_special));
         self.drain(false)
     }
 

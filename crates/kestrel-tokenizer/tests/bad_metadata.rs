@@ -9,9 +9,18 @@ fn file(edit: impl FnOnce(&mut GgufWriter)) -> GgufFile {
     w.set("tokenizer.ggml.model", Value::String("gpt2".into()));
     w.set("tokenizer.ggml.pre", Value::String("smollm".into()));
     let toks = ["<|endoftext|>", "a", "b", "ab", "Ġ", "Ġab"];
-    w.set("tokenizer.ggml.tokens", Value::Array(Array::String(toks.iter().map(|s| s.to_string()).collect())));
-    w.set("tokenizer.ggml.token_type", Value::Array(Array::I32(vec![3, 1, 1, 1, 1, 1])));
-    w.set("tokenizer.ggml.merges", Value::Array(Array::String(vec!["a b".into(), "Ġ ab".into()])));
+    w.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(toks.iter().map(|s| s.to_string()).collect())),
+    );
+    w.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![3, 1, 1, 1, 1, 1])),
+    );
+    w.set(
+        "tokenizer.ggml.merges",
+        Value::Array(Array::String(vec!["a b".into(), "Ġ ab".into()])),
+    );
     w.set("tokenizer.ggml.bos_token_id", Value::U32(0));
     w.set("tokenizer.ggml.eos_token_id", Value::U32(0));
     edit(&mut w);
@@ -27,7 +36,10 @@ fn good_file_works() {
     assert_eq!(t.encode("ab ab", false, false).unwrap(), vec![3, 5]);
     assert!(t.is_eog(0));
     // no template in the file, no markers in the vocab: chatml fallback
-    assert_eq!(ChatTemplate::from_gguf(&g).unwrap().name(), "chatml (built-in)");
+    assert_eq!(
+        ChatTemplate::from_gguf(&g).unwrap().name(),
+        "chatml (built-in)"
+    );
 }
 
 #[test]
@@ -49,20 +61,36 @@ fn missing_model_and_merges() {
     let g = file(|w| {
         w.remove("tokenizer.ggml.merges");
     });
-    assert!(Tokenizer::from_gguf(&g).err().unwrap().to_string().contains("merges"));
+    assert!(Tokenizer::from_gguf(&g)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("merges"));
 }
 
 #[test]
 fn merges_without_space() {
-    let g = file(|w| w.set("tokenizer.ggml.merges", Value::Array(Array::String(vec!["ab".into()]))));
-    assert!(Tokenizer::from_gguf(&g).err().unwrap().to_string().contains("no space"));
+    let g = file(|w| {
+        w.set(
+            "tokenizer.ggml.merges",
+            Value::Array(Array::String(vec!["ab".into()])),
+        )
+    });
+    assert!(Tokenizer::from_gguf(&g)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("no space"));
 }
 
 #[test]
 fn unknown_model_and_pre() {
     let g = file(|w| w.set("tokenizer.ggml.model", Value::String("bert-ish".into())));
     let e = Tokenizer::from_gguf(&g).err().unwrap();
-    assert!(matches!(e, TokenizerError::UnknownModel(ref m) if m == "bert-ish"), "{e}");
+    assert!(
+        matches!(e, TokenizerError::UnknownModel(ref m) if m == "bert-ish"),
+        "{e}"
+    );
     let g = file(|w| w.set("tokenizer.ggml.pre", Value::String("who-knows".into())));
     let e = Tokenizer::from_gguf(&g).err().unwrap();
     assert!(e.to_string().contains("who-knows"), "{e}");
@@ -72,7 +100,12 @@ fn unknown_model_and_pre() {
 fn wrong_types_and_ranges() {
     let g = file(|w| w.set("tokenizer.ggml.tokens", Value::U32(3)));
     assert!(Tokenizer::from_gguf(&g).is_err());
-    let g = file(|w| w.set("tokenizer.ggml.token_type", Value::Array(Array::I32(vec![1]))));
+    let g = file(|w| {
+        w.set(
+            "tokenizer.ggml.token_type",
+            Value::Array(Array::I32(vec![1])),
+        )
+    });
     assert!(Tokenizer::from_gguf(&g).is_err());
     let g = file(|w| w.set("tokenizer.ggml.scores", Value::Array(Array::F32(vec![0.0]))));
     assert!(Tokenizer::from_gguf(&g).is_err());

@@ -6,7 +6,10 @@ use kestrel_gguf::GgufFile;
 use kestrel_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
 use serde_json::Value;
 
-const SMOL: (&str, &str) = ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct-q4_1");
+const SMOL: (&str, &str) = (
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "smollm2-135m-instruct-q4_1",
+);
 const GEMMA: (&str, &str) = ("gemma-3-270m-q4_k_m.gguf", "gemma3-270m-q4_k_m");
 
 fn models_dir() -> PathBuf {
@@ -58,11 +61,17 @@ fn load(model: (&str, &str)) -> Option<(Tokenizer, GgufFile, Value, Value)> {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn check_model(model: (&str, &str)) {
-    let Some((tok, _g, tokenize, logits)) = load(model) else { return };
+    let Some((tok, _g, tokenize, logits)) = load(model) else {
+        return;
+    };
     let mut failures = Vec::new();
     let mut n = 0;
     let mut cases: Vec<(String, bool, bool, Vec<u32>)> = Vec::new();
@@ -86,7 +95,9 @@ fn check_model(model: (&str, &str)) {
         n += 1;
         let got = tok.encode(text, *add, *parse).unwrap();
         if &got != want {
-            failures.push(format!("{text:?} add={add} parse={parse}\n   want {want:?}\n    got {got:?}"));
+            failures.push(format!(
+                "{text:?} add={add} parse={parse}\n   want {want:?}\n    got {got:?}"
+            ));
             continue;
         }
         // round trip for plain text
@@ -117,7 +128,12 @@ fn check_model(model: (&str, &str)) {
     }
     let bad = failures.iter().filter(|f| f.contains("   want ")).count();
     eprintln!("{}: {}/{} tokenize cases pass", model.1, n - bad, n);
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -132,10 +148,15 @@ fn gemma3_golden() {
 
 #[test]
 fn smollm2_metadata() {
-    let Some((tok, g, _, logits)) = load(SMOL) else { return };
+    let Some((tok, g, _, logits)) = load(SMOL) else {
+        return;
+    };
     assert_eq!(tok.model_kind(), "gpt2");
     assert_eq!(tok.vocab_size(), 49152);
-    assert_eq!((tok.bos(), tok.eos(), tok.add_bos()), (Some(1), Some(2), false));
+    assert_eq!(
+        (tok.bos(), tok.eos(), tok.add_bos()),
+        (Some(1), Some(2), false)
+    );
     assert!(tok.is_eog(2) && tok.is_eog(0) && !tok.is_eog(1));
     assert_eq!(tok.token_text(1), Some("<|im_start|>"));
     assert!(tok.token_to_piece(2, false).is_empty());
@@ -145,9 +166,18 @@ fn smollm2_metadata() {
     assert_eq!(t.name(), "gguf");
     let last = logits["cases"].as_array().unwrap().last().unwrap();
     let prompt = last["prompt"].as_str().unwrap();
-    let q = prompt.split("<|im_start|>user\n").nth(1).unwrap().split("<|im_end|>").next().unwrap();
+    let q = prompt
+        .split("<|im_start|>user\n")
+        .nth(1)
+        .unwrap()
+        .split("<|im_end|>")
+        .next()
+        .unwrap();
     let msgs = [
-        ChatMessage::new("system", "You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
+        ChatMessage::new(
+            "system",
+            "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+        ),
         ChatMessage::new("user", q),
     ];
     assert_eq!(t.render(&msgs, true).unwrap(), prompt);
@@ -155,15 +185,27 @@ fn smollm2_metadata() {
 
 #[test]
 fn gemma3_metadata() {
-    let Some((tok, g, _, _)) = load(GEMMA) else { return };
+    let Some((tok, g, _, _)) = load(GEMMA) else {
+        return;
+    };
     assert_eq!(tok.model_kind(), "llama");
     assert_eq!(tok.vocab_size(), 262144);
-    assert_eq!((tok.bos(), tok.eos(), tok.add_bos()), (Some(2), Some(1), true));
+    assert_eq!(
+        (tok.bos(), tok.eos(), tok.add_bos()),
+        (Some(2), Some(1), true)
+    );
     assert!(tok.is_eog(1) && tok.is_eog(106) && !tok.is_eog(105));
     let t = ChatTemplate::from_gguf(&g).unwrap();
     assert_eq!(t.name(), "gemma (built-in)");
     let s = t
-        .render(&[ChatMessage::new("user", "Hi there"), ChatMessage::new("assistant", "Hello!"), ChatMessage::new("user", "Bye")], true)
+        .render(
+            &[
+                ChatMessage::new("user", "Hi there"),
+                ChatMessage::new("assistant", "Hello!"),
+                ChatMessage::new("user", "Bye"),
+            ],
+            true,
+        )
         .unwrap();
     assert_eq!(
         s,
@@ -177,11 +219,16 @@ fn gemma3_metadata() {
 
 #[test]
 fn stream_emoji_split_over_byte_tokens() {
-    let Some((tok, _, _, _)) = load(GEMMA) else { return };
+    let Some((tok, _, _, _)) = load(GEMMA) else {
+        return;
+    };
     // an emoji with no vocab token of its own comes out as <0xXX> byte tokens
     let text = "🫠🦩x";
     let ids = tok.encode(text, false, false).unwrap();
-    let n_bytes = ids.iter().filter(|&&i| tok.token_text(i).is_some_and(|t| t.starts_with("<0x"))).count();
+    let n_bytes = ids
+        .iter()
+        .filter(|&&i| tok.token_text(i).is_some_and(|t| t.starts_with("<0x")))
+        .count();
     assert!(n_bytes >= 4, "expected byte-fallback tokens in {ids:?}");
     let mut sd = StreamDecoder::new();
     let mut chunks = Vec::new();
@@ -194,7 +241,10 @@ fn stream_emoji_split_over_byte_tokens() {
         assert!(c.chars().all(|ch| ch != '\u{FFFD}'), "chunk {c:?}");
     }
     // byte tokens by hand: F0 9F 99 82 (🙂)
-    let bt: Vec<u32> = ["<0xF0>", "<0x9F>", "<0x99>", "<0x82>"].iter().map(|t| tok.token_id(t).unwrap()).collect();
+    let bt: Vec<u32> = ["<0xF0>", "<0x9F>", "<0x99>", "<0x82>"]
+        .iter()
+        .map(|t| tok.token_id(t).unwrap())
+        .collect();
     let mut sd = StreamDecoder::new();
     let outs: Vec<String> = bt.iter().map(|&id| sd.push(&tok, id)).collect();
     assert_eq!(outs, vec!["", "", "", "🙂"]);

@@ -10,10 +10,15 @@ pub fn small_writer() -> GgufWriter {
     w.set("general.alignment", Value::U32(32));
     w.set("llama.block_count", Value::U32(2));
     w.set("x.flag", Value::Bool(true));
-    w.set("x.str_arr", Value::Array(Array::String(vec!["a".into(), "bc".into()])));
+    w.set(
+        "x.str_arr",
+        Value::Array(Array::String(vec!["a".into(), "bc".into()])),
+    );
     w.set("x.f32", Value::F32(1.5));
-    w.add_tensor("blk.0.w", vec![8, 2], GgmlType::F32, (0..64).collect()).unwrap();
-    w.add_tensor("blk.1.w", vec![32, 1], GgmlType::Q8_0, vec![7; 34]).unwrap();
+    w.add_tensor("blk.0.w", vec![8, 2], GgmlType::F32, (0..64).collect())
+        .unwrap();
+    w.add_tensor("blk.1.w", vec![32, 1], GgmlType::Q8_0, vec![7; 34])
+        .unwrap();
     w
 }
 
@@ -29,7 +34,9 @@ pub fn small_file() -> Vec<u8> {
 
 /// Offset of the first occurrence of `needle`.
 pub fn find(hay: &[u8], needle: &[u8]) -> usize {
-    hay.windows(needle.len()).position(|w| w == needle).expect("needle not found")
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle not found")
 }
 
 /// Offset just after a string (key or tensor name) as stored in the header.

@@ -116,7 +116,10 @@ pub fn q3_k_scales(s: &[u8]) -> [i8; 16] {
 }
 
 fn check_len(n_elems: usize, bytes: usize, block_bytes: usize, what: &str) -> usize {
-    assert!(n_elems % QK_K == 0, "{what}: length {n_elems} not a multiple of {QK_K}");
+    assert!(
+        n_elems % QK_K == 0,
+        "{what}: length {n_elems} not a multiple of {QK_K}"
+    );
     let nb = n_elems / QK_K;
     assert!(
         bytes >= nb * block_bytes,
@@ -254,9 +257,18 @@ pub(crate) fn q8_bsum(a: &[u8], j: usize) -> i16 {
 // ---------------------------------------------------------------------------
 
 pub fn dequantize_row_q2_k(src: &[u8], dst: &mut [f32]) {
-    let nb = check_len(dst.len(), src.len(), Q2_K_BLOCK_BYTES, "dequantize_row_q2_k");
+    let nb = check_len(
+        dst.len(),
+        src.len(),
+        Q2_K_BLOCK_BYTES,
+        "dequantize_row_q2_k",
+    );
     let mut q = [0u8; QK_K];
-    for (b, y) in src.chunks_exact(Q2_K_BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)).take(nb) {
+    for (b, y) in src
+        .chunks_exact(Q2_K_BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+        .take(nb)
+    {
         let d = f16_at(b, off::Q2_D);
         let dmin = f16_at(b, off::Q2_DMIN);
         let (sc, mn) = unpack_q2_k(b, &mut q);
@@ -272,9 +284,18 @@ pub fn dequantize_row_q2_k(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize_row_q3_k(src: &[u8], dst: &mut [f32]) {
-    let nb = check_len(dst.len(), src.len(), Q3_K_BLOCK_BYTES, "dequantize_row_q3_k");
+    let nb = check_len(
+        dst.len(),
+        src.len(),
+        Q3_K_BLOCK_BYTES,
+        "dequantize_row_q3_k",
+    );
     let mut q = [0i8; QK_K];
-    for (b, y) in src.chunks_exact(Q3_K_BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)).take(nb) {
+    for (b, y) in src
+        .chunks_exact(Q3_K_BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+        .take(nb)
+    {
         let d = f16_at(b, off::Q3_D);
         let sc = unpack_q3_k(b, &mut q);
         for j in 0..16 {
@@ -287,9 +308,18 @@ pub fn dequantize_row_q3_k(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize_row_q4_k(src: &[u8], dst: &mut [f32]) {
-    let nb = check_len(dst.len(), src.len(), Q4_K_BLOCK_BYTES, "dequantize_row_q4_k");
+    let nb = check_len(
+        dst.len(),
+        src.len(),
+        Q4_K_BLOCK_BYTES,
+        "dequantize_row_q4_k",
+    );
     let mut q = [0u8; QK_K];
-    for (b, y) in src.chunks_exact(Q4_K_BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)).take(nb) {
+    for (b, y) in src
+        .chunks_exact(Q4_K_BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+        .take(nb)
+    {
         let d = f16_at(b, off::Q4_D);
         let dmin = f16_at(b, off::Q4_DMIN);
         let (sc, mn) = unpack_q4_k(b, &mut q);
@@ -304,9 +334,18 @@ pub fn dequantize_row_q4_k(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) {
-    let nb = check_len(dst.len(), src.len(), Q5_K_BLOCK_BYTES, "dequantize_row_q5_k");
+    let nb = check_len(
+        dst.len(),
+        src.len(),
+        Q5_K_BLOCK_BYTES,
+        "dequantize_row_q5_k",
+    );
     let mut q = [0u8; QK_K];
-    for (b, y) in src.chunks_exact(Q5_K_BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)).take(nb) {
+    for (b, y) in src
+        .chunks_exact(Q5_K_BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+        .take(nb)
+    {
         let d = f16_at(b, off::Q5_D);
         let dmin = f16_at(b, off::Q5_DMIN);
         let (sc, mn) = unpack_q5_k(b, &mut q);
@@ -321,9 +360,18 @@ pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize_row_q6_k(src: &[u8], dst: &mut [f32]) {
-    let nb = check_len(dst.len(), src.len(), Q6_K_BLOCK_BYTES, "dequantize_row_q6_k");
+    let nb = check_len(
+        dst.len(),
+        src.len(),
+        Q6_K_BLOCK_BYTES,
+        "dequantize_row_q6_k",
+    );
     let mut q = [0i8; QK_K];
-    for (b, y) in src.chunks_exact(Q6_K_BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)).take(nb) {
+    for (b, y) in src
+        .chunks_exact(Q6_K_BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+        .take(nb)
+    {
         let d = f16_at(b, off::Q6_D);
         let sc = unpack_q6_k(b, &mut q);
         for j in 0..16 {
@@ -336,8 +384,17 @@ pub fn dequantize_row_q6_k(src: &[u8], dst: &mut [f32]) {
 }
 
 pub fn dequantize_row_q8_k(src: &[u8], dst: &mut [f32]) {
-    let nb = check_len(dst.len(), src.len(), Q8_K_BLOCK_BYTES, "dequantize_row_q8_k");
-    for (b, y) in src.chunks_exact(Q8_K_BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)).take(nb) {
+    let nb = check_len(
+        dst.len(),
+        src.len(),
+        Q8_K_BLOCK_BYTES,
+        "dequantize_row_q8_k",
+    );
+    for (b, y) in src
+        .chunks_exact(Q8_K_BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+        .take(nb)
+    {
         let d = f32_at(b, off::Q8_D);
         for (yv, &q) in y.iter_mut().zip(q8_qs(b)) {
             *yv = d * q as f32;
@@ -355,7 +412,11 @@ pub fn dequantize_row_q8_k(src: &[u8], dst: &mut [f32]) {
 /// rounding on the opposite side.
 pub fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) {
     let nb = check_len(src.len(), dst.len(), Q8_K_BLOCK_BYTES, "quantize_row_q8_k");
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8_K_BLOCK_BYTES)).take(nb) {
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(Q8_K_BLOCK_BYTES))
+        .take(nb)
+    {
         let mut max = 0.0f32;
         let mut amax = 0.0f32;
         for &v in x {
@@ -394,7 +455,10 @@ fn check_dot(n: usize, w: &[u8], wb: usize, a: &[u8], what: &str) -> usize {
     assert!(n % QK_K == 0, "{what}: n = {n} not a multiple of {QK_K}");
     let nb = n / QK_K;
     assert!(w.len() >= nb * wb, "{what}: weight row too short");
-    assert!(a.len() >= nb * Q8_K_BLOCK_BYTES, "{what}: activation row too short");
+    assert!(
+        a.len() >= nb * Q8_K_BLOCK_BYTES,
+        "{what}: activation row too short"
+    );
     nb
 }
 
@@ -476,7 +540,8 @@ pub fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             // The min term needs only the activation sums of each sub-block,
             // which Q8_K precomputes per 16 elements.
             let bs = |j: usize| q8_bsum(y, j) as i32;
-            msum += m0 as i32 * (bs(4 * c) + bs(4 * c + 1)) + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
+            msum += m0 as i32 * (bs(4 * c) + bs(4 * c + 1))
+                + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
         }
         let dy = f32_at(y, off::Q8_D);
         let d = dy * f16_at(b, off::Q4_D);
@@ -512,7 +577,8 @@ pub fn vec_dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let (sc1, m1) = scale_min_k4(2 * c + 1, s);
             isum += sc0 as i32 * s_lo + sc1 as i32 * s_hi;
             let bs = |j: usize| q8_bsum(y, j) as i32;
-            msum += m0 as i32 * (bs(4 * c) + bs(4 * c + 1)) + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
+            msum += m0 as i32 * (bs(4 * c) + bs(4 * c + 1))
+                + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
         }
         let dy = f32_at(y, off::Q8_D);
         let d = dy * f16_at(b, off::Q5_D);
@@ -737,8 +803,16 @@ fn quantize_block_qk_asym(
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (s, m) =
-            make_qkx2_quants(nmax, xs, &weights, &mut l[32 * j..32 * j + 32], rmin, 0.1, nstep, false);
+        let (s, m) = make_qkx2_quants(
+            nmax,
+            xs,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            rmin,
+            0.1,
+            nstep,
+            false,
+        );
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {
@@ -748,7 +822,11 @@ fn quantize_block_qk_asym(
             max_min = m;
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
@@ -779,9 +857,18 @@ fn quantize_block_qk_asym(
 pub fn quantize_row_q4_k(src: &[f32], dst: &mut [u8]) {
     let nb = check_len(src.len(), dst.len(), Q4_K_BLOCK_BYTES, "quantize_row_q4_k");
     let mut l = [0u8; QK_K];
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q4_K_BLOCK_BYTES)).take(nb) {
-        let (d, dmin) =
-            quantize_block_qk_asym(x, 15, (-1.0, 20), &mut y[off::Q4_SCALES..off::Q4_SCALES + 12], &mut l);
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(Q4_K_BLOCK_BYTES))
+        .take(nb)
+    {
+        let (d, dmin) = quantize_block_qk_asym(
+            x,
+            15,
+            (-1.0, 20),
+            &mut y[off::Q4_SCALES..off::Q4_SCALES + 12],
+            &mut l,
+        );
         put_f16(y, off::Q4_D, d);
         put_f16(y, off::Q4_DMIN, dmin);
         for c in 0..4 {
@@ -795,9 +882,18 @@ pub fn quantize_row_q4_k(src: &[f32], dst: &mut [u8]) {
 pub fn quantize_row_q5_k(src: &[f32], dst: &mut [u8]) {
     let nb = check_len(src.len(), dst.len(), Q5_K_BLOCK_BYTES, "quantize_row_q5_k");
     let mut l = [0u8; QK_K];
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q5_K_BLOCK_BYTES)).take(nb) {
-        let (d, dmin) =
-            quantize_block_qk_asym(x, 31, (-0.5, 15), &mut y[off::Q5_SCALES..off::Q5_SCALES + 12], &mut l);
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(Q5_K_BLOCK_BYTES))
+        .take(nb)
+    {
+        let (d, dmin) = quantize_block_qk_asym(
+            x,
+            31,
+            (-0.5, 15),
+            &mut y[off::Q5_SCALES..off::Q5_SCALES + 12],
+            &mut l,
+        );
         put_f16(y, off::Q5_D, d);
         put_f16(y, off::Q5_DMIN, dmin);
         y[off::Q5_QH..off::Q5_QH + 32].fill(0);
@@ -815,12 +911,17 @@ pub fn quantize_row_q5_k(src: &[f32], dst: &mut [u8]) {
 pub fn quantize_row_q6_k(src: &[f32], dst: &mut [u8]) {
     let nb = check_len(src.len(), dst.len(), Q6_K_BLOCK_BYTES, "quantize_row_q6_k");
     let mut l = [0i8; QK_K];
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q6_K_BLOCK_BYTES)).take(nb) {
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(Q6_K_BLOCK_BYTES))
+        .take(nb)
+    {
         let mut scales = [0.0f32; 16];
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
         for ib in 0..16 {
-            let s = make_qx_quants_rmse1(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
+            let s =
+                make_qx_quants_rmse1(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
             scales[ib] = s;
             if s.abs() > max_abs_scale {
                 max_abs_scale = s.abs();
@@ -868,7 +969,11 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [u8]) {
 pub fn quantize_row_q2_k(src: &[f32], dst: &mut [u8]) {
     let nb = check_len(src.len(), dst.len(), Q2_K_BLOCK_BYTES, "quantize_row_q2_k");
     let mut l = [0u8; QK_K];
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q2_K_BLOCK_BYTES)).take(nb) {
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(Q2_K_BLOCK_BYTES))
+        .take(nb)
+    {
         let mut scales = [0.0f32; 16];
         let mut mins = [0.0f32; 16];
         let mut weights = [0.0f32; 16];
@@ -879,7 +984,16 @@ pub fn quantize_row_q2_k(src: &[f32], dst: &mut [u8]) {
             for (w, &v) in weights.iter_mut().zip(xs) {
                 *w = v.abs();
             }
-            let (s, m) = make_qkx2_quants(3, xs, &weights, &mut l[16 * j..16 * j + 16], -0.5, 0.1, 15, true);
+            let (s, m) = make_qkx2_quants(
+                3,
+                xs,
+                &weights,
+                &mut l[16 * j..16 * j + 16],
+                -0.5,
+                0.1,
+                15,
+                true,
+            );
             scales[j] = s;
             mins[j] = m;
             if s > max_scale {
@@ -905,8 +1019,20 @@ pub fn quantize_row_q2_k(src: &[f32], dst: &mut [u8]) {
                 sc[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
             }
         }
-        put_f16(y, off::Q2_D, if max_scale > 0.0 { max_scale / 15.0 } else { 0.0 });
-        put_f16(y, off::Q2_DMIN, if max_min > 0.0 { max_min / 15.0 } else { 0.0 });
+        put_f16(
+            y,
+            off::Q2_D,
+            if max_scale > 0.0 {
+                max_scale / 15.0
+            } else {
+                0.0
+            },
+        );
+        put_f16(
+            y,
+            off::Q2_DMIN,
+            if max_min > 0.0 { max_min / 15.0 } else { 0.0 },
+        );
         let (yd, ydmin) = (f16_at(y, off::Q2_D), f16_at(y, off::Q2_DMIN));
         for j in 0..16 {
             let s = y[off::Q2_SCALES + j];
@@ -1000,7 +1126,11 @@ fn make_q3_quants_rmse(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
 pub fn quantize_row_q3_k(src: &[f32], dst: &mut [u8]) {
     let nb = check_len(src.len(), dst.len(), Q3_K_BLOCK_BYTES, "quantize_row_q3_k");
     let mut l = [0i8; QK_K];
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q3_K_BLOCK_BYTES)).take(nb) {
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(Q3_K_BLOCK_BYTES))
+        .take(nb)
+    {
         let mut scales = [0.0f32; 16];
         let mut max_scale = 0.0f32;
         let mut amax = 0.0f32;

@@ -269,6 +269,44 @@ pub fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// Activation quantizer for Q8_0 as llama.cpp's CPU backend runs it at inference time (its
+/// SIMD path, not the reference): the inverse scale is `127 / amax` rather than `1 / d`, and
+/// values round half to even. Bit-for-bit agreement here keeps our activations on llama.cpp's.
+pub fn quantize_act_q8_0(src: &[f32], dst: &mut [u8]) {
+    let nb = blocks(src.len());
+    assert!(dst.len() >= nb * Q8_0_BYTES);
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_0_BYTES)) {
+        let (d, _) = act_block(x, &mut b[2..2 + QK]);
+        put_f16(b, d);
+    }
+}
+
+/// Activation quantizer for Q8_1, llama.cpp's inference-time variant (see [`quantize_act_q8_0`]);
+/// s = d * sum(q) stored as f16.
+pub fn quantize_act_q8_1(src: &[f32], dst: &mut [u8]) {
+    let nb = blocks(src.len());
+    assert!(dst.len() >= nb * Q8_1_BYTES);
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_1_BYTES)) {
+        let (d, sum) = act_block(x, &mut b[4..4 + QK]);
+        put_f16(b, d);
+        put_f16(&mut b[2..], d * sum as f32);
+    }
+}
+
+/// One block of the inference-time activation quantizer: writes the quants, returns (d, sum).
+fn act_block(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for j in 0..QK {
+        let v = (x[j] * id).round_ties_even() as i32;
+        sum += v;
+        q[j] = (v as i8) as u8;
+    }
+    (d, sum)
+}
+
 // ---------------------------------------------------------------------------------------------
 // dot products
 
@@ -277,7 +315,11 @@ pub fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = blocks(n);
     assert!(w.len() >= nb * Q4_0_BYTES && a.len() >= nb * Q8_0_BYTES);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)).take(nb) {
+    for (x, y) in w
+        .chunks_exact(Q4_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
         let mut sumi = 0i32;
         for j in 0..16 {
             let q = x[2 + j];
@@ -294,7 +336,11 @@ pub fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = blocks(n);
     assert!(w.len() >= nb * Q4_1_BYTES && a.len() >= nb * Q8_1_BYTES);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(Q4_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)).take(nb) {
+    for (x, y) in w
+        .chunks_exact(Q4_1_BYTES)
+        .zip(a.chunks_exact(Q8_1_BYTES))
+        .take(nb)
+    {
         let mut sumi = 0i32;
         for j in 0..16 {
             let q = x[4 + j];
@@ -311,7 +357,11 @@ pub fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = blocks(n);
     assert!(w.len() >= nb * Q5_0_BYTES && a.len() >= nb * Q8_0_BYTES);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)).take(nb) {
+    for (x, y) in w
+        .chunks_exact(Q5_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
         let qh = u32_at(&x[2..]);
         let mut sumi = 0i32;
         for j in 0..16 {
@@ -330,7 +380,11 @@ pub fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = blocks(n);
     assert!(w.len() >= nb * Q5_1_BYTES && a.len() >= nb * Q8_1_BYTES);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(Q5_1_BYTES).zip(a.chunks_exact(Q8_1_BYTES)).take(nb) {
+    for (x, y) in w
+        .chunks_exact(Q5_1_BYTES)
+        .zip(a.chunks_exact(Q8_1_BYTES))
+        .take(nb)
+    {
         let qh = u32_at(&x[4..]);
         let mut sumi = 0i32;
         for j in 0..16 {
@@ -349,7 +403,11 @@ pub fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = blocks(n);
     assert!(w.len() >= nb * Q8_0_BYTES && a.len() >= nb * Q8_0_BYTES);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(Q8_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)).take(nb) {
+    for (x, y) in w
+        .chunks_exact(Q8_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
         let mut sumi = 0i32;
         for j in 0..QK {
             sumi += (x[2 + j] as i8) as i32 * (y[2 + j] as i8) as i32;

@@ -54,6 +54,7 @@ pub fn load(l: &Loader, hp: Hparams) -> Result<Decoder> {
         rope_style: RopeStyle::Neox,
         rope_factors: None,
         attn_scale: 1.0 / (hd as f32).sqrt(),
+        scale_q: true,
         activation: Activation::GeGlu,
         final_softcap: None,
         hp,

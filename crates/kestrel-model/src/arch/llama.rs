@@ -41,6 +41,7 @@ pub fn load(l: &Loader, hp: Hparams) -> Result<Decoder> {
         rope_style: RopeStyle::Normal,
         rope_factors: l.vector_opt("rope_freqs.weight", hp.n_rot / 2)?,
         attn_scale: default_attn_scale(&hp),
+        scale_q: false,
         activation: Activation::SwiGlu,
         final_softcap: None,
         hp,

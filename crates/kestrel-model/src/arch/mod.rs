@@ -16,7 +16,11 @@ pub(crate) fn blk(i: usize, name: &str) -> String {
 }
 
 /// Separate q, k, v and output projections (`attn_q`, `attn_k`, `attn_v`, `attn_output`).
-pub(crate) fn attn_qkvo(l: &Loader, hp: &Hparams, i: usize) -> Result<(Linear, Linear, Linear, Linear)> {
+pub(crate) fn attn_qkvo(
+    l: &Loader,
+    hp: &Hparams,
+    i: usize,
+) -> Result<(Linear, Linear, Linear, Linear)> {
     let e = hp.n_embd;
     Ok((
         l.linear(&blk(i, "attn_q"), e, hp.n_embd_q())?,
@@ -27,7 +31,11 @@ pub(crate) fn attn_qkvo(l: &Loader, hp: &Hparams, i: usize) -> Result<(Linear, L
 }
 
 /// Gated FFN with separate `ffn_gate`, `ffn_up`, `ffn_down`.
-pub(crate) fn ffn_gate_up_down(l: &Loader, hp: &Hparams, i: usize) -> Result<(Linear, Linear, Linear)> {
+pub(crate) fn ffn_gate_up_down(
+    l: &Loader,
+    hp: &Hparams,
+    i: usize,
+) -> Result<(Linear, Linear, Linear)> {
     let (e, f) = (hp.n_embd, hp.n_ff);
     Ok((
         l.linear(&blk(i, "ffn_gate"), e, f)?,

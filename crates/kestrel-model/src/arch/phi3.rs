@@ -29,9 +29,18 @@ pub fn load(l: &Loader, hp: Hparams) -> Result<Decoder> {
     let mut layers = Vec::with_capacity(hp.n_layer);
     for i in 0..hp.n_layer {
         let (q, k, v) = if l.has(&blk(i, "attn_qkv.weight")) {
-            let fused = l.linear(&blk(i, "attn_qkv"), e, hp.n_embd_q() + hp.n_embd_k() + hp.n_embd_v())?;
-            let mut parts = split_rows(&fused, &[hp.n_embd_q(), hp.n_embd_k(), hp.n_embd_v()]).into_iter();
-            (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
+            let fused = l.linear(
+                &blk(i, "attn_qkv"),
+                e,
+                hp.n_embd_q() + hp.n_embd_k() + hp.n_embd_v(),
+            )?;
+            let mut parts =
+                split_rows(&fused, &[hp.n_embd_q(), hp.n_embd_k(), hp.n_embd_v()]).into_iter();
+            (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            )
         } else {
             let (q, k, v, _) = super::attn_qkvo(l, &hp, i)?;
             (q, k, v)
@@ -65,6 +74,7 @@ pub fn load(l: &Loader, hp: Hparams) -> Result<Decoder> {
         rope_style: RopeStyle::Neox,
         rope_factors: l.vector_opt("rope_factors_short.weight", hp.n_rot / 2)?,
         attn_scale: default_attn_scale(&hp),
+        scale_q: false,
         activation: Activation::SwiGlu,
         final_softcap: None,
         hp,

@@ -27,14 +27,20 @@ use std::arch::x86_64::*;
 
 use super::{hsum_f32x8, hsum_i32x8};
 use crate::generic::kquants::{
-    off, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES,
-    Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K,
+    off, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES,
+    Q8_K_BLOCK_BYTES, QK_K,
 };
 
 fn check(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
-    assert!(n % QK_K == 0, "k-quant vec_dot: n = {n} not a multiple of {QK_K}");
+    assert!(
+        n % QK_K == 0,
+        "k-quant vec_dot: n = {n} not a multiple of {QK_K}"
+    );
     let nb = n / QK_K;
-    assert!(w.len() >= nb * wb && a.len() >= nb * Q8_K_BLOCK_BYTES, "k-quant vec_dot: row too short");
+    assert!(
+        w.len() >= nb * wb && a.len() >= nb * Q8_K_BLOCK_BYTES,
+        "k-quant vec_dot: row too short"
+    );
     nb
 }
 
@@ -211,11 +217,13 @@ pub unsafe fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let qs = load32(x.add(off::Q3_QS + 32 * h));
             for k in 0..4 {
                 let m = 4 * h + k;
-                let lo = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * k as i32)), m3);
+                let lo =
+                    _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * k as i32)), m3);
                 let hb = _mm256_and_si256(_mm256_srl_epi16(hneg, _mm_cvtsi32_si128(m as i32)), m1);
                 let h4 = _mm256_slli_epi16::<2>(hb);
                 let yv = load32(y.add(off::Q8_QS + 32 * m));
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(lo, yv), _mm256_maddubs_epi16(h4, yv));
+                let p =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(lo, yv), _mm256_maddubs_epi16(h4, yv));
                 let sv = scale_pair_from(scales, 2 * m);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sv));
             }
@@ -293,7 +301,10 @@ pub unsafe fn vec_dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let qs = load32(x.add(off::Q5_QS + 32 * c));
             // Bit 2c / 2c+1 of qh[l] is the 5th bit of low / high nibble l.
             let h_lo = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), m1);
-            let h_hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)), m1);
+            let h_hi = _mm256_and_si256(
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)),
+                m1,
+            );
             let lo = _mm256_or_si256(_mm256_and_si256(qs, m4), _mm256_slli_epi16::<4>(h_lo));
             let hi = _mm256_or_si256(
                 _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4),
@@ -339,7 +350,10 @@ pub unsafe fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             // Four 32-element groups: (low/high nibble of ql0/ql1) | (bit pair k of qh) << 4.
             let groups = [
                 (_mm256_and_si256(ql0, m4), _mm256_and_si256(qh, m3)),
-                (_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3)),
+                (
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
+                ),
                 (
                     _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
                     _mm256_and_si256(_mm256_srli_epi16::<4>(qh), m3),
@@ -353,7 +367,8 @@ pub unsafe fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 let q = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hb)); // 0..63
                 let yv = load32(y.add(off::Q8_QS + 128 * h + 32 * k));
                 // (q - 32) . y = q . y - 32 . y, both through unsigned maddubs.
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(k32, yv));
+                let p =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(k32, yv));
                 let sv = scale_pair_from(scales, 8 * h + 2 * k);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sv));
             }

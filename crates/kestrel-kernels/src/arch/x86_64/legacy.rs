@@ -13,7 +13,9 @@
 use std::arch::x86_64::*;
 
 use super::{hsum_f32x8, hsum_i32x8};
-use crate::generic::legacy::{Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, Q8_1_BYTES, QK};
+use crate::generic::legacy::{
+    Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, Q8_1_BYTES, QK,
+};
 
 /// The f16 at `p` (unaligned) as f32, by F16C.
 #[inline]
@@ -176,7 +178,10 @@ pub unsafe fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let xb = wp.add(i * Q8_0_BYTES);
         let yb = ap.add(i * Q8_0_BYTES);
         let d = _mm256_set1_ps(h(xb) * h(yb));
-        let q = dot_i8_i8(load32(wp.add(i * Q8_0_BYTES + 2)), load32(ap.add(i * Q8_0_BYTES + 2)));
+        let q = dot_i8_i8(
+            load32(wp.add(i * Q8_0_BYTES + 2)),
+            load32(ap.add(i * Q8_0_BYTES + 2)),
+        );
         acc = _mm256_fmadd_ps(d, q, acc);
     }
     hsum_f32x8(acc)
@@ -203,18 +208,13 @@ unsafe fn q8_block(x: *const f32) -> (f32, [__m256i; 4]) {
     let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
     let amax = _mm_cvtss_f32(m4);
     let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let idv = _mm256_set1_ps(id);
-    let half = _mm256_set1_ps(0.5);
-    let one = _mm256_set1_ps(1.0);
     let mut q = [_mm256_setzero_si256(); 4];
     for k in 0..4 {
-        let y = _mm256_mul_ps(v[k], idv);
-        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
-        let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
-        let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, half);
-        let step = _mm256_or_ps(_mm256_and_ps(y, sign), one); // ±1 with y's sign
-        let r = _mm256_add_ps(t, _mm256_and_ps(up, step));
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(v[k], idv),
+        );
         q[k] = _mm256_cvtps_epi32(r);
     }
     (d, q)
@@ -230,7 +230,7 @@ unsafe fn store_q8(dst: *mut u8, q: &[__m256i; 4]) {
     _mm256_storeu_si256(dst as *mut __m256i, p);
 }
 
-/// AVX2 Q8_0 activation quantizer; same bytes as `generic::legacy::quantize_row_q8_0`.
+/// AVX2 Q8_0 activation quantizer; same bytes as `generic::legacy::quantize_act_q8_0`.
 /// `dst`: at least `src.len() / 32 * 34` bytes.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
@@ -244,7 +244,7 @@ pub unsafe fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
     }
 }
 
-/// AVX2 Q8_1 activation quantizer; same bytes as `generic::legacy::quantize_row_q8_1`.
+/// AVX2 Q8_1 activation quantizer; same bytes as `generic::legacy::quantize_act_q8_1`.
 /// `dst`: at least `src.len() / 32 * 36` bytes.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
@@ -252,7 +252,10 @@ pub unsafe fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
     assert!(src.len() % QK == 0 && dst.len() >= nb * Q8_1_BYTES);
     for i in 0..nb {
         let (d, q) = q8_block(src.as_ptr().add(i * QK));
-        let sum = hsum_i32x8(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        let sum = hsum_i32x8(_mm256_add_epi32(
+            _mm256_add_epi32(q[0], q[1]),
+            _mm256_add_epi32(q[2], q[3]),
+        ));
         let b = &mut dst[i * Q8_1_BYTES..(i + 1) * Q8_1_BYTES];
         b[..2].copy_from_slice(&to_f16_bytes(d));
         b[2..4].copy_from_slice(&to_f16_bytes(sum as f32 * d));

@@ -5,6 +5,7 @@
 
 use std::arch::x86_64::*;
 
+pub mod attn;
 pub mod kquants;
 pub mod legacy;
 
@@ -36,7 +37,12 @@ fn f32_at(b: &[u8], i: usize) -> f32 {
 /// Shared loop of the float dots: `load(i)` gives weights i..i+8 as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn float_dot(n: usize, a: &[u8], load: impl Fn(usize) -> __m256, tail: impl Fn(usize) -> f32) -> f32 {
+unsafe fn float_dot(
+    n: usize,
+    a: &[u8],
+    load: impl Fn(usize) -> __m256,
+    tail: impl Fn(usize) -> f32,
+) -> f32 {
     let ap = a.as_ptr() as *const f32;
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;

@@ -1,0 +1,189 @@
+//! The generation loop on the default model: prefix reuse gives the same tokens as a fresh
+//! sequence, limits and stop reasons, errors for prompts that do not fit.
+
+use kestrel_engine::{Engine, EngineConfig, EngineError, GenParams, SamplerConfig, StopReason};
+use std::path::PathBuf;
+
+fn engine(n_ctx: usize) -> Option<Engine> {
+    let dir = match std::env::var_os("KESTREL_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kestrel/models"),
+    };
+    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !p.exists() {
+        if std::env::var("KESTREL_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+            eprintln!("skipping: {} absent", p.display());
+            return None;
+        }
+        panic!("{} is missing: run scripts/fetch-models.sh", p.display());
+    }
+    Some(
+        Engine::load(
+            &p,
+            &EngineConfig {
+                n_ctx,
+                n_batch: 64,
+                n_threads: 2,
+            },
+        )
+        .unwrap(),
+    )
+}
+
+fn greedy(n: usize) -> GenParams {
+    GenParams {
+        max_tokens: n,
+        sampler: SamplerConfig::greedy(),
+        stop: vec![],
+        ignore_eos: true,
+    }
+}
+
+#[test]
+fn prefix_reuse_matches_a_fresh_sequence() {
+    let Some(e) = engine(512) else { return };
+    let first = e.tokenize_prompt("The quick brown fox").unwrap();
+    let second = e
+        .tokenize_prompt("The quick brown fox jumps over the lazy dog. Then the fox")
+        .unwrap();
+    assert!(second.starts_with(&first));
+    let mut seq = e.new_sequence();
+    e.generate(&mut seq, &first, &greedy(4), &mut |_| true)
+        .unwrap();
+    let reused = e
+        .generate(&mut seq, &second, &greedy(12), &mut |_| true)
+        .unwrap();
+    assert!(
+        reused.timings.n_prompt_reused >= first.len(),
+        "reused {}",
+        reused.timings.n_prompt_reused
+    );
+    let mut fresh_seq = e.new_sequence();
+    let fresh = e
+        .generate(&mut fresh_seq, &second, &greedy(12), &mut |_| true)
+        .unwrap();
+    assert_eq!(fresh.timings.n_prompt_reused, 0);
+    assert_eq!(reused.tokens, fresh.tokens);
+    assert_eq!(reused.text, fresh.text);
+}
+
+#[test]
+fn limits_and_stop_reasons() {
+    let Some(e) = engine(48) else { return };
+    let prompt = e.tokenize_prompt("1, 2, 3, 4, 5,").unwrap();
+    let mut seq = e.new_sequence();
+    let g = e
+        .generate(&mut seq, &prompt, &greedy(5), &mut |_| true)
+        .unwrap();
+    assert_eq!((g.tokens.len(), g.stop_reason), (5, StopReason::MaxTokens));
+
+    // The context (48) ends generation before max_tokens.
+    let mut seq = e.new_sequence();
+    let g = e
+        .generate(&mut seq, &prompt, &greedy(1000), &mut |_| true)
+        .unwrap();
+    assert_eq!(g.stop_reason, StopReason::ContextFull);
+    assert_eq!(
+        prompt.len() + g.tokens.len(),
+        48 + 1,
+        "the last token is sampled but needs no slot"
+    );
+
+    // A callback returning false cancels.
+    let mut seq = e.new_sequence();
+    let mut calls = 0;
+    let g = e
+        .generate(&mut seq, &prompt, &greedy(20), &mut |_| {
+            calls += 1;
+            calls < 3
+        })
+        .unwrap();
+    assert_eq!(g.stop_reason, StopReason::Cancelled);
+
+    // Stop strings cut the text before them.
+    let mut seq = e.new_sequence();
+    let p = GenParams {
+        stop: vec![" 8".into()],
+        ..greedy(20)
+    };
+    let g = e.generate(&mut seq, &prompt, &p, &mut |_| true).unwrap();
+    assert_eq!(g.stop_reason, StopReason::StopString);
+    assert_eq!(g.text, " 6, 7,");
+}
+
+#[test]
+fn prompts_that_do_not_fit_are_errors() {
+    let Some(e) = engine(16) else { return };
+    let long = e.tokenize_prompt(&"word ".repeat(40)).unwrap();
+    let mut seq = e.new_sequence();
+    let err = e
+        .generate(&mut seq, &long, &greedy(4), &mut |_| true)
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::PromptTooLong { n_ctx: 16, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("context"));
+    let err = e
+        .generate(&mut seq, &[], &greedy(4), &mut |_| true)
+        .unwrap_err();
+    assert!(matches!(err, EngineError::EmptyPrompt));
+    let bad = GenParams {
+        sampler: SamplerConfig {
+            top_p: 0.0,
+            ..SamplerConfig::default()
+        },
+        ..greedy(4)
+    };
+    let short = e.tokenize_prompt("Hi").unwrap();
+    assert!(matches!(
+        e.generate(&mut seq, &short, &bad, &mut |_| true),
+        Err(EngineError::Sampling(_))
+    ));
+    // The sequence is still usable after the errors.
+    let g = e
+        .generate(&mut seq, &short, &greedy(3), &mut |_| true)
+        .unwrap();
+    assert_eq!(g.tokens.len(), 3);
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let Some(e) = engine(128) else { return };
+    let prompt = e.tokenize_prompt("Once upon a time").unwrap();
+    let p = GenParams {
+        max_tokens: 16,
+        sampler: SamplerConfig {
+            temperature: 0.9,
+            seed: 11,
+            ..Default::default()
+        },
+        stop: vec![],
+        ignore_eos: true,
+    };
+    let a = e
+        .generate(&mut e.new_sequence(), &prompt, &p, &mut |_| true)
+        .unwrap();
+    let b = e
+        .generate(&mut e.new_sequence(), &prompt, &p, &mut |_| true)
+        .unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    let c = e
+        .generate(
+            &mut e.new_sequence(),
+            &prompt,
+            &GenParams {
+                sampler: SamplerConfig {
+                    seed: 12,
+                    ..p.sampler.clone()
+                },
+                ..p.clone()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_ne!(
+        a.tokens, c.tokens,
+        "another seed should sample differently over 16 tokens"
+    );
+}

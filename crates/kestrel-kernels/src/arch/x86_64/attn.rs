@@ -1,0 +1,134 @@
+//! AVX2 + F16C + FMA twins of `generic::attn`: the same operations in the same order, so the
+//! results are bit-identical to the scalar code.
+
+use crate::generic::attn::{fold32, hsum8, Lanes};
+use half::f16;
+use std::arch::x86_64::*;
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8(p: *const f16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lanes_of(x: __m256) -> [f32; 8] {
+    let mut o = [0.0f32; 8];
+    _mm256_storeu_ps(o.as_mut_ptr(), x);
+    o
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
+    let n = a.len().min(b.len());
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    let (head, full) = match lanes {
+        Lanes::L8 => {
+            let mut acc = _mm256_setzero_ps();
+            let full = n / 8 * 8;
+            let mut i = 0;
+            while i < full {
+                acc = _mm256_fmadd_ps(load8(ap.add(i)), load8(bp.add(i)), acc);
+                i += 8;
+            }
+            (hsum8(&lanes_of(acc)), full)
+        }
+        Lanes::L32 => {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let full = n / 32 * 32;
+            let mut i = 0;
+            while i < full {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    *acc =
+                        _mm256_fmadd_ps(load8(ap.add(i + 8 * k)), load8(bp.add(i + 8 * k)), *acc);
+                }
+                i += 32;
+            }
+            let mut x = [0.0f32; 32];
+            for k in 0..4 {
+                x[8 * k..8 * k + 8].copy_from_slice(&lanes_of(acc[k]));
+            }
+            (fold32(&mut x), full)
+        }
+    };
+    let tail: f64 = (full..n)
+        .map(|i| (a[i].to_f32() * b[i].to_f32()) as f64)
+        .sum();
+    (head as f64 + tail) as f32
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn mix_f16(
+    lanes: Lanes,
+    out: &mut [f32],
+    p: &[f32],
+    v: &[f16],
+    pos0: usize,
+    acc: &mut [f32],
+) {
+    let dv = out.len();
+    let w = lanes.count();
+    let acc = &mut acc[..w * dv];
+    acc.fill(0.0);
+    let d8 = dv / 8 * 8;
+    for (j, row) in v.chunks_exact(dv).enumerate().take(p.len()) {
+        let l = (pos0 + j) % w;
+        let a = acc.as_mut_ptr().add(l * dv);
+        let pj = _mm256_set1_ps(p[j]);
+        let mut d = 0;
+        while d < d8 {
+            _mm256_storeu_ps(
+                a.add(d),
+                _mm256_fmadd_ps(load8(row.as_ptr().add(d)), pj, _mm256_loadu_ps(a.add(d))),
+            );
+            d += 8;
+        }
+        while d < dv {
+            *a.add(d) = row[d].to_f32().mul_add(p[j], *a.add(d));
+            d += 1;
+        }
+    }
+    // The lane folds, eight outputs at a time (the same adds as the scalar twin, per element).
+    let ap = acc.as_ptr();
+    let at = |l: usize, d: usize| _mm256_loadu_ps(ap.add(l * dv + d));
+    let mut d = 0;
+    while d < d8 {
+        let mut x = [_mm256_setzero_ps(); 8];
+        if w == 32 {
+            for l in 0..8 {
+                let lo = _mm256_add_ps(at(l, d), at(16 + l, d));
+                let hi = _mm256_add_ps(at(8 + l, d), at(24 + l, d));
+                x[l] = _mm256_add_ps(lo, hi);
+            }
+        } else {
+            for (l, x) in x.iter_mut().enumerate() {
+                *x = at(l, d);
+            }
+        }
+        let a0 = _mm256_add_ps(x[0], x[4]);
+        let a1 = _mm256_add_ps(x[1], x[5]);
+        let a2 = _mm256_add_ps(x[2], x[6]);
+        let a3 = _mm256_add_ps(x[3], x[7]);
+        // ggml's fold pairs (0+1)+(2+3); tinyBLAS's hsum pairs (0+2)+(1+3).
+        let r = if w == 32 {
+            _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))
+        } else {
+            _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3))
+        };
+        _mm256_storeu_ps(out.as_mut_ptr().add(d), r);
+        d += 8;
+    }
+    while d < dv {
+        let mut x = [0.0f32; 32];
+        for l in 0..w {
+            x[l] = acc[l * dv + d];
+        }
+        out[d] = if w == 32 {
+            fold32(&mut x)
+        } else {
+            hsum8(&[x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]])
+        };
+        d += 1;
+    }
+}

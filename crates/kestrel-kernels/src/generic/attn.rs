@@ -1,0 +1,107 @@
+//! Attention inner loops over the f16 KV cache, computed the way llama.cpp's CPU backend does
+//! (non-flash path): the query is rounded to f16, q·k is an f16 dot product with f32 FMA
+//! accumulation, the softmax weights are rounded to f16 before they weight the values. The
+//! summation order matters for bit-exact agreement: llama.cpp's batched path (2+ tokens,
+//! tinyBLAS) keeps 8 lanes; its single-token path (ggml's vec_dot_f16) keeps 4x8 lanes. These
+//! are the scalar twins of `arch::x86_64::attn`; both give identical bits.
+
+use half::f16;
+
+/// How partial sums are kept, mirroring llama.cpp's two matmul paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lanes {
+    /// One 8-lane accumulator (llama.cpp prompt batches).
+    L8,
+    /// Four 8-lane accumulators over 32-element steps (llama.cpp single-token decode).
+    L32,
+}
+
+impl Lanes {
+    pub fn count(self) -> usize {
+        match self {
+            Lanes::L8 => 8,
+            Lanes::L32 => 32,
+        }
+    }
+}
+
+/// Horizontal sum of 8 lanes as tinyBLAS does: high half onto low, then lanes (0+2) + (1+3).
+#[inline]
+pub fn hsum8(x: &[f32; 8]) -> f32 {
+    let a = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
+    (a[0] + a[2]) + (a[1] + a[3])
+}
+
+/// Horizontal sum of 8 lanes as ggml's reduce does: high half onto low, then two pairwise
+/// horizontal adds, (0+1) + (2+3).
+#[inline]
+pub fn hsum8_hadd(x: &[f32; 8]) -> f32 {
+    let a = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
+    (a[0] + a[1]) + (a[2] + a[3])
+}
+
+/// Fold 32 lanes as ggml's reduce does (lanes 0..8 += 16..24, 8..16 += 24..32, then 0..8 +=
+/// 8..16), then [`hsum8_hadd`].
+#[inline]
+pub fn fold32(x: &mut [f32; 32]) -> f32 {
+    for l in 0..8 {
+        x[l] += x[16 + l];
+        x[8 + l] += x[24 + l];
+    }
+    for l in 0..8 {
+        x[l] += x[8 + l];
+    }
+    hsum8_hadd(&[x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]])
+}
+
+/// `a · b` for f16 vectors whose length is a multiple of 8 (L8) or 32 (L32); other lengths
+/// finish the remainder in f64 as ggml does.
+pub fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
+    let w = lanes.count();
+    let n = a.len().min(b.len());
+    let full = n / w * w;
+    let mut acc = [0.0f32; 32];
+    for i in (0..full).step_by(w) {
+        for l in 0..w {
+            acc[l] = a[i + l].to_f32().mul_add(b[i + l].to_f32(), acc[l]);
+        }
+    }
+    let head = match lanes {
+        Lanes::L8 => hsum8(&[
+            acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7],
+        ]),
+        Lanes::L32 => fold32(&mut acc),
+    };
+    let tail: f64 = (full..n)
+        .map(|i| (a[i].to_f32() * b[i].to_f32()) as f64)
+        .sum();
+    (head as f64 + tail) as f32
+}
+
+/// `out[d] = sum_j p[j] * v[j][d]` over rows `v[j]` of `out.len()` values, with the partial sum
+/// of row `j` kept in lane `(pos0 + j) % lanes` (the KV cell index decides the lane, as in
+/// llama.cpp's matmul over the cache). `p` must already be rounded to f16 precision.
+/// `acc` is scratch of at least `lanes * out.len()` floats.
+pub fn mix_f16(lanes: Lanes, out: &mut [f32], p: &[f32], v: &[f16], pos0: usize, acc: &mut [f32]) {
+    let dv = out.len();
+    let w = lanes.count();
+    let acc = &mut acc[..w * dv];
+    acc.fill(0.0);
+    for (j, row) in v.chunks_exact(dv).enumerate().take(p.len()) {
+        let l = (pos0 + j) % w;
+        let a = &mut acc[l * dv..(l + 1) * dv];
+        for d in 0..dv {
+            a[d] = row[d].to_f32().mul_add(p[j], a[d]);
+        }
+    }
+    for d in 0..dv {
+        let mut x = [0.0f32; 32];
+        for l in 0..w {
+            x[l] = acc[l * dv + d];
+        }
+        out[d] = match lanes {
+            Lanes::L8 => hsum8(&[x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]),
+            Lanes::L32 => fold32(&mut x),
+        };
+    }
+}
