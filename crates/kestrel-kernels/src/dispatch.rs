@@ -58,17 +58,7 @@ impl Kernels {
     /// quantizer [`crate::quantize_row`] in the last bit of the inverse scale and in rounding
     /// ties); SIMD and scalar tables give the same bytes.
     pub fn quantize_row(&self, ty: GgmlType, src: &[f32], dst: &mut [u8]) {
-        let need = ty.row_bytes(src.len()).unwrap_or_else(|| {
-            panic!(
-                "quantize_row: {} elements is not a whole number of {ty} blocks",
-                src.len()
-            )
-        });
-        assert_eq!(
-            dst.len(),
-            need,
-            "quantize_row: {ty} destination has the wrong size"
-        );
+        crate::check_quant_lens(ty, src.len(), dst.len());
         match self.quant[ty as usize] {
             // SAFETY: supported by this CPU; sizes checked above.
             Some(f) => unsafe { f(src, dst) },

@@ -65,6 +65,17 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Panics unless `dst_len` bytes hold exactly `src_len` elements of `ty`.
+pub(crate) fn check_quant_lens(ty: GgmlType, src_len: usize, dst_len: usize) {
+    let need = ty.row_bytes(src_len).unwrap_or_else(|| {
+        panic!("quantize_row: {src_len} elements is not a whole number of {ty} blocks")
+    });
+    assert_eq!(
+        dst_len, need,
+        "quantize_row: {ty} destination has the wrong size"
+    );
+}
+
 /// Quantize `src` into `dst` in format `ty`, with the scalar reference code.
 /// Activation formats: Q8_0, Q8_1, Q8_K, F32 (raw little-endian f32 bytes); also accepted:
 /// F16, BF16, the legacy weight formats Q4_0/Q4_1/Q5_0/Q5_1 (ggml's round-to-nearest
@@ -73,17 +84,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     use generic::{float, kquants, legacy};
     use GgmlType::*;
-    let need = ty.row_bytes(src.len()).unwrap_or_else(|| {
-        panic!(
-            "quantize_row: {} elements is not a whole number of {ty} blocks",
-            src.len()
-        )
-    });
-    assert_eq!(
-        dst.len(),
-        need,
-        "quantize_row: {ty} destination has the wrong size"
-    );
+    check_quant_lens(ty, src.len(), dst.len());
     match ty {
         F32 => float::quantize_row_f32(src, dst),
         F16 => float::quantize_row_f16(src, dst),

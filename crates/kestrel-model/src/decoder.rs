@@ -36,6 +36,36 @@ pub struct Layer {
     pub window: Option<usize>,
 }
 
+impl Layer {
+    /// A pre-norm layer (llama family): no per-head or post norms, full attention.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pre_norm(
+        attn_norm: Vec<f32>,
+        (wq, wk, wv, wo): (Linear, Linear, Linear, Linear),
+        ffn_norm: Vec<f32>,
+        (gate, up, down): (Linear, Linear, Linear),
+        rope_base: f32,
+    ) -> Layer {
+        Layer {
+            attn_norm,
+            wq,
+            wk,
+            wv,
+            wo,
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            ffn_norm,
+            gate,
+            up,
+            down,
+            post_ffn_norm: None,
+            rope_base,
+            window: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Decoder {
     pub hp: Hparams,

@@ -104,7 +104,9 @@ pub struct Sampler {
     cfg: SamplerConfig,
     rng: Rng,
     recent: std::collections::VecDeque<u32>,
+    // Reused between calls so sampling allocates nothing per token after the first.
     cand: Vec<(u32, f32)>,
+    probs: Vec<f64>,
 }
 
 impl Sampler {
@@ -113,6 +115,7 @@ impl Sampler {
             rng: Rng::new(cfg.seed),
             recent: Default::default(),
             cand: Vec::new(),
+            probs: Vec::new(),
             cfg,
         }
     }
@@ -168,7 +171,8 @@ impl Sampler {
         }
         self.cand.sort_unstable_by(by_logit_desc);
         // Probabilities before temperature decide top-p and min-p.
-        let probs = softmax_of(&self.cand, 1.0);
+        softmax_of(&self.cand, 1.0, &mut self.probs);
+        let probs = &self.probs;
         if c.top_p < 1.0 {
             let mut cum = 0.0;
             let mut keep = self.cand.len();
@@ -190,10 +194,10 @@ impl Sampler {
                 .count();
             self.cand.truncate(keep.max(1));
         }
-        let probs = softmax_of(&self.cand, c.temperature);
+        softmax_of(&self.cand, c.temperature, &mut self.probs);
         let r = self.rng.next_f64();
         let mut cum = 0.0;
-        for (i, p) in probs.iter().enumerate() {
+        for (i, p) in self.probs.iter().enumerate() {
             cum += p;
             if r < cum {
                 return self.cand[i].0;
@@ -203,17 +207,14 @@ impl Sampler {
     }
 }
 
-fn softmax_of(cand: &[(u32, f32)], temp: f32) -> Vec<f64> {
+fn softmax_of(cand: &[(u32, f32)], temp: f32, out: &mut Vec<f64>) {
     let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-    let mut v: Vec<f64> = cand
-        .iter()
-        .map(|c| (((c.1 - max) / temp) as f64).exp())
-        .collect();
-    let s: f64 = v.iter().sum();
-    for x in v.iter_mut() {
+    out.clear();
+    out.extend(cand.iter().map(|c| (((c.1 - max) / temp) as f64).exp()));
+    let s: f64 = out.iter().sum();
+    for x in out.iter_mut() {
         *x /= s;
     }
-    v
 }
 
 #[cfg(test)]

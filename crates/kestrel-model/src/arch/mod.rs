@@ -7,9 +7,11 @@ pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 
+use crate::decoder::{Activation, Decoder, Layer};
 use crate::error::Result;
 use crate::hparams::Hparams;
 use crate::weights::{Linear, Loader, Matrix};
+use kestrel_kernels::ops::RopeStyle;
 
 pub(crate) fn blk(i: usize, name: &str) -> String {
     format!("blk.{i}.{name}")
@@ -58,4 +60,30 @@ pub(crate) fn embd_and_head(l: &Loader, hp: &Hparams) -> Result<(Matrix, Vec<f32
 
 pub(crate) fn default_attn_scale(hp: &Hparams) -> f32 {
     1.0 / (hp.head_dim as f32).sqrt()
+}
+
+/// A llama-family decoder around `layers`: plain embeddings, SwiGLU, the scale applied to the
+/// scores, no soft-capping.
+pub(crate) fn swiglu_decoder(
+    l: &Loader,
+    hp: Hparams,
+    layers: Vec<Layer>,
+    rope_style: RopeStyle,
+    rope_factors: Option<Vec<f32>>,
+) -> Result<Decoder> {
+    let (tok_embd, output_norm, output) = embd_and_head(l, &hp)?;
+    Ok(Decoder {
+        tok_embd,
+        embd_scale: 1.0,
+        layers,
+        output_norm,
+        output,
+        rope_style,
+        rope_factors,
+        attn_scale: default_attn_scale(&hp),
+        scale_q: false,
+        activation: Activation::SwiGlu,
+        final_softcap: None,
+        hp,
+    })
 }

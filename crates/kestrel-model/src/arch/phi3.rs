@@ -2,8 +2,8 @@
 //! then up — SwiGLU, rope over halves, optional `rope_factors_short` (the long factors are for
 //! contexts beyond the original training length, which sessions here do not extend to).
 
-use super::{blk, default_attn_scale, embd_and_head};
-use crate::decoder::{Activation, Decoder, Layer};
+use super::{blk, swiglu_decoder};
+use crate::decoder::{Decoder, Layer};
 use crate::error::Result;
 use crate::hparams::Hparams;
 use crate::weights::{Linear, Loader};
@@ -24,7 +24,6 @@ fn split_rows(fused: &Linear, sizes: &[usize]) -> Vec<Linear> {
 }
 
 pub fn load(l: &Loader, hp: Hparams) -> Result<Decoder> {
-    let (tok_embd, output_norm, output) = embd_and_head(l, &hp)?;
     let (e, f) = (hp.n_embd, hp.n_ff);
     let mut layers = Vec::with_capacity(hp.n_layer);
     for i in 0..hp.n_layer {
@@ -45,38 +44,18 @@ pub fn load(l: &Loader, hp: Hparams) -> Result<Decoder> {
             let (q, k, v, _) = super::attn_qkvo(l, &hp, i)?;
             (q, k, v)
         };
+        let wo = l.linear(&blk(i, "attn_output"), hp.n_head * hp.head_dim_v, e)?;
         let fused_up = l.linear(&blk(i, "ffn_up"), e, 2 * f)?;
         let mut gu = split_rows(&fused_up, &[f, f]).into_iter();
-        layers.push(Layer {
-            attn_norm: l.vector(&blk(i, "attn_norm.weight"), e)?,
-            wq: q,
-            wk: k,
-            wv: v,
-            wo: l.linear(&blk(i, "attn_output"), hp.n_head * hp.head_dim_v, e)?,
-            q_norm: None,
-            k_norm: None,
-            post_attn_norm: None,
-            ffn_norm: l.vector(&blk(i, "ffn_norm.weight"), e)?,
-            gate: gu.next().unwrap(),
-            up: gu.next().unwrap(),
-            down: l.linear(&blk(i, "ffn_down"), f, e)?,
-            post_ffn_norm: None,
-            rope_base: hp.rope_base,
-            window: None,
-        });
+        let (gate, up) = (gu.next().unwrap(), gu.next().unwrap());
+        layers.push(Layer::pre_norm(
+            l.vector(&blk(i, "attn_norm.weight"), e)?,
+            (q, k, v, wo),
+            l.vector(&blk(i, "ffn_norm.weight"), e)?,
+            (gate, up, l.linear(&blk(i, "ffn_down"), f, e)?),
+            hp.rope_base,
+        ));
     }
-    Ok(Decoder {
-        tok_embd,
-        embd_scale: 1.0,
-        layers,
-        output_norm,
-        output,
-        rope_style: RopeStyle::Neox,
-        rope_factors: l.vector_opt("rope_factors_short.weight", hp.n_rot / 2)?,
-        attn_scale: default_attn_scale(&hp),
-        scale_q: false,
-        activation: Activation::SwiGlu,
-        final_softcap: None,
-        hp,
-    })
+    let factors = l.vector_opt("rope_factors_short.weight", hp.n_rot / 2)?;
+    swiglu_decoder(l, hp, layers, RopeStyle::Neox, factors)
 }
