@@ -25,7 +25,7 @@ impl SharedMut {
 }
 
 /// View the first `n` f16 slots of an f32 scratch slice (2 f16 per f32, alignment 4 >= 2).
-fn bytemuck_f16(x: &mut [f32], n: usize) -> &mut [f16] {
+fn f16_scratch(x: &mut [f32], n: usize) -> &mut [f16] {
     assert!(2 * x.len() >= n);
     // SAFETY: f16 is plain 2-byte data with alignment 2, f32 storage is 4-aligned and holds
     // 2 * len f16 values; the borrow of `x` is carried over.
@@ -220,7 +220,7 @@ fn attention_block(
         let (sc_row, rest) = mine.split_at_mut(n_ctx);
         let (q16f, acc) = rest.split_at_mut(hd);
         // The f16 query lives in the first half of its f32 scratch.
-        let q16: &mut [f16] = bytemuck_f16(q16f, hd);
+        let q16: &mut [f16] = f16_scratch(q16f, hd);
         let mut item = tid;
         while item < items {
             let (i, h) = (item / hp.n_head, item % hp.n_head);
