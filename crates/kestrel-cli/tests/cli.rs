@@ -202,6 +202,19 @@ fn logits_top_k_option() {
 // ---------------------------------------------------------------------------------------------
 // run
 
+/// How many leading greedy tokens must equal the reference (of `n`): the golden README lets the
+/// two part ways after a step whose reference top2_gap is below 0.1.
+fn agreed_steps(spec: ModelSpec, n: usize) -> usize {
+    let g = golden(spec, "logits.json");
+    let gaps = g["cases"][0]["greedy"]["top2_gap"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect::<Vec<_>>();
+    gaps.iter().take(n).position(|&g| g < 0.1).unwrap_or(n)
+}
+
 /// The golden greedy continuation of "The capital of France is": (ids, text).
 fn france_greedy(spec: ModelSpec) -> (Vec<u32>, String) {
     let g = golden(spec, "logits.json");
@@ -253,18 +266,21 @@ fn run_matches_golden(spec: ModelSpec) {
         text,
         "--json text equals the streamed text"
     );
+    let agreed = agreed_steps(spec, 16);
     assert_eq!(
-        tokens.as_slice(),
-        &gids[..16],
-        "{}: greedy tokens differ from llama.cpp",
+        &tokens[..agreed],
+        &gids[..agreed],
+        "{}: greedy tokens differ from llama.cpp before any near-tie",
         spec.file
     );
     assert_eq!(v["stop_reason"], "length");
-    assert!(
-        gtext.starts_with(text),
-        "{}: greedy text differs from llama.cpp's\n  kestrel:   {text:?}\n  llama.cpp: {gtext:?}",
-        spec.file
-    );
+    if agreed == 16 {
+        assert!(
+            gtext.starts_with(text),
+            "{}: greedy text differs from llama.cpp's\n  kestrel:   {text:?}\n  llama.cpp: {gtext:?}",
+            spec.file
+        );
+    }
 
     // --stop "." ends right before the first ".".
     let mut args = base.to_vec();

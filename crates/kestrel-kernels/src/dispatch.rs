@@ -19,6 +19,8 @@ pub(crate) type QuantFn = unsafe fn(&[f32], &mut [u8]);
 /// Attention over the f16 KV cache (see `generic::attn`).
 pub(crate) type AttnDotFn = unsafe fn(Lanes, &[half::f16], &[half::f16]) -> f32;
 pub(crate) type AttnMixFn = unsafe fn(Lanes, &mut [f32], &[f32], &[half::f16], usize, &mut [f32]);
+pub(crate) type SoftmaxFn = unsafe fn(&mut [f32], usize);
+pub(crate) type GluFn = unsafe fn(&mut [f32], &[f32]);
 
 const N_IDS: usize = 31; // GgmlType ids go up to 30 (BF16)
 
@@ -28,6 +30,8 @@ pub struct Kernels {
     quant: [Option<QuantFn>; N_IDS],
     attn_dot: AttnDotFn,
     attn_mix: AttnMixFn,
+    softmax: SoftmaxFn,
+    swiglu: GluFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -72,6 +76,22 @@ impl Kernels {
         assert_eq!(q.len(), k.len(), "dot_f16: lengths differ");
         // SAFETY: supported by this CPU; lengths equal.
         unsafe { (self.attn_dot)(lanes, q, k) }
+    }
+
+    /// `gate[i] = silu(gate[i]) * up[i]` as llama.cpp computes it (see `generic::act`).
+    #[inline]
+    pub fn swiglu(&self, gate: &mut [f32], up: &[f32]) {
+        assert!(up.len() >= gate.len(), "swiglu: up is shorter than gate");
+        // SAFETY: supported by this CPU; lengths checked.
+        unsafe { (self.swiglu)(gate, up) }
+    }
+
+    /// Softmax of attention scores for KV cells `cell0..cell0 + s.len()`, in place, computed
+    /// as llama.cpp's CPU softmax does (see `generic::attn::softmax_cells`).
+    #[inline]
+    pub fn softmax_cells(&self, s: &mut [f32], cell0: usize) {
+        // SAFETY: supported by this CPU; any length is valid.
+        unsafe { (self.softmax)(s, cell0) }
     }
 
     /// `out[d] = sum_j p[j] * v[j][d]`, row `j`'s partial sums in lane `(pos0 + j) % lanes`;
@@ -143,6 +163,8 @@ fn scalar_table() -> Kernels {
         quant: q,
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
         attn_mix: crate::generic::attn::mix_f16 as AttnMixFn,
+        softmax: crate::generic::attn::softmax_cells as SoftmaxFn,
+        swiglu: crate::generic::act::swiglu as GluFn,
     }
 }
 
@@ -172,6 +194,8 @@ fn avx2_table() -> Kernels {
     x::kquants_wire(vd);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
     k.attn_mix = x::attn::mix_f16 as AttnMixFn;
+    k.softmax = x::attn::softmax_cells as SoftmaxFn;
+    k.swiglu = x::act::swiglu as GluFn;
     let q = &mut k.quant;
     q[Q8_0 as usize] = Some(x::legacy::quantize_row_q8_0 as QuantFn);
     q[Q8_1 as usize] = Some(x::legacy::quantize_row_q8_1 as QuantFn);

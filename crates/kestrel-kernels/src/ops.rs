@@ -174,8 +174,8 @@ pub fn rope_apply(x: &mut [f32], cs: &[f32], n_rot: usize, style: RopeStyle) {
             for i in 0..n_rot / 2 {
                 let (c, s) = (cs[2 * i], cs[2 * i + 1]);
                 let (a, b) = (x[2 * i], x[2 * i + 1]);
-                x[2 * i] = a * c - b * s;
-                x[2 * i + 1] = a * s + b * c;
+                x[2 * i] = a.mul_add(c, -(b * s));
+                x[2 * i + 1] = a.mul_add(s, b * c);
             }
         }
         RopeStyle::Neox => {
@@ -183,8 +183,8 @@ pub fn rope_apply(x: &mut [f32], cs: &[f32], n_rot: usize, style: RopeStyle) {
             for i in 0..h {
                 let (c, s) = (cs[2 * i], cs[2 * i + 1]);
                 let (a, b) = (x[i], x[i + h]);
-                x[i] = a * c - b * s;
-                x[i + h] = a * s + b * c;
+                x[i] = a.mul_add(c, -(b * s));
+                x[i + h] = a.mul_add(s, b * c);
             }
         }
     }

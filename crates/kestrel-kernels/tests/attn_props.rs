@@ -40,6 +40,62 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn softmax_cells_matches_scalar_bitwise(n in 1usize..70, cell0 in 0usize..40,
+                                            seed in prop::collection::vec(-30.0f32..30.0, 70), masked in 0usize..3) {
+        let mut a = seed[..n].to_vec();
+        // Masked cells arrive as -inf and must come out as exact zeros.
+        for v in a.iter_mut().take(masked.min(n - 1)) {
+            *v = f32::NEG_INFINITY;
+        }
+        let mut b = a.clone();
+        scalar_kernels().softmax_cells(&mut a, cell0);
+        kernels().softmax_cells(&mut b, cell0);
+        for i in 0..n {
+            prop_assert_eq!(a[i].to_bits(), b[i].to_bits(), "{}: {} vs {}", i, a[i], b[i]);
+        }
+        let sum: f64 = a.iter().map(|&x| x as f64).sum();
+        prop_assert!((sum - 1.0).abs() < 1e-5);
+        for i in 0..masked.min(n - 1) {
+            prop_assert_eq!(a[i], 0.0);
+        }
+    }
+
+    #[test]
+    fn exp_approx_is_close_to_exp(x in -100.0f32..88.0) {
+        let got = kestrel_kernels::generic::attn::exp_approx(x) as f64;
+        let want = (x as f64).exp();
+        prop_assert!((got - want).abs() <= 4e-7 * want + 1e-38, "{} -> {} vs {}", x, got, want);
+    }
+}
+
+proptest! {
+    #[test]
+    fn swiglu_matches_scalar_bitwise(n in 0usize..100, seed in prop::collection::vec(-20.0f32..20.0, 200)) {
+        let (mut a, up) = (seed[..n].to_vec(), seed[100..100 + n].to_vec());
+        let mut b = a.clone();
+        scalar_kernels().swiglu(&mut a, &up);
+        kernels().swiglu(&mut b, &up);
+        for i in 0..n {
+            prop_assert_eq!(a[i].to_bits(), b[i].to_bits());
+            let x = seed[i] as f64;
+            let want = x / (1.0 + (-x).exp()) * up[i] as f64;
+            prop_assert!((a[i] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()));
+        }
+    }
+}
+
+/// Far out of range the approximation still gives 0 and infinity.
+#[test]
+fn exp_approx_extremes() {
+    use kestrel_kernels::generic::attn::exp_approx;
+    assert_eq!(exp_approx(f32::NEG_INFINITY), 0.0);
+    assert_eq!(exp_approx(-200.0), 0.0);
+    assert_eq!(exp_approx(0.0), 1.0);
+    assert!(exp_approx(100.0).is_infinite());
+}
+
 /// The two 8-lane reductions pair lanes differently: tinyBLAS (0+2)+(1+3), ggml (0+1)+(2+3).
 /// With 1 absorbed by 1e8 in f32, the order shows in the result.
 #[test]

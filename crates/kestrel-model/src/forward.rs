@@ -239,7 +239,7 @@ fn attention_block(
             {
                 sc_row[j] = kern.dot_f16(lanes, q16, kj) * s_scale;
             }
-            ops::softmax_inplace(&mut sc_row[..len]);
+            kern.softmax_cells(&mut sc_row[..len], start);
             for w in sc_row[..len].iter_mut() {
                 *w = f16::from_f32(*w).to_f32();
             }
@@ -271,7 +271,15 @@ fn ffn_block(c: &Ctx, sc: &mut Scratch, layer: &Layer, n: usize) {
     linear(c, &layer.gate, &sc.h, n, &mut sc.gate, &mut sc.q8);
     linear(c, &layer.up, &sc.h, n, &mut sc.up, &mut sc.q8);
     match c.d.activation {
-        Activation::SwiGlu => ops::swiglu_inplace(&mut sc.gate[..n * f], &sc.up[..n * f]),
+        // Per row: llama.cpp's vector chunks restart at each token.
+        Activation::SwiGlu => {
+            for (g, u) in sc.gate[..n * f]
+                .chunks_exact_mut(f)
+                .zip(sc.up[..n * f].chunks_exact(f))
+            {
+                c.k.swiglu(g, u);
+            }
+        }
         Activation::GeGlu => ops::geglu_inplace(&mut sc.gate[..n * f], &sc.up[..n * f]),
     }
     linear(c, &layer.down, &sc.gate, n, &mut sc.o, &mut sc.q8);

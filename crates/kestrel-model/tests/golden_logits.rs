@@ -1,13 +1,18 @@
 //! The forward pass against llama.cpp's reference logits (../shared/golden/*/logits.json).
 //!
-//! The golden README's tolerances are: top-1 agreement >= 99% of positions, mean KL <= 0.01
-//! nats, greedy continuations equal up to a near-tie (top2_gap < 0.1). Measured now (see
-//! docs/correctness.md): KL 0.0013 (SmolLM2) / 0.0030 (Gemma3) — met; top-1 98.6% / 98.2% and
-//! greedy runs that part from llama.cpp after small (0.12-0.8) gaps in 3 of 7 / 2 of 6 prompts
-//! — not met. These models amplify last-bit differences through 8-bit activations (exact f64
-//! math agrees with llama.cpp on only 95.8% of SmolLM2's positions), so agreement comes from
-//! reproducing llama.cpp's rounding, which position 0 shows we do for everything but attention.
-//! The bounds below are those measurements with a little margin, so a regression fails.
+//! Golden README tolerances: top-1 agreement >= 99% of positions, mean KL <= 0.01 nats, greedy
+//! continuations equal up to a near-tie (top2_gap < 0.1).
+//!
+//! SmolLM2 meets them exactly and more: kestrel reproduces llama.cpp's arithmetic for it (8-bit
+//! activations, FMA-contracted rope, f16 attention in llama.cpp's summation orders, its exp
+//! approximation in softmax and SiLU), so every logit at every position equals the reference
+//! to the printed digits, and this test holds it to that.
+//!
+//! Gemma3 meets the KL bound, and position 0 is exact, but later positions differ by up to ~1
+//! in the top logits: llama.cpp runs its Q4_K matmuls through 8-row repacked GEMM kernels and
+//! its Q6_K dot with its own lane layout, whose float summation orders kestrel's kernels do not
+//! reproduce yet (docs/correctness.md). Top-1 98.2% and two greedy partings are measured; the
+//! bounds below hold those levels so a regression fails.
 
 use kestrel_kernels::{ops, ThreadPool};
 use kestrel_model::Model;
@@ -71,6 +76,9 @@ fn kl_top_k(top: &[Value], ref_lse: f64, ours: &[f32]) -> f64 {
 struct Bounds {
     min_top1: f64,
     max_greedy_partings: usize,
+    /// Largest |logit - reference| allowed over every position's reference top-40, or None
+    /// to check position 0 only.
+    max_logit_diff_all: Option<f64>,
 }
 
 fn check_model(dir: &str, bounds: Bounds) {
@@ -169,8 +177,9 @@ fn smollm2_matches_llama_cpp() {
     check_model(
         "smollm2-135m-instruct-q4_1",
         Bounds {
-            min_top1: 0.98,
-            max_greedy_partings: 3,
+            min_top1: 0.99,
+            max_greedy_partings: 0,
+            max_logit_diff_all: Some(1e-4),
         },
     );
 }
@@ -182,6 +191,7 @@ fn gemma3_matches_llama_cpp() {
         Bounds {
             min_top1: 0.98,
             max_greedy_partings: 2,
+            max_logit_diff_all: None,
         },
     );
 }

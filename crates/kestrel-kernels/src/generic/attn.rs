@@ -105,3 +105,84 @@ pub fn mix_f16(lanes: Lanes, out: &mut [f32], p: &[f32], v: &[f16], pos0: usize,
         };
     }
 }
+
+/// An f32 constant written as ggml writes it in hex, `0x1.<frac24>p<exp>` (frac24 even).
+const fn hexf(frac24: u32, exp: i32) -> f32 {
+    f32::from_bits((((exp + 127) as u32) << 23) | (frac24 >> 1))
+}
+
+// The coefficients of the exp approximation llama.cpp's SIMD softmax uses (ARM's
+// optimized-routines method: x = n ln2 + b, 2^n from the exponent bits, a degree-5
+// polynomial for e^b). Reproducing it makes attention weights round as llama.cpp's do.
+pub(crate) const EXP_SHIFT: f32 = 12582912.0; // 0x1.8p23: rounds to integer n in the low bits
+pub(crate) const EXP_LOG2E: f32 = hexf(0x715476, 0);
+pub(crate) const EXP_LN2_HI: f32 = hexf(0x62e400, -1);
+pub(crate) const EXP_LN2_LO: f32 = hexf(0x7f7d1c, -20);
+pub(crate) const EXP_P: [f32; 5] = [
+    hexf(0xffffec, -1),
+    hexf(0xfffdb6, -2),
+    hexf(0x555e66, -3),
+    hexf(0x573e2e, -5),
+    hexf(0x0e4020, -7),
+];
+
+/// e^x as llama.cpp's vectorized softmax computes it (within ~1.5 ulp of the true value; the
+/// point is to be the same 1.5 ulp). Scalar twin of the AVX2 lanes.
+pub fn exp_approx(x: f32) -> f32 {
+    let z = x.mul_add(EXP_LOG2E, EXP_SHIFT);
+    let n = z - EXP_SHIFT;
+    let b = (-n).mul_add(EXP_LN2_LO, (-n).mul_add(EXP_LN2_HI, x));
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
+    let u = b * b;
+    let [p0, p1, p2, p3, p4] = EXP_P;
+    let j = p4
+        .mul_add(b, p3)
+        .mul_add(u, p2.mul_add(b, p1))
+        .mul_add(u, p0 * b);
+    if !(n.abs() > 126.0) {
+        return j.mul_add(k, k);
+    }
+    // |n| > 126: 2^n would leave the normal range; split it into two factors.
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+/// Softmax over attention scores for KV cells `cell0..cell0 + s.len()`, as llama.cpp's CPU
+/// softmax computes it over a row of cells: exponentials by [`exp_approx`], the sum taken in
+/// chunks of 8 cells (aligned to the cell index, each chunk summed in f32 in hsum order, chunks
+/// accumulated in f64), then every value scaled by the f32 reciprocal of the sum.
+pub fn softmax_cells(s: &mut [f32], cell0: usize) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    for v in s.iter_mut() {
+        *v = exp_approx(*v - max);
+    }
+    let inv = (1.0 / chunked_sum(s, cell0)) as f32;
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Sum of `s` (values of cells `cell0..`) in llama.cpp's softmax order.
+pub(crate) fn chunked_sum(s: &[f32], cell0: usize) -> f64 {
+    let mut sum = 0.0f64;
+    let mut j = 0;
+    while j < s.len() {
+        let lane0 = (cell0 + j) % 8;
+        let take = (8 - lane0).min(s.len() - j);
+        let mut lanes = [0.0f32; 8];
+        lanes[lane0..lane0 + take].copy_from_slice(&s[j..j + take]);
+        sum += hsum8(&lanes) as f64;
+        j += take;
+    }
+    sum
+}

@@ -1,6 +1,7 @@
 //! Scalar reference kernels: the "twins" every SIMD kernel is tested against, and the
 //! fallback on any CPU. Written for clarity and ggml-faithful numerics, not speed.
 
+pub mod act;
 pub mod attn;
 pub mod float;
 pub mod kquants;

@@ -132,3 +132,85 @@ pub unsafe fn mix_f16(
         d += 1;
     }
 }
+
+/// Eight lanes of `generic::attn::exp_approx`, the same operations lane by lane.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp8(x: __m256) -> __m256 {
+    use crate::generic::attn::{EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_P, EXP_SHIFT};
+    let shift = _mm256_set1_ps(EXP_SHIFT);
+    let z = _mm256_fmadd_ps(x, _mm256_set1_ps(EXP_LOG2E), shift);
+    let n = _mm256_sub_ps(z, shift);
+    let b = _mm256_fnmadd_ps(
+        n,
+        _mm256_set1_ps(EXP_LN2_LO),
+        _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), x),
+    );
+    let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(
+        e,
+        _mm256_castps_si256(_mm256_set1_ps(1.0)),
+    ));
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0));
+    let u = _mm256_mul_ps(b, b);
+    let p = |i: usize| _mm256_set1_ps(EXP_P[i]);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(p(4), b, p(3)),
+            u,
+            _mm256_fmadd_ps(p(2), b, p(1)),
+        ),
+        u,
+        _mm256_mul_ps(p(0), b),
+    );
+    let normal = _mm256_fmadd_ps(j, k, k);
+    if _mm256_movemask_ps(big) == 0 {
+        return normal;
+    }
+    let g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+        _mm256_set1_epi32(0x8200_0000u32 as i32),
+    );
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let huge = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    let scaled = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+    let r = _mm256_blendv_ps(normal, scaled, big);
+    _mm256_blendv_ps(r, _mm256_mul_ps(s1, s1), huge)
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn softmax_cells(s: &mut [f32], cell0: usize) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    let n = s.len();
+    let p = s.as_mut_ptr();
+    let m = _mm256_set1_ps(max);
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(p.add(i), exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), m)));
+        i += 8;
+    }
+    if i < n {
+        // The last partial vector: padded lanes give exp(-inf) = 0 and are dropped.
+        let mut tail = [f32::NEG_INFINITY; 8];
+        tail[..n - i].copy_from_slice(&s[i..]);
+        let v = exp8(_mm256_sub_ps(_mm256_loadu_ps(tail.as_ptr()), m));
+        _mm256_storeu_ps(tail.as_mut_ptr(), v);
+        s[i..].copy_from_slice(&tail[..n - i]);
+    }
+    let inv = (1.0 / crate::generic::attn::chunked_sum(s, cell0)) as f32;
+    let vinv = _mm256_set1_ps(inv);
+    let p = s.as_mut_ptr();
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), vinv));
+        i += 8;
+    }
+    for v in s[i..].iter_mut() {
+        *v *= inv;
+    }
+}

@@ -5,6 +5,7 @@
 
 use std::arch::x86_64::*;
 
+pub mod act;
 pub mod attn;
 pub mod kquants;
 pub mod legacy;
