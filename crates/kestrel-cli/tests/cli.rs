@@ -125,7 +125,11 @@ fn logits_case(spec: ModelSpec, m: &str, g: &Value, idx: usize) {
             assert!(logit <= lse, "a logit cannot exceed the logsumexp");
             prev = logit;
         }
-        if top[0][0] == r["top"][0][0] {
+        // Plumbing, not accuracy (golden_logits.rs holds the tolerances): where llama.cpp's
+        // choice is clear (top-2 gap > 1), the CLI must print the same top token.
+        let rtop = r["top"].as_array().unwrap();
+        let clear = rtop[0][1].as_f64().unwrap() - rtop[1][1].as_f64().unwrap() > 1.0;
+        if !clear || top[0][0] == rtop[0][0] {
             top1_equal += 1;
         }
         let d = (lse - r["logsumexp"].as_f64().unwrap()).abs();
@@ -134,8 +138,8 @@ fn logits_case(spec: ModelSpec, m: &str, g: &Value, idx: usize) {
     }
     let frac = top1_equal as f64 / ids.len() as f64;
     assert!(
-        frac >= 0.9,
-        "{} case {idx}: top-1 equals the reference at {top1_equal}/{} positions",
+        frac == 1.0,
+        "{} case {idx}: top-1 equals the reference at {top1_equal}/{} clear positions",
         spec.file,
         ids.len()
     );

@@ -333,7 +333,6 @@ pub unsafe fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     let m4 = _mm256_set1_epi8(0x0f);
     let m3 = _mm256_set1_epi8(3);
-    let k32 = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
         let x = wp.add(i * Q6_K_BLOCK_BYTES);
@@ -366,13 +365,18 @@ pub unsafe fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             for (k, (lo, hb)) in groups.into_iter().enumerate() {
                 let q = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hb)); // 0..63
                 let yv = load32(y.add(off::Q8_QS + 128 * h + 32 * k));
-                // (q - 32) . y = q . y - 32 . y, both through unsigned maddubs.
-                let p =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(k32, yv));
+                // Unsigned q . y here; the -32 offset comes off per lane below.
+                let p = _mm256_maddubs_epi16(q, yv);
                 let sv = scale_pair_from(scales, 8 * h + 2 * k);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sv));
             }
         }
+        // The -32 offset as llama.cpp applies it: lane l loses 32 * (bsum[2l] * scale[2l] +
+        // bsum[2l+1] * scale[2l+1]). The lane split decides the float rounding below, so it
+        // follows llama.cpp's exactly.
+        let bsums = _mm256_loadu_si256(y.add(off::Q8_BSUMS) as *const __m256i);
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, _mm256_cvtepi8_epi16(scales)));
+        let sumi = _mm256_sub_epi32(sumi, offset);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_f32x8(acc)

@@ -1,0 +1,76 @@
+//! Quantized matmuls against llama.cpp's own intermediate tensors (tests/fixtures/llama_cpp):
+//! given llama.cpp's input, kestrel's output must be bit-identical to llama.cpp's. Bit
+//! identity here is what keeps whole-model logits on llama.cpp's (see docs/correctness.md).
+
+use kestrel_gguf::GgufFile;
+use kestrel_kernels::{kernels, matmul, QMatrix, ThreadPool};
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> Vec<f32> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/llama_cpp")
+        .join(name);
+    std::fs::read(&p)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn gemma() -> Option<GgufFile> {
+    let dir = match std::env::var_os("KESTREL_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kestrel/models"),
+    };
+    let p = dir.join("gemma-3-270m-q4_k_m.gguf");
+    if !p.exists() {
+        if std::env::var("KESTREL_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+            eprintln!("skipping: {} absent", p.display());
+            return None;
+        }
+        panic!("{} is missing: run scripts/fetch-models.sh", p.display());
+    }
+    Some(GgufFile::open(&p).unwrap())
+}
+
+/// Q6_K (gemma's FFN down projection): llama.cpp's AVX2 dot keeps the -32 offset out of the
+/// lane sums; ours must split the lanes the same way to round the same.
+#[test]
+fn q6_k_matmul_is_bit_identical_to_llama_cpp() {
+    if !kestrel_kernels::kernels().isa().starts_with("avx2") {
+        eprintln!("skipping: llama.cpp's reference was made with its AVX2 kernels");
+        return;
+    }
+    let Some(g) = gemma() else { return };
+    let t = g.tensor("blk.0.ffn_down.weight").unwrap();
+    let w = QMatrix {
+        ty: t.ty,
+        rows: t.dims[1] as usize,
+        cols: t.dims[0] as usize,
+        data: g.tensor_data(t),
+    };
+    let x = fixture("gemma3_blk0_ffn_geglu.f32");
+    let want = fixture("gemma3_blk0_ffn_out.f32");
+    let n = x.len() / w.cols;
+    let mut y = vec![0.0f32; n * w.rows];
+    matmul(
+        &ThreadPool::new(2),
+        kernels(),
+        &w,
+        &x,
+        n,
+        &mut y,
+        &mut Vec::new(),
+    );
+    let same = y
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| a.to_bits() == b.to_bits())
+        .count();
+    assert_eq!(
+        same,
+        want.len(),
+        "{same}/{} outputs bit-identical to llama.cpp",
+        want.len()
+    );
+}
