@@ -59,6 +59,12 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Engine> {
+        if let Some(t) = self.threads {
+            anyhow::ensure!(
+                (1..=1024).contains(&t),
+                "--threads must be between 1 and 1024, got {t}"
+            );
+        }
         let path = models::resolve(self.model.as_deref())?;
         let cfg = EngineConfig {
             n_ctx: self.ctx,

@@ -705,3 +705,16 @@ fn error_bad_arguments() {
     kestrel(&["run"]).fails_cleanly();
     kestrel(&["perplexity", "-m", "/nonexistent.gguf"]).fails_cleanly();
 }
+
+#[test]
+fn error_out_of_range_resources() {
+    let m = require_model!(SMOLLM2);
+    let m = path_str(&m);
+    // A thread count or context no machine can honour is refused before anything is allocated.
+    for t in ["0", "100000"] {
+        let err = kestrel(&["run", "-m", &m, "-t", t, "-p", "hi"]).fails_cleanly();
+        assert!(err.contains("--threads"), "{err}");
+    }
+    let err = kestrel(&["run", "-m", &m, "-c", "100000000", "-p", "hi"]).fails_cleanly();
+    assert!(err.contains("training context"), "{err}");
+}

@@ -151,6 +151,13 @@ impl Engine {
         } else {
             cfg.n_ctx
         };
+        // Beyond its training length a model needs rope scaling, which is not implemented; the
+        // check also keeps a mistyped -c from asking for an impossible KV cache.
+        if n_ctx > train {
+            return Err(EngineError::Invalid(format!(
+                "context {n_ctx} exceeds the model's training context {train}"
+            )));
+        }
         Ok(Engine {
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),

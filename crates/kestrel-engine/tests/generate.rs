@@ -148,6 +148,26 @@ fn prompts_that_do_not_fit_are_errors() {
 }
 
 #[test]
+fn context_beyond_training_length_is_refused() {
+    if engine(64).is_none() {
+        return;
+    }
+    let dir = match std::env::var_os("KESTREL_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kestrel/models"),
+    };
+    let cfg = EngineConfig {
+        n_ctx: 100_000_000,
+        n_batch: 64,
+        n_threads: 1,
+    };
+    let err = Engine::load(dir.join("SmolLM2-135M-Instruct.Q4_1.gguf"), &cfg)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("training context 8192"), "{err}");
+}
+
+#[test]
 fn seeded_sampling_is_reproducible() {
     let Some(e) = engine(128) else { return };
     let prompt = e.tokenize_prompt("Once upon a time").unwrap();
