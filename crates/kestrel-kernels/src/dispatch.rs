@@ -27,6 +27,9 @@ const N_IDS: usize = 31; // GgmlType ids go up to 30 (BF16)
 pub struct Kernels {
     isa: &'static str,
     vec_dot: [Option<VecDotFn>; N_IDS],
+    /// For rows of a batch of 4+ that llama.cpp computes with its repacked GEMM: the same
+    /// dot product with that kernel's float arithmetic (differs from `vec_dot` for Q4_K only).
+    vec_dot_gemm: [Option<VecDotFn>; N_IDS],
     quant: [Option<QuantFn>; N_IDS],
     attn_dot: AttnDotFn,
     attn_mix: AttnMixFn,
@@ -119,6 +122,12 @@ impl Kernels {
         unsafe { (self.attn_mix)(lanes, out, p, v, pos0, acc) }
     }
 
+    /// The dot product for rows of a 4+ batch that llama.cpp's GEMM computes (see `vec_dot_gemm`).
+    #[inline]
+    pub(crate) fn vec_dot_gemm_fn(&self, ty: GgmlType) -> VecDotFn {
+        self.vec_dot_gemm[ty as usize].unwrap_or_else(|| self.vec_dot_fn(ty))
+    }
+
     /// The dot-product function for `ty`. Calling it is sound on this CPU given the length
     /// requirements of [`VecDotFn`].
     #[inline]
@@ -160,6 +169,7 @@ fn scalar_table() -> Kernels {
     Kernels {
         isa: "scalar",
         vec_dot: vd,
+        vec_dot_gemm: [None; N_IDS],
         quant: q,
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
         attn_mix: crate::generic::attn::mix_f16 as AttnMixFn,
@@ -192,6 +202,7 @@ fn avx2_table() -> Kernels {
     vd[Q5_1 as usize] = Some(x::legacy::vec_dot_q5_1 as VecDotFn);
     vd[Q8_0 as usize] = Some(x::legacy::vec_dot_q8_0 as VecDotFn);
     x::kquants_wire(vd);
+    x::gemm_wire(&mut k.vec_dot_gemm);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
     k.attn_mix = x::attn::mix_f16 as AttnMixFn;
     k.softmax = x::attn::softmax_cells as SoftmaxFn;

@@ -78,6 +78,9 @@ pub fn matmul(
         return;
     }
     let dot = k.vec_dot_fn(w.ty);
+    // As llama.cpp: with 4+ rows, all but the last batch % 4 go through its GEMM path.
+    let dot_gemm = k.vec_dot_gemm_fn(w.ty);
+    let gemm_rows = if batch > 3 { batch - batch % 4 } else { 0 };
     // Every row and activation column below is a full slice of these sizes.
     check_lens(w.ty, cols, wrb, arb, 1);
 
@@ -129,6 +132,7 @@ pub fn matmul(
             let re = (r + ROW_TILE).min(r1);
             for b in 0..batch {
                 let a = &act[b * arb..(b + 1) * arb];
+                let dot = if b < gemm_rows { dot_gemm } else { dot };
                 for rr in r..re {
                     let wr = &data[rr * wrb..(rr + 1) * wrb];
                     // SAFETY: `dot` is from `k`, valid on this CPU; `wr`/`a` are full rows

@@ -33,24 +33,21 @@ fn gemma() -> Option<GgufFile> {
     Some(GgufFile::open(&p).unwrap())
 }
 
-/// Q6_K (gemma's FFN down projection): llama.cpp's AVX2 dot keeps the -32 offset out of the
-/// lane sums; ours must split the lanes the same way to round the same.
-#[test]
-fn q6_k_matmul_is_bit_identical_to_llama_cpp() {
+fn check_matmul(tensor: &str, input: &str, output: &str) {
     if !kestrel_kernels::kernels().isa().starts_with("avx2") {
         eprintln!("skipping: llama.cpp's reference was made with its AVX2 kernels");
         return;
     }
     let Some(g) = gemma() else { return };
-    let t = g.tensor("blk.0.ffn_down.weight").unwrap();
+    let t = g.tensor(tensor).unwrap();
     let w = QMatrix {
         ty: t.ty,
         rows: t.dims[1] as usize,
         cols: t.dims[0] as usize,
         data: g.tensor_data(t),
     };
-    let x = fixture("gemma3_blk0_ffn_geglu.f32");
-    let want = fixture("gemma3_blk0_ffn_out.f32");
+    let x = fixture(input);
+    let want = fixture(output);
     let n = x.len() / w.cols;
     let mut y = vec![0.0f32; n * w.rows];
     matmul(
@@ -62,15 +59,40 @@ fn q6_k_matmul_is_bit_identical_to_llama_cpp() {
         &mut y,
         &mut Vec::new(),
     );
-    let same = y
-        .iter()
-        .zip(&want)
-        .filter(|(a, b)| a.to_bits() == b.to_bits())
-        .count();
-    assert_eq!(
-        same,
-        want.len(),
-        "{same}/{} outputs bit-identical to llama.cpp",
-        want.len()
+    for r in 0..n {
+        let row = r * w.rows..(r + 1) * w.rows;
+        let same = y[row.clone()]
+            .iter()
+            .zip(&want[row])
+            .filter(|(a, b)| a.to_bits() == b.to_bits())
+            .count();
+        assert_eq!(
+            same, w.rows,
+            "{tensor}: token {r}: {same}/{} outputs bit-identical to llama.cpp",
+            w.rows
+        );
+    }
+}
+
+/// Q4_K (gemma's attention output projection): llama.cpp repacks Q4_K into 8-row blocks and
+/// computes tokens 0..4 with its GEMM (per 64-element slice) and tokens 4..6 with its GEMV
+/// (per super-block); both rounding patterns must come out the same.
+#[test]
+fn q4_k_matmul_is_bit_identical_to_llama_cpp() {
+    check_matmul(
+        "blk.0.attn_output.weight",
+        "gemma3_blk0_kqv_out.f32",
+        "gemma3_blk0_attn_out.f32",
+    );
+}
+
+/// Q6_K (gemma's FFN down projection): llama.cpp's AVX2 dot keeps the -32 offset out of the
+/// lane sums; ours must split the lanes the same way to round the same.
+#[test]
+fn q6_k_matmul_is_bit_identical_to_llama_cpp() {
+    check_matmul(
+        "blk.0.ffn_down.weight",
+        "gemma3_blk0_ffn_geglu.f32",
+        "gemma3_blk0_ffn_out.f32",
     );
 }

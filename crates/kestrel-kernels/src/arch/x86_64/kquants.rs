@@ -243,17 +243,19 @@ pub unsafe fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = check(n, w, Q4_K_BLOCK_BYTES, a);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     let m4 = _mm256_set1_epi8(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_min = 0.0f32;
+    // llama.cpp runs Q4_K through its 8-row repacked kernels on AVX2, whose float arithmetic
+    // per output is: exact integer sums per super-block, then one FMA each into a scale and a
+    // min accumulator, subtracted at the end. Doing the same keeps our results bit-identical.
+    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
     for i in 0..nb {
         let x = wp.add(i * Q4_K_BLOCK_BYTES);
         let y = ap.add(i * Q8_K_BLOCK_BYTES);
         let blk = std::slice::from_raw_parts(x, Q4_K_BLOCK_BYTES);
         let yd = q8_d(y);
-        let d = yd * f16_at(blk, off::Q4_D);
-        let dmin = yd * f16_at(blk, off::Q4_DMIN);
+        let d = f16_at(blk, off::Q4_D) * yd;
+        let dmin = f16_at(blk, off::Q4_DMIN) * yd;
         let sm = scales_mins_k4(&blk[off::Q4_SCALES..off::Q4_SCALES + 12]);
-        acc_min += dmin * min_term_32(sm, y) as f32;
+        acc_min = (min_term_32(sm, y) as f32).mul_add(dmin, acc_min);
 
         let mut sumi = _mm256_setzero_si256();
         for c in 0..4 {
@@ -267,9 +269,51 @@ pub unsafe fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             sumi = _mm256_add_epi32(sumi, dot_scaled(lo, y_lo, s_lo));
             sumi = _mm256_add_epi32(sumi, dot_scaled(hi, y_hi, s_hi));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = (hsum_i32x8(sumi) as f32).mul_add(d, acc);
     }
-    hsum_f32x8(acc) - acc_min
+    acc - acc_min
+}
+
+/// Q4_K · Q8_K as llama.cpp's 4-row GEMM computes each output (batches of 4+ tokens): the
+/// scale and min terms are accumulated per 64-element slice rather than per super-block.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn vec_dot_q4_k_gemm(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = check(n, w, Q4_K_BLOCK_BYTES, a);
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let m4 = _mm256_set1_epi8(0x0f);
+    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+    for i in 0..nb {
+        let x = wp.add(i * Q4_K_BLOCK_BYTES);
+        let y = ap.add(i * Q8_K_BLOCK_BYTES);
+        let blk = std::slice::from_raw_parts(x, Q4_K_BLOCK_BYTES);
+        let yd = q8_d(y);
+        let d = f16_at(blk, off::Q4_D) * yd;
+        let dmin = f16_at(blk, off::Q4_DMIN) * yd;
+        let sc = &blk[off::Q4_SCALES..off::Q4_SCALES + 12];
+        let sm = scales_mins_k4(sc);
+        let ybs = std::slice::from_raw_parts(y.add(off::Q8_BSUMS) as *const i16, 16);
+        for c in 0..4 {
+            let qs = load32(x.add(off::Q4_QS + 32 * c));
+            let lo = _mm256_and_si256(qs, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4);
+            let y_lo = load32(y.add(off::Q8_QS + 64 * c));
+            let y_hi = load32(y.add(off::Q8_QS + 64 * c + 32));
+            let s_lo = bcast_u8_i16(sm, 2 * c);
+            let s_hi = bcast_u8_i16(sm, 2 * c + 1);
+            let sumi = _mm256_add_epi32(dot_scaled(lo, y_lo, s_lo), dot_scaled(hi, y_hi, s_hi));
+            acc = (hsum_i32x8(sumi) as f32).mul_add(d, acc);
+            // Mins of the slice's two 32-element sub-blocks against their activation sums.
+            let m0 = crate::generic::kquants::scale_min_k4(2 * c, sc).1 as i32;
+            let m1 = crate::generic::kquants::scale_min_k4(2 * c + 1, sc).1 as i32;
+            let b0 = ybs[4 * c] as i32 + ybs[4 * c + 1] as i32;
+            let b1 = ybs[4 * c + 2] as i32 + ybs[4 * c + 3] as i32;
+            acc_min = ((m0 * b0 + m1 * b1) as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
 }
 
 /// Q5_K weights · Q8_K activations: `n` elements, `w` = n/256 Q5_K blocks,

@@ -115,3 +115,10 @@ pub(crate) fn kquants_wire(vd: &mut [Option<crate::dispatch::VecDotFn>]) {
     vd[Q5_K as usize] = Some(kquants::vec_dot_q5_k as VecDotFn);
     vd[Q6_K as usize] = Some(kquants::vec_dot_q6_k as VecDotFn);
 }
+
+/// Dot products for the rows of a batch that llama.cpp sends through its repacked GEMM
+/// kernels (where their per-output arithmetic differs from the single-row one).
+pub(crate) fn gemm_wire(vd: &mut [Option<crate::dispatch::VecDotFn>]) {
+    use crate::dispatch::VecDotFn;
+    vd[kestrel_gguf::GgmlType::Q4_K as usize] = Some(kquants::vec_dot_q4_k_gemm as VecDotFn);
+}
