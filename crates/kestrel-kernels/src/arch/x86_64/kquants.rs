@@ -233,6 +233,22 @@ pub unsafe fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     hsum_f32x8(acc)
 }
 
+/// Integer dot of 64-element slice `c` (0..4) of a Q4_K block `x` with Q8_K block `y`, each
+/// 32-element half weighted by its 6-bit scale from `sm`; 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q4_k_slice(x: *const u8, y: *const u8, sm: __m128i, c: usize) -> __m256i {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let qs = load32(x.add(off::Q4_QS + 32 * c));
+    let lo = _mm256_and_si256(qs, m4);
+    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4);
+    let y_lo = load32(y.add(off::Q8_QS + 64 * c));
+    let y_hi = load32(y.add(off::Q8_QS + 64 * c + 32));
+    let s_lo = bcast_u8_i16(sm, 2 * c);
+    let s_hi = bcast_u8_i16(sm, 2 * c + 1);
+    _mm256_add_epi32(dot_scaled(lo, y_lo, s_lo), dot_scaled(hi, y_hi, s_hi))
+}
+
 /// Q4_K weights · Q8_K activations: `n` elements, `w` = n/256 Q4_K blocks,
 /// `a` = n/256 Q8_K blocks.
 ///
@@ -242,7 +258,6 @@ pub unsafe fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub unsafe fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = check(n, w, Q4_K_BLOCK_BYTES, a);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let m4 = _mm256_set1_epi8(0x0f);
     // llama.cpp runs Q4_K through its 8-row repacked kernels on AVX2, whose float arithmetic
     // per output is: exact integer sums per super-block, then one FMA each into a scale and a
     // min accumulator, subtracted at the end. Doing the same keeps our results bit-identical.
@@ -259,15 +274,7 @@ pub unsafe fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
         let mut sumi = _mm256_setzero_si256();
         for c in 0..4 {
-            let qs = load32(x.add(off::Q4_QS + 32 * c));
-            let lo = _mm256_and_si256(qs, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4);
-            let y_lo = load32(y.add(off::Q8_QS + 64 * c));
-            let y_hi = load32(y.add(off::Q8_QS + 64 * c + 32));
-            let s_lo = bcast_u8_i16(sm, 2 * c);
-            let s_hi = bcast_u8_i16(sm, 2 * c + 1);
-            sumi = _mm256_add_epi32(sumi, dot_scaled(lo, y_lo, s_lo));
-            sumi = _mm256_add_epi32(sumi, dot_scaled(hi, y_hi, s_hi));
+            sumi = _mm256_add_epi32(sumi, q4_k_slice(x, y, sm, c));
         }
         acc = (hsum_i32x8(sumi) as f32).mul_add(d, acc);
     }
@@ -283,7 +290,6 @@ pub unsafe fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub unsafe fn vec_dot_q4_k_gemm(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = check(n, w, Q4_K_BLOCK_BYTES, a);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let m4 = _mm256_set1_epi8(0x0f);
     let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
     for i in 0..nb {
         let x = wp.add(i * Q4_K_BLOCK_BYTES);
@@ -296,15 +302,7 @@ pub unsafe fn vec_dot_q4_k_gemm(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let sm = scales_mins_k4(sc);
         let ybs = std::slice::from_raw_parts(y.add(off::Q8_BSUMS) as *const i16, 16);
         for c in 0..4 {
-            let qs = load32(x.add(off::Q4_QS + 32 * c));
-            let lo = _mm256_and_si256(qs, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4);
-            let y_lo = load32(y.add(off::Q8_QS + 64 * c));
-            let y_hi = load32(y.add(off::Q8_QS + 64 * c + 32));
-            let s_lo = bcast_u8_i16(sm, 2 * c);
-            let s_hi = bcast_u8_i16(sm, 2 * c + 1);
-            let sumi = _mm256_add_epi32(dot_scaled(lo, y_lo, s_lo), dot_scaled(hi, y_hi, s_hi));
-            acc = (hsum_i32x8(sumi) as f32).mul_add(d, acc);
+            acc = (hsum_i32x8(q4_k_slice(x, y, sm, c)) as f32).mul_add(d, acc);
             // Mins of the slice's two 32-element sub-blocks against their activation sums.
             let m0 = crate::generic::kquants::scale_min_k4(2 * c, sc).1 as i32;
             let m1 = crate::generic::kquants::scale_min_k4(2 * c + 1, sc).1 as i32;
