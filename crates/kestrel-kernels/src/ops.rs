@@ -31,38 +31,6 @@ pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     }
 }
 
-/// Classic LayerNorm with optional bias (for architectures that use it).
-pub fn layer_norm(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [f32]) {
-    let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    let scale = 1.0 / (var as f32 + eps).sqrt();
-    for i in 0..x.len() {
-        let y = (x[i] - mean as f32) * scale * w[i];
-        out[i] = match b {
-            Some(b) => y + b[i],
-            None => y,
-        };
-    }
-}
-
-/// Numerically stable softmax in place; returns nothing, the row sums to 1.
-pub fn softmax_inplace(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return;
-    }
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
-
 /// log(sum(exp(x))), stable.
 pub fn logsumexp(x: &[f32]) -> f32 {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -73,24 +41,12 @@ pub fn logsumexp(x: &[f32]) -> f32 {
     max + sum.ln() as f32
 }
 
-#[inline]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
 /// GELU, tanh approximation (ggml_gelu).
 #[inline]
 pub fn gelu(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF_A: f32 = 0.044715;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
-}
-
-/// `gate[i] = silu(gate[i]) * up[i]` (SwiGLU).
-pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = silu(*g) * u;
-    }
 }
 
 /// GELU at f16 precision, as llama.cpp evaluates it: the input rounded to f16 indexes a table
@@ -190,23 +146,6 @@ pub fn rope_apply(x: &mut [f32], cs: &[f32], n_rot: usize, style: RopeStyle) {
     }
 }
 
-/// Dot product of two f32 slices (f32 accumulation in 8 lanes so it vectorizes).
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let mut acc = [0.0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..n {
-        s += a[i] * b[i];
-    }
-    s
-}
-
 pub fn f32_to_f16_slice(src: &[f32], dst: &mut [f16]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f16::from_f32(s);
@@ -238,11 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn softmax_sums_to_one() {
-        let mut x = [1.0f32, 2.0, 3.0, -1e9];
-        softmax_inplace(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(x[3] == 0.0);
+    fn logsumexp_of_equal_values() {
         assert!((logsumexp(&[0.0, 0.0]) - 2f32.ln()).abs() < 1e-6);
     }
 
@@ -270,7 +205,6 @@ mod tests {
 
     #[test]
     fn activations() {
-        assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
         assert!((gelu(1.0) - 0.841_192).abs() < 1e-5);
         assert!((gelu_f16(1.0) - gelu(1.0)).abs() < 1e-3);
         assert_eq!(gelu_f16(-11.0), 0.0);
