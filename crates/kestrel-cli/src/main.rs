@@ -1,5 +1,6 @@
-//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect.
+//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench.
 
+mod cmd_bench;
 mod cmd_chat;
 mod cmd_inspect;
 mod cmd_logits;
@@ -38,6 +39,8 @@ enum Cmd {
     Perplexity(cmd_perplexity::PerplexityArgs),
     /// Show a GGUF file's metadata and tensor table.
     Inspect(cmd_inspect::InspectArgs),
+    /// Measure prefill and decode speed, time to first token and peak memory (as llama-bench).
+    Bench(cmd_bench::BenchArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -130,6 +133,7 @@ fn main() {
         Cmd::Logits(a) => cmd_logits::run(a),
         Cmd::Perplexity(a) => cmd_perplexity::run(a),
         Cmd::Inspect(a) => cmd_inspect::run(a),
+        Cmd::Bench(a) => cmd_bench::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");

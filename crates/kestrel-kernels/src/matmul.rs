@@ -1,6 +1,6 @@
 //! The matmul driver: `y = W x` for a quantized weight matrix and a batch of f32 activations.
 
-use crate::dispatch::{check_lens, Kernels};
+use crate::dispatch::{check_lens, Kernels, GEMV_R, TILE_C, TILE_R};
 use crate::pool::ThreadPool;
 use crate::{vec_dot_type, GgmlType};
 
@@ -125,15 +125,74 @@ pub fn matmul(
     // 2. the dot products, rows split over the threads
     let yp = SyncPtr(y.as_mut_ptr());
     let data = w.data;
+    let tile = if batch >= TILE_C {
+        k.tile_fn(w.ty)
+    } else {
+        None
+    };
+    // Only for columns that take `vec_dot` (not llama.cpp's GEMM order).
+    let gemv = k.gemv_fn(w.ty);
+    // Columns that go through the tile kernel; the rest take single dots. A tile computes what
+    // `dot_gemm` does, so it must not reach past the GEMM columns.
+    let tile_cols = if tile.is_some() {
+        batch - batch % TILE_C
+    } else {
+        0
+    };
+    const {
+        assert!(
+            TILE_C == 4,
+            "tile columns must coincide with llama.cpp's GEMM columns"
+        )
+    };
     let work = |t: usize, nt: usize| {
         let (r0, r1) = share(rows, t, nt);
         let mut r = r0;
         while r < r1 {
             let re = (r + ROW_TILE).min(r1);
+            let tile_end = r + (re - r) / TILE_R * TILE_R;
+            if let Some(tile) = tile {
+                let mut out = [0.0f32; TILE_R * TILE_C];
+                for b in (0..tile_cols).step_by(TILE_C) {
+                    for rr in (r..tile_end).step_by(TILE_R) {
+                        // SAFETY: `tile` is from `k`, valid on this CPU; rows rr..rr + TILE_R
+                        // and columns b..b + TILE_C are full rows (checked by `check_lens`
+                        // and the bounds above).
+                        unsafe {
+                            tile(cols, &data[rr * wrb..], wrb, &act[b * arb..], arb, &mut out)
+                        };
+                        for c in 0..TILE_C {
+                            for i in 0..TILE_R {
+                                // SAFETY: as below, an element of this thread's rows.
+                                unsafe {
+                                    yp.get()
+                                        .add((b + c) * rows + rr + i)
+                                        .write(out[c * TILE_R + i])
+                                };
+                            }
+                        }
+                    }
+                }
+            }
             for b in 0..batch {
                 let a = &act[b * arb..(b + 1) * arb];
                 let dot = if b < gemm_rows { dot_gemm } else { dot };
-                for rr in r..re {
+                // Rows the tiles above already wrote for this column.
+                let mut first = if b < tile_cols { tile_end } else { r };
+                if let (Some(gemv), false) = (gemv, b < gemm_rows) {
+                    let mut out = [0.0f32; GEMV_R];
+                    while first + GEMV_R <= re {
+                        // SAFETY: `gemv` is from `k`, valid on this CPU; rows first..first +
+                        // GEMV_R and column b are full rows (`check_lens` and the bounds).
+                        unsafe { gemv(cols, &data[first * wrb..], wrb, a, &mut out) };
+                        for (i, &v) in out.iter().enumerate() {
+                            // SAFETY: as below, an element of this thread's rows.
+                            unsafe { yp.get().add(b * rows + first + i).write(v) };
+                        }
+                        first += GEMV_R;
+                    }
+                }
+                for rr in first..re {
                     let wr = &data[rr * wrb..(rr + 1) * wrb];
                     // SAFETY: `dot` is from `k`, valid on this CPU; `wr`/`a` are full rows
                     // (checked by `check_lens` above).
