@@ -154,3 +154,59 @@ fn matmul_equals_single_dots_for_every_shape() {
         }
     }
 }
+
+/// Several matrices of one input in one call give what separate calls give, including a mix
+/// that cannot share the quantized input (Q4_1 wants Q8_1, Q5_0 wants Q8_0).
+#[test]
+fn matmul_many_equals_separate_calls() {
+    let k = kernels();
+    let n = 256;
+    for (types, batch) in [
+        ([Q5_0, Q5_0, Q8_0], 1),
+        ([Q4_1, Q4_1, Q4_1], 6),
+        ([Q4_1, Q5_0, Q4_K], 5),
+    ] {
+        let rows = [64, 16, 24];
+        let ws: Vec<Vec<u8>> = types
+            .iter()
+            .zip(rows)
+            .map(|(&t, r)| data(t, r, 1, n, r as u64).0)
+            .collect();
+        let x: Vec<f32> = data(Q8_0, 1, batch, n, 99).2;
+        for threads in [1, 2] {
+            let pool = ThreadPool::new(threads);
+            let mats: Vec<QMatrix> = (0..3)
+                .map(|i| QMatrix {
+                    ty: types[i],
+                    rows: rows[i],
+                    cols: n,
+                    data: &ws[i],
+                })
+                .collect();
+            let mut ys: Vec<Vec<f32>> = rows.iter().map(|&r| vec![f32::NAN; r * batch]).collect();
+            {
+                let [a, b, c] = &mut ys[..] else {
+                    unreachable!()
+                };
+                let mut pairs = [
+                    (mats[0], &mut a[..]),
+                    (mats[1], &mut b[..]),
+                    (mats[2], &mut c[..]),
+                ];
+                kestrel_kernels::matmul_many(&pool, k, &mut pairs, &x, batch, &mut Vec::new());
+            }
+            for i in 0..3 {
+                let mut want = vec![f32::NAN; rows[i] * batch];
+                matmul(&pool, k, &mats[i], &x, batch, &mut want, &mut Vec::new());
+                let same = ys[i]
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{types:?} batch {batch} threads {threads}: matrix {i}"
+                );
+            }
+        }
+    }
+}
