@@ -27,6 +27,24 @@ pub(crate) type TileFn = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [f32;
 /// bit-identical to `vec_dot`.
 pub(crate) type GemvFn = unsafe fn(usize, &[u8], usize, &[u8], &mut [f32; GEMV_R]);
 pub const GEMV_R: usize = 4;
+/// From this many tokens on, llama.cpp runs Q2_K-Q6_K weights that it has not repacked
+/// through its tiled K-quant matmul, which rounds differently from the single-row dot.
+pub const KQ_TILED_MIN_BATCH: usize = 8;
+
+/// How many of a batch's activation columns llama.cpp computes with its batch kernels, whose
+/// arithmetic [`Kernels::vec_dot_batch`] reproduces; the rest take [`Kernels::vec_dot`].
+/// Q4_K: its repacked GEMM takes all but the last `batch % 4` columns once there are 4+.
+/// Q6_K: its tiled matmul takes every column once there are [`KQ_TILED_MIN_BATCH`]+.
+/// (Q2_K, Q3_K and Q5_K batches also go through the tiled matmul in llama.cpp; kestrel keeps
+/// the single-row order for them, so their last bits can differ.)
+pub fn gemm_cols(ty: GgmlType, batch: usize) -> usize {
+    match ty {
+        GgmlType::Q4_K if batch > 3 => batch - batch % 4,
+        GgmlType::Q6_K if batch >= KQ_TILED_MIN_BATCH => batch,
+        _ => 0,
+    }
+}
+
 /// Weight rows and activation columns of one tile.
 pub const TILE_R: usize = 2;
 pub const TILE_C: usize = 4;
@@ -137,13 +155,20 @@ impl Kernels {
         unsafe { (self.attn_mix)(lanes, out, p, v, pos0, acc) }
     }
 
-    /// [`Kernels::vec_dot`] as computed for the columns of a 4+ batch that llama.cpp sends
-    /// through its GEMM kernels (a different float order for Q4_K; the same for other types).
+    /// [`Kernels::vec_dot`] as computed for the batch columns that llama.cpp sends through its
+    /// GEMM or tiled kernels ([`gemm_cols`]; a different float order for Q4_K and Q6_K, the
+    /// same for other types).
     pub fn vec_dot_batch(&self, ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         let f = self.vec_dot_gemm_fn(ty);
         check_lens(ty, n, w.len(), a.len(), 1);
         // SAFETY: the table only holds functions this CPU supports; lengths checked above.
         unsafe { f(n, w, a) }
+    }
+
+    /// Whether `ty` has batch arithmetic of its own (tiles then follow it, see `gemm_cols`).
+    #[inline]
+    pub(crate) fn has_gemm(&self, ty: GgmlType) -> bool {
+        self.vec_dot_gemm[ty as usize].is_some()
     }
 
     /// The dot product for rows of a 4+ batch that llama.cpp's GEMM computes (see `vec_dot_gemm`).
@@ -280,7 +305,11 @@ fn scalar_table() -> Kernels {
     Kernels {
         isa: "scalar",
         vec_dot: vd,
-        vec_dot_gemm: [None; N_IDS],
+        vec_dot_gemm: {
+            let mut g = [None; N_IDS];
+            crate::generic::gemm_wire(&mut g);
+            g
+        },
         quant: q,
         tile: [None; N_IDS],
         gemv: [None; N_IDS],

@@ -15,7 +15,7 @@ pub mod matmul;
 pub mod ops;
 pub mod pool;
 
-pub use dispatch::{kernels, scalar_kernels, Kernels};
+pub use dispatch::{gemm_cols, kernels, scalar_kernels, Kernels};
 pub use generic::attn::Lanes;
 pub use matmul::{matmul, matmul_many, QMatrix};
 pub use pool::ThreadPool;

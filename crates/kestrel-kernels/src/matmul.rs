@@ -211,26 +211,21 @@ unsafe fn rows_range(
     let (rows, cols, data) = (w.rows, w.cols, w.data);
     let wrb = w.row_bytes();
     let dot = k.vec_dot_fn(w.ty);
-    // As llama.cpp: with 4+ columns, all but the last batch % 4 go through its GEMM path.
+    // As llama.cpp: the first `gemm_cols` columns go through its batch kernels' arithmetic.
     let dot_gemm = k.vec_dot_gemm_fn(w.ty);
-    let gemm_cols = if batch > 3 { batch - batch % 4 } else { 0 };
+    let gemm_cols = crate::dispatch::gemm_cols(w.ty, batch);
     let tile = if batch >= TILE_C {
         k.tile_fn(w.ty)
     } else {
         None
     };
     // Columns that go through the tile kernel; the rest take single dots. A tile computes what
-    // `dot_gemm` does, so it must not reach past the GEMM columns.
+    // `dot_gemm` does, so for types with batch arithmetic it stays within the GEMM columns.
+    let tile_lim = if k.has_gemm(w.ty) { gemm_cols } else { batch };
     let tile_cols = if tile.is_some() {
-        batch - batch % TILE_C
+        tile_lim - tile_lim % TILE_C
     } else {
         0
-    };
-    const {
-        assert!(
-            TILE_C == 4,
-            "tile columns must coincide with llama.cpp's GEMM columns"
-        )
     };
     // Only for columns that take `vec_dot` (not llama.cpp's GEMM order).
     let gemv = k.gemv_fn(w.ty);

@@ -100,7 +100,7 @@ fn gemv_rows_equal_single_dots_bitwise() {
 #[test]
 fn matmul_equals_single_dots_for_every_shape() {
     let k = kernels();
-    for ty in [Q4_1, Q5_0, Q8_0, Q4_K] {
+    for ty in [Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
         let n = 256;
         let (rb, ab) = (
             ty.row_bytes(n).unwrap(),
@@ -134,7 +134,7 @@ fn matmul_equals_single_dots_for_every_shape() {
                     &mut y,
                     &mut Vec::new(),
                 );
-                let gemm_cols = if batch > 3 { batch - batch % 4 } else { 0 };
+                let gemm_cols = kestrel_kernels::gemm_cols(ty, batch);
                 for b in 0..batch {
                     for r in 0..rows {
                         let (wr, ac) = (&w[r * rb..(r + 1) * rb], &a[b * ab..(b + 1) * ab]);

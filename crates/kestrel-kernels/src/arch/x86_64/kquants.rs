@@ -63,7 +63,7 @@ pub(super) fn f16_at(b: &[u8], o: usize) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn load32(p: *const u8) -> __m256i {
+pub(super) unsafe fn load32(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
@@ -76,7 +76,7 @@ pub(super) unsafe fn q8_d(y: *const u8) -> f32 {
 /// `s + 1` in the high lane (one byte shuffle + sign extension).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn scale_pair_from(scales: __m128i, s: usize) -> __m256i {
+pub(super) fn scale_pair_from(scales: __m128i, s: usize) -> __m256i {
     let lo = (s as i64) * 0x0101_0101_0101_0101;
     let hi = (s as i64 + 1) * 0x0101_0101_0101_0101;
     _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi, lo)))

@@ -123,6 +123,7 @@ pub(crate) fn kquants_wire(vd: &mut [Option<crate::dispatch::VecDotFn>]) {
 pub(crate) fn gemm_wire(vd: &mut [Option<crate::dispatch::VecDotFn>]) {
     use crate::dispatch::VecDotFn;
     vd[kestrel_gguf::GgmlType::Q4_K as usize] = Some(kquants::vec_dot_q4_k_gemm as VecDotFn);
+    vd[kestrel_gguf::GgmlType::Q6_K as usize] = Some(kquants_tile::vec_dot_q6_k_tiled as VecDotFn);
 }
 
 /// Tile kernels for prompt batches (see `legacy_tile`).
@@ -135,6 +136,7 @@ pub(crate) fn tile_wire(t: &mut [Option<crate::dispatch::TileFn>]) {
     t[Q5_1 as usize] = Some(legacy_tile::tile_q5_1 as TileFn);
     t[Q8_0 as usize] = Some(legacy_tile::tile_q8_0 as TileFn);
     t[Q4_K as usize] = Some(kquants_tile::tile_q4_k_gemm as TileFn);
+    t[Q6_K as usize] = Some(kquants_tile::tile_q6_k as TileFn);
 }
 
 /// Multi-row kernels for single activation columns (see `legacy_tile::gemv`).
