@@ -295,12 +295,16 @@ fn attention_block(
                 *d = f16::from_f32(x * q_scale);
             }
             let len = p + 1 - start;
-            for (j, kj) in kv_ref
-                .k_range(il, g, start, p + 1)
-                .chunks_exact(hd)
-                .enumerate()
-            {
-                sc_row[j] = kern.dot_f16(lanes, q16, kj) * s_scale;
+            kern.dot_f16_rows(
+                lanes,
+                q16,
+                kv_ref.k_range(il, g, start, p + 1),
+                &mut sc_row[..len],
+            );
+            if s_scale != 1.0 {
+                for v in sc_row[..len].iter_mut() {
+                    *v *= s_scale;
+                }
             }
             kern.softmax_cells(&mut sc_row[..len], start);
             for w in sc_row[..len].iter_mut() {
