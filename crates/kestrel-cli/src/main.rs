@@ -1,10 +1,11 @@
-//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect.
+//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, serve.
 
 mod cmd_chat;
 mod cmd_inspect;
 mod cmd_logits;
 mod cmd_perplexity;
 mod cmd_run;
+mod cmd_serve;
 mod cmd_tokenize;
 mod models;
 mod util;
@@ -38,6 +39,8 @@ enum Cmd {
     Perplexity(cmd_perplexity::PerplexityArgs),
     /// Show a GGUF file's metadata and tensor table.
     Inspect(cmd_inspect::InspectArgs),
+    /// OpenAI-compatible HTTP server (chat, completions, embeddings) with continuous batching.
+    Serve(cmd_serve::ServeArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -130,6 +133,7 @@ fn main() {
         Cmd::Logits(a) => cmd_logits::run(a),
         Cmd::Perplexity(a) => cmd_perplexity::run(a),
         Cmd::Inspect(a) => cmd_inspect::run(a),
+        Cmd::Serve(a) => cmd_serve::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");
