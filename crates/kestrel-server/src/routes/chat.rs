@@ -43,10 +43,12 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
-                other => return Err(ApiError::bad_request(format!(
+                other => {
+                    return Err(ApiError::bad_request(format!(
                     "message role '{other}' is not supported (system, developer, user, assistant)"
                 ))
-                .param("messages")),
+                    .param("messages"))
+                }
             };
             Ok(ChatMessage::new(role, m.text()?))
         })
