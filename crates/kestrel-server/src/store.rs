@@ -50,11 +50,11 @@ fn err(path: &Path, reason: impl Into<String>) -> ServerError {
     }
 }
 
-/// Write the slot's sequence; returns the file size. Written to a temporary name and renamed,
+/// Write the first `n` tokens of the slot's sequence; returns the file size. Written to a temporary name and renamed,
 /// so a crash never leaves a truncated file under the real name.
-pub fn save(path: &Path, fingerprint: u64, seq: &Sequence) -> Result<u64, ServerError> {
+pub fn save(path: &Path, fingerprint: u64, seq: &Sequence, n: usize) -> Result<u64, ServerError> {
     let kv = &seq.session.kv;
-    let n = seq.tokens.len().min(seq.session.n_past());
+    let n = n.min(seq.tokens.len()).min(seq.session.n_past());
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());

@@ -112,6 +112,7 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
             logprobs: top.is_some(),
             include_usage: req.sampling.include_usage(),
             prompt_tokens: started.prompt_tokens,
+            reused: started.reused,
         };
         return Ok(gen::sse(vec![head], rx, w));
     }
@@ -129,7 +130,7 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
             "logprobs": logprobs,
             "finish_reason": c.reason.as_str(),
         }],
-        "usage": gen::usage(started.prompt_tokens, c.completion_tokens),
+        "usage": gen::usage(started.prompt_tokens, started.reused, c.completion_tokens),
     }))
     .into_response())
 }
@@ -141,6 +142,7 @@ struct ChatChunks {
     logprobs: bool,
     include_usage: bool,
     prompt_tokens: usize,
+    reused: usize,
 }
 
 impl ChatChunks {
@@ -176,7 +178,7 @@ impl ChunkWriter for ChatChunks {
                     v.push(json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [],
-                        "usage": gen::usage(self.prompt_tokens, completion_tokens),
+                        "usage": gen::usage(self.prompt_tokens, self.reused, completion_tokens),
                     }));
                 }
                 v

@@ -128,6 +128,7 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
             logprobs: top.is_some(),
             include_usage: req.sampling.include_usage(),
             prompt_tokens: started.prompt_tokens,
+            reused: started.reused,
             lp: LegacyLogprobs::default(),
         };
         let mut first = Vec::new();
@@ -155,7 +156,7 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
             "logprobs": if top.is_some() { lp.json() } else { Value::Null },
             "finish_reason": c.reason.as_str(),
         }],
-        "usage": gen::usage(started.prompt_tokens, c.completion_tokens),
+        "usage": gen::usage(started.prompt_tokens, started.reused, c.completion_tokens),
     }))
     .into_response())
 }
@@ -167,6 +168,7 @@ struct TextChunks {
     logprobs: bool,
     include_usage: bool,
     prompt_tokens: usize,
+    reused: usize,
     lp: LegacyLogprobs,
 }
 
@@ -211,7 +213,7 @@ impl ChunkWriter for TextChunks {
                     v.push(json!({
                         "id": self.id, "object": "text_completion", "created": self.created,
                         "model": self.model, "choices": [],
-                        "usage": gen::usage(self.prompt_tokens, completion_tokens),
+                        "usage": gen::usage(self.prompt_tokens, self.reused, completion_tokens),
                     }));
                 }
                 v

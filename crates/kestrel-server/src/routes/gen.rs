@@ -27,6 +27,8 @@ pub(crate) struct GenRequest {
 pub(crate) struct Started {
     pub rx: UnboundedReceiver<Event>,
     pub prompt_tokens: usize,
+    /// Prompt tokens found in the slot's KV cache.
+    pub reused: usize,
     pub prompt_logprobs: Option<Vec<TokenLogprob>>,
 }
 
@@ -85,11 +87,12 @@ pub(crate) async fn start(st: &AppState, r: GenRequest) -> Result<Started, ApiEr
     match rx.recv().await {
         Some(Event::Started {
             prompt_tokens,
+            reused,
             prompt_logprobs,
-            ..
         }) => Ok(Started {
             rx,
             prompt_tokens,
+            reused,
             prompt_logprobs,
         }),
         Some(Event::Error(e)) => Err(e),
@@ -133,11 +136,13 @@ pub(crate) async fn collect(rx: &mut UnboundedReceiver<Event>) -> Result<Collect
     Err(ApiError::internal("the engine dropped the request"))
 }
 
-pub(crate) fn usage(prompt: usize, completion: usize) -> serde_json::Value {
+/// OpenAI's usage object; `cached_tokens` counts the prompt tokens reused from a KV cache.
+pub(crate) fn usage(prompt: usize, cached: usize, completion: usize) -> serde_json::Value {
     serde_json::json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
     })
 }
 

@@ -6,6 +6,11 @@ use kestrel_engine::Sequence;
 
 pub(crate) struct Slot {
     pub seq: Sequence,
+    /// Leading cached tokens that a fresh prefill would compute identically (evaluated as part of
+    /// a prompt batch, not one at a time as generated tokens are: attention's summation order
+    /// differs, and so may the last bits). Only these are reused, so a cached prefix never
+    /// changes an answer.
+    pub exact: usize,
     /// The conversation this cache belongs to.
     pub owner: Option<String>,
     /// Step counter at last use, for least-recently-used eviction.
@@ -18,8 +23,9 @@ pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// The free slot for a prompt: the one its session owns if free; else the longest reusable
-/// prefix, preferring slots no session owns, then the least recently used.
+/// The free slot for a prompt: the one its session owns if free; else a slot no session owns
+/// (a conversation's cache is evicted only when there is no other choice), with the longest
+/// reusable prefix, then the least recently used.
 pub(crate) fn choose(slots: &[Slot], prompt: &[u32], session: Option<&str>) -> Option<usize> {
     if let Some(id) = session {
         if let Some(i) = slots
@@ -35,8 +41,8 @@ pub(crate) fn choose(slots: &[Slot], prompt: &[u32], session: Option<&str>) -> O
         .filter(|(_, s)| !s.busy)
         .max_by_key(|(_, s)| {
             (
-                common_prefix(&s.seq.tokens, prompt),
                 s.owner.is_none(),
+                common_prefix(&s.seq.tokens[..s.exact], prompt),
                 std::cmp::Reverse(s.last_used),
             )
         })

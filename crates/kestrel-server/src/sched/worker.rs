@@ -44,6 +44,7 @@ impl Worker {
         let slots = (0..n)
             .map(|_| Slot {
                 seq: engine.new_sequence(),
+                exact: 0,
                 owner: None,
                 last_used: 0,
                 busy: false,
@@ -128,9 +129,10 @@ impl Worker {
         slot.owner = job.session_id.clone();
         slot.busy = true;
         slot.last_used = self.clock;
-        let (reused, prompt_logprobs) = match prefill(&self.engine, &mut slot.seq, &job) {
+        let (reused, prompt_logprobs) = match prefill(&self.engine, slot, &job) {
             Ok(r) => r,
             Err(e) => {
+                slot.exact = 0;
                 slot.seq.tokens.clear();
                 slot.seq.session.reset();
                 slot.busy = false;
@@ -279,11 +281,11 @@ impl Worker {
             ));
         }
         let path = store::path_for(&dir, id);
-        let bytes = store::save(&path, self.fingerprint, &slot.seq)
+        let bytes = store::save(&path, self.fingerprint, &slot.seq, slot.exact)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(SessionInfo {
             id: id.to_string(),
-            tokens: slot.seq.tokens.len(),
+            tokens: slot.exact,
             path,
             bytes,
         })
@@ -308,6 +310,7 @@ impl Worker {
         let slot = &mut self.slots[si];
         match store::load(&path, fp, &mut slot.seq) {
             Ok(bytes) => {
+                slot.exact = slot.seq.tokens.len();
                 slot.owner = Some(id.to_string());
                 slot.last_used = self.clock;
                 Ok(SessionInfo {
@@ -318,6 +321,7 @@ impl Worker {
                 })
             }
             Err(e) => {
+                slot.exact = 0;
                 slot.seq.tokens.clear();
                 slot.seq.session.reset();
                 Err(ApiError::bad_request(e.to_string()).code("invalid_session_file"))
@@ -329,14 +333,18 @@ impl Worker {
 /// Evaluate the part of the prompt not already in the slot's cache. Returns the reused prefix
 /// length and, when asked for, the prompt tokens' logprobs (which need every position's
 /// logits, so nothing is reused then).
+///
+/// At least two tokens are evaluated whenever the prompt has two, so the last prompt token
+/// always goes through the batched path, as in a fresh prefill (and `kestrel run`).
 fn prefill(
     engine: &Engine,
-    seq: &mut kestrel_engine::Sequence,
+    slot: &mut Slot,
     job: &GenJob,
 ) -> Result<(usize, Option<Vec<TokenLogprob>>), kestrel_model::ModelError> {
+    let seq = &mut slot.seq;
     let prompt = &job.prompt;
-    let mut common = common_prefix(&seq.tokens, prompt)
-        .min(prompt.len() - 1)
+    let mut common = common_prefix(&seq.tokens[..slot.exact], prompt)
+        .min(prompt.len().saturating_sub(2))
         .min(seq.session.n_past());
     if job.prompt_logprobs {
         common = 0;
@@ -353,6 +361,11 @@ fn prefill(
         .model
         .forward(&mut seq.session, &engine.pool, todo, from)?;
     seq.tokens.extend_from_slice(todo);
+    slot.exact = if todo.len() >= 2 {
+        prompt.len()
+    } else {
+        common
+    };
     let lps = job.prompt_logprobs.then(|| {
         let top = job.logprobs.unwrap_or(0);
         let (token, bytes) = piece(&engine.tokenizer, prompt[0]);
