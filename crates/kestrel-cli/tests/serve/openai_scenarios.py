@@ -155,6 +155,19 @@ def scenario_logprobs():
     expect(len(elp.tokens) == e.usage.prompt_tokens + e.usage.completion_tokens, "echo logprob count")
     expect(elp.token_logprobs[0] is None, "first prompt token has no logprob")
     expect(elp.token_logprobs[-n:] == lp.token_logprobs, "echo does not change the generated logprobs")
+    # A prompt longer than one scoring chunk (64 tokens).
+    long = "The history of the river valley is long and varied. " * 14
+    le = c.completions.create(model=m, prompt=long, temperature=0, max_tokens=4, logprobs=1, echo=True)
+    ln = c.completions.create(model=m, prompt=long, temperature=0, max_tokens=4, logprobs=1)
+    expect(le.usage.prompt_tokens > 128, f"long prompt has {le.usage.prompt_tokens} tokens")
+    lel = le.choices[0].logprobs
+    expect(len(lel.tokens) == le.usage.prompt_tokens + le.usage.completion_tokens, "long echo count")
+    expect(all(x is not None and x <= 0 for x in lel.token_logprobs[1:]), "long echo logprobs")
+    expect(lel.token_logprobs[-le.usage.completion_tokens:] == ln.choices[0].logprobs.token_logprobs, "long echo changes the answer")
+    # The repeated text is predictable the second time round.
+    half = le.usage.prompt_tokens // 2
+    first, second = lel.token_logprobs[1:half], lel.token_logprobs[half:le.usage.prompt_tokens]
+    expect(sum(second) / len(second) > sum(first) / len(first), "repeated text is not more likely")
     print(json.dumps({"text": ch.text}))
 
 

@@ -80,9 +80,9 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
         (false, None) => None,
     };
     let msgs = messages(&req)?;
-    let prompt = st
-        .engine
-        .tokenize_chat(&msgs)
+    let engine = st.engine.clone();
+    let prompt = gen::blocking(move || engine.tokenize_chat(&msgs))
+        .await?
         .map_err(|e| ApiError::bad_request(format!("could not apply the chat template: {e}")))?;
     let started = gen::start(
         st,

@@ -12,6 +12,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kestrel_engine::Engine;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -58,7 +59,7 @@ impl LegacyLogprobs {
     }
 }
 
-fn prompt_tokens(st: &Shared, p: &Prompt) -> Result<(Vec<u32>, String), ApiError> {
+fn prompt_tokens(engine: &Engine, p: &Prompt) -> Result<(Vec<u32>, String), ApiError> {
     let text = match p {
         Prompt::Text(s) => s.clone(),
         Prompt::Texts(v) if v.len() == 1 => v[0].clone(),
@@ -70,18 +71,17 @@ fn prompt_tokens(st: &Shared, p: &Prompt) -> Result<(Vec<u32>, String), ApiError
             .param("prompt"))
         }
         Prompt::Tokens(ids) => {
-            let n = st.engine.model.hparams().n_vocab;
+            let n = engine.model.hparams().n_vocab;
             if let Some(t) = ids.iter().find(|&&t| t as usize >= n) {
                 return Err(ApiError::bad_request(format!(
                     "token id {t} is outside the vocabulary of {n}"
                 ))
                 .param("prompt"));
             }
-            return Ok((ids.clone(), st.engine.tokenizer.decode(ids, false)));
+            return Ok((ids.clone(), engine.tokenizer.decode(ids, false)));
         }
     };
-    let ids = st
-        .engine
+    let ids = engine
         .tokenize_prompt(&text)
         .map_err(|e| ApiError::bad_request(format!("could not tokenize the prompt: {e}")))?;
     Ok((ids, text))
@@ -99,7 +99,9 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
         return Err(ApiError::bad_request("logprobs must be between 0 and 5").param("logprobs"));
     }
     let top = req.logprobs.map(|n| n as usize);
-    let (prompt, prompt_text) = prompt_tokens(st, &req.prompt)?;
+    let engine = st.engine.clone();
+    let p = req.prompt.clone();
+    let (prompt, prompt_text) = gen::blocking(move || prompt_tokens(&engine, &p)).await??;
     let started = gen::start(
         st,
         GenRequest {

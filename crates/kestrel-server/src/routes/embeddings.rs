@@ -57,17 +57,23 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
             .param("encoding_format"))
         }
     };
-    let tok = &st.engine.tokenizer;
-    let encode = |s: &str| {
-        tok.encode(s, true, false)
-            .map_err(|e| ApiError::bad_request(format!("could not tokenize the input: {e}")))
-    };
-    let inputs: Vec<Vec<u32>> = match &req.input {
-        EmbeddingInput::Text(s) => vec![encode(s)?],
-        EmbeddingInput::Texts(v) => v.iter().map(|s| encode(s)).collect::<Result<_, _>>()?,
-        EmbeddingInput::Tokens(t) => vec![t.clone()],
-        EmbeddingInput::TokenLists(v) => v.clone(),
-    };
+    let engine = st.engine.clone();
+    let input = req.input.clone();
+    let inputs: Vec<Vec<u32>> = super::gen::blocking(move || {
+        let encode = |s: &str| {
+            engine
+                .tokenizer
+                .encode(s, true, false)
+                .map_err(|e| ApiError::bad_request(format!("could not tokenize the input: {e}")))
+        };
+        match input {
+            EmbeddingInput::Text(s) => Ok(vec![encode(&s)?]),
+            EmbeddingInput::Texts(v) => v.iter().map(|s| encode(s)).collect(),
+            EmbeddingInput::Tokens(t) => Ok(vec![t]),
+            EmbeddingInput::TokenLists(v) => Ok(v),
+        }
+    })
+    .await??;
     if inputs.is_empty() || inputs.len() > MAX_INPUTS {
         return Err(
             ApiError::bad_request(format!("input must hold 1 to {MAX_INPUTS} items"))

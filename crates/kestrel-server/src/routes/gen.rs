@@ -32,6 +32,15 @@ pub(crate) struct Started {
     pub prompt_logprobs: Option<Vec<TokenLogprob>>,
 }
 
+/// Run CPU work (tokenizing a long prompt) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("a tokenizer task failed"))
+}
+
 /// A unique id for a response.
 pub(crate) fn new_id(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);

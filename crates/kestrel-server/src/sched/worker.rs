@@ -352,38 +352,65 @@ fn prefill(
     seq.session.truncate(common);
     seq.tokens.truncate(common);
     let todo = &prompt[common..];
-    let from = if job.prompt_logprobs {
-        0
-    } else {
-        todo.len() - 1
-    };
+    if job.prompt_logprobs {
+        let lps = prompt_logprobs(engine, seq, prompt, job.logprobs.unwrap_or(0))?;
+        slot.exact = prompt.len();
+        return Ok((0, Some(lps)));
+    }
     engine
         .model
-        .forward(&mut seq.session, &engine.pool, todo, from)?;
+        .forward(&mut seq.session, &engine.pool, todo, todo.len() - 1)?;
     seq.tokens.extend_from_slice(todo);
     slot.exact = if todo.len() >= 2 {
         prompt.len()
     } else {
         common
     };
-    let lps = job.prompt_logprobs.then(|| {
-        let top = job.logprobs.unwrap_or(0);
-        let (token, bytes) = piece(&engine.tokenizer, prompt[0]);
-        let mut v = vec![TokenLogprob {
-            token,
-            bytes,
-            logprob: None,
-            top: Vec::new(),
-        }];
-        for j in 1..prompt.len() {
-            v.push(logprob_of(
-                &engine.tokenizer,
-                seq.session.logits(j - 1),
-                prompt[j],
-                top,
-            ));
+    Ok((common, None))
+}
+
+/// Prompt tokens evaluated per forward pass when every position's logits are kept (each row
+/// is a vocabulary of floats).
+const LOGPROB_CHUNK: usize = 64;
+
+/// Evaluate the whole prompt in chunks, keeping each position's logits just long enough to
+/// score the next token. No chunk has a single token (a lone token takes the one-token
+/// attention path), so the cache matches a one-pass prefill.
+fn prompt_logprobs(
+    engine: &Engine,
+    seq: &mut kestrel_engine::Sequence,
+    prompt: &[u32],
+    top: usize,
+) -> Result<Vec<TokenLogprob>, kestrel_model::ModelError> {
+    let (token, bytes) = piece(&engine.tokenizer, prompt[0]);
+    let mut out = vec![TokenLogprob {
+        token,
+        bytes,
+        logprob: None,
+        top: Vec::new(),
+    }];
+    let mut start = 0;
+    while start < prompt.len() {
+        let mut end = (start + LOGPROB_CHUNK).min(prompt.len());
+        if prompt.len() - end == 1 {
+            end += 1;
         }
-        v
-    });
-    Ok((common, lps))
+        let chunk = &prompt[start..end];
+        engine
+            .model
+            .forward(&mut seq.session, &engine.pool, chunk, 0)?;
+        seq.tokens.extend_from_slice(chunk);
+        for (r, j) in (start + 1..=end).enumerate() {
+            if j < prompt.len() {
+                out.push(logprob_of(
+                    &engine.tokenizer,
+                    seq.session.logits(r),
+                    prompt[j],
+                    top,
+                ));
+            }
+        }
+        start = end;
+    }
+    Ok(out)
 }
