@@ -232,6 +232,18 @@ def scenario_disconnect():
     b = metric("kestrel_generated_tokens_total")
     expect(a == b, "tokens still being generated after the client left")
     expect(a - before < 3000, f"generated {a - before} tokens: not cancelled")
+    # A client that gives up on a non-streamed request is noticed too.
+    before = metric("kestrel_generated_tokens_total")
+    try:
+        httpx.post(BASE + "/v1/completions", json={"prompt": "Count from 1 to 1000:", "max_tokens": 3000, "temperature": 0}, timeout=1.0)
+        expect(False, "a 3000-token request finished within a second")
+    except httpx.TimeoutException:
+        pass
+    deadline = time.time() + 10
+    while time.time() < deadline and metric("kestrel_active_sequences") != 0:
+        time.sleep(0.1)
+    expect(metric("kestrel_active_sequences") == 0, "non-streamed sequence still active after the client left")
+    expect(metric("kestrel_generated_tokens_total") - before < 3000, "non-streamed request not cancelled")
     r = chat(c, m, "Hi", max_tokens=4)
     expect(len(r.choices) == 1, "server answers after a disconnect")
 
