@@ -338,7 +338,7 @@ def scenario_time_limit():
     r = chat(c, m, "Count from 1 to 1000, one number per line.", max_tokens=3000)
     took = time.time() - t0
     expect(r.choices[0].finish_reason == "length", f"finish {r.choices[0].finish_reason}")
-    expect(took < 5, f"took {took:.1f} s")
+    expect(took < 10, f"took {took:.1f} s")
     expect(r.usage.completion_tokens < 3000, "limit did not apply")
 
 
