@@ -1,5 +1,6 @@
-//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, serve.
+//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve.
 
+mod cmd_bench;
 mod cmd_chat;
 mod cmd_inspect;
 mod cmd_logits;
@@ -39,6 +40,8 @@ enum Cmd {
     Perplexity(cmd_perplexity::PerplexityArgs),
     /// Show a GGUF file's metadata and tensor table.
     Inspect(cmd_inspect::InspectArgs),
+    /// Measure prefill and decode speed, time to first token and peak memory (as llama-bench).
+    Bench(cmd_bench::BenchArgs),
     /// OpenAI-compatible HTTP server (chat, completions, embeddings) with continuous batching.
     Serve(cmd_serve::ServeArgs),
 }
@@ -133,6 +136,7 @@ fn main() {
         Cmd::Logits(a) => cmd_logits::run(a),
         Cmd::Perplexity(a) => cmd_perplexity::run(a),
         Cmd::Inspect(a) => cmd_inspect::run(a),
+        Cmd::Bench(a) => cmd_bench::run(a),
         Cmd::Serve(a) => cmd_serve::run(a),
     };
     if let Err(e) = r {

@@ -19,6 +19,35 @@ pub(crate) type QuantFn = unsafe fn(&[f32], &mut [u8]);
 /// Attention over the f16 KV cache (see `generic::attn`).
 pub(crate) type AttnDotFn = unsafe fn(Lanes, &[half::f16], &[half::f16]) -> f32;
 pub(crate) type AttnMixFn = unsafe fn(Lanes, &mut [f32], &[f32], &[half::f16], usize, &mut [f32]);
+/// `(n, w, row stride, a, column stride, out)`: the dot products of `TILE_R` weight rows with
+/// `TILE_C` activation columns, `out[c * TILE_R + r]`, each bit-identical to the batch dot
+/// product (`vec_dot_gemm`, which is `vec_dot` except for Q4_K).
+pub(crate) type TileFn = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [f32; TILE_R * TILE_C]);
+/// `(n, w, row stride, a, out)`: [`GEMV_R`] weight rows · one activation row, each output
+/// bit-identical to `vec_dot`.
+pub(crate) type GemvFn = unsafe fn(usize, &[u8], usize, &[u8], &mut [f32; GEMV_R]);
+pub const GEMV_R: usize = 4;
+/// From this many tokens on, llama.cpp runs Q2_K-Q6_K weights that it has not repacked
+/// through its tiled K-quant matmul, which rounds differently from the single-row dot.
+pub const KQ_TILED_MIN_BATCH: usize = 8;
+
+/// How many of a batch's activation columns llama.cpp computes with its batch kernels, whose
+/// arithmetic [`Kernels::vec_dot_batch`] reproduces; the rest take [`Kernels::vec_dot`].
+/// Q4_K: its repacked GEMM takes all but the last `batch % 4` columns once there are 4+.
+/// Q6_K: its tiled matmul takes every column once there are [`KQ_TILED_MIN_BATCH`]+.
+/// (Q2_K, Q3_K and Q5_K batches also go through the tiled matmul in llama.cpp; kestrel keeps
+/// the single-row order for them, so their last bits can differ.)
+pub fn gemm_cols(ty: GgmlType, batch: usize) -> usize {
+    match ty {
+        GgmlType::Q4_K if batch > 3 => batch - batch % 4,
+        GgmlType::Q6_K if batch >= KQ_TILED_MIN_BATCH => batch,
+        _ => 0,
+    }
+}
+
+/// Weight rows and activation columns of one tile.
+pub const TILE_R: usize = 2;
+pub const TILE_C: usize = 4;
 pub(crate) type SoftmaxFn = unsafe fn(&mut [f32], usize);
 pub(crate) type GluFn = unsafe fn(&mut [f32], &[f32]);
 
@@ -31,6 +60,10 @@ pub struct Kernels {
     /// dot product with that kernel's float arithmetic (differs from `vec_dot` for Q4_K only).
     vec_dot_gemm: [Option<VecDotFn>; N_IDS],
     quant: [Option<QuantFn>; N_IDS],
+    /// Multi-row, multi-column kernels for prompt batches, where a type has one.
+    tile: [Option<TileFn>; N_IDS],
+    /// Multi-row kernels for a single activation column, where a type has one.
+    gemv: [Option<GemvFn>; N_IDS],
     attn_dot: AttnDotFn,
     attn_mix: AttnMixFn,
     softmax: SoftmaxFn,
@@ -122,10 +155,113 @@ impl Kernels {
         unsafe { (self.attn_mix)(lanes, out, p, v, pos0, acc) }
     }
 
+    /// [`Kernels::vec_dot`] as computed for the batch columns that llama.cpp sends through its
+    /// GEMM or tiled kernels ([`gemm_cols`]; a different float order for Q4_K and Q6_K, the
+    /// same for other types).
+    pub fn vec_dot_batch(&self, ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let f = self.vec_dot_gemm_fn(ty);
+        check_lens(ty, n, w.len(), a.len(), 1);
+        // SAFETY: the table only holds functions this CPU supports; lengths checked above.
+        unsafe { f(n, w, a) }
+    }
+
+    /// Whether `ty` has batch arithmetic of its own (tiles then follow it, see `gemm_cols`).
+    #[inline]
+    pub(crate) fn has_gemm(&self, ty: GgmlType) -> bool {
+        self.vec_dot_gemm[ty as usize].is_some()
+    }
+
     /// The dot product for rows of a 4+ batch that llama.cpp's GEMM computes (see `vec_dot_gemm`).
     #[inline]
     pub(crate) fn vec_dot_gemm_fn(&self, ty: GgmlType) -> VecDotFn {
         self.vec_dot_gemm[ty as usize].unwrap_or_else(|| self.vec_dot_fn(ty))
+    }
+
+    /// The tile kernel for `ty`, if this table has one. Calling it is sound on this CPU given
+    /// the length requirements in `arch::x86_64::legacy_tile`.
+    #[inline]
+    pub(crate) fn tile_fn(&self, ty: GgmlType) -> Option<TileFn> {
+        self.tile[ty as usize]
+    }
+
+    /// The multi-row single-column kernel for `ty`, if this table has one (sound on this CPU
+    /// given the length requirements in `arch::x86_64::legacy_tile`).
+    #[inline]
+    pub(crate) fn gemv_fn(&self, ty: GgmlType) -> Option<GemvFn> {
+        self.gemv[ty as usize]
+    }
+
+    /// [`GEMV_R`] dot products of consecutive weight rows (`wrb` bytes apart) with one
+    /// activation row, bit-identical to [`Kernels::vec_dot`]; pair by pair where the type has
+    /// no such kernel.
+    pub fn vec_dot_rows(
+        &self,
+        ty: GgmlType,
+        n: usize,
+        w: &[u8],
+        wrb: usize,
+        a: &[u8],
+        out: &mut [f32; GEMV_R],
+    ) {
+        let rb = ty.row_bytes(n).unwrap_or(usize::MAX);
+        assert!(wrb >= rb, "vec_dot_rows: stride shorter than a row");
+        assert!(
+            w.len() >= (GEMV_R - 1) * wrb + rb,
+            "vec_dot_rows: weights too short"
+        );
+        check_lens(ty, n, rb, a.len(), 1);
+        match self.gemv_fn(ty) {
+            // SAFETY: supported by this CPU; every row and the activations checked above.
+            Some(f) => unsafe { f(n, w, wrb, a, out) },
+            None => {
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = self.vec_dot(ty, n, &w[r * wrb..], a);
+                }
+            }
+        }
+    }
+
+    /// [`TILE_R`] x [`TILE_C`] dot products at once (`out[c * TILE_R + r]` = row `r` of `w` ·
+    /// column `c` of `a`, rows `wrb` and columns `arb` bytes apart), bit-identical to the dot
+    /// product a batch of 4+ uses (as llama.cpp: [`Kernels::vec_dot`], except Q4_K's GEMM
+    /// order); computed pair by pair where the type has no tile kernel.
+    pub fn vec_dot_tile(
+        &self,
+        ty: GgmlType,
+        n: usize,
+        w: &[u8],
+        wrb: usize,
+        a: &[u8],
+        arb: usize,
+        out: &mut [f32; TILE_R * TILE_C],
+    ) {
+        let rb = ty.row_bytes(n).unwrap_or(usize::MAX);
+        let ab = vec_dot_type(ty).row_bytes(n).unwrap_or(usize::MAX);
+        assert!(
+            wrb >= rb && arb >= ab,
+            "vec_dot_tile: strides shorter than a row"
+        );
+        assert!(
+            w.len() >= (TILE_R - 1) * wrb + rb,
+            "vec_dot_tile: weights too short"
+        );
+        assert!(
+            a.len() >= (TILE_C - 1) * arb + ab,
+            "vec_dot_tile: activations too short"
+        );
+        match self.tile_fn(ty) {
+            // SAFETY: supported by this CPU; every row and column checked above.
+            Some(f) => unsafe { f(n, w, wrb, a, arb, out) },
+            None => {
+                let dot = self.vec_dot_gemm_fn(ty);
+                for c in 0..TILE_C {
+                    for r in 0..TILE_R {
+                        // SAFETY: as above; row r and column c are inside `w` and `a`.
+                        out[c * TILE_R + r] = unsafe { dot(n, &w[r * wrb..], &a[c * arb..]) };
+                    }
+                }
+            }
+        }
     }
 
     /// The dot-product function for `ty`. Calling it is sound on this CPU given the length
@@ -169,8 +305,14 @@ fn scalar_table() -> Kernels {
     Kernels {
         isa: "scalar",
         vec_dot: vd,
-        vec_dot_gemm: [None; N_IDS],
+        vec_dot_gemm: {
+            let mut g = [None; N_IDS];
+            crate::generic::gemm_wire(&mut g);
+            g
+        },
         quant: q,
+        tile: [None; N_IDS],
+        gemv: [None; N_IDS],
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
         attn_mix: crate::generic::attn::mix_f16 as AttnMixFn,
         softmax: crate::generic::attn::softmax_cells as SoftmaxFn,
@@ -203,6 +345,8 @@ fn avx2_table() -> Kernels {
     vd[Q8_0 as usize] = Some(x::legacy::vec_dot_q8_0 as VecDotFn);
     x::kquants_wire(vd);
     x::gemm_wire(&mut k.vec_dot_gemm);
+    x::tile_wire(&mut k.tile);
+    x::gemv_wire(&mut k.gemv);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
     k.attn_mix = x::attn::mix_f16 as AttnMixFn;
     k.softmax = x::attn::softmax_cells as SoftmaxFn;

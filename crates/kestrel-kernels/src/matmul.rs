@@ -1,6 +1,6 @@
 //! The matmul driver: `y = W x` for a quantized weight matrix and a batch of f32 activations.
 
-use crate::dispatch::{check_lens, Kernels};
+use crate::dispatch::{check_lens, Kernels, GEMV_R, TILE_C, TILE_R};
 use crate::pool::ThreadPool;
 use crate::{vec_dot_type, GgmlType};
 
@@ -33,11 +33,20 @@ const ROW_TILE: usize = 16;
 /// costs more).
 const PAR_QUANT_MIN: usize = 1 << 15;
 
+/// Most matrices [`matmul_many`] runs in one pool run (q, k, v).
+const MAX_MANY: usize = 4;
+
 /// A raw pointer that may be shared between the pool's threads. Every use writes only indices
 /// that no other thread writes in the same run (argued at each use).
 struct SyncPtr<T>(*mut T);
 unsafe impl<T: Send> Sync for SyncPtr<T> {}
 unsafe impl<T: Send> Send for SyncPtr<T> {}
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
 impl<T> SyncPtr<T> {
     #[inline(always)]
     fn get(&self) -> *mut T {
@@ -65,34 +74,96 @@ pub fn matmul(
     y: &mut [f32],
     scratch: &mut Vec<u8>,
 ) {
-    let (rows, cols) = (w.rows, w.cols);
-    let wrb = w.row_bytes();
-    let vdt = vec_dot_type(w.ty);
+    matmul_many(pool, k, &mut [(*w, y)], x, batch, scratch);
+}
+
+/// Several products of the same input, `y_i = W_i x` (q, k and v of one layer; gate and up):
+/// where the matrices share an activation format and width, the input is quantized once and
+/// all their rows are split over the threads in one pool run instead of one run each. Each
+/// output is computed exactly as [`matmul`] computes it. Panics as [`matmul`] does.
+pub fn matmul_many(
+    pool: &ThreadPool,
+    k: &Kernels,
+    mats: &mut [(QMatrix, &mut [f32])],
+    x: &[f32],
+    batch: usize,
+    scratch: &mut Vec<u8>,
+) {
+    let Some((w0, _)) = mats.first() else { return };
+    let (cols, vdt) = (w0.cols, vec_dot_type(w0.ty));
+    if mats.len() > MAX_MANY
+        || mats
+            .iter()
+            .any(|(w, _)| w.cols != cols || vec_dot_type(w.ty) != vdt)
+    {
+        for (w, y) in mats.iter_mut() {
+            matmul_many(pool, k, &mut [(*w, &mut **y)], x, batch, scratch);
+        }
+        return;
+    }
     let arb = vdt
         .row_bytes(cols)
         .expect("activation blocks divide weight blocks");
-    assert!(w.data.len() >= wrb * rows, "matmul: weight data too short");
     assert!(x.len() >= batch * cols, "matmul: x too short");
-    assert!(y.len() >= batch * rows, "matmul: y too short");
-    if batch == 0 || rows == 0 {
+    for (w, y) in mats.iter() {
+        let wrb = w.row_bytes();
+        assert!(
+            w.data.len() >= wrb * w.rows,
+            "matmul: weight data too short"
+        );
+        assert!(y.len() >= batch * w.rows, "matmul: y too short");
+        // Every row and activation column below is a full slice of these sizes.
+        check_lens(w.ty, cols, wrb, arb, 1);
+    }
+    let total: usize = mats.iter().map(|(w, _)| w.rows).sum();
+    if batch == 0 || total == 0 {
         return;
     }
-    let dot = k.vec_dot_fn(w.ty);
-    // As llama.cpp: with 4+ rows, all but the last batch % 4 go through its GEMM path.
-    let dot_gemm = k.vec_dot_gemm_fn(w.ty);
-    let gemm_rows = if batch > 3 { batch - batch % 4 } else { 0 };
-    // Every row and activation column below is a full slice of these sizes.
-    check_lens(w.ty, cols, wrb, arb, 1);
-
     let need = arb * batch;
     if scratch.len() < need {
         scratch.resize(need, 0);
     }
-    let act = &mut scratch[..need];
-    let nt = pool.n_threads();
+    quantize_acts(pool, k, vdt, x, cols, batch, &mut scratch[..need]);
+    let act: &[u8] = &scratch[..need];
 
-    // 1. quantize the activations
-    if nt == 1 || batch * cols < PAR_QUANT_MIN {
+    // The row space is the matrices one after another; each thread takes a contiguous share.
+    // A fixed array, not a Vec: this runs several times per token.
+    let mut outs = [None; MAX_MANY];
+    for (o, (w, y)) in outs.iter_mut().zip(mats.iter_mut()) {
+        *o = Some((*w, SyncPtr(y.as_mut_ptr())));
+    }
+    let work = |t: usize, nt: usize| {
+        let (s0, s1) = share(total, t, nt);
+        let mut base = 0;
+        for (w, y) in outs.iter().flatten() {
+            let (lo, hi) = (s0.max(base), s1.min(base + w.rows));
+            if lo < hi {
+                // SAFETY: rows [lo, hi) of this matrix are in this thread's share alone, and
+                // `y` holds batch * w.rows elements (asserted above).
+                unsafe { rows_range(k, w, act, arb, batch, lo - base, hi - base, y.get()) };
+            }
+            base += w.rows;
+        }
+    };
+    if pool.n_threads() == 1 {
+        work(0, 1);
+    } else {
+        pool.run(&work);
+    }
+}
+
+/// Quantize the `batch` activation rows of `x` into `act`, in parallel when there is enough.
+fn quantize_acts(
+    pool: &ThreadPool,
+    k: &Kernels,
+    vdt: GgmlType,
+    x: &[f32],
+    cols: usize,
+    batch: usize,
+    act: &mut [u8],
+) {
+    let arb = act.len() / batch;
+    if pool.n_threads() == 1 || batch * cols < PAR_QUANT_MIN {
         for b in 0..batch {
             k.quantize_row(
                 vdt,
@@ -100,55 +171,112 @@ pub fn matmul(
                 &mut act[b * arb..(b + 1) * arb],
             );
         }
-    } else {
-        let (bs, ts) = (vdt.block_size(), vdt.type_size());
-        let nblk = cols / bs;
-        let ap = SyncPtr(act.as_mut_ptr());
-        pool.run(&|t, nt| {
-            let (mut i, end) = share(batch * nblk, t, nt);
-            while i < end {
-                let (b, j) = (i / nblk, i % nblk);
-                let m = (end - i).min(nblk - j);
-                let src = &x[b * cols + j * bs..b * cols + (j + m) * bs];
-                // SAFETY: block units [i, i + m) of `act` (m blocks of `ts` bytes from
-                // b * arb + j * ts, inside `act`) belong to this thread's share only.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(ap.get().add(b * arb + j * ts), m * ts)
-                };
-                k.quantize_row(vdt, src, dst);
-                i += m;
-            }
-        });
+        return;
     }
-    let act: &[u8] = act;
+    let (bs, ts) = (vdt.block_size(), vdt.type_size());
+    let nblk = cols / bs;
+    let ap = SyncPtr(act.as_mut_ptr());
+    pool.run(&|t, nt| {
+        let (mut i, end) = share(batch * nblk, t, nt);
+        while i < end {
+            let (b, j) = (i / nblk, i % nblk);
+            let m = (end - i).min(nblk - j);
+            let src = &x[b * cols + j * bs..b * cols + (j + m) * bs];
+            // SAFETY: block units [i, i + m) of `act` (m blocks of `ts` bytes from
+            // b * arb + j * ts, inside `act`) belong to this thread's share only.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(ap.get().add(b * arb + j * ts), m * ts) };
+            k.quantize_row(vdt, src, dst);
+            i += m;
+        }
+    });
+}
 
-    // 2. the dot products, rows split over the threads
-    let yp = SyncPtr(y.as_mut_ptr());
-    let data = w.data;
-    let work = |t: usize, nt: usize| {
-        let (r0, r1) = share(rows, t, nt);
-        let mut r = r0;
-        while r < r1 {
-            let re = (r + ROW_TILE).min(r1);
-            for b in 0..batch {
-                let a = &act[b * arb..(b + 1) * arb];
-                let dot = if b < gemm_rows { dot_gemm } else { dot };
-                for rr in r..re {
-                    let wr = &data[rr * wrb..(rr + 1) * wrb];
-                    // SAFETY: `dot` is from `k`, valid on this CPU; `wr`/`a` are full rows
-                    // (checked by `check_lens` above).
-                    let v = unsafe { dot(cols, wr, a) };
-                    // SAFETY: b * rows + rr < batch * rows <= y.len(); rows [r0, r1) are this
-                    // thread's alone, so no other thread writes this element.
-                    unsafe { yp.get().add(b * rows + rr).write(v) };
+/// Rows `[r0, r1)` of `w` times every activation column, into `y[b * w.rows + r]`.
+///
+/// # Safety
+/// `y` points to `batch * w.rows` writable floats whose rows `[r0, r1)` no other thread
+/// touches meanwhile; `w` and `act` passed `check_lens` for `arb`-byte activation rows.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_range(
+    k: &Kernels,
+    w: &QMatrix,
+    act: &[u8],
+    arb: usize,
+    batch: usize,
+    r0: usize,
+    r1: usize,
+    y: *mut f32,
+) {
+    let (rows, cols, data) = (w.rows, w.cols, w.data);
+    let wrb = w.row_bytes();
+    let dot = k.vec_dot_fn(w.ty);
+    // As llama.cpp: the first `gemm_cols` columns go through its batch kernels' arithmetic.
+    let dot_gemm = k.vec_dot_gemm_fn(w.ty);
+    let gemm_cols = crate::dispatch::gemm_cols(w.ty, batch);
+    let tile = if batch >= TILE_C {
+        k.tile_fn(w.ty)
+    } else {
+        None
+    };
+    // Columns that go through the tile kernel; the rest take single dots. A tile computes what
+    // `dot_gemm` does, so for types with batch arithmetic it stays within the GEMM columns.
+    let tile_lim = if k.has_gemm(w.ty) { gemm_cols } else { batch };
+    let tile_cols = if tile.is_some() {
+        tile_lim - tile_lim % TILE_C
+    } else {
+        0
+    };
+    // Only for columns that take `vec_dot` (not llama.cpp's GEMM order).
+    let gemv = k.gemv_fn(w.ty);
+    let put = |b: usize, r: usize, v: f32| {
+        // SAFETY: b * rows + r < batch * rows, a row of this call's range (caller's contract).
+        unsafe { y.add(b * rows + r).write(v) }
+    };
+    let mut r = r0;
+    while r < r1 {
+        let re = (r + ROW_TILE).min(r1);
+        let tile_end = r + (re - r) / TILE_R * TILE_R;
+        if let Some(tile) = tile {
+            let mut out = [0.0f32; TILE_R * TILE_C];
+            for b in (0..tile_cols).step_by(TILE_C) {
+                for rr in (r..tile_end).step_by(TILE_R) {
+                    // SAFETY: `tile` is from `k`, valid on this CPU; rows rr..rr + TILE_R and
+                    // columns b..b + TILE_C are full rows (`check_lens` and the bounds above).
+                    unsafe { tile(cols, &data[rr * wrb..], wrb, &act[b * arb..], arb, &mut out) };
+                    for c in 0..TILE_C {
+                        for i in 0..TILE_R {
+                            put(b + c, rr + i, out[c * TILE_R + i]);
+                        }
+                    }
                 }
             }
-            r = re;
         }
-    };
-    if nt == 1 {
-        work(0, 1);
-    } else {
-        pool.run(&work);
+        for b in 0..batch {
+            let a = &act[b * arb..(b + 1) * arb];
+            let in_gemm = b < gemm_cols;
+            let dot = if in_gemm { dot_gemm } else { dot };
+            // Rows the tiles above already wrote for this column.
+            let mut first = if b < tile_cols { tile_end } else { r };
+            if let (Some(gemv), false) = (gemv, in_gemm) {
+                let mut out = [0.0f32; GEMV_R];
+                while first + GEMV_R <= re {
+                    // SAFETY: `gemv` is from `k`, valid on this CPU; rows first..first + GEMV_R
+                    // and column b are full rows (`check_lens` and the bounds above).
+                    unsafe { gemv(cols, &data[first * wrb..], wrb, a, &mut out) };
+                    for (i, &v) in out.iter().enumerate() {
+                        put(b, first + i, v);
+                    }
+                    first += GEMV_R;
+                }
+            }
+            for rr in first..re {
+                // SAFETY: `dot` is from `k`, valid on this CPU; the row and column are full
+                // (`check_lens` above).
+                let v = unsafe { dot(cols, &data[rr * wrb..(rr + 1) * wrb], a) };
+                put(b, rr, v);
+            }
+        }
+        r = re;
     }
 }

@@ -259,7 +259,9 @@ proptest! {
             for j in 0..QK_K {
                 let i = b * QK_K + j;
                 let err = (x[i] - y[i]).abs();
-                prop_assert!(err <= d.abs() * 0.5 * (1.0 + 1e-5) + f32::MIN_POSITIVE,
+                // Half a step, plus the f32 rounding of x and of d * q at x's magnitude.
+                let slack = x[i].abs() * 4.0 * f32::EPSILON + f32::MIN_POSITIVE;
+                prop_assert!(err <= d.abs() * 0.5 * (1.0 + 1e-5) + slack,
                     "block {} elem {}: x={} y={} d={}", b, j, x[i], y[i], d);
             }
         }

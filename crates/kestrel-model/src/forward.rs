@@ -7,7 +7,7 @@ use crate::weights::Linear;
 use half::f16;
 use kestrel_gguf::GgufFile;
 use kestrel_kernels::ops::{self, RopeStyle};
-use kestrel_kernels::{matmul, Kernels, Lanes, ThreadPool};
+use kestrel_kernels::{matmul, matmul_many, Kernels, Lanes, ThreadPool};
 
 /// A raw pointer that threads of one pool run write through at disjoint offsets.
 #[derive(Clone, Copy)]
@@ -53,6 +53,32 @@ pub(crate) fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8
     if let Some(b) = &l.b {
         for row in y[..n * w.rows].chunks_exact_mut(w.rows) {
             ops::add_inplace(row, b);
+        }
+    }
+}
+
+/// Several linear layers of the same input (q/k/v, gate/up) in one matmul call, so the input
+/// is quantized once and the threads meet once.
+pub(crate) fn linear_many<const N: usize>(
+    c: &Ctx,
+    ls: [(&Linear, &mut [f32]); N],
+    x: &[f32],
+    n: usize,
+    q8: &mut Vec<u8>,
+) {
+    let mut mats = ls.map(|(l, y)| {
+        let w = l.w.view(c.g);
+        let rows = w.rows;
+        (w, &mut y[..n * rows], l.b.as_deref())
+    });
+    let cols = mats[0].0.cols;
+    let mut pairs = mats.each_mut().map(|(w, y, _)| (*w, &mut **y));
+    matmul_many(c.pool, c.k, &mut pairs, &x[..n * cols], n, q8);
+    for (w, y, b) in mats.iter_mut() {
+        if let Some(b) = b {
+            for row in y.chunks_exact_mut(w.rows) {
+                ops::add_inplace(row, b);
+            }
         }
     }
 }
@@ -155,9 +181,17 @@ fn attention_block(
     let (hd, hdv) = (hp.head_dim, hp.head_dim_v);
 
     norm_rows(&sc.x, &layer.attn_norm, hp.norm_eps, n, &mut sc.h);
-    linear(c, &layer.wq, &sc.h, n, &mut sc.q, &mut sc.q8);
-    linear(c, &layer.wk, &sc.h, n, &mut sc.k, &mut sc.q8);
-    linear(c, &layer.wv, &sc.h, n, &mut sc.v, &mut sc.q8);
+    linear_many(
+        c,
+        [
+            (&layer.wq, &mut sc.q),
+            (&layer.wk, &mut sc.k),
+            (&layer.wv, &mut sc.v),
+        ],
+        &sc.h,
+        n,
+        &mut sc.q8,
+    );
 
     if let Some(w) = &layer.q_norm {
         norm_rows_inplace(&mut sc.q, w, hp.norm_eps, n * hp.n_head);
@@ -268,8 +302,13 @@ pub(crate) fn ffn_block(c: &Ctx, sc: &mut Scratch, layer: &Layer, n: usize) {
     let e = hp.n_embd;
     let f = layer.gate.w.rows;
     norm_rows(&sc.x, &layer.ffn_norm, hp.norm_eps, n, &mut sc.h);
-    linear(c, &layer.gate, &sc.h, n, &mut sc.gate, &mut sc.q8);
-    linear(c, &layer.up, &sc.h, n, &mut sc.up, &mut sc.q8);
+    linear_many(
+        c,
+        [(&layer.gate, &mut sc.gate), (&layer.up, &mut sc.up)],
+        &sc.h,
+        n,
+        &mut sc.q8,
+    );
     match c.d.activation {
         // Per row: llama.cpp's vector chunks restart at each token.
         Activation::SwiGlu => {

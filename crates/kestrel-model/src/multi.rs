@@ -2,12 +2,13 @@
 //! position and with its own KV cache, sharing every weight matrix multiplication (continuous
 //! batching). Norms, projections and the FFN run on the stacked rows; only attention is per
 //! session, and it uses the same kernels and lane width as a one-token [`Model::forward`], so
-//! with weight formats whose batched dot product equals the single-row one (all but Q4_K's
-//! GEMM order at 4+ rows) each session's logits are bit-identical to an unbatched step.
+//! with weight formats whose batched dot product equals the single-row one (all but Q4_K and
+//! Q6_K, which follow llama.cpp's batch arithmetic at 4+ / 8+ rows) each session's logits are
+//! bit-identical to an unbatched step.
 
 use crate::error::{ModelError, Result};
 use crate::forward::{
-    f16_scratch, ffn_block, linear, norm_rows, norm_rows_inplace, Ctx, SharedMut,
+    f16_scratch, ffn_block, linear, linear_many, norm_rows, norm_rows_inplace, Ctx, SharedMut,
 };
 use crate::kv::KvCache;
 use crate::model::Model;
@@ -160,9 +161,17 @@ fn attention_multi(
     let (hd, hdv) = (hp.head_dim, hp.head_dim_v);
 
     norm_rows(&sc.x, &layer.attn_norm, hp.norm_eps, n, &mut sc.h);
-    linear(c, &layer.wq, &sc.h, n, &mut sc.q, &mut sc.q8);
-    linear(c, &layer.wk, &sc.h, n, &mut sc.k, &mut sc.q8);
-    linear(c, &layer.wv, &sc.h, n, &mut sc.v, &mut sc.q8);
+    linear_many(
+        c,
+        [
+            (&layer.wq, &mut sc.q),
+            (&layer.wk, &mut sc.k),
+            (&layer.wv, &mut sc.v),
+        ],
+        &sc.h,
+        n,
+        &mut sc.q8,
+    );
     if let Some(w) = &layer.q_norm {
         norm_rows_inplace(&mut sc.q, w, hp.norm_eps, n * hp.n_head);
     }

@@ -8,12 +8,11 @@
 //! approximation in softmax and SiLU), so every logit at every position equals the reference
 //! to the printed digits, and this test holds it to that.
 //!
-//! Gemma3 meets the KL bound; all its layers are bit-identical to llama.cpp's on the 6-token
-//! golden prompt, and its Q4_K and Q6_K matmuls reproduce llama.cpp's own tensors
-//! (tests/llama_cpp_tensors.rs), but the longer prompts still part after 2-7 positions: some
-//! other batch-size-dependent path of llama.cpp is not reproduced yet (docs/correctness.md),
-//! and from there the last-bit differences grow chaotically. Top-1 97.2% and two greedy
-//! partings are measured; the bounds below hold those levels so a regression fails.
+//! Gemma3 meets them too: top-1 agreement 100% (109/109), mean KL 0.00007, and every greedy
+//! continuation equal. Its Q6_K matmul follows llama.cpp's tiled K-quant kernel for batches of
+//! 8+ tokens and its Q4_K matmul the repacked GEMM (tests/llama_cpp_tensors.rs checks both
+//! against llama.cpp's own tensors). Not every logit is bit-identical yet: the largest
+//! difference over the reference top-40s is 0.64 at a late position (docs/correctness.md).
 
 use kestrel_kernels::{ops, ThreadPool};
 use kestrel_model::Model;
@@ -94,6 +93,7 @@ fn check_model(dir: &str, bounds: Bounds) {
     let pool = ThreadPool::new(2);
     let (mut positions, mut top1_agree, mut kl_sum) = (0usize, 0usize, 0.0f64);
     let mut partings = Vec::new();
+    let mut worst_all = 0.0f64;
     for case in golden["cases"].as_array().unwrap() {
         let ids = ids_of(&case["ids"]);
         let mut s = model.new_session(256, 64);
@@ -101,16 +101,16 @@ fn check_model(dir: &str, bounds: Bounds) {
         for (i, pos) in case["positions"].as_array().unwrap().iter().enumerate() {
             let ours = s.logits(i);
             let top = pos["top"].as_array().unwrap();
+            let worst = top
+                .iter()
+                .map(|e| {
+                    (e[1].as_f64().unwrap() - ours[e[0].as_u64().unwrap() as usize] as f64).abs()
+                })
+                .fold(0.0, f64::max);
+            worst_all = worst_all.max(worst);
             if i == 0 {
                 // Before any attention mixing, everything (embedding, norms, 8-bit activations,
                 // quantized dot products, GELU) reproduces llama.cpp to the printed digits.
-                let worst = top
-                    .iter()
-                    .map(|e| {
-                        (e[1].as_f64().unwrap() - ours[e[0].as_u64().unwrap() as usize] as f64)
-                            .abs()
-                    })
-                    .fold(0.0, f64::max);
                 assert!(
                     worst < 1e-4,
                     "{dir}: position 0 of {:?} differs from llama.cpp by {worst}",
@@ -158,9 +158,15 @@ fn check_model(dir: &str, bounds: Bounds) {
     let agree = top1_agree as f64 / positions as f64;
     let kl = kl_sum / positions as f64;
     eprintln!(
-        "{dir}: {positions} positions, top-1 agreement {:.2}%, mean KL {kl:.5}, greedy partings without a near-tie: {partings:?}",
+        "{dir}: {positions} positions, top-1 agreement {:.2}%, mean KL {kl:.5}, greedy partings without a near-tie: {partings:?}, largest logit difference {worst_all:.6}",
         agree * 100.0
     );
+    if let Some(max) = bounds.max_logit_diff_all {
+        assert!(
+            worst_all <= max,
+            "{dir}: a reference top-40 logit differs by {worst_all} (bound {max})"
+        );
+    }
     assert!(kl <= 0.01, "{dir}: mean KL {kl} (golden README: <= 0.01)");
     assert!(
         agree >= bounds.min_top1,
@@ -190,9 +196,10 @@ fn gemma3_matches_llama_cpp() {
     check_model(
         "gemma3-270m-q4_k_m",
         Bounds {
-            min_top1: 0.97,
-            max_greedy_partings: 3,
-            max_logit_diff_all: None,
+            min_top1: 0.99,
+            max_greedy_partings: 0,
+            // Measured 0.64; a regression in any layer moves logits by more.
+            max_logit_diff_all: Some(1.0),
         },
     );
 }

@@ -1,6 +1,7 @@
 //! A batched decode step (`Model::forward_multi`) against one-token `Model::forward` calls on
 //! separate sessions: the logits must be bit-identical where the weight formats' batched dot
-//! product equals the single-row one (SmolLM2's Q4_1 at any batch; Gemma3's Q4_K below 4 rows),
+//! product equals the single-row one (SmolLM2's Q4_1/Q8_0 at any batch; Gemma3's Q4_K below 4
+//! rows and Q6_K below 8),
 //! and so the greedy continuations are equal.
 
 use kestrel_kernels::ThreadPool;
@@ -109,6 +110,8 @@ fn check(file: &str, n_seqs: usize, steps: usize) {
 #[test]
 fn batched_step_equals_single_smollm2() {
     check("SmolLM2-135M-Instruct.Q4_1.gguf", 5, 6);
+    // 8 rows: the matmul's tiled path.
+    check("SmolLM2-135M-Instruct.Q4_1.gguf", 9, 3);
 }
 
 #[test]

@@ -607,6 +607,27 @@ pub fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// Q6_K · Q8_K as llama.cpp's tiled K-quant matmul computes each output (batches of
+/// [`crate::dispatch::KQ_TILED_MIN_BATCH`]+ tokens): per super-block the exact integer sum
+/// `s`, then `acc = fma(d_w * s, d_y, acc)`.
+pub fn vec_dot_q6_k_tiled(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = check_dot(n, w, Q6_K_BLOCK_BYTES, a, "vec_dot_q6_k_tiled");
+    let mut q = [0i8; QK_K];
+    let mut acc = 0.0f32;
+    for i in 0..nb {
+        let b = &w[i * Q6_K_BLOCK_BYTES..(i + 1) * Q6_K_BLOCK_BYTES];
+        let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
+        let sc = unpack_q6_k(b, &mut q);
+        let yq = q8_qs(y);
+        let mut isum = 0i32;
+        for j in 0..16 {
+            isum += sc[j] as i32 * dot_i8_i8(&q[16 * j..16 * j + 16], &yq[16 * j..16 * j + 16]);
+        }
+        acc = (f16_at(b, off::Q6_D) * isum as f32).mul_add(f32_at(y, off::Q8_D), acc);
+    }
+    acc
+}
+
 // ---------------------------------------------------------------------------
 // Reference weight quantizers (ggml's quantize_row_qX_K_ref, no imatrix)
 // ---------------------------------------------------------------------------

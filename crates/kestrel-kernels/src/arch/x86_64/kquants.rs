@@ -50,7 +50,7 @@ fn check(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
 /// multiplying by 2^112 re-biases the exponent exactly, subnormals included;
 /// inf/NaN are patched separately.
 #[inline(always)]
-fn f16_at(b: &[u8], o: usize) -> f32 {
+pub(super) fn f16_at(b: &[u8], o: usize) -> f32 {
     let h = u16::from_le_bytes([b[o], b[o + 1]]) as u32;
     let sign = (h & 0x8000) << 16;
     let em = h & 0x7fff;
@@ -63,12 +63,12 @@ fn f16_at(b: &[u8], o: usize) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn load32(p: *const u8) -> __m256i {
+pub(super) unsafe fn load32(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
 #[inline(always)]
-unsafe fn q8_d(y: *const u8) -> f32 {
+pub(super) unsafe fn q8_d(y: *const u8) -> f32 {
     (y.add(off::Q8_D) as *const f32).read_unaligned()
 }
 
@@ -76,7 +76,7 @@ unsafe fn q8_d(y: *const u8) -> f32 {
 /// `s + 1` in the high lane (one byte shuffle + sign extension).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn scale_pair_from(scales: __m128i, s: usize) -> __m256i {
+pub(super) fn scale_pair_from(scales: __m128i, s: usize) -> __m256i {
     let lo = (s as i64) * 0x0101_0101_0101_0101;
     let hi = (s as i64 + 1) * 0x0101_0101_0101_0101;
     _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi, lo)))
@@ -114,7 +114,7 @@ fn dot_scaled(q: __m256i, y: __m256i, scales: __m256i) -> __m256i {
 /// top bits of words 0/1 (shifted down into bits 4-5).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn scales_mins_k4(s: &[u8]) -> __m128i {
+pub(super) fn scales_mins_k4(s: &[u8]) -> __m128i {
     let w = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
     let (a, b, c) = (w(0), w(1), w(2));
     let sc_lo = a & 0x3f3f_3f3f;
@@ -237,7 +237,7 @@ pub unsafe fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// 32-element half weighted by its 6-bit scale from `sm`; 8 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn q4_k_slice(x: *const u8, y: *const u8, sm: __m128i, c: usize) -> __m256i {
+pub(super) unsafe fn q4_k_slice(x: *const u8, y: *const u8, sm: __m128i, c: usize) -> __m256i {
     let m4 = _mm256_set1_epi8(0x0f);
     let qs = load32(x.add(off::Q4_QS + 32 * c));
     let lo = _mm256_and_si256(qs, m4);

@@ -17,12 +17,40 @@ use crate::generic::legacy::{
     Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, Q8_1_BYTES, QK,
 };
 
-/// The f16 at `p` (unaligned) as f32, by F16C.
+/// Four f16 packed in a u64 (first in the low bits) -> four f32, by F16C. The value is built
+/// in a general register and moved in whole (`vmovq`): loading an f16 straight into a vector
+/// register was compiled to a `vpinsrw` merge into whatever register was free, which tied each
+/// block's scale to an unrelated running sum and serialized the loop.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn h(p: *const u8) -> f32 {
-    let bits = (p as *const u16).read_unaligned();
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+pub(super) fn cvt4(bits: u64) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+}
+
+/// The f16 at `p` (unaligned) as raw bits.
+#[inline(always)]
+pub(super) unsafe fn f16_bits(p: *const u8) -> u64 {
+    (p as *const u16).read_unaligned() as u64
+}
+
+/// The product of the f16 at `x` and the f16 at `y`, each converted exactly to f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn h_mul(x: *const u8, y: *const u8) -> f32 {
+    let v = cvt4(f16_bits(x) | f16_bits(y) << 16);
+    _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+}
+
+/// Products of two f16 pairs: `(x[0] * y[0], x[1] * y[1])` for the f16 at `x`, `x + 2` and
+/// `y`, `y + 2` (a block's scale and min against the activations' scale and sum).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn h2_mul(x: *const u8, y: *const u8) -> (f32, f32) {
+    let xs = f16_bits(x) | f16_bits(x.add(2)) << 16;
+    let ys = f16_bits(y) | f16_bits(y.add(2)) << 16;
+    let v = cvt4(xs | ys << 32);
+    let p = _mm_mul_ps(v, _mm_movehl_ps(v, v));
+    (_mm_cvtss_f32(p), _mm_cvtss_f32(_mm_movehdup_ps(p)))
 }
 
 /// f32 -> f16 bits, round to nearest even (as `half::f16::from_f32`), by F16C.
@@ -36,7 +64,7 @@ fn to_f16_bytes(v: f32) -> [u8; 2] {
 /// 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..16) then high (16..32).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn nibbles_32(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles_32(p: *const u8) -> __m256i {
     let t = _mm_loadu_si128(p as *const __m128i);
     let b = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
     _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
@@ -45,7 +73,7 @@ unsafe fn nibbles_32(p: *const u8) -> __m256i {
 /// The 32 bits at `p` -> 32 bytes, 0xFF where the bit is set.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bits_32(p: *const u8) -> __m256i {
+pub(super) unsafe fn bits_32(p: *const u8) -> __m256i {
     let x = (p as *const u32).read_unaligned();
     let shuf = _mm256_set_epi64x(
         0x0303030303030303,
@@ -61,7 +89,7 @@ unsafe fn bits_32(p: *const u8) -> __m256i {
 /// Sum of u8 x i8 products in 8 i32 lanes, as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256 {
+pub(super) fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256 {
     let p16 = _mm256_maddubs_epi16(x, y);
     _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
 }
@@ -76,7 +104,7 @@ fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256 {
 }
 
 #[inline(always)]
-unsafe fn load32(p: *const u8) -> __m256i {
+pub(super) unsafe fn load32(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
@@ -92,7 +120,7 @@ pub unsafe fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     while i < nb {
         let x = wp.add(i * Q4_0_BYTES);
         let y = ap.add(i * Q8_0_BYTES);
-        let d = _mm256_set1_ps(h(x) * h(y));
+        let d = _mm256_set1_ps(h_mul(x, y));
         let qx = _mm256_sub_epi8(nibbles_32(x.add(2)), off8);
         let q = dot_i8_i8(qx, load32(y.add(2)));
         acc = _mm256_fmadd_ps(d, q, acc);
@@ -112,8 +140,10 @@ pub unsafe fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     for i in 0..nb {
         let xb = wp.add(i * Q4_1_BYTES);
         let yb = ap.add(i * Q8_1_BYTES);
-        summs += h(xb.add(2)) * h(yb.add(2));
-        let d = _mm256_set1_ps(h(xb) * h(yb));
+        // (d_x d_y, m_x s_y): the scales and the min/sum pairs sit side by side.
+        let (dd, ms) = h2_mul(xb, yb);
+        summs += ms;
+        let d = _mm256_set1_ps(dd);
         let qx = nibbles_32(wp.add(i * Q4_1_BYTES + 4));
         let q = dot_u8_i8(qx, load32(ap.add(i * Q8_1_BYTES + 4)));
         acc = _mm256_fmadd_ps(d, q, acc);
@@ -132,7 +162,7 @@ pub unsafe fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     for i in 0..nb {
         let xb = wp.add(i * Q5_0_BYTES);
         let yb = ap.add(i * Q8_0_BYTES);
-        let d = _mm256_set1_ps(h(xb) * h(yb));
+        let d = _mm256_set1_ps(h_mul(xb, yb));
         let x = wp.add(i * Q5_0_BYTES);
         // q - 16 as i8: the nibble, with the top four bits set where the 5th bit is clear.
         let h = _mm256_andnot_si256(bits_32(x.add(2)), hi);
@@ -155,8 +185,10 @@ pub unsafe fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     for i in 0..nb {
         let xb = wp.add(i * Q5_1_BYTES);
         let yb = ap.add(i * Q8_1_BYTES);
-        summs += h(xb.add(2)) * h(yb.add(2));
-        let d = _mm256_set1_ps(h(xb) * h(yb));
+        // (d_x d_y, m_x s_y): the scales and the min/sum pairs sit side by side.
+        let (dd, ms) = h2_mul(xb, yb);
+        summs += ms;
+        let d = _mm256_set1_ps(dd);
         let x = wp.add(i * Q5_1_BYTES);
         let h = _mm256_and_si256(bits_32(x.add(4)), b5);
         let qx = _mm256_or_si256(nibbles_32(x.add(8)), h);
@@ -177,7 +209,7 @@ pub unsafe fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     for i in 0..nb {
         let xb = wp.add(i * Q8_0_BYTES);
         let yb = ap.add(i * Q8_0_BYTES);
-        let d = _mm256_set1_ps(h(xb) * h(yb));
+        let d = _mm256_set1_ps(h_mul(xb, yb));
         let q = dot_i8_i8(
             load32(wp.add(i * Q8_0_BYTES + 2)),
             load32(ap.add(i * Q8_0_BYTES + 2)),

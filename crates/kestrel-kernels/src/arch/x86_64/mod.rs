@@ -8,7 +8,9 @@ use std::arch::x86_64::*;
 pub mod act;
 pub mod attn;
 pub mod kquants;
+pub mod kquants_tile;
 pub mod legacy;
+pub mod legacy_tile;
 
 /// Horizontal sum of 8 f32 lanes.
 #[inline]
@@ -121,4 +123,29 @@ pub(crate) fn kquants_wire(vd: &mut [Option<crate::dispatch::VecDotFn>]) {
 pub(crate) fn gemm_wire(vd: &mut [Option<crate::dispatch::VecDotFn>]) {
     use crate::dispatch::VecDotFn;
     vd[kestrel_gguf::GgmlType::Q4_K as usize] = Some(kquants::vec_dot_q4_k_gemm as VecDotFn);
+    vd[kestrel_gguf::GgmlType::Q6_K as usize] = Some(kquants_tile::vec_dot_q6_k_tiled as VecDotFn);
+}
+
+/// Tile kernels for prompt batches (see `legacy_tile`).
+pub(crate) fn tile_wire(t: &mut [Option<crate::dispatch::TileFn>]) {
+    use crate::dispatch::TileFn;
+    use kestrel_gguf::GgmlType::*;
+    t[Q4_0 as usize] = Some(legacy_tile::tile_q4_0 as TileFn);
+    t[Q4_1 as usize] = Some(legacy_tile::tile_q4_1 as TileFn);
+    t[Q5_0 as usize] = Some(legacy_tile::tile_q5_0 as TileFn);
+    t[Q5_1 as usize] = Some(legacy_tile::tile_q5_1 as TileFn);
+    t[Q8_0 as usize] = Some(legacy_tile::tile_q8_0 as TileFn);
+    t[Q4_K as usize] = Some(kquants_tile::tile_q4_k_gemm as TileFn);
+    t[Q6_K as usize] = Some(kquants_tile::tile_q6_k as TileFn);
+}
+
+/// Multi-row kernels for single activation columns (see `legacy_tile::gemv`).
+pub(crate) fn gemv_wire(t: &mut [Option<crate::dispatch::GemvFn>]) {
+    use crate::dispatch::GemvFn;
+    use kestrel_gguf::GgmlType::*;
+    t[Q4_0 as usize] = Some(legacy_tile::gemv_q4_0 as GemvFn);
+    t[Q4_1 as usize] = Some(legacy_tile::gemv_q4_1 as GemvFn);
+    t[Q5_0 as usize] = Some(legacy_tile::gemv_q5_0 as GemvFn);
+    t[Q5_1 as usize] = Some(legacy_tile::gemv_q5_1 as GemvFn);
+    t[Q8_0 as usize] = Some(legacy_tile::gemv_q8_0 as GemvFn);
 }
