@@ -18,6 +18,7 @@ pub(crate) type VecDotFn = unsafe fn(usize, &[u8], &[u8]) -> f32;
 pub(crate) type QuantFn = unsafe fn(&[f32], &mut [u8]);
 /// Attention over the f16 KV cache (see `generic::attn`).
 pub(crate) type AttnDotFn = unsafe fn(Lanes, &[half::f16], &[half::f16]) -> f32;
+pub(crate) type AttnDotRowsFn = unsafe fn(Lanes, &[half::f16], &[half::f16], &mut [f32]);
 pub(crate) type AttnMixFn = unsafe fn(Lanes, &mut [f32], &[f32], &[half::f16], usize, &mut [f32]);
 /// `(n, w, row stride, a, column stride, out)`: the dot products of `TILE_R` weight rows with
 /// `TILE_C` activation columns, `out[c * TILE_R + r]`, each bit-identical to the batch dot
@@ -65,6 +66,7 @@ pub struct Kernels {
     /// Multi-row kernels for a single activation column, where a type has one.
     gemv: [Option<GemvFn>; N_IDS],
     attn_dot: AttnDotFn,
+    attn_dot_rows: AttnDotRowsFn,
     attn_mix: AttnMixFn,
     softmax: SoftmaxFn,
     swiglu: GluFn,
@@ -112,6 +114,18 @@ impl Kernels {
         assert_eq!(q.len(), k.len(), "dot_f16: lengths differ");
         // SAFETY: supported by this CPU; lengths equal.
         unsafe { (self.attn_dot)(lanes, q, k) }
+    }
+
+    /// `out[j] = q · rows[j]` ([`Kernels::dot_f16`]) for the first `out.len()` rows of
+    /// `q.len()` values in `rows`.
+    #[inline]
+    pub fn dot_f16_rows(&self, lanes: Lanes, q: &[half::f16], rows: &[half::f16], out: &mut [f32]) {
+        assert!(
+            !q.is_empty() && rows.len() >= out.len() * q.len(),
+            "dot_f16_rows: too few rows"
+        );
+        // SAFETY: supported by this CPU; lengths checked.
+        unsafe { (self.attn_dot_rows)(lanes, q, rows, out) }
     }
 
     /// `gate[i] = silu(gate[i]) * up[i]` as llama.cpp computes it (see `generic::act`).
@@ -314,6 +328,7 @@ fn scalar_table() -> Kernels {
         tile: [None; N_IDS],
         gemv: [None; N_IDS],
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
+        attn_dot_rows: crate::generic::attn::dot_f16_rows as AttnDotRowsFn,
         attn_mix: crate::generic::attn::mix_f16 as AttnMixFn,
         softmax: crate::generic::attn::softmax_cells as SoftmaxFn,
         swiglu: crate::generic::act::swiglu as GluFn,
@@ -348,6 +363,7 @@ fn avx2_table() -> Kernels {
     x::tile_wire(&mut k.tile);
     x::gemv_wire(&mut k.gemv);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
+    k.attn_dot_rows = x::attn::dot_f16_rows as AttnDotRowsFn;
     k.attn_mix = x::attn::mix_f16 as AttnMixFn;
     k.softmax = x::attn::softmax_cells as SoftmaxFn;
     k.swiglu = x::act::swiglu as GluFn;

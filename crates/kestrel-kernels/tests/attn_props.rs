@@ -23,6 +23,21 @@ proptest! {
     }
 
     #[test]
+    fn dot_f16_rows_match_single_dots_bitwise(rows in 0usize..20, d in prop::sample::select(vec![8usize, 40, 64, 256]),
+                                              seed in prop::collection::vec(-8.0f32..8.0, 21 * 256), l32 in any::<bool>()) {
+        let lanes = if l32 { Lanes::L32 } else { Lanes::L8 };
+        let (q, ks) = (h(&seed[..d]), h(&seed[256..256 + rows * d]));
+        for k in [kernels(), scalar_kernels()] {
+            let mut out = vec![f32::NAN; rows];
+            k.dot_f16_rows(lanes, &q, &ks, &mut out);
+            for (j, o) in out.iter().enumerate() {
+                let want = scalar_kernels().dot_f16(lanes, &q, &ks[j * d..(j + 1) * d]);
+                prop_assert_eq!(o.to_bits(), want.to_bits());
+            }
+        }
+    }
+
+    #[test]
     fn mix_f16_matches_scalar_bitwise(rows in 1usize..70, dv in prop::sample::select(vec![8usize, 20, 64, 256]),
                                       pos0 in 0usize..100, seed in prop::collection::vec(-4.0f32..4.0, 70 * 256 + 70), l32 in any::<bool>()) {
         let lanes = if l32 { Lanes::L32 } else { Lanes::L8 };

@@ -2,10 +2,10 @@
 //! over the tokens and scaled to unit length (mean pooling, L2-normalized).
 
 use crate::error::{ModelError, Result};
-use crate::forward::{forward_ubatch, norm_rows, Ctx};
+use crate::forward::{forward_ubatch, Ctx};
 use crate::model::Model;
 use crate::session::Session;
-use kestrel_kernels::ThreadPool;
+use kestrel_kernels::{ops, ThreadPool};
 
 impl Model {
     /// Embed `tokens` using `s` as working space (it is reset first and holds the tokens after).
@@ -37,11 +37,10 @@ impl Model {
             // No logit rows: only the hidden states are wanted.
             forward_ubatch(&c, s, chunk, chunk.len(), 0);
             for i in 0..chunk.len() {
-                norm_rows(
+                ops::rms_norm(
                     &s.s.x[i * e..(i + 1) * e],
                     &self.dec.output_norm,
                     hp.norm_eps,
-                    1,
                     &mut row,
                 );
                 for (a, &x) in sum.iter_mut().zip(&row) {

@@ -83,18 +83,53 @@ pub(crate) fn linear_many<const N: usize>(
     }
 }
 
-pub(crate) fn norm_rows(x: &[f32], w: &[f32], eps: f32, n: usize, out: &mut [f32]) {
-    let e = w.len();
-    for i in 0..n {
-        ops::rms_norm(&x[i * e..(i + 1) * e], w, eps, &mut out[i * e..(i + 1) * e]);
+/// Below this many rows, per-row work runs on the calling thread (a pool wake-up costs more).
+const PAR_ROWS_MIN: usize = 8;
+
+/// Calls `f(i, row_i)` for the `n` rows of `width` floats in `x`, spread over the pool's
+/// threads in contiguous ranges when there are enough rows. Each call sees only its own row,
+/// so the result does not depend on the thread count.
+fn for_rows(
+    pool: &ThreadPool,
+    x: &mut [f32],
+    width: usize,
+    n: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let x = &mut x[..n * width];
+    if n < PAR_ROWS_MIN || pool.n_threads() == 1 {
+        for (i, row) in x.chunks_exact_mut(width).enumerate() {
+            f(i, row);
+        }
+        return;
     }
+    let p = SharedMut(x.as_mut_ptr());
+    pool.run(&|t, nt| {
+        for i in n * t / nt..n * (t + 1) / nt {
+            // SAFETY: row i lies inside `x` (i < n) and belongs to this thread's range only.
+            f(i, unsafe { p.slice(i * width, width) });
+        }
+    });
 }
 
-pub(crate) fn norm_rows_inplace(x: &mut [f32], w: &[f32], eps: f32, n: usize) {
+pub(crate) fn norm_rows(
+    pool: &ThreadPool,
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    n: usize,
+    out: &mut [f32],
+) {
     let e = w.len();
-    for row in x[..n * e].chunks_exact_mut(e) {
-        ops::rms_norm_inplace(row, w, eps);
-    }
+    for_rows(pool, out, e, n, &|i, row| {
+        ops::rms_norm(&x[i * e..(i + 1) * e], w, eps, row)
+    });
+}
+
+pub(crate) fn norm_rows_inplace(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps: f32, n: usize) {
+    for_rows(pool, x, w.len(), n, &|_, row| {
+        ops::rms_norm_inplace(row, w, eps)
+    });
 }
 
 /// Run `tokens` (at positions `s.n_past..`) through the model; write logits for the tokens at
@@ -147,6 +182,7 @@ pub(crate) fn forward_ubatch(
     let n_out = n - logit_from;
     if n_out > 0 {
         norm_rows(
+            c.pool,
             &sc.x[logit_from * e..],
             &d.output_norm,
             hp.norm_eps,
@@ -180,7 +216,7 @@ fn attention_block(
     let e = hp.n_embd;
     let (hd, hdv) = (hp.head_dim, hp.head_dim_v);
 
-    norm_rows(&sc.x, &layer.attn_norm, hp.norm_eps, n, &mut sc.h);
+    norm_rows(c.pool, &sc.x, &layer.attn_norm, hp.norm_eps, n, &mut sc.h);
     linear_many(
         c,
         [
@@ -194,10 +230,10 @@ fn attention_block(
     );
 
     if let Some(w) = &layer.q_norm {
-        norm_rows_inplace(&mut sc.q, w, hp.norm_eps, n * hp.n_head);
+        norm_rows_inplace(c.pool, &mut sc.q, w, hp.norm_eps, n * hp.n_head);
     }
     if let Some(w) = &layer.k_norm {
-        norm_rows_inplace(&mut sc.k, w, hp.norm_eps, n * hp.n_head_kv);
+        norm_rows_inplace(c.pool, &mut sc.k, w, hp.norm_eps, n * hp.n_head_kv);
     }
 
     let table = &sc
@@ -266,12 +302,16 @@ fn attention_block(
                 *d = f16::from_f32(x * q_scale);
             }
             let len = p + 1 - start;
-            for (j, kj) in kv_ref
-                .k_range(il, g, start, p + 1)
-                .chunks_exact(hd)
-                .enumerate()
-            {
-                sc_row[j] = kern.dot_f16(lanes, q16, kj) * s_scale;
+            kern.dot_f16_rows(
+                lanes,
+                q16,
+                kv_ref.k_range(il, g, start, p + 1),
+                &mut sc_row[..len],
+            );
+            if s_scale != 1.0 {
+                for v in sc_row[..len].iter_mut() {
+                    *v *= s_scale;
+                }
             }
             kern.softmax_cells(&mut sc_row[..len], start);
             for w in sc_row[..len].iter_mut() {
@@ -292,7 +332,7 @@ fn attention_block(
 
     linear(c, &layer.wo, &sc.att, n, &mut sc.o, &mut sc.q8);
     if let Some(w) = &layer.post_attn_norm {
-        norm_rows_inplace(&mut sc.o, w, hp.norm_eps, n);
+        norm_rows_inplace(c.pool, &mut sc.o, w, hp.norm_eps, n);
     }
     ops::add_inplace(&mut sc.x[..n * e], &sc.o[..n * e]);
 }
@@ -301,7 +341,7 @@ pub(crate) fn ffn_block(c: &Ctx, sc: &mut Scratch, layer: &Layer, n: usize) {
     let hp = &c.d.hp;
     let e = hp.n_embd;
     let f = layer.gate.w.rows;
-    norm_rows(&sc.x, &layer.ffn_norm, hp.norm_eps, n, &mut sc.h);
+    norm_rows(c.pool, &sc.x, &layer.ffn_norm, hp.norm_eps, n, &mut sc.h);
     linear_many(
         c,
         [(&layer.gate, &mut sc.gate), (&layer.up, &mut sc.up)],
@@ -309,21 +349,20 @@ pub(crate) fn ffn_block(c: &Ctx, sc: &mut Scratch, layer: &Layer, n: usize) {
         n,
         &mut sc.q8,
     );
-    match c.d.activation {
-        // Per row: llama.cpp's vector chunks restart at each token.
-        Activation::SwiGlu => {
-            for (g, u) in sc.gate[..n * f]
-                .chunks_exact_mut(f)
-                .zip(sc.up[..n * f].chunks_exact(f))
-            {
-                c.k.swiglu(g, u);
-            }
+    // Per row: llama.cpp's vector chunks (SiLU) restart at each token.
+    let up = &sc.up;
+    let act = c.d.activation;
+    let k = c.k;
+    for_rows(c.pool, &mut sc.gate, f, n, &|i, g| {
+        let u = &up[i * f..(i + 1) * f];
+        match act {
+            Activation::SwiGlu => k.swiglu(g, u),
+            Activation::GeGlu => ops::geglu_inplace(g, u),
         }
-        Activation::GeGlu => ops::geglu_inplace(&mut sc.gate[..n * f], &sc.up[..n * f]),
-    }
+    });
     linear(c, &layer.down, &sc.gate, n, &mut sc.o, &mut sc.q8);
     if let Some(w) = &layer.post_ffn_norm {
-        norm_rows_inplace(&mut sc.o, w, hp.norm_eps, n);
+        norm_rows_inplace(c.pool, &mut sc.o, w, hp.norm_eps, n);
     }
     ops::add_inplace(&mut sc.x[..n * e], &sc.o[..n * e]);
 }

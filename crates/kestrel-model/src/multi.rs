@@ -124,7 +124,7 @@ fn step(c: &Ctx, sessions: &mut [&mut Session], tokens: &[u32], ms: &mut MultiSc
         ffn_block(c, sc, layer, n);
     }
 
-    norm_rows(&sc.x, &d.output_norm, hp.norm_eps, n, &mut sc.h);
+    norm_rows(c.pool, &sc.x, &d.output_norm, hp.norm_eps, n, &mut sc.h);
     let w = d.output.view(c.g);
     let v = hp.n_vocab;
     let out = &mut ms.logits[..n * v];
@@ -160,7 +160,7 @@ fn attention_multi(
     let e = hp.n_embd;
     let (hd, hdv) = (hp.head_dim, hp.head_dim_v);
 
-    norm_rows(&sc.x, &layer.attn_norm, hp.norm_eps, n, &mut sc.h);
+    norm_rows(c.pool, &sc.x, &layer.attn_norm, hp.norm_eps, n, &mut sc.h);
     linear_many(
         c,
         [
@@ -173,10 +173,10 @@ fn attention_multi(
         &mut sc.q8,
     );
     if let Some(w) = &layer.q_norm {
-        norm_rows_inplace(&mut sc.q, w, hp.norm_eps, n * hp.n_head);
+        norm_rows_inplace(c.pool, &mut sc.q, w, hp.norm_eps, n * hp.n_head);
     }
     if let Some(w) = &layer.k_norm {
-        norm_rows_inplace(&mut sc.k, w, hp.norm_eps, n * hp.n_head_kv);
+        norm_rows_inplace(c.pool, &mut sc.k, w, hp.norm_eps, n * hp.n_head_kv);
     }
     let table = &sc
         .rope
@@ -243,8 +243,16 @@ fn attention_multi(
                 *dst = f16::from_f32(x * q_scale);
             }
             let len = p + 1 - start;
-            for (j, kj) in kv.k_range(il, g, start, p + 1).chunks_exact(hd).enumerate() {
-                sc_row[j] = kern.dot_f16(lanes, q16, kj) * s_scale;
+            kern.dot_f16_rows(
+                lanes,
+                q16,
+                kv.k_range(il, g, start, p + 1),
+                &mut sc_row[..len],
+            );
+            if s_scale != 1.0 {
+                for v in sc_row[..len].iter_mut() {
+                    *v *= s_scale;
+                }
             }
             kern.softmax_cells(&mut sc_row[..len], start);
             for w in sc_row[..len].iter_mut() {
@@ -266,7 +274,7 @@ fn attention_multi(
 
     linear(c, &layer.wo, &sc.att, n, &mut sc.o, &mut sc.q8);
     if let Some(w) = &layer.post_attn_norm {
-        norm_rows_inplace(&mut sc.o, w, hp.norm_eps, n);
+        norm_rows_inplace(c.pool, &mut sc.o, w, hp.norm_eps, n);
     }
     ops::add_inplace(&mut sc.x[..n * e], &sc.o[..n * e]);
 }

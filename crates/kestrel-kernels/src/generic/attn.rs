@@ -78,6 +78,13 @@ pub fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
     (head as f64 + tail) as f32
 }
 
+/// `out[j] = q · rows[j]` for consecutive rows of `q.len()` values, each as [`dot_f16`].
+pub fn dot_f16_rows(lanes: Lanes, q: &[f16], rows: &[f16], out: &mut [f32]) {
+    for (o, r) in out.iter_mut().zip(rows.chunks_exact(q.len())) {
+        *o = dot_f16(lanes, q, r);
+    }
+}
+
 /// `out[d] = sum_j p[j] * v[j][d]` over rows `v[j]` of `out.len()` values, with the partial sum
 /// of row `j` kept in lane `(pos0 + j) % lanes` (the KV cell index decides the lane, as in
 /// llama.cpp's matmul over the cache). `p` must already be rounded to f16 precision.

@@ -11,16 +11,29 @@ unsafe fn load8(p: *const f16) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
 }
 
+/// `hsum8` of the lanes of `x`: high half onto low, then (0+2) + (1+3).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn lanes_of(x: __m256) -> [f32; 8] {
-    let mut o = [0.0f32; 8];
-    _mm256_storeu_ps(o.as_mut_ptr(), x);
-    o
+fn hsum8_v(x: __m256) -> f32 {
+    let a = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+    let b = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)))
 }
 
+/// `fold32` of four accumulators: (0+2), (1+3), their sum, then `hsum8_hadd`'s two pairwise
+/// horizontal adds — ggml's reduction, in vector form.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
+fn fold32_v(acc: [__m256; 4]) -> f32 {
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let h = _mm_hadd_ps(a, a);
+    _mm_cvtss_f32(_mm_hadd_ps(h, h))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_one(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
     let n = a.len().min(b.len());
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     let (head, full) = match lanes {
@@ -32,7 +45,7 @@ pub unsafe fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
                 acc = _mm256_fmadd_ps(load8(ap.add(i)), load8(bp.add(i)), acc);
                 i += 8;
             }
-            (hsum8(&lanes_of(acc)), full)
+            (hsum8_v(acc), full)
         }
         Lanes::L32 => {
             let mut acc = [_mm256_setzero_ps(); 4];
@@ -45,17 +58,27 @@ pub unsafe fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
                 }
                 i += 32;
             }
-            let mut x = [0.0f32; 32];
-            for k in 0..4 {
-                x[8 * k..8 * k + 8].copy_from_slice(&lanes_of(acc[k]));
-            }
-            (fold32(&mut x), full)
+            (fold32_v(acc), full)
         }
     };
     let tail: f64 = (full..n)
         .map(|i| (a[i].to_f32() * b[i].to_f32()) as f64)
         .sum();
     (head as f64 + tail) as f32
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
+    dot_f16_one(lanes, a, b)
+}
+
+/// `out[j] = q · rows[j]` for consecutive rows of `q.len()` values, each as [`dot_f16`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16_rows(lanes: Lanes, q: &[f16], rows: &[f16], out: &mut [f32]) {
+    let d = q.len();
+    for (o, r) in out.iter_mut().zip(rows.chunks_exact(d)) {
+        *o = dot_f16_one(lanes, q, r);
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
