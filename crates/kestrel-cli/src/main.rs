@@ -1,4 +1,4 @@
-//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench.
+//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve.
 
 mod cmd_bench;
 mod cmd_chat;
@@ -6,6 +6,7 @@ mod cmd_inspect;
 mod cmd_logits;
 mod cmd_perplexity;
 mod cmd_run;
+mod cmd_serve;
 mod cmd_tokenize;
 mod models;
 mod util;
@@ -41,6 +42,8 @@ enum Cmd {
     Inspect(cmd_inspect::InspectArgs),
     /// Measure prefill and decode speed, time to first token and peak memory (as llama-bench).
     Bench(cmd_bench::BenchArgs),
+    /// OpenAI-compatible HTTP server (chat, completions, embeddings) with continuous batching.
+    Serve(cmd_serve::ServeArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -134,6 +137,7 @@ fn main() {
         Cmd::Perplexity(a) => cmd_perplexity::run(a),
         Cmd::Inspect(a) => cmd_inspect::run(a),
         Cmd::Bench(a) => cmd_bench::run(a),
+        Cmd::Serve(a) => cmd_serve::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");

@@ -11,7 +11,7 @@ use kestrel_kernels::{matmul, matmul_many, Kernels, Lanes, ThreadPool};
 
 /// A raw pointer that threads of one pool run write through at disjoint offsets.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(crate) struct SharedMut(pub(crate) *mut f32);
 // SAFETY: only used inside `ThreadPool::run`, where every thread writes a disjoint range.
 unsafe impl Sync for SharedMut {}
 unsafe impl Send for SharedMut {}
@@ -19,13 +19,13 @@ unsafe impl Send for SharedMut {}
 impl SharedMut {
     /// SAFETY: the caller guarantees no other thread touches `off..off+len` meanwhile.
     #[inline]
-    unsafe fn slice<'a>(self, off: usize, len: usize) -> &'a mut [f32] {
+    pub(crate) unsafe fn slice<'a>(self, off: usize, len: usize) -> &'a mut [f32] {
         std::slice::from_raw_parts_mut(self.0.add(off), len)
     }
 }
 
 /// View the first `n` f16 slots of an f32 scratch slice (2 f16 per f32, alignment 4 >= 2).
-fn f16_scratch(x: &mut [f32], n: usize) -> &mut [f16] {
+pub(crate) fn f16_scratch(x: &mut [f32], n: usize) -> &mut [f16] {
     assert!(2 * x.len() >= n);
     // SAFETY: f16 is plain 2-byte data with alignment 2, f32 storage is 4-aligned and holds
     // 2 * len f16 values; the borrow of `x` is carried over.
@@ -39,7 +39,7 @@ pub(crate) struct Ctx<'a> {
     pub k: &'a Kernels,
 }
 
-fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<u8>) {
+pub(crate) fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<u8>) {
     let w = l.w.view(c.g);
     matmul(
         c.pool,
@@ -59,7 +59,7 @@ fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<
 
 /// Several linear layers of the same input (q/k/v, gate/up) in one matmul call, so the input
 /// is quantized once and the threads meet once.
-fn linear_many<const N: usize>(
+pub(crate) fn linear_many<const N: usize>(
     c: &Ctx,
     ls: [(&Linear, &mut [f32]); N],
     x: &[f32],
@@ -112,14 +112,21 @@ fn for_rows(
     });
 }
 
-fn norm_rows(pool: &ThreadPool, x: &[f32], w: &[f32], eps: f32, n: usize, out: &mut [f32]) {
+pub(crate) fn norm_rows(
+    pool: &ThreadPool,
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    n: usize,
+    out: &mut [f32],
+) {
     let e = w.len();
     for_rows(pool, out, e, n, &|i, row| {
         ops::rms_norm(&x[i * e..(i + 1) * e], w, eps, row)
     });
 }
 
-fn norm_rows_inplace(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps: f32, n: usize) {
+pub(crate) fn norm_rows_inplace(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps: f32, n: usize) {
     for_rows(pool, x, w.len(), n, &|_, row| {
         ops::rms_norm_inplace(row, w, eps)
     });
@@ -330,7 +337,7 @@ fn attention_block(
     ops::add_inplace(&mut sc.x[..n * e], &sc.o[..n * e]);
 }
 
-fn ffn_block(c: &Ctx, sc: &mut Scratch, layer: &Layer, n: usize) {
+pub(crate) fn ffn_block(c: &Ctx, sc: &mut Scratch, layer: &Layer, n: usize) {
     let hp = &c.d.hp;
     let e = hp.n_embd;
     let f = layer.gate.w.rows;

@@ -2,12 +2,15 @@
 
 pub mod arch;
 pub mod decoder;
+mod embed;
 mod error;
 mod forward;
 pub mod hparams;
 pub mod kv;
 mod model;
+mod multi;
 pub mod registry;
+mod restore;
 pub mod sampler;
 mod session;
 pub mod weights;
@@ -16,5 +19,6 @@ pub use error::{ModelError, Result};
 pub use hparams::Hparams;
 pub use kestrel_kernels::ThreadPool;
 pub use model::Model;
+pub use multi::MultiScratch;
 pub use sampler::{Sampler, SamplerConfig};
 pub use session::Session;

@@ -1,0 +1,70 @@
+use crate::{models, ModelArgs};
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on (127.0.0.1: this machine only)
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port; the chosen one is printed)
+    #[arg(long = "port", default_value_t = 8080)]
+    port: u16,
+    /// Require 'Authorization: Bearer KEY' on every route but /health
+    #[arg(long = "api-key")]
+    api_key: Option<String>,
+    /// Sequences generated together, each with its own KV cache of --ctx positions
+    #[arg(long = "parallel", default_value_t = 4)]
+    parallel: usize,
+    /// Requests that may wait for a free sequence; more are refused with 429
+    #[arg(long = "queue", default_value_t = 64)]
+    queue: usize,
+    /// Longest a request may take, in seconds, from arrival to its last token
+    #[arg(long = "time-limit", default_value_t = 600)]
+    time_limit: u64,
+    /// Directory for POST /v1/sessions/{id}/save and /restore
+    #[arg(long = "session-dir")]
+    session_dir: Option<PathBuf>,
+    /// Largest request body in bytes (413 above)
+    #[arg(long = "max-body", default_value_t = 4 << 20)]
+    max_body: usize,
+}
+
+pub fn run(a: ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=256).contains(&a.parallel),
+        "--parallel must be between 1 and 256, got {}",
+        a.parallel
+    );
+    anyhow::ensure!(a.time_limit > 0, "--time-limit must be at least 1 second");
+    let path = models::resolve(a.model.model.as_deref())?;
+    let model_id = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .context("model path has no file name")?;
+    let engine = a.model.load()?;
+    let n_ctx = engine.n_ctx();
+    let threads = engine.pool.n_threads();
+    let cfg = kestrel_server::ServerConfig {
+        host: a.host,
+        port: a.port,
+        api_key: a.api_key,
+        parallel: a.parallel,
+        queue: a.queue,
+        time_limit: Duration::from_secs(a.time_limit),
+        session_dir: a.session_dir,
+        max_body: a.max_body,
+        model_id: model_id.clone(),
+    };
+    let parallel = cfg.parallel;
+    kestrel_server::run(engine, cfg, |addr| {
+        eprintln!(
+            "kestrel serve: listening on http://{addr} (model {model_id}, {parallel} parallel sequences of {n_ctx} tokens, {threads} threads)"
+        );
+    })?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! `kestrel serve` driven by the official OpenAI Python client (installed from PyPI into a
+//! virtual environment by scripts/setup-openai-client.sh). The scenarios themselves live in
+//! tests/serve/openai_scenarios.py; each asserts and exits non-zero with a message on failure.
+
+mod common;
+
+use common::{kestrel, path_str, workspace_root, TempDir, SMOLLM2, THREADS};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The virtual environment's python, set up once per test run.
+fn python() -> &'static Path {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
+        let out = Command::new(workspace_root().join("scripts/setup-openai-client.sh"))
+            .arg(&venv)
+            .output()
+            .expect("running scripts/setup-openai-client.sh");
+        assert!(
+            out.status.success(),
+            "setting up the openai client failed (python3 with venv and PyPI access are needed):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// A running `kestrel serve`, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    api_key: Option<String>,
+}
+
+impl Server {
+    fn start(model: &Path, extra: &[&str]) -> Server {
+        let mut cmd = common::kestrel_cmd();
+        cmd.args([
+            "serve",
+            "-m",
+            &path_str(model),
+            "-t",
+            THREADS,
+            "--ctx",
+            "2048",
+            "--port",
+            "0",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning kestrel serve");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = String::new();
+        let base = loop {
+            let line = match lines.next() {
+                Some(Ok(l)) => l,
+                _ => panic!("kestrel serve exited before listening:\n{seen}"),
+            };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().expect("address").to_string();
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+            assert!(
+                Instant::now() < deadline,
+                "kestrel serve did not start:\n{seen}"
+            );
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let api_key = extra
+            .iter()
+            .position(|a| *a == "--api-key")
+            .map(|i| extra[i + 1].to_string());
+        Server {
+            child,
+            base,
+            api_key,
+        }
+    }
+
+    /// Run a scenario; its last stdout line (if any) as JSON.
+    fn scenario(&self, name: &str, args: &[&str]) -> Value {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/openai_scenarios.py");
+        let mut cmd = Command::new(python());
+        cmd.arg(&script).arg(&self.base).arg(name).args(args);
+        if let Some(k) = &self.api_key {
+            cmd.env("KESTREL_TEST_API_KEY", k);
+        }
+        let t0 = Instant::now();
+        let out = cmd.output().expect("running python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "scenario {name} failed:\n{}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("scenario {name}: ok in {:.1} s", t0.elapsed().as_secs_f64());
+        stdout
+            .lines()
+            .last()
+            .map(|l| serde_json::from_str(l).expect("scenario output is JSON"))
+            .unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn openai_client_against_the_default_model() {
+    let m = require_model!(SMOLLM2);
+    let s = Server::start(&m, &[]);
+    for name in [
+        "chat",
+        "stream",
+        "logprobs",
+        "concurrent",
+        "disconnect",
+        "errors",
+        "embeddings",
+        "metrics",
+    ] {
+        s.scenario(name, &[]);
+    }
+
+    // Greedy output through the server equals `kestrel run` on the same prompt.
+    let prompt = "The three primary colours are";
+    let run = kestrel(&[
+        "run",
+        "-m",
+        &path_str(&m),
+        "-t",
+        THREADS,
+        "--temp",
+        "0",
+        "-n",
+        "32",
+        "--json",
+        "-p",
+        prompt,
+    ])
+    .ok()
+    .json();
+    let served = s.scenario("complete", &[prompt, "32"]);
+    assert_eq!(served["text"], run["text"], "server vs kestrel run");
+    assert_eq!(
+        served["tokens"].as_u64(),
+        run["tokens"].as_array().map(|t| t.len() as u64)
+    );
+}
+
+#[test]
+fn api_key_queue_limit_and_time_limit() {
+    let m = require_model!(SMOLLM2);
+    let s = Server::start(
+        &m,
+        &[
+            "--api-key",
+            "sekrit",
+            "--parallel",
+            "1",
+            "--queue",
+            "1",
+            "--time-limit",
+            "1",
+        ],
+    );
+    s.scenario("auth", &["sekrit"]);
+    s.scenario("busy", &[]);
+    s.scenario("time_limit", &[]);
+}
+
+/// FNV-1a 64, as the session file format specifies (to forge a file from "another model").
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[test]
+fn sessions_save_restore_and_refuse_bad_files() {
+    let m = require_model!(SMOLLM2);
+    let dir = TempDir::new("sessions");
+    let s = Server::start(
+        &m,
+        &["--parallel", "2", "--session-dir", &path_str(dir.path())],
+    );
+    let out = s.scenario("sessions", &[]);
+    let file = dir.path().join(out["file"].as_str().expect("file name"));
+    let good = std::fs::read(&file).expect("saved session file");
+
+    // Damaged: one flipped byte in the KV data.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    std::fs::write(dir.path().join("damaged.kvsession"), &bad).unwrap();
+    let r = s.scenario("restore_fails", &["damaged"]);
+    assert!(r["message"].as_str().unwrap().contains("damaged"), "{r}");
+
+    // From another model: a different fingerprint with a valid checksum.
+    let mut other = good.clone();
+    other[12] ^= 0xff;
+    let n = other.len() - 8;
+    let sum = fnv1a(&other[..n]);
+    other[n..].copy_from_slice(&sum.to_le_bytes());
+    std::fs::write(dir.path().join("othermodel.kvsession"), &other).unwrap();
+    let r = s.scenario("restore_fails", &["othermodel"]);
+    assert!(
+        r["message"].as_str().unwrap().contains("different model"),
+        "{r}"
+    );
+
+    // Truncated.
+    std::fs::write(dir.path().join("short.kvsession"), &good[..40]).unwrap();
+    s.scenario("restore_fails", &["short"]);
+}

@@ -1,0 +1,157 @@
+//! A batched decode step (`Model::forward_multi`) against one-token `Model::forward` calls on
+//! separate sessions: the logits must be bit-identical where the weight formats' batched dot
+//! product equals the single-row one (SmolLM2's Q4_1/Q8_0 at any batch; Gemma3's Q4_K below 4
+//! rows and Q6_K below 8),
+//! and so the greedy continuations are equal.
+
+use kestrel_kernels::ThreadPool;
+use kestrel_model::{Model, Session};
+use std::path::PathBuf;
+
+fn model_path(file: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os("KESTREL_MODELS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kestrel/models"),
+    };
+    let p = dir.join(file);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("KESTREL_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipping: {} absent", p.display());
+        return None;
+    }
+    panic!("{} is missing: run scripts/fetch-models.sh", p.display());
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut b = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[b] {
+            b = i;
+        }
+    }
+    b as u32
+}
+
+/// Prompts of different lengths (so the sessions sit at different positions); `late` of them
+/// join after a few batched steps, as a newly admitted request does.
+fn check(file: &str, n_seqs: usize, steps: usize) {
+    let Some(p) = model_path(file) else { return };
+    let model = Model::load(&p).unwrap();
+    let pool = ThreadPool::new(2);
+    let n_vocab = model.hparams().n_vocab as u32;
+    let prompts: Vec<Vec<u32>> = (0..n_seqs)
+        .map(|i| {
+            (0..(3 + 5 * i))
+                .map(|j| ((j * 7919 + i * 104729) as u32 + 1) % n_vocab)
+                .collect()
+        })
+        .collect();
+    let new = || model.new_session(256, 64);
+    let (mut batched, mut single): (Vec<Session>, Vec<Session>) = (
+        prompts.iter().map(|_| new()).collect(),
+        prompts.iter().map(|_| new()).collect(),
+    );
+    let mut next_b = vec![0u32; n_seqs];
+    let mut next_s = vec![0u32; n_seqs];
+    for i in 0..n_seqs {
+        let pr = &prompts[i];
+        model
+            .forward(&mut batched[i], &pool, pr, pr.len() - 1)
+            .unwrap();
+        model
+            .forward(&mut single[i], &pool, pr, pr.len() - 1)
+            .unwrap();
+        next_b[i] = argmax(batched[i].last_logits());
+        next_s[i] = argmax(single[i].last_logits());
+    }
+    let mut ms = model.new_multi_scratch(n_seqs);
+    let late = n_seqs / 2;
+    for step in 0..steps {
+        // The last `late` sessions join at step 2.
+        let active: Vec<usize> = (0..n_seqs)
+            .filter(|&i| step >= 2 || i < n_seqs - late)
+            .collect();
+        let toks: Vec<u32> = active.iter().map(|&i| next_b[i]).collect();
+        {
+            let mut refs: Vec<&mut Session> = batched
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| active.contains(i))
+                .map(|(_, s)| s)
+                .collect();
+            model
+                .forward_multi(&mut refs, &toks, &pool, &mut ms)
+                .unwrap();
+        }
+        for &i in &active {
+            model
+                .forward(&mut single[i], &pool, &[next_s[i]], 0)
+                .unwrap();
+            let (a, b) = (batched[i].last_logits(), single[i].last_logits());
+            assert_eq!(batched[i].n_past(), single[i].n_past());
+            let differ = a
+                .iter()
+                .zip(b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            assert_eq!(
+                differ, 0,
+                "{file}: step {step}, session {i}: {differ} logits differ"
+            );
+            next_b[i] = argmax(a);
+            next_s[i] = argmax(b);
+            assert_eq!(next_b[i], next_s[i]);
+        }
+    }
+}
+
+#[test]
+fn batched_step_equals_single_smollm2() {
+    check("SmolLM2-135M-Instruct.Q4_1.gguf", 5, 6);
+    // 8 rows: the matmul's tiled path.
+    check("SmolLM2-135M-Instruct.Q4_1.gguf", 9, 3);
+}
+
+#[test]
+fn batched_step_equals_single_gemma3_below_gemm_rows() {
+    check("gemma-3-270m-q4_k_m.gguf", 3, 4);
+}
+
+#[test]
+fn forward_multi_rejects_mismatched_input() {
+    let Some(p) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let model = Model::load(&p).unwrap();
+    let pool = ThreadPool::new(1);
+    let mut ms = model.new_multi_scratch(1);
+    let mut a = model.new_session(4, 4);
+    let mut b = model.new_session(4, 4);
+    let mut refs = vec![&mut a, &mut b];
+    assert!(model
+        .forward_multi(&mut refs, &[1], &pool, &mut ms)
+        .is_err());
+    assert!(model
+        .forward_multi(&mut refs, &[1, 2], &pool, &mut ms)
+        .is_err());
+}
+
+#[test]
+fn embeddings_are_unit_length_and_deterministic() {
+    let Some(p) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let model = Model::load(&p).unwrap();
+    let pool = ThreadPool::new(2);
+    let mut s = model.new_session(64, 8);
+    let toks: Vec<u32> = (100..120).collect();
+    let a = model.embed(&mut s, &pool, &toks).unwrap();
+    let b = model.embed(&mut s, &pool, &toks).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.len(), model.hparams().n_embd);
+    let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    assert!(model.embed(&mut s, &pool, &[]).is_err());
+}

@@ -1,0 +1,234 @@
+//! OpenAI request bodies (lenient in: unknown fields are ignored) and their checks. Responses
+//! are built as JSON values in `routes`, so what goes out is exactly OpenAI's field set.
+
+use crate::error::ApiError;
+use serde::Deserialize;
+
+/// A string or a list of strings (`stop`, `input`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+/// Message content: a string or a list of parts, of which only text parts are understood.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct Message {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Fields shared by chat and plain completions.
+#[derive(Deserialize, Debug, Clone, Default)]
+pub struct Sampling {
+    pub model: Option<String>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_tokens: Option<u64>,
+    pub max_completion_tokens: Option<u64>,
+    pub stop: Option<StringOrList>,
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub n: Option<u64>,
+    /// Kestrel extension: keep this conversation's KV cache between requests.
+    pub session_id: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+    #[serde(default)]
+    pub logprobs: bool,
+    pub top_logprobs: Option<u64>,
+}
+
+/// `prompt` as a string, a list of token ids, or a list holding one string.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+    Texts(Vec<String>),
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct CompletionRequest {
+    pub prompt: Prompt,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+    #[serde(default)]
+    pub echo: bool,
+    pub logprobs: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct EmbeddingRequest {
+    pub input: EmbeddingInput,
+    pub model: Option<String>,
+    pub encoding_format: Option<String>,
+}
+
+/// Parse a JSON body: a syntax error or a field of the wrong type is a 400 naming the problem.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "malformed JSON body"
+            }
+            _ => "invalid request body",
+        };
+        ApiError::bad_request(format!("{what}: {e}"))
+    })
+}
+
+/// The checked generation settings of a request.
+#[derive(Clone, Debug)]
+pub struct GenSettings {
+    /// None: until the context is full.
+    pub max_tokens: Option<usize>,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub stop: Vec<String>,
+}
+
+impl Sampling {
+    pub fn settings(&self) -> Result<GenSettings, ApiError> {
+        if let Some(n) = self.n {
+            if n != 1 {
+                return Err(ApiError::bad_request(format!(
+                    "n = {n} is not supported (one choice per request)"
+                ))
+                .param("n"));
+            }
+        }
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
+            return Err(ApiError::bad_request(format!(
+                "temperature must be between 0 and 2, got {temperature}"
+            ))
+            .param("temperature"));
+        }
+        let top_p = self.top_p.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(
+                ApiError::bad_request(format!("top_p must be in (0, 1], got {top_p}"))
+                    .param("top_p"),
+            );
+        }
+        let max = self.max_completion_tokens.or(self.max_tokens);
+        if max == Some(0) {
+            return Err(ApiError::bad_request("max_tokens must be at least 1").param("max_tokens"));
+        }
+        let stop = self.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+        if stop.len() > 4 {
+            return Err(ApiError::bad_request("at most 4 stop sequences").param("stop"));
+        }
+        let seed = match self.seed {
+            Some(s) => s as u64,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        };
+        Ok(GenSettings {
+            max_tokens: max.map(|m| m.min(usize::MAX as u64) as usize),
+            temperature,
+            top_p,
+            seed,
+            stop,
+        })
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+}
+
+/// `session_id`s name files under `--session-dir`: only a safe alphabet, so no path can leave it.
+pub fn check_session_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "session_id must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+        )
+        .param("session_id"))
+    }
+}
+
+impl Message {
+    /// The text of the message (text parts joined).
+    pub fn text(&self) -> Result<String, ApiError> {
+        match &self.content {
+            None => Ok(String::new()),
+            Some(Content::Text(s)) => Ok(s.clone()),
+            Some(Content::Parts(parts)) => {
+                let mut out = String::new();
+                for p in parts {
+                    if p.kind != "text" {
+                        return Err(ApiError::bad_request(format!(
+                            "content part type '{}' is not supported (text only)",
+                            p.kind
+                        ))
+                        .param("messages"));
+                    }
+                    out.push_str(p.text.as_deref().unwrap_or(""));
+                }
+                Ok(out)
+            }
+        }
+    }
+}

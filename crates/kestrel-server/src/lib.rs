@@ -1,0 +1,100 @@
+//! `kestrel serve`: an OpenAI-compatible HTTP server over the engine. The HTTP side runs on
+//! tokio; inference runs on one engine thread that batches every active sequence's decode step
+//! (see `sched`). Routes and error shapes follow OpenAI's API; see docs/server.md.
+
+pub mod api;
+mod error;
+pub mod metrics;
+mod routes;
+pub mod sched;
+mod store;
+
+pub use error::{ApiError, ServerError};
+
+use kestrel_engine::Engine;
+use metrics::Metrics;
+use sched::{SchedConfig, Scheduler};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub api_key: Option<String>,
+    /// Sequences decoded together (slots, each with its own KV cache).
+    pub parallel: usize,
+    /// Requests that may wait for a slot; more get 429.
+    pub queue: usize,
+    /// Longest a request may run, from arrival to its last token.
+    pub time_limit: Duration,
+    pub session_dir: Option<PathBuf>,
+    /// Largest request body accepted (413 above).
+    pub max_body: usize,
+    /// The id clients use for the model.
+    pub model_id: String,
+}
+
+/// Serve until ctrl-c. `on_listen` is told the bound address (port 0 picks a free one).
+pub fn run(
+    engine: Engine,
+    cfg: ServerConfig,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    if cfg.parallel == 0 {
+        return Err(ServerError::Config("--parallel must be at least 1".into()));
+    }
+    if let Some(d) = &cfg.session_dir {
+        std::fs::create_dir_all(d)
+            .map_err(|e| ServerError::Io(format!("creating session dir {}: {e}", d.display())))?;
+    }
+    let engine = Arc::new(engine);
+    let metrics = Arc::new(Metrics::default());
+    let sched = Scheduler::start(
+        engine.clone(),
+        SchedConfig {
+            parallel: cfg.parallel,
+            queue: cfg.queue,
+            time_limit: cfg.time_limit,
+            session_dir: cfg.session_dir.clone(),
+        },
+        metrics.clone(),
+    )
+    .map_err(|e| ServerError::Io(format!("starting the engine thread: {e}")))?;
+    let state = Arc::new(routes::AppState {
+        engine,
+        sched,
+        metrics,
+        model_id: cfg.model_id.clone(),
+        api_key: cfg.api_key.clone(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    });
+    let app = routes::router(state, cfg.max_body);
+    // HTTP work is light next to inference: two runtime threads are plenty.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::Io(format!("starting the async runtime: {e}")))?;
+    rt.block_on(async move {
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| ServerError::Io(format!("binding {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ServerError::Io(e.to_string()))?;
+        on_listen(local);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| ServerError::Io(format!("serving: {e}")))
+    })
+}

@@ -1,0 +1,189 @@
+//! `POST /v1/chat/completions`.
+
+use super::gen::{self, ChunkWriter, GenRequest};
+use super::{body, respond, Shared};
+use crate::api::{self, ChatRequest};
+use crate::error::ApiError;
+use crate::metrics::CHAT;
+use crate::sched::{Event, TokenLogprob};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kestrel_engine::ChatMessage;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering::Relaxed;
+
+pub(crate) async fn handle(State(st): State<Shared>, b: Result<Bytes, BytesRejection>) -> Response {
+    st.metrics.requests[CHAT].fetch_add(1, Relaxed);
+    let r = run(&st, b).await;
+    respond(&st, r)
+}
+
+fn lp_json(l: &TokenLogprob) -> Value {
+    json!({
+        "token": l.token,
+        "logprob": l.logprob,
+        "bytes": l.bytes,
+        "top_logprobs": l.top.iter().map(|t| json!({
+            "token": t.token, "logprob": t.logprob, "bytes": t.bytes,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
+    if req.messages.is_empty() {
+        return Err(ApiError::bad_request("messages must not be empty").param("messages"));
+    }
+    req.messages
+        .iter()
+        .map(|m| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                    "message role '{other}' is not supported (system, developer, user, assistant)"
+                ))
+                    .param("messages"))
+                }
+            };
+            Ok(ChatMessage::new(role, m.text()?))
+        })
+        .collect()
+}
+
+async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let req: ChatRequest = api::parse(&b)?;
+    st.check_model(req.sampling.model.as_deref())?;
+    let settings = req.sampling.settings()?;
+    if let Some(id) = &req.sampling.session_id {
+        api::check_session_id(id)?;
+    }
+    let top = match (req.logprobs, req.top_logprobs) {
+        (_, Some(n)) if n > 20 => {
+            return Err(
+                ApiError::bad_request("top_logprobs must be between 0 and 20")
+                    .param("top_logprobs"),
+            )
+        }
+        (false, Some(_)) => {
+            return Err(
+                ApiError::bad_request("top_logprobs needs logprobs set to true")
+                    .param("top_logprobs"),
+            )
+        }
+        (true, n) => Some(n.unwrap_or(0) as usize),
+        (false, None) => None,
+    };
+    let msgs = messages(&req)?;
+    let engine = st.engine.clone();
+    let prompt = gen::blocking(move || engine.tokenize_chat(&msgs))
+        .await?
+        .map_err(|e| ApiError::bad_request(format!("could not apply the chat template: {e}")))?;
+    let started = gen::start(
+        st,
+        GenRequest {
+            prompt,
+            settings,
+            logprobs: top,
+            prompt_logprobs: false,
+            session_id: req.sampling.session_id.clone(),
+        },
+    )
+    .await?;
+    let id = gen::new_id("chatcmpl");
+    let created = gen::now_secs();
+    let model = st.model_id.clone();
+    let mut rx = started.rx;
+    if req.sampling.stream {
+        let head = json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                         "logprobs": null, "finish_reason": null}],
+        });
+        let w = ChatChunks {
+            id,
+            created,
+            model,
+            logprobs: top.is_some(),
+            include_usage: req.sampling.include_usage(),
+            prompt_tokens: started.prompt_tokens,
+            reused: started.reused,
+        };
+        return Ok(gen::sse(vec![head], rx, w));
+    }
+    let c = gen::collect(&mut rx).await?;
+    let logprobs = if top.is_some() {
+        json!({"content": c.logprobs.iter().map(lp_json).collect::<Vec<_>>()})
+    } else {
+        Value::Null
+    };
+    Ok(Json(json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": c.text},
+            "logprobs": logprobs,
+            "finish_reason": c.reason.as_str(),
+        }],
+        "usage": gen::usage(started.prompt_tokens, started.reused, c.completion_tokens),
+    }))
+    .into_response())
+}
+
+struct ChatChunks {
+    id: String,
+    created: u64,
+    model: String,
+    logprobs: bool,
+    include_usage: bool,
+    prompt_tokens: usize,
+    reused: usize,
+}
+
+impl ChatChunks {
+    fn chunk(&self, delta: Value, logprobs: Value, finish: Value) -> Value {
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+        })
+    }
+}
+
+impl ChunkWriter for ChatChunks {
+    fn event(&mut self, ev: Event) -> Vec<Value> {
+        match ev {
+            Event::Token { text, logprob } => {
+                let lp = match (&logprob, self.logprobs) {
+                    (Some(l), true) => json!({"content": [lp_json(l)]}),
+                    _ => Value::Null,
+                };
+                if text.is_empty() && lp.is_null() {
+                    return Vec::new();
+                }
+                vec![self.chunk(json!({"content": text}), lp, Value::Null)]
+            }
+            Event::Text(t) => vec![self.chunk(json!({"content": t}), Value::Null, Value::Null)],
+            Event::Done {
+                reason,
+                completion_tokens,
+            } => {
+                let mut v = vec![self.chunk(json!({}), Value::Null, json!(reason.as_str()))];
+                if self.include_usage {
+                    v.push(json!({
+                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [],
+                        "usage": gen::usage(self.prompt_tokens, self.reused, completion_tokens),
+                    }));
+                }
+                v
+            }
+            Event::Started { .. } | Event::Error(_) => Vec::new(),
+        }
+    }
+}

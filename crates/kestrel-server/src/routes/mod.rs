@@ -1,0 +1,188 @@
+//! The HTTP routes: OpenAI's endpoints, health, metrics and session files; authentication,
+//! body limits and OpenAI-shaped errors for everything else.
+
+mod chat;
+mod completions;
+mod embeddings;
+mod gen;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::sched::{Job, Scheduler};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kestrel_engine::Engine;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub sched: Scheduler,
+    pub metrics: Arc<Metrics>,
+    /// The id clients name the model by.
+    pub model_id: String,
+    pub api_key: Option<String>,
+    /// Unix seconds at start.
+    pub created: u64,
+}
+
+pub type Shared = Arc<AppState>;
+
+pub fn router(state: Shared, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::handle))
+        .route("/v1/completions", post(completions::handle))
+        .route("/v1/embeddings", post(embeddings::handle))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/sessions/{id}/save", post(save_session))
+        .route("/v1/sessions/{id}/restore", post(restore_session))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// With `--api-key`, every route but `/health` needs `Authorization: Bearer KEY`.
+async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.api_key {
+        if req.uri().path() != "/health" {
+            let ok = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|k| k.trim() == key);
+            if !ok {
+                st.metrics.errors.fetch_add(1, Relaxed);
+                return ApiError::unauthorized().into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// The body, or the OpenAI-shaped error for a body that could not be read (413 when too big).
+pub(crate) fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::with_status(status, "request body too large").code("body_too_large")
+        } else {
+            ApiError::with_status(status, r.body_text())
+        }
+    })
+}
+
+/// Count an error answer in the metrics.
+pub(crate) fn respond(st: &AppState, r: Result<Response, ApiError>) -> Response {
+    match r {
+        Ok(r) => r,
+        Err(e) => {
+            st.metrics.errors.fetch_add(1, Relaxed);
+            e.into_response()
+        }
+    }
+}
+
+impl AppState {
+    /// A request may name the model by its id or leave it out; anything else is a 404.
+    pub(crate) fn check_model(&self, m: Option<&str>) -> Result<(), ApiError> {
+        match m {
+            None => Ok(()),
+            Some(m) if m == self.model_id || m.is_empty() => Ok(()),
+            Some(m) => Err(ApiError::model_not_found(m, &self.model_id)),
+        }
+    }
+
+    fn model_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.model_id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "kestrel",
+        })
+    }
+}
+
+async fn models(State(st): State<Shared>) -> Response {
+    st.metrics.requests[crate::metrics::OTHER].fetch_add(1, Relaxed);
+    Json(serde_json::json!({"object": "list", "data": [st.model_json()]})).into_response()
+}
+
+async fn model(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+    st.metrics.requests[crate::metrics::OTHER].fetch_add(1, Relaxed);
+    let r = st
+        .check_model(Some(&id))
+        .map(|_| Json(st.model_json()).into_response());
+    respond(&st, r)
+}
+
+async fn health() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn metrics(State(st): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn session_job(
+    st: &AppState,
+    id: &str,
+    make: impl FnOnce(String, oneshot::Sender<Result<crate::sched::SessionInfo, ApiError>>) -> Job,
+) -> Result<Response, ApiError> {
+    crate::api::check_session_id(id)?;
+    let (tx, rx) = oneshot::channel();
+    st.sched.submit(make(id.to_string(), tx))?;
+    let info = rx
+        .await
+        .map_err(|_| ApiError::internal("the engine dropped the request"))??;
+    Ok(Json(serde_json::json!({
+        "id": info.id,
+        "object": "session",
+        "tokens": info.tokens,
+        "bytes": info.bytes,
+        "file": info.path.file_name().map(|f| f.to_string_lossy().into_owned()),
+    }))
+    .into_response())
+}
+
+async fn save_session(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+    st.metrics.requests[crate::metrics::OTHER].fetch_add(1, Relaxed);
+    let r = session_job(&st, &id, |id, reply| Job::SaveSession { id, reply }).await;
+    respond(&st, r)
+}
+
+async fn restore_session(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+    st.metrics.requests[crate::metrics::OTHER].fetch_add(1, Relaxed);
+    let r = session_job(&st, &id, |id, reply| Job::RestoreSession { id, reply }).await;
+    respond(&st, r)
+}
+
+async fn not_found(State(st): State<Shared>, method: Method, uri: Uri) -> Response {
+    st.metrics.errors.fetch_add(1, Relaxed);
+    ApiError::not_found(format!("unknown route {method} {}", uri.path())).into_response()
+}
+
+async fn method_not_allowed(State(st): State<Shared>, method: Method, uri: Uri) -> Response {
+    st.metrics.errors.fetch_add(1, Relaxed);
+    ApiError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into_response()
+}

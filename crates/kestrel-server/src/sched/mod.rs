@@ -1,0 +1,160 @@
+//! The scheduler: one engine thread owns the model's slots (a KV cache each) and runs
+//! continuous batching. Requests wait in a bounded queue; between decode steps the thread admits
+//! as many as there are free slots (prefilling each prompt, reusing a cached prefix), then runs
+//! one batched decode step for every active sequence. Each request streams its tokens back
+//! over its own channel; a closed channel (the client went away) cancels the sequence.
+
+mod decode;
+mod slots;
+mod worker;
+
+pub use decode::TokenLogprob;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use kestrel_engine::Engine;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What a generation request streams back.
+#[derive(Debug)]
+pub enum Event {
+    /// The prompt is evaluated. `prompt_logprobs` (when asked for) has one entry per prompt
+    /// token; the first has no logprob.
+    Started {
+        prompt_tokens: usize,
+        reused: usize,
+        prompt_logprobs: Option<Vec<TokenLogprob>>,
+    },
+    /// One generated token: the text that became final with it (possibly empty: a stop string
+    /// or a UTF-8 character may be pending) and, when asked for, its logprob.
+    Token {
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    /// Text held back until the end (no token of its own).
+    Text(String),
+    Done {
+        reason: FinishReason,
+        completion_tokens: usize,
+    },
+    Error(ApiError),
+}
+
+#[derive(Debug)]
+pub struct GenJob {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampler: kestrel_engine::SamplerConfig,
+    pub stop: Vec<String>,
+    /// Top alternatives per generated token; None: no logprobs.
+    pub logprobs: Option<usize>,
+    /// Logprobs of the prompt tokens too (completions with echo).
+    pub prompt_logprobs: bool,
+    pub session_id: Option<String>,
+    pub arrived: Instant,
+    pub deadline: Instant,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+pub enum Job {
+    Generate(GenJob),
+    Embed {
+        tokens: Vec<u32>,
+        reply: oneshot::Sender<Result<Vec<f32>, ApiError>>,
+    },
+    SaveSession {
+        id: String,
+        reply: oneshot::Sender<Result<SessionInfo, ApiError>>,
+    },
+    RestoreSession {
+        id: String,
+        reply: oneshot::Sender<Result<SessionInfo, ApiError>>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: String,
+    pub tokens: usize,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SchedConfig {
+    /// Sequences decoded together.
+    pub parallel: usize,
+    /// Requests that may wait for a slot before new ones get 429.
+    pub queue: usize,
+    /// Longest a request may take from arrival to its last token.
+    pub time_limit: Duration,
+    pub session_dir: Option<PathBuf>,
+}
+
+/// The front end's handle: submit jobs without blocking.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
+    pub time_limit: Duration,
+}
+
+impl Scheduler {
+    /// Start the engine thread.
+    pub fn start(
+        engine: Arc<Engine>,
+        cfg: SchedConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Scheduler> {
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let time_limit = cfg.time_limit;
+        let m = metrics.clone();
+        std::thread::Builder::new()
+            .name("kestrel-engine".into())
+            .spawn(move || worker::Worker::new(engine, cfg, m, rx).run())?;
+        Ok(Scheduler {
+            tx,
+            metrics,
+            time_limit,
+        })
+    }
+
+    /// Queue a job; a full queue is a 429 with a retry hint.
+    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.metrics
+                    .queued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .rejected_busy
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(ApiError::busy(1))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(ApiError::unavailable("the engine thread has stopped"))
+            }
+        }
+    }
+}

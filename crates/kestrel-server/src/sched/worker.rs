@@ -1,0 +1,416 @@
+//! The engine thread's loop: admit queued jobs into free slots, then one batched decode step
+//! for all active sequences; repeat. Blocks on the queue only when nothing is running.
+
+use super::decode::{logprob_of, piece, Decoding, Outcome, TokenLogprob};
+use super::slots::{choose, choose_for_restore, common_prefix, Slot};
+use super::{Event, FinishReason, GenJob, Job, SchedConfig, SessionInfo};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store;
+use kestrel_engine::Engine;
+use kestrel_model::{MultiScratch, Session};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+struct Active {
+    slot: usize,
+    job: GenJob,
+    dec: Decoding,
+    last_token: Option<Instant>,
+}
+
+pub(crate) struct Worker {
+    engine: Arc<Engine>,
+    cfg: SchedConfig,
+    metrics: Arc<Metrics>,
+    rx: mpsc::Receiver<Job>,
+    slots: Vec<Slot>,
+    active: Vec<Active>,
+    multi: MultiScratch,
+    fingerprint: u64,
+    clock: u64,
+}
+
+impl Worker {
+    pub fn new(
+        engine: Arc<Engine>,
+        cfg: SchedConfig,
+        metrics: Arc<Metrics>,
+        rx: mpsc::Receiver<Job>,
+    ) -> Worker {
+        let n = cfg.parallel.max(1);
+        let slots = (0..n)
+            .map(|_| Slot {
+                seq: engine.new_sequence(),
+                exact: 0,
+                owner: None,
+                last_used: 0,
+                busy: false,
+            })
+            .collect();
+        let multi = engine.model.new_multi_scratch(n);
+        let fingerprint = store::fingerprint(&engine.model.gguf);
+        Worker {
+            engine,
+            cfg,
+            metrics,
+            rx,
+            slots,
+            active: Vec::new(),
+            multi,
+            fingerprint,
+            clock: 0,
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            while self.slots.iter().any(|s| !s.busy) {
+                let job = if self.active.is_empty() {
+                    match self.rx.blocking_recv() {
+                        Some(j) => j,
+                        None => return,
+                    }
+                } else {
+                    match self.rx.try_recv() {
+                        Ok(j) => j,
+                        Err(_) => break,
+                    }
+                };
+                self.metrics.queued.fetch_sub(1, Relaxed);
+                self.handle(job);
+            }
+            if !self.active.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    fn handle(&mut self, job: Job) {
+        match job {
+            Job::Generate(j) => self.admit(j),
+            Job::Embed { tokens, reply } => {
+                let _ = reply.send(self.embed(&tokens));
+            }
+            Job::SaveSession { id, reply } => {
+                let _ = reply.send(self.save(&id));
+            }
+            Job::RestoreSession { id, reply } => {
+                let _ = reply.send(self.restore(&id));
+            }
+        }
+    }
+
+    /// Put a request into a slot and evaluate its prompt.
+    fn admit(&mut self, job: GenJob) {
+        if job.events.is_closed() {
+            return;
+        }
+        if Instant::now() >= job.deadline {
+            let _ = job.events.send(Event::Error(ApiError::timeout(
+                "the request's time limit passed while it waited for a slot",
+            )));
+            return;
+        }
+        let Some(si) = choose(&self.slots, &job.prompt, job.session_id.as_deref()) else {
+            return;
+        };
+        self.clock += 1;
+        if let Some(id) = &job.session_id {
+            for s in self.slots.iter_mut() {
+                if s.owner.as_deref() == Some(id.as_str()) {
+                    s.owner = None;
+                }
+            }
+        }
+        let slot = &mut self.slots[si];
+        slot.owner = job.session_id.clone();
+        slot.busy = true;
+        slot.last_used = self.clock;
+        let (reused, prompt_logprobs) = match prefill(&self.engine, slot, &job) {
+            Ok(r) => r,
+            Err(e) => {
+                slot.exact = 0;
+                slot.seq.tokens.clear();
+                slot.seq.session.reset();
+                slot.busy = false;
+                let _ = job
+                    .events
+                    .send(Event::Error(ApiError::internal(e.to_string())));
+                return;
+            }
+        };
+        self.metrics
+            .prompt_tokens
+            .fetch_add(job.prompt.len() as u64, Relaxed);
+        self.metrics
+            .prompt_tokens_reused
+            .fetch_add(reused as u64, Relaxed);
+        let sent = job.events.send(Event::Started {
+            prompt_tokens: job.prompt.len(),
+            reused,
+            prompt_logprobs,
+        });
+        if sent.is_err() {
+            slot.busy = false;
+            return;
+        }
+        self.metrics.active.fetch_add(1, Relaxed);
+        self.active.push(Active {
+            slot: si,
+            dec: Decoding::new(&job),
+            job,
+            last_token: None,
+        });
+    }
+
+    /// Sample a token for every active sequence, then feed all that continue through one
+    /// batched forward pass.
+    fn step(&mut self) {
+        let now = Instant::now();
+        let mut feed: Vec<(usize, u32)> = Vec::new();
+        let mut keep = Vec::with_capacity(self.active.len());
+        for mut a in std::mem::take(&mut self.active) {
+            let before = a.dec.generated;
+            let slot = &self.slots[a.slot];
+            let outcome = if a.job.events.is_closed() {
+                Outcome::Gone
+            } else if now >= a.job.deadline {
+                a.dec.finish(FinishReason::Length, &a.job.events)
+            } else {
+                let s = &slot.seq.session;
+                let room = s.n_past() < s.n_ctx();
+                a.dec
+                    .step(&self.engine.tokenizer, s.last_logits(), room, &a.job.events)
+            };
+            if a.dec.generated > before {
+                self.observe_token(&mut a);
+            }
+            match outcome {
+                Outcome::Feed(t) => {
+                    feed.push((a.slot, t));
+                    keep.push(a);
+                }
+                Outcome::Finished | Outcome::Gone => self.release(a.slot),
+            }
+        }
+        self.active = keep;
+        if feed.is_empty() {
+            return;
+        }
+        let mut sessions: Vec<&mut Session> = Vec::with_capacity(feed.len());
+        let mut tokens = Vec::with_capacity(feed.len());
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(&(_, t)) = feed.iter().find(|(s, _)| *s == i) {
+                slot.seq.tokens.push(t);
+                sessions.push(&mut slot.seq.session);
+                tokens.push(t);
+            }
+        }
+        let r = self.engine.model.forward_multi(
+            &mut sessions,
+            &tokens,
+            &self.engine.pool,
+            &mut self.multi,
+        );
+        if let Err(e) = r {
+            // Cannot happen with checked tokens and room; end every sequence cleanly if it does.
+            for a in std::mem::take(&mut self.active) {
+                let _ = a
+                    .job
+                    .events
+                    .send(Event::Error(ApiError::internal(e.to_string())));
+                self.release(a.slot);
+            }
+        }
+    }
+
+    /// Count a generated token and its latency (first: time to first token).
+    fn observe_token(&self, a: &mut Active) {
+        let now = Instant::now();
+        match a.last_token {
+            None => self
+                .metrics
+                .ttft
+                .observe((now - a.job.arrived).as_secs_f64()),
+            Some(t) => self.metrics.token_latency.observe((now - t).as_secs_f64()),
+        }
+        a.last_token = Some(now);
+        self.metrics.generated_tokens.fetch_add(1, Relaxed);
+    }
+
+    fn release(&mut self, si: usize) {
+        let slot = &mut self.slots[si];
+        if slot.busy {
+            slot.busy = false;
+            self.metrics.active.fetch_sub(1, Relaxed);
+        }
+        self.clock += 1;
+        slot.last_used = self.clock;
+    }
+
+    fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ApiError> {
+        let mut s = self.engine.model.new_session(tokens.len().max(1), 512);
+        self.engine
+            .model
+            .embed(&mut s, &self.engine.pool, tokens)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    fn session_dir(&self) -> Result<&std::path::Path, ApiError> {
+        self.cfg.session_dir.as_deref().ok_or_else(|| {
+            ApiError::bad_request(
+                "sessions cannot be saved: the server was started without --session-dir",
+            )
+        })
+    }
+
+    fn save(&mut self, id: &str) -> Result<SessionInfo, ApiError> {
+        let dir = self.session_dir()?.to_path_buf();
+        let Some(slot) = self.slots.iter().find(|s| s.owner.as_deref() == Some(id)) else {
+            return Err(ApiError::not_found(format!(
+                "no cached conversation for session '{id}' (it may have been evicted)"
+            )));
+        };
+        if slot.busy {
+            return Err(ApiError::with_status(
+                axum::http::StatusCode::CONFLICT,
+                format!("session '{id}' is generating; save it when the request ends"),
+            ));
+        }
+        let path = store::path_for(&dir, id);
+        let bytes = store::save(&path, self.fingerprint, &slot.seq, slot.exact)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(SessionInfo {
+            id: id.to_string(),
+            tokens: slot.exact,
+            path,
+            bytes,
+        })
+    }
+
+    fn restore(&mut self, id: &str) -> Result<SessionInfo, ApiError> {
+        let dir = self.session_dir()?.to_path_buf();
+        let path = store::path_for(&dir, id);
+        if !path.exists() {
+            return Err(ApiError::not_found(format!("no saved session '{id}'")));
+        }
+        let Some(si) = choose_for_restore(&self.slots, id) else {
+            return Err(ApiError::busy(1));
+        };
+        self.clock += 1;
+        for s in self.slots.iter_mut() {
+            if s.owner.as_deref() == Some(id) {
+                s.owner = None;
+            }
+        }
+        let fp = self.fingerprint;
+        let slot = &mut self.slots[si];
+        match store::load(&path, fp, &mut slot.seq) {
+            Ok(bytes) => {
+                slot.exact = slot.seq.tokens.len();
+                slot.owner = Some(id.to_string());
+                slot.last_used = self.clock;
+                Ok(SessionInfo {
+                    id: id.to_string(),
+                    tokens: slot.seq.tokens.len(),
+                    path,
+                    bytes,
+                })
+            }
+            Err(e) => {
+                slot.exact = 0;
+                slot.seq.tokens.clear();
+                slot.seq.session.reset();
+                Err(ApiError::bad_request(e.to_string()).code("invalid_session_file"))
+            }
+        }
+    }
+}
+
+/// Evaluate the part of the prompt not already in the slot's cache. Returns the reused prefix
+/// length and, when asked for, the prompt tokens' logprobs (which need every position's
+/// logits, so nothing is reused then).
+///
+/// At least two tokens are evaluated whenever the prompt has two, so the last prompt token
+/// always goes through the batched path, as in a fresh prefill (and `kestrel run`).
+fn prefill(
+    engine: &Engine,
+    slot: &mut Slot,
+    job: &GenJob,
+) -> Result<(usize, Option<Vec<TokenLogprob>>), kestrel_model::ModelError> {
+    let seq = &mut slot.seq;
+    let prompt = &job.prompt;
+    let mut common = common_prefix(&seq.tokens[..slot.exact], prompt)
+        .min(prompt.len().saturating_sub(2))
+        .min(seq.session.n_past());
+    if job.prompt_logprobs {
+        common = 0;
+    }
+    seq.session.truncate(common);
+    seq.tokens.truncate(common);
+    let todo = &prompt[common..];
+    if job.prompt_logprobs {
+        let lps = prompt_logprobs(engine, seq, prompt, job.logprobs.unwrap_or(0))?;
+        slot.exact = prompt.len();
+        return Ok((0, Some(lps)));
+    }
+    engine
+        .model
+        .forward(&mut seq.session, &engine.pool, todo, todo.len() - 1)?;
+    seq.tokens.extend_from_slice(todo);
+    slot.exact = if todo.len() >= 2 {
+        prompt.len()
+    } else {
+        common
+    };
+    Ok((common, None))
+}
+
+/// Prompt tokens evaluated per forward pass when every position's logits are kept (each row
+/// is a vocabulary of floats).
+const LOGPROB_CHUNK: usize = 64;
+
+/// Evaluate the whole prompt in chunks, keeping each position's logits just long enough to
+/// score the next token. No chunk has a single token (a lone token takes the one-token
+/// attention path), so the cache matches a one-pass prefill.
+fn prompt_logprobs(
+    engine: &Engine,
+    seq: &mut kestrel_engine::Sequence,
+    prompt: &[u32],
+    top: usize,
+) -> Result<Vec<TokenLogprob>, kestrel_model::ModelError> {
+    let (token, bytes) = piece(&engine.tokenizer, prompt[0]);
+    let mut out = vec![TokenLogprob {
+        token,
+        bytes,
+        logprob: None,
+        top: Vec::new(),
+    }];
+    let mut start = 0;
+    while start < prompt.len() {
+        let mut end = (start + LOGPROB_CHUNK).min(prompt.len());
+        if prompt.len() - end == 1 {
+            end += 1;
+        }
+        let chunk = &prompt[start..end];
+        engine
+            .model
+            .forward(&mut seq.session, &engine.pool, chunk, 0)?;
+        seq.tokens.extend_from_slice(chunk);
+        for (r, j) in (start + 1..=end).enumerate() {
+            if j < prompt.len() {
+                out.push(logprob_of(
+                    &engine.tokenizer,
+                    seq.session.logits(r),
+                    prompt[j],
+                    top,
+                ));
+            }
+        }
+        start = end;
+    }
+    Ok(out)
+}
