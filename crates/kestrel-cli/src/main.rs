@@ -1,9 +1,12 @@
-//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect.
+//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, convert, quantize, imatrix, kld.
 
 mod cmd_chat;
+mod cmd_imatrix;
 mod cmd_inspect;
+mod cmd_kld;
 mod cmd_logits;
 mod cmd_perplexity;
+mod cmd_quantize;
 mod cmd_run;
 mod cmd_tokenize;
 mod models;
@@ -38,6 +41,14 @@ enum Cmd {
     Perplexity(cmd_perplexity::PerplexityArgs),
     /// Show a GGUF file's metadata and tensor table.
     Inspect(cmd_inspect::InspectArgs),
+    /// Write a copy of a model with its weights in F32, F16 or BF16.
+    Convert(cmd_quantize::ConvertArgs),
+    /// Quantize a model (llama.cpp's block formats and type mixes), optionally with an importance matrix.
+    Quantize(cmd_quantize::QuantizeArgs),
+    /// Collect an importance matrix (mean squared matmul inputs) over calibration text.
+    Imatrix(cmd_imatrix::ImatrixArgs),
+    /// KL-divergence, top-1 agreement and perplexity of a model against a base model.
+    Kld(cmd_kld::KldArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -130,6 +141,10 @@ fn main() {
         Cmd::Logits(a) => cmd_logits::run(a),
         Cmd::Perplexity(a) => cmd_perplexity::run(a),
         Cmd::Inspect(a) => cmd_inspect::run(a),
+        Cmd::Convert(a) => cmd_quantize::run_convert(a),
+        Cmd::Quantize(a) => cmd_quantize::run_quantize(a),
+        Cmd::Imatrix(a) => cmd_imatrix::run(a),
+        Cmd::Kld(a) => cmd_kld::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");

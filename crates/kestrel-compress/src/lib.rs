@@ -1,0 +1,19 @@
+//! Offline compression of GGUF models: float conversion, quantization to the ggml block formats
+//! (round-to-nearest or weighted by an importance matrix), llama.cpp-style per-tensor type
+//! mixes, importance-matrix collection, and KL-divergence evaluation against a base model.
+//!
+//! Dequantization comes from `kestrel-kernels` (its scalar twins), the file writer from
+//! `kestrel-gguf`; this crate holds the float -> block quantizers and the policies.
+
+pub mod convert;
+mod error;
+pub mod ftype;
+pub mod imatrix;
+pub mod io;
+pub mod kld;
+pub mod policy;
+pub mod quantize;
+pub mod weighted;
+
+pub use error::{CompressError, Result};
+pub use ftype::Ftype;

@@ -1,0 +1,167 @@
+//! Whole-file quantization: every tensor the policy selects is dequantized to f32 (if stored
+//! quantized) and re-encoded in its chosen type; everything else is copied byte for byte. All
+//! metadata (tokenizer, chat template, ...) is kept; `general.file_type` is updated.
+
+use crate::ftype::Ftype;
+use crate::imatrix::Imatrix;
+use crate::io::{check_output, finish, tensor_f32, writer_with_metadata};
+use crate::policy::{should_quantize, PolicyContext, TypeChooser};
+use crate::{weighted, CompressError, Result};
+use kestrel_gguf::{GgmlType, GgufFile};
+use std::path::Path;
+
+#[derive(Clone, Debug, Default)]
+pub struct QuantizeOptions<'a> {
+    /// Keep the base type for every quantized tensor (no llama.cpp mix), like `--pure`.
+    pub pure: bool,
+    /// Weight each tensor's rounding error by these column importances where present.
+    pub imatrix: Option<&'a Imatrix>,
+    /// Threads for the row loop (0 = available cores).
+    pub threads: usize,
+}
+
+/// What happened to one tensor.
+#[derive(Clone, Debug)]
+pub struct TensorReport {
+    pub name: String,
+    pub from: GgmlType,
+    pub to: GgmlType,
+    pub n_elements: u64,
+    pub bytes: usize,
+    /// The importance matrix was used for this tensor.
+    pub weighted: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub tensors: Vec<TensorReport>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Report {
+    /// Bits per weight over all tensors (as llama.cpp's size / n_elements).
+    pub fn bits_per_weight(&self) -> f64 {
+        let n: u64 = self.tensors.iter().map(|t| t.n_elements).sum();
+        let b: usize = self.tensors.iter().map(|t| t.bytes).sum();
+        b as f64 * 8.0 / n.max(1) as f64
+    }
+}
+
+/// Quantizes rows of `row_len` elements of `x` to `ty`. With `qw` (one importance per
+/// column) the weighted quantizers are used where the type has one.
+pub fn quantize_rows(
+    ty: GgmlType,
+    x: &[f32],
+    row_len: usize,
+    qw: Option<&[f32]>,
+    threads: usize,
+) -> Result<Vec<u8>> {
+    let rb = ty.row_bytes(row_len).ok_or_else(|| {
+        CompressError::Invalid(format!(
+            "row length {row_len} is not a whole number of {ty} blocks"
+        ))
+    })?;
+    if row_len == 0 || x.len() % row_len != 0 {
+        return Err(CompressError::Invalid(format!(
+            "{} elements are not whole rows of {row_len}",
+            x.len()
+        )));
+    }
+    if let Some(q) = qw {
+        if q.len() != row_len {
+            return Err(CompressError::Invalid(format!(
+                "importance vector has {} entries for rows of {row_len}",
+                q.len()
+            )));
+        }
+    }
+    let rows = x.len() / row_len;
+    let mut out = vec![0u8; rows * rb];
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    let per = rows.div_ceil(threads.max(1)).max(1);
+    let use_w = qw.filter(|_| weighted::supports(ty));
+    std::thread::scope(|s| {
+        for (xs, ys) in x.chunks(per * row_len).zip(out.chunks_mut(per * rb)) {
+            s.spawn(move || {
+                for (xr, yr) in xs.chunks_exact(row_len).zip(ys.chunks_exact_mut(rb)) {
+                    match use_w {
+                        Some(q) => weighted::quantize_row(ty, xr, q, yr),
+                        None => kestrel_kernels::quantize_row(ty, xr, yr),
+                    }
+                }
+            });
+        }
+    });
+    Ok(out)
+}
+
+/// Quantizes `input` into a new file `output` (which must not exist). `progress(done, total,
+/// tensor name)` is called after each tensor.
+pub fn quantize_file(
+    input: &Path,
+    output: &Path,
+    ftype: Ftype,
+    opts: &QuantizeOptions,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Report> {
+    check_output(input, output)?;
+    let g = GgufFile::open(input)?;
+    if let Some(im) = opts.imatrix {
+        im.check_against(&g)?;
+    }
+    let mut chooser = TypeChooser::new(
+        PolicyContext::from_gguf(&g, opts.imatrix.is_some()),
+        ftype,
+        opts.pure,
+    );
+    let mut w = writer_with_metadata(&g);
+    let mut tensors = Vec::with_capacity(g.tensors().len());
+    let total = g.tensors().len();
+    for (i, t) in g.tensors().iter().enumerate() {
+        let target = if should_quantize(t) {
+            chooser.choose(t)
+        } else {
+            t.ty
+        };
+        let qw = opts.imatrix.and_then(|im| im.get(&t.name));
+        let data = if target == t.ty {
+            g.tensor_data(t).to_vec()
+        } else {
+            let x = tensor_f32(&g, t)?;
+            quantize_rows(target, &x, t.row_len(), qw, opts.threads).map_err(|e| {
+                CompressError::Tensor {
+                    tensor: t.name.clone(),
+                    why: e.to_string(),
+                }
+            })?
+        };
+        tensors.push(TensorReport {
+            name: t.name.clone(),
+            from: t.ty,
+            to: target,
+            n_elements: t.n_elements(),
+            bytes: data.len(),
+            weighted: qw.is_some() && target != t.ty && weighted::supports(target),
+        });
+        w.add_tensor(t.name.clone(), t.dims.clone(), target, data)?;
+        progress(i + 1, total, &t.name);
+    }
+    finish(w, ftype.id(), output)?;
+    let bytes_in = g.bytes().len() as u64;
+    let bytes_out = std::fs::metadata(output)
+        .map_err(|source| CompressError::Io {
+            path: output.to_path_buf(),
+            source,
+        })?
+        .len();
+    Ok(Report {
+        tensors,
+        bytes_in,
+        bytes_out,
+    })
+}
