@@ -52,22 +52,36 @@ fn kl_row(base: &[f32], model: &[f32]) -> f64 {
     kl.max(0.0)
 }
 
-/// `progress(done, total, running mean KLD)` after each chunk; `max_chunks` = 0 means all.
+/// Running sums for one compared model.
+#[derive(Default)]
+struct Acc {
+    kl: f64,
+    kl2: f64,
+    kl_max: f64,
+    nll: f64,
+    agree: usize,
+}
+
+/// Compares each of `models` with `base` on the same chunks (the base runs once per chunk).
+/// `progress(done, total, running mean KLD of the first model)` after each chunk;
+/// `max_chunks` = 0 means all.
 pub fn kl_divergence(
     base: &Engine,
-    model: &Engine,
+    models: &[&Engine],
     text: &str,
     n_ctx: usize,
     max_chunks: usize,
     progress: &mut dyn FnMut(usize, usize, f64),
-) -> Result<KldResult> {
+) -> Result<Vec<KldResult>> {
     let nv = base.model.hparams().n_vocab;
-    if model.model.hparams().n_vocab != nv {
-        return Err(CompressError::Invalid(format!(
-            "the models have different vocabularies ({} and {} tokens)",
-            nv,
-            model.model.hparams().n_vocab
-        )));
+    for m in models {
+        if m.model.hparams().n_vocab != nv {
+            return Err(CompressError::Invalid(format!(
+                "the models have different vocabularies ({} and {} tokens)",
+                nv,
+                m.model.hparams().n_vocab
+            )));
+        }
     }
     if n_ctx < 4 {
         return Err(CompressError::Invalid(format!(
@@ -95,9 +109,12 @@ pub fn kl_divergence(
         .flatten();
     let first = n_ctx / 2;
     let mut sb = base.model.new_session(n_ctx, n_ctx);
-    let mut sm = model.model.new_session(n_ctx, n_ctx);
-    let (mut kl_sum, mut kl_sum2, mut kl_max) = (0.0f64, 0.0f64, 0.0f64);
-    let (mut nll_b, mut nll_m, mut agree, mut count) = (0.0f64, 0.0f64, 0usize, 0usize);
+    let mut sessions: Vec<_> = models
+        .iter()
+        .map(|m| m.model.new_session(n_ctx, n_ctx))
+        .collect();
+    let mut accs: Vec<Acc> = models.iter().map(|_| Acc::default()).collect();
+    let (mut nll_b, mut count) = (0.0f64, 0usize);
     let mut chunk = vec![0u32; n_ctx];
     for c in 0..n {
         chunk.copy_from_slice(&tokens[c * n_ctx..(c + 1) * n_ctx]);
@@ -105,38 +122,49 @@ pub fn kl_divergence(
             chunk[0] = b;
         }
         sb.reset();
-        sm.reset();
         base.model.forward(&mut sb, &base.pool, &chunk, first)?;
-        model.model.forward(&mut sm, &model.pool, &chunk, first)?;
+        for ((m, sm), a) in models.iter().zip(sessions.iter_mut()).zip(accs.iter_mut()) {
+            sm.reset();
+            m.model.forward(sm, &m.pool, &chunk, first)?;
+            for j in first..n_ctx - 1 {
+                let (rb, rm) = (sb.logits(j - first), sm.logits(j - first));
+                let target = tokens[c * n_ctx + j + 1] as usize;
+                a.nll -= rm[target] as f64 - lse(rm);
+                let kl = kl_row(rb, rm);
+                a.kl += kl;
+                a.kl2 += kl * kl;
+                a.kl_max = a.kl_max.max(kl);
+                a.agree += (argmax(rb) == argmax(rm)) as usize;
+            }
+        }
         for j in first..n_ctx - 1 {
-            let (rb, rm) = (sb.logits(j - first), sm.logits(j - first));
-            let target = tokens[c * n_ctx + j + 1] as usize;
-            nll_b -= rb[target] as f64 - lse(rb);
-            nll_m -= rm[target] as f64 - lse(rm);
-            let kl = kl_row(rb, rm);
-            kl_sum += kl;
-            kl_sum2 += kl * kl;
-            kl_max = kl_max.max(kl);
-            agree += (argmax(rb) == argmax(rm)) as usize;
+            let rb = sb.logits(j - first);
+            nll_b -= rb[tokens[c * n_ctx + j + 1] as usize] as f64 - lse(rb);
             count += 1;
         }
-        progress(c + 1, n, kl_sum / count as f64);
+        let running = accs.first().map_or(0.0, |a| a.kl / count as f64);
+        progress(c + 1, n, running);
     }
     let cnt = count as f64;
-    let mean = kl_sum / cnt;
-    let var = (kl_sum2 / cnt - mean * mean).max(0.0);
-    Ok(KldResult {
-        chunks: n,
-        n_ctx,
-        scored: count,
-        base_ppl: (nll_b / cnt).exp(),
-        ppl: (nll_m / cnt).exp(),
-        mean_kld: mean,
-        kld_stderr: (var / (cnt - 1.0).max(1.0)).sqrt(),
-        max_kld: kl_max,
-        top1_agreement: agree as f64 / cnt,
-        mean_nll_delta: (nll_m - nll_b) / cnt,
-    })
+    Ok(accs
+        .iter()
+        .map(|a| {
+            let mean = a.kl / cnt;
+            let var = (a.kl2 / cnt - mean * mean).max(0.0);
+            KldResult {
+                chunks: n,
+                n_ctx,
+                scored: count,
+                base_ppl: (nll_b / cnt).exp(),
+                ppl: (a.nll / cnt).exp(),
+                mean_kld: mean,
+                kld_stderr: (var / (cnt - 1.0).max(1.0)).sqrt(),
+                max_kld: a.kl_max,
+                top1_agreement: a.agree as f64 / cnt,
+                mean_nll_delta: (a.nll - nll_b) / cnt,
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
