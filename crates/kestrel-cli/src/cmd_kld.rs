@@ -43,7 +43,11 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
         .load()
     };
     let base = load(&a.base)?;
-    let models = a.model.iter().map(load).collect::<anyhow::Result<Vec<_>>>()?;
+    let models = a
+        .model
+        .iter()
+        .map(load)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let refs: Vec<_> = models.iter().collect();
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;

@@ -91,13 +91,24 @@ pub fn quantize_rows(
                 for (xr, yr) in xs.chunks_exact(row_len).zip(ys.chunks_exact_mut(rb)) {
                     match use_w {
                         Some(q) => weighted::quantize_row(ty, xr, q, yr),
-                        None => kestrel_kernels::quantize_row(ty, xr, yr),
+                        None => rtn_row(ty, xr, yr),
                     }
                 }
             });
         }
     });
     Ok(out)
+}
+
+/// Round-to-nearest: ggml's reference quantizers, which `kestrel-kernels` carries (the
+/// Q2_K/Q3_K ones outside its `quantize_row` dispatch).
+fn rtn_row(ty: GgmlType, x: &[f32], y: &mut [u8]) {
+    use kestrel_kernels::generic::kquants;
+    match ty {
+        GgmlType::Q2_K => kquants::quantize_row_q2_k(x, y),
+        GgmlType::Q3_K => kquants::quantize_row_q3_k(x, y),
+        _ => kestrel_kernels::quantize_row(ty, x, y),
+    }
 }
 
 /// Quantizes `input` into a new file `output` (which must not exist). `progress(done, total,
