@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use kestrel_compress::convert::convert_file;
 use kestrel_compress::imatrix::Imatrix;
-use kestrel_compress::quantize::{quantize_file, QuantizeOptions, Report};
+use kestrel_compress::quantize::{quantize_file, Method, QuantizeOptions, Report};
 use kestrel_compress::Ftype;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +36,8 @@ pub struct QuantizeArgs {
     /// Importance matrix (GGUF, from `kestrel imatrix` or llama-imatrix) to weight rounding errors
     #[arg(long = "imatrix")]
     imatrix: Option<PathBuf>,
-    /// Quantization method; only round-to-nearest (optionally importance-weighted) exists yet
+    /// rtn: round to nearest (importance-weighted with --imatrix); awq: activation-aware
+    /// channel scaling searched per layer, then rounding (needs --imatrix)
     #[arg(long = "method", default_value = "rtn")]
     method: String,
     /// The base type for every quantized tensor, no llama.cpp-style mix
@@ -67,16 +68,13 @@ pub fn run_convert(a: ConvertArgs) -> anyhow::Result<()> {
 
 pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     let ftype = Ftype::parse(&a.ty)?;
-    anyhow::ensure!(
-        a.method == "rtn",
-        "--method {}: only rtn is implemented (awq and gptq are not yet)",
-        a.method
-    );
+    let method = Method::parse(&a.method)?;
     let im = match &a.imatrix {
         Some(p) => Some(Imatrix::load(p)?),
         None => None,
     };
     let opts = QuantizeOptions {
+        method,
         pure: a.pure,
         imatrix: im.as_ref(),
         threads: a.threads,
@@ -103,6 +101,8 @@ fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
             "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "n_elements": n,
             "bits_per_weight": r.bits_per_weight(), "tensor_types": by_type,
             "weighted_tensors": r.tensors.iter().filter(|t| t.weighted).count(),
+            "awq": r.awq.iter().map(|(g, a, gain)| serde_json::json!({
+                "group": g, "alpha": a, "error_reduction": gain})).collect::<Vec<_>>(),
             "tensors": r.tensors.iter().map(|t| serde_json::json!({
                 "name": t.name, "from": t.from.name(), "to": t.to.name(), "bytes": t.bytes,
                 "weighted": t.weighted})).collect::<Vec<_>>(),
@@ -121,6 +121,15 @@ fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
                 if t.weighted { "  (imatrix)" } else { "" }
             );
         }
+    }
+    if !r.awq.is_empty() {
+        let mean_alpha = r.awq.iter().map(|x| x.1 as f64).sum::<f64>() / r.awq.len() as f64;
+        let mean_gain = r.awq.iter().map(|x| x.2).sum::<f64>() / r.awq.len() as f64;
+        println!(
+            "AWQ: {} groups, mean alpha {mean_alpha:.2}, weighted weight error {:.1}% lower than unscaled",
+            r.awq.len(),
+            100.0 * mean_gain
+        );
     }
     let types: Vec<String> = by_type.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     println!(

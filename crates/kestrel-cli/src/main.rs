@@ -1,4 +1,4 @@
-//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, convert, quantize, imatrix, kld.
+//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, convert, quantize, imatrix, kld, prune.
 
 mod cmd_chat;
 mod cmd_imatrix;
@@ -6,6 +6,7 @@ mod cmd_inspect;
 mod cmd_kld;
 mod cmd_logits;
 mod cmd_perplexity;
+mod cmd_prune;
 mod cmd_quantize;
 mod cmd_run;
 mod cmd_tokenize;
@@ -49,6 +50,8 @@ enum Cmd {
     Imatrix(cmd_imatrix::ImatrixArgs),
     /// KL-divergence, top-1 agreement and perplexity of a model against a base model.
     Kld(cmd_kld::KldArgs),
+    /// Prune the block matrices (magnitude or wanda; unstructured or N:M).
+    Prune(cmd_prune::PruneArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -145,6 +148,7 @@ fn main() {
         Cmd::Quantize(a) => cmd_quantize::run_quantize(a),
         Cmd::Imatrix(a) => cmd_imatrix::run(a),
         Cmd::Kld(a) => cmd_kld::run(a),
+        Cmd::Prune(a) => cmd_prune::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");

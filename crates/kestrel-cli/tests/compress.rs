@@ -1,6 +1,6 @@
 //! End-to-end tests of the compression verbs on SmolLM2-135M: convert to F32, quantize, run
-//! the result, compare it with `kld`, collect an importance matrix and use it, and the errors
-//! for bad input. Short chunks keep this to about a minute on two cores.
+//! the result, collect an importance matrix and use it (weighted quantization, wanda pruning),
+//! compare everything with `kld`, and the errors for bad input. Short chunks keep this to about a minute on two cores.
 
 mod common;
 
@@ -115,6 +115,33 @@ fn convert_quantize_run_and_compare() {
     .json();
     assert!(v["weighted_tensors"].as_u64().unwrap() >= 200, "{v}");
 
+    // Pruning at 50%: wanda (activation-aware) against plain magnitude.
+    let mag = path_str(&dir.path().join("magnitude50.gguf"));
+    let wanda = path_str(&dir.path().join("wanda50.gguf"));
+    let v = kestrel(&[
+        "prune",
+        &f32,
+        &mag,
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert!((v["sparsity"].as_f64().unwrap() - 0.5).abs() < 0.01, "{v}");
+    kestrel(&[
+        "prune",
+        &f32,
+        &wanda,
+        "--method",
+        "wanda",
+        "--imatrix",
+        &imat,
+    ])
+    .ok();
+
     let wiki = common::golden_dir().join("../data/wiki.test.raw");
     let out = kestrel(&[
         "kld",
@@ -138,7 +165,7 @@ fn convert_quantize_run_and_compare() {
     ])
     .ok();
     let r = json_lines(&out.stdout);
-    assert_eq!(r.len(), 3);
+    assert_eq!(r.len(), 5);
     for x in &r {
         eprintln!(
             "{}: ppl {:.3} (base {:.3}), KLD {:.5}, top-1 {:.3}",
@@ -159,6 +186,13 @@ fn convert_quantize_run_and_compare() {
     assert!(kld(0) < kld(1) && kld(1) < 0.1, "Q8_0 < Q4_K_M < 0.1");
     assert!((ratio(1) - 1.0).abs() < 0.1);
     assert!(kld(2) > kld(1) && kld(2) < 0.4, "Q4_0 with imatrix");
+    // Measured: magnitude 272, wanda 40 (base 23).
+    assert!(
+        ratio(4) < 0.5 * ratio(3),
+        "wanda at 50% should beat magnitude at 50% clearly: {} vs {}",
+        ratio(4),
+        ratio(3)
+    );
 
     assert_eq!(before, fingerprint(&m), "the input file was modified");
 }
@@ -183,7 +217,23 @@ fn bad_input_is_refused_cleanly() {
     let e = kestrel(&["quantize", &ms, &out, "--type", "q8_0"]).fails_cleanly();
     assert!(e.contains("already exists"), "{e}");
     let e = kestrel(&["quantize", &ms, &out, "--type", "q8_0", "--method", "gptq"]).fails_cleanly();
-    assert!(e.contains("only rtn"), "{e}");
+    assert!(e.contains("expected rtn or awq"), "{e}");
+    let p2 = path_str(&dir.path().join("p2.gguf"));
+    let e = kestrel(&["prune", &ms, &p2, "--method", "wanda"]).fails_cleanly();
+    assert!(e.contains("--imatrix"), "{e}");
+    let e = kestrel(&["prune", &ms, &p2, "--method", "magnitude"]).fails_cleanly();
+    assert!(e.contains("prune a float model"), "{e}");
+    let e = kestrel(&[
+        "prune",
+        &ms,
+        &p2,
+        "--method",
+        "magnitude",
+        "--pattern",
+        "4:2",
+    ])
+    .fails_cleanly();
+    assert!(e.contains("N:M"), "{e}");
     // An imatrix that is not one, and calibration text too short for one chunk.
     let im2 = path_str(&dir.path().join("o2.gguf"));
     let e = kestrel(&["quantize", &ms, &im2, "--type", "q4_0", "--imatrix", &ms]).fails_cleanly();

@@ -5,6 +5,7 @@
 //! Dequantization comes from `kestrel-kernels` (its scalar twins), the file writer from
 //! `kestrel-gguf`; this crate holds the float -> block quantizers and the policies.
 
+pub mod awq;
 pub mod convert;
 mod error;
 pub mod ftype;
@@ -12,6 +13,7 @@ pub mod imatrix;
 pub mod io;
 pub mod kld;
 pub mod policy;
+pub mod prune;
 pub mod quantize;
 pub mod weighted;
 

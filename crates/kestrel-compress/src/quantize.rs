@@ -6,12 +6,35 @@ use crate::ftype::Ftype;
 use crate::imatrix::Imatrix;
 use crate::io::{check_output, finish, tensor_f32, writer_with_metadata};
 use crate::policy::{should_quantize, PolicyContext, TypeChooser};
-use crate::{weighted, CompressError, Result};
+use crate::{awq, weighted, CompressError, Result};
 use kestrel_gguf::{GgmlType, GgufFile};
 use std::path::Path;
 
+/// How weights are rounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    /// Round to nearest (weighted by the importance matrix when one is given).
+    #[default]
+    Rtn,
+    /// Activation-aware channel scaling before rounding (see `awq`); needs an importance matrix.
+    Awq,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Result<Method> {
+        match s.to_ascii_lowercase().as_str() {
+            "rtn" => Ok(Method::Rtn),
+            "awq" => Ok(Method::Awq),
+            _ => Err(CompressError::Invalid(format!(
+                "--method {s}: expected rtn or awq (gptq is not implemented)"
+            ))),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct QuantizeOptions<'a> {
+    pub method: Method,
     /// Keep the base type for every quantized tensor (no llama.cpp mix), like `--pure`.
     pub pure: bool,
     /// Weight each tensor's rounding error by these column importances where present.
@@ -35,6 +58,8 @@ pub struct TensorReport {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub tensors: Vec<TensorReport>,
+    /// AWQ's choice per group: (group, alpha, weighted-error reduction vs no scaling).
+    pub awq: Vec<(String, f32, f64)>,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -100,6 +125,11 @@ pub fn quantize_rows(
     Ok(out)
 }
 
+/// Progress steps the AWQ search took (one per group), so the bar continues from there.
+fn awq_groups_done(p: &Option<awq::AwqPlan>) -> usize {
+    p.as_ref().map_or(0, |p| p.choices.len())
+}
+
 /// Round-to-nearest: ggml's reference quantizers, which `kestrel-kernels` carries (the
 /// Q2_K/Q3_K ones outside its `quantize_row` dispatch).
 fn rtn_row(ty: GgmlType, x: &[f32], y: &mut [u8]) {
@@ -130,27 +160,64 @@ pub fn quantize_file(
         ftype,
         opts.pure,
     );
+    // Types first, in file order (the mixes count tensors as they come).
+    let targets: Vec<GgmlType> = g
+        .tensors()
+        .iter()
+        .map(|t| {
+            if should_quantize(t) {
+                chooser.choose(t)
+            } else {
+                t.ty
+            }
+        })
+        .collect();
+    let awq_plan = match opts.method {
+        Method::Rtn => None,
+        Method::Awq => {
+            let im = opts.imatrix.ok_or_else(|| {
+                CompressError::Invalid(
+                    "--method awq needs --imatrix FILE (activation statistics)".into(),
+                )
+            })?;
+            let types = g
+                .tensors()
+                .iter()
+                .zip(&targets)
+                .filter(|(t, ty)| should_quantize(t) && **ty != t.ty)
+                .map(|(t, ty)| (t.name.clone(), *ty))
+                .collect();
+            Some(awq::plan(
+                &g,
+                &types,
+                im,
+                opts.threads,
+                &mut |d, n, name| progress(d, n + g.tensors().len(), name),
+            )?)
+        }
+    };
+    let (imatrix, offset) = match &awq_plan {
+        Some(p) => (Some(&p.imatrix), awq_groups_done(&awq_plan)),
+        None => (opts.imatrix, 0),
+    };
     let mut w = writer_with_metadata(&g);
     let mut tensors = Vec::with_capacity(g.tensors().len());
-    let total = g.tensors().len();
-    for (i, t) in g.tensors().iter().enumerate() {
-        let target = if should_quantize(t) {
-            chooser.choose(t)
-        } else {
-            t.ty
-        };
-        let qw = opts.imatrix.and_then(|im| im.get(&t.name));
-        let data = if target == t.ty {
-            g.tensor_data(t).to_vec()
-        } else {
-            let x = tensor_f32(&g, t)?;
-            quantize_rows(target, &x, t.row_len(), qw, opts.threads).map_err(|e| {
-                CompressError::Tensor {
-                    tensor: t.name.clone(),
-                    why: e.to_string(),
-                }
-            })?
-        };
+    let total = g.tensors().len() + offset;
+    for (i, (t, &target)) in g.tensors().iter().zip(&targets).enumerate() {
+        let qw = imatrix.and_then(|im| im.get(&t.name));
+        let changed = awq_plan.as_ref().and_then(|p| p.data.get(&t.name));
+        let data = match changed {
+            Some(x) => quantize_rows(target, x, t.row_len(), qw, opts.threads),
+            None if target == t.ty => Ok(g.tensor_data(t).to_vec()),
+            None => {
+                let x = tensor_f32(&g, t)?;
+                quantize_rows(target, &x, t.row_len(), qw, opts.threads)
+            }
+        }
+        .map_err(|e| CompressError::Tensor {
+            tensor: t.name.clone(),
+            why: e.to_string(),
+        })?;
         tensors.push(TensorReport {
             name: t.name.clone(),
             from: t.ty,
@@ -160,7 +227,7 @@ pub fn quantize_file(
             weighted: qw.is_some() && target != t.ty && weighted::supports(target),
         });
         w.add_tensor(t.name.clone(), t.dims.clone(), target, data)?;
-        progress(i + 1, total, &t.name);
+        progress(offset + i + 1, total, &t.name);
     }
     finish(w, ftype.id(), output)?;
     let bytes_in = g.bytes().len() as u64;
@@ -172,6 +239,7 @@ pub fn quantize_file(
         .len();
     Ok(Report {
         tensors,
+        awq: awq_plan.map(|p| p.choices).unwrap_or_default(),
         bytes_in,
         bytes_out,
     })
