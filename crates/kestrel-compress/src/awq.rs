@@ -9,7 +9,8 @@
 //! - attn_q/k/v read `attn_norm(x)`: divide `attn_norm.weight` by s;
 //! - ffn_gate/up read `ffn_norm(x)`: divide `ffn_norm.weight` by s;
 //! - ffn_down reads `act(gate) * up`, linear in up: divide row j of `ffn_up` by s_j.
-//! (attn_output's input mixes value heads under GQA; it is left unscaled.)
+//!
+//! attn_output's input mixes value heads under GQA; it is left unscaled.
 //!
 //! The error each alpha is judged by is the importance-weighted squared weight error,
 //! sum_j E[x_j^2] * sum_i (W_ij - Q(W)_ij)^2 in the original units: the diagonal of the

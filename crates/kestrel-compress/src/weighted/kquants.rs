@@ -4,6 +4,9 @@
 //! Q6_K {ql[128], qh[64], scales[16] (i8), d}. The element packings are the inverses of the
 //! dequantizers in `kestrel_kernels::generic::kquants`.
 
+// Block loops index several parallel arrays (scales, weights, levels) by sub-block.
+#![allow(clippy::needless_range_loop)]
+
 use super::{f16_round, put_f16, search};
 use kestrel_kernels::generic::kquants::{nearest_int, q3_k_scales, scale_min_k4};
 
