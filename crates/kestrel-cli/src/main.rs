@@ -1,10 +1,15 @@
-//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve.
+//! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve, convert, quantize,
+//! imatrix, kld, prune.
 
 mod cmd_bench;
 mod cmd_chat;
+mod cmd_imatrix;
 mod cmd_inspect;
+mod cmd_kld;
 mod cmd_logits;
 mod cmd_perplexity;
+mod cmd_prune;
+mod cmd_quantize;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_tokenize;
@@ -44,6 +49,16 @@ enum Cmd {
     Bench(cmd_bench::BenchArgs),
     /// OpenAI-compatible HTTP server (chat, completions, embeddings) with continuous batching.
     Serve(cmd_serve::ServeArgs),
+    /// Write a copy of a model with its weights in F32, F16 or BF16.
+    Convert(cmd_quantize::ConvertArgs),
+    /// Quantize a model (llama.cpp's block formats and type mixes), optionally with an importance matrix.
+    Quantize(cmd_quantize::QuantizeArgs),
+    /// Collect an importance matrix (mean squared matmul inputs) over calibration text.
+    Imatrix(cmd_imatrix::ImatrixArgs),
+    /// KL-divergence, top-1 agreement and perplexity of a model against a base model.
+    Kld(cmd_kld::KldArgs),
+    /// Prune the block matrices (magnitude or wanda; unstructured or N:M).
+    Prune(cmd_prune::PruneArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -138,6 +153,11 @@ fn main() {
         Cmd::Inspect(a) => cmd_inspect::run(a),
         Cmd::Bench(a) => cmd_bench::run(a),
         Cmd::Serve(a) => cmd_serve::run(a),
+        Cmd::Convert(a) => cmd_quantize::run_convert(a),
+        Cmd::Quantize(a) => cmd_quantize::run_quantize(a),
+        Cmd::Imatrix(a) => cmd_imatrix::run(a),
+        Cmd::Kld(a) => cmd_kld::run(a),
+        Cmd::Prune(a) => cmd_prune::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");

@@ -48,6 +48,11 @@ impl Progress {
         }
     }
 
+    /// Changes the total (when it is only known once work starts).
+    pub fn set_total(&mut self, total: usize) {
+        self.total = total.max(1);
+    }
+
     pub fn update(&mut self, done: usize, note: &str) {
         let frac = done as f64 / self.total as f64;
         let el = self.start.elapsed().as_secs_f64();

@@ -29,6 +29,7 @@ impl Model {
             d: &self.dec,
             pool,
             k: kestrel_kernels::kernels(),
+            obs: None,
         };
         let e = hp.n_embd;
         let mut sum = vec![0f64; e];

@@ -2,6 +2,7 @@
 
 use crate::decoder::{Activation, Decoder, Layer};
 use crate::kv::KvCache;
+use crate::observer::MatmulObserver;
 use crate::session::{Scratch, Session};
 use crate::weights::Linear;
 use half::f16;
@@ -37,10 +38,15 @@ pub(crate) struct Ctx<'a> {
     pub d: &'a Decoder,
     pub pool: &'a ThreadPool,
     pub k: &'a Kernels,
+    /// Sees every matmul input (calibration tools); `None` in normal runs.
+    pub obs: Option<&'a dyn MatmulObserver>,
 }
 
 pub(crate) fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<u8>) {
     let w = l.w.view(c.g);
+    if let Some(o) = c.obs {
+        o.observe(&l.w.name, &x[..n * w.cols], n, w.cols);
+    }
     matmul(
         c.pool,
         c.k,
@@ -66,6 +72,12 @@ pub(crate) fn linear_many<const N: usize>(
     n: usize,
     q8: &mut Vec<u8>,
 ) {
+    if let Some(o) = c.obs {
+        for (l, _) in &ls {
+            let cols = l.w.view(c.g).cols;
+            o.observe(&l.w.name, &x[..n * cols], n, cols);
+        }
+    }
     let mut mats = ls.map(|(l, y)| {
         let w = l.w.view(c.g);
         let rows = w.rows;
@@ -190,6 +202,9 @@ pub(crate) fn forward_ubatch(
             &mut sc.h,
         );
         let w = d.output.view(c.g);
+        if let Some(o) = c.obs {
+            o.observe(&d.output.name, &sc.h[..n_out * e], n_out, e);
+        }
         let v = hp.n_vocab;
         let dst = &mut s.logits[logit_row0 * v..(logit_row0 + n_out) * v];
         matmul(c.pool, c.k, &w, &sc.h[..n_out * e], n_out, dst, &mut sc.q8);

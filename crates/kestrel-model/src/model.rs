@@ -5,6 +5,7 @@ use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
 use crate::forward::{forward_ubatch, Ctx};
 use crate::hparams::Hparams;
+use crate::observer::MatmulObserver;
 use crate::registry;
 use crate::session::Session;
 use crate::weights::Loader;
@@ -70,6 +71,32 @@ impl Model {
         tokens: &[u32],
         logits_from: usize,
     ) -> Result<()> {
+        self.forward_impl(s, pool, k, tokens, logits_from, None)
+    }
+
+    /// [`Model::forward`] showing every matmul input to `obs` (importance matrices, pruning
+    /// statistics).
+    pub fn forward_observed(
+        &self,
+        s: &mut Session,
+        pool: &ThreadPool,
+        tokens: &[u32],
+        logits_from: usize,
+        obs: &dyn MatmulObserver,
+    ) -> Result<()> {
+        let k = kestrel_kernels::kernels();
+        self.forward_impl(s, pool, k, tokens, logits_from, Some(obs))
+    }
+
+    fn forward_impl(
+        &self,
+        s: &mut Session,
+        pool: &ThreadPool,
+        k: &Kernels,
+        tokens: &[u32],
+        logits_from: usize,
+        obs: Option<&dyn MatmulObserver>,
+    ) -> Result<()> {
         let hp = &self.dec.hp;
         if tokens.is_empty() {
             return Err(ModelError::Invalid("forward called with no tokens".into()));
@@ -100,6 +127,7 @@ impl Model {
             d: &self.dec,
             pool,
             k,
+            obs,
         };
         let mut row = 0;
         for (ci, chunk) in tokens.chunks(s.n_batch).enumerate() {

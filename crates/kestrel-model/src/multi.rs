@@ -83,6 +83,7 @@ impl Model {
             d: &self.dec,
             pool,
             k: kestrel_kernels::kernels(),
+            obs: None,
         };
         step(&c, sessions, tokens, ms);
         Ok(())

@@ -1,0 +1,145 @@
+//! `kestrel convert` and `kestrel quantize`: write a new GGUF with other tensor types.
+
+use crate::util::{human_bytes, human_count, Progress};
+use anyhow::Context;
+use clap::Args;
+use kestrel_compress::convert::convert_file;
+use kestrel_compress::imatrix::Imatrix;
+use kestrel_compress::quantize::{quantize_file, Method, QuantizeOptions, Report};
+use kestrel_compress::Ftype;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// Input GGUF (any supported tensor types; never modified)
+    input: PathBuf,
+    /// Output GGUF (must not exist)
+    output: PathBuf,
+    /// f32, f16 or bf16
+    #[arg(long = "type", default_value = "f32")]
+    ty: String,
+    /// Print a JSON summary
+    #[arg(long = "json")]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// Input GGUF, ideally F32/F16 (never modified)
+    input: PathBuf,
+    /// Output GGUF (must not exist)
+    output: PathBuf,
+    /// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K (Q3_K, Q4_K,
+    /// Q5_K mean the _M mixes), or F32/F16/BF16
+    #[arg(long = "type")]
+    ty: String,
+    /// Importance matrix (GGUF, from `kestrel imatrix` or llama-imatrix) to weight rounding errors
+    #[arg(long = "imatrix")]
+    imatrix: Option<PathBuf>,
+    /// rtn: round to nearest (importance-weighted with --imatrix); awq: activation-aware
+    /// channel scaling searched per layer, then rounding (needs --imatrix)
+    #[arg(long = "method", default_value = "rtn")]
+    method: String,
+    /// The base type for every quantized tensor, no llama.cpp-style mix
+    #[arg(long = "pure")]
+    pure: bool,
+    /// Threads [default: available cores]
+    #[arg(short = 't', long = "threads", default_value_t = 0)]
+    threads: usize,
+    /// Print a JSON summary
+    #[arg(long = "json")]
+    json: bool,
+    /// List every tensor's new type
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+}
+
+pub fn run_convert(a: ConvertArgs) -> anyhow::Result<()> {
+    let ftype = Ftype::parse(&a.ty)?;
+    let mut bar = Progress::new("convert", 1);
+    let r = convert_file(&a.input, &a.output, ftype, &mut |d, t, _| {
+        bar.set_total(t);
+        bar.update(d, "")
+    })
+    .with_context(|| format!("converting {}", a.input.display()))?;
+    summary(&r, ftype, &a.output, a.json, false);
+    Ok(())
+}
+
+pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
+    let ftype = Ftype::parse(&a.ty)?;
+    let method = Method::parse(&a.method)?;
+    let im = match &a.imatrix {
+        Some(p) => Some(Imatrix::load(p)?),
+        None => None,
+    };
+    let opts = QuantizeOptions {
+        method,
+        pure: a.pure,
+        imatrix: im.as_ref(),
+        threads: a.threads,
+    };
+    let mut bar = Progress::new("quantize", 1);
+    let r = quantize_file(&a.input, &a.output, ftype, &opts, &mut |d, t, _| {
+        bar.set_total(t);
+        bar.update(d, "")
+    })
+    .with_context(|| format!("quantizing {}", a.input.display()))?;
+    summary(&r, ftype, &a.output, a.json, a.verbose);
+    Ok(())
+}
+
+fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
+    let n: u64 = r.tensors.iter().map(|t| t.n_elements).sum();
+    let mut by_type = std::collections::BTreeMap::<String, usize>::new();
+    for t in &r.tensors {
+        *by_type.entry(t.to.name().to_string()).or_default() += 1;
+    }
+    if json {
+        let v = serde_json::json!({
+            "output": out.display().to_string(), "ftype": ftype.name(),
+            "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "n_elements": n,
+            "bits_per_weight": r.bits_per_weight(), "tensor_types": by_type,
+            "weighted_tensors": r.tensors.iter().filter(|t| t.weighted).count(),
+            "awq": r.awq.iter().map(|(g, a, gain)| serde_json::json!({
+                "group": g, "alpha": a, "error_reduction": gain})).collect::<Vec<_>>(),
+            "tensors": r.tensors.iter().map(|t| serde_json::json!({
+                "name": t.name, "from": t.from.name(), "to": t.to.name(), "bytes": t.bytes,
+                "weighted": t.weighted})).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return;
+    }
+    if verbose {
+        for t in &r.tensors {
+            println!(
+                "{:40} {:>6} -> {:<6} {:>10}{}",
+                t.name,
+                t.from.name(),
+                t.to.name(),
+                human_bytes(t.bytes as u64),
+                if t.weighted { "  (imatrix)" } else { "" }
+            );
+        }
+    }
+    if !r.awq.is_empty() {
+        let mean_alpha = r.awq.iter().map(|x| x.1 as f64).sum::<f64>() / r.awq.len() as f64;
+        let mean_gain = r.awq.iter().map(|x| x.2).sum::<f64>() / r.awq.len() as f64;
+        println!(
+            "AWQ: {} groups, mean alpha {mean_alpha:.2}, weighted weight error {:.1}% lower than unscaled",
+            r.awq.len(),
+            100.0 * mean_gain
+        );
+    }
+    let types: Vec<String> = by_type.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    println!(
+        "wrote {} ({}): {} -> {}, {} weights, {:.2} bits per weight; tensors {}",
+        out.display(),
+        ftype,
+        human_bytes(r.bytes_in),
+        human_bytes(r.bytes_out),
+        human_count(n),
+        r.bits_per_weight(),
+        types.join(", ")
+    );
+}

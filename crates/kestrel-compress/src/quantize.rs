@@ -1,0 +1,246 @@
+//! Whole-file quantization: every tensor the policy selects is dequantized to f32 (if stored
+//! quantized) and re-encoded in its chosen type; everything else is copied byte for byte. All
+//! metadata (tokenizer, chat template, ...) is kept; `general.file_type` is updated.
+
+use crate::ftype::Ftype;
+use crate::imatrix::Imatrix;
+use crate::io::{check_output, finish, tensor_f32, writer_with_metadata};
+use crate::policy::{should_quantize, PolicyContext, TypeChooser};
+use crate::{awq, weighted, CompressError, Result};
+use kestrel_gguf::{GgmlType, GgufFile};
+use std::path::Path;
+
+/// How weights are rounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    /// Round to nearest (weighted by the importance matrix when one is given).
+    #[default]
+    Rtn,
+    /// Activation-aware channel scaling before rounding (see `awq`); needs an importance matrix.
+    Awq,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Result<Method> {
+        match s.to_ascii_lowercase().as_str() {
+            "rtn" => Ok(Method::Rtn),
+            "awq" => Ok(Method::Awq),
+            _ => Err(CompressError::Invalid(format!(
+                "--method {s}: expected rtn or awq (gptq is not implemented)"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct QuantizeOptions<'a> {
+    pub method: Method,
+    /// Keep the base type for every quantized tensor (no llama.cpp mix), like `--pure`.
+    pub pure: bool,
+    /// Weight each tensor's rounding error by these column importances where present.
+    pub imatrix: Option<&'a Imatrix>,
+    /// Threads for the row loop (0 = available cores).
+    pub threads: usize,
+}
+
+/// What happened to one tensor.
+#[derive(Clone, Debug)]
+pub struct TensorReport {
+    pub name: String,
+    pub from: GgmlType,
+    pub to: GgmlType,
+    pub n_elements: u64,
+    pub bytes: usize,
+    /// The importance matrix was used for this tensor.
+    pub weighted: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub tensors: Vec<TensorReport>,
+    /// AWQ's choice per group: (group, alpha, weighted-error reduction vs no scaling).
+    pub awq: Vec<(String, f32, f64)>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Report {
+    /// Bits per weight over all tensors (as llama.cpp's size / n_elements).
+    pub fn bits_per_weight(&self) -> f64 {
+        let n: u64 = self.tensors.iter().map(|t| t.n_elements).sum();
+        let b: usize = self.tensors.iter().map(|t| t.bytes).sum();
+        b as f64 * 8.0 / n.max(1) as f64
+    }
+}
+
+/// Quantizes rows of `row_len` elements of `x` to `ty`. With `qw` (one importance per
+/// column) the weighted quantizers are used where the type has one.
+pub fn quantize_rows(
+    ty: GgmlType,
+    x: &[f32],
+    row_len: usize,
+    qw: Option<&[f32]>,
+    threads: usize,
+) -> Result<Vec<u8>> {
+    let rb = ty.row_bytes(row_len).ok_or_else(|| {
+        CompressError::Invalid(format!(
+            "row length {row_len} is not a whole number of {ty} blocks"
+        ))
+    })?;
+    if row_len == 0 || x.len() % row_len != 0 {
+        return Err(CompressError::Invalid(format!(
+            "{} elements are not whole rows of {row_len}",
+            x.len()
+        )));
+    }
+    if let Some(q) = qw {
+        if q.len() != row_len {
+            return Err(CompressError::Invalid(format!(
+                "importance vector has {} entries for rows of {row_len}",
+                q.len()
+            )));
+        }
+    }
+    let rows = x.len() / row_len;
+    let mut out = vec![0u8; rows * rb];
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    let per = rows.div_ceil(threads.max(1)).max(1);
+    let use_w = qw.filter(|_| weighted::supports(ty));
+    std::thread::scope(|s| {
+        for (xs, ys) in x.chunks(per * row_len).zip(out.chunks_mut(per * rb)) {
+            s.spawn(move || {
+                for (xr, yr) in xs.chunks_exact(row_len).zip(ys.chunks_exact_mut(rb)) {
+                    match use_w {
+                        Some(q) => weighted::quantize_row(ty, xr, q, yr),
+                        None => rtn_row(ty, xr, yr),
+                    }
+                }
+            });
+        }
+    });
+    Ok(out)
+}
+
+/// Progress steps the AWQ search took (one per group), so the bar continues from there.
+fn awq_groups_done(p: &Option<awq::AwqPlan>) -> usize {
+    p.as_ref().map_or(0, |p| p.choices.len())
+}
+
+/// Round-to-nearest: ggml's reference quantizers, which `kestrel-kernels` carries (the
+/// Q2_K/Q3_K ones outside its `quantize_row` dispatch).
+fn rtn_row(ty: GgmlType, x: &[f32], y: &mut [u8]) {
+    use kestrel_kernels::generic::kquants;
+    match ty {
+        GgmlType::Q2_K => kquants::quantize_row_q2_k(x, y),
+        GgmlType::Q3_K => kquants::quantize_row_q3_k(x, y),
+        _ => kestrel_kernels::quantize_row(ty, x, y),
+    }
+}
+
+/// Quantizes `input` into a new file `output` (which must not exist). `progress(done, total,
+/// tensor name)` is called after each tensor.
+pub fn quantize_file(
+    input: &Path,
+    output: &Path,
+    ftype: Ftype,
+    opts: &QuantizeOptions,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Report> {
+    check_output(input, output)?;
+    let g = GgufFile::open(input)?;
+    if let Some(im) = opts.imatrix {
+        im.check_against(&g)?;
+    }
+    let mut chooser = TypeChooser::new(
+        PolicyContext::from_gguf(&g, opts.imatrix.is_some()),
+        ftype,
+        opts.pure,
+    );
+    // Types first, in file order (the mixes count tensors as they come).
+    let targets: Vec<GgmlType> = g
+        .tensors()
+        .iter()
+        .map(|t| {
+            if should_quantize(t) {
+                chooser.choose(t)
+            } else {
+                t.ty
+            }
+        })
+        .collect();
+    let awq_plan = match opts.method {
+        Method::Rtn => None,
+        Method::Awq => {
+            let im = opts.imatrix.ok_or_else(|| {
+                CompressError::Invalid(
+                    "--method awq needs --imatrix FILE (activation statistics)".into(),
+                )
+            })?;
+            let types = g
+                .tensors()
+                .iter()
+                .zip(&targets)
+                .filter(|(t, ty)| should_quantize(t) && **ty != t.ty)
+                .map(|(t, ty)| (t.name.clone(), *ty))
+                .collect();
+            Some(awq::plan(
+                &g,
+                &types,
+                im,
+                opts.threads,
+                &mut |d, n, name| progress(d, n + g.tensors().len(), name),
+            )?)
+        }
+    };
+    let (imatrix, offset) = match &awq_plan {
+        Some(p) => (Some(&p.imatrix), awq_groups_done(&awq_plan)),
+        None => (opts.imatrix, 0),
+    };
+    let mut w = writer_with_metadata(&g);
+    let mut tensors = Vec::with_capacity(g.tensors().len());
+    let total = g.tensors().len() + offset;
+    for (i, (t, &target)) in g.tensors().iter().zip(&targets).enumerate() {
+        let qw = imatrix.and_then(|im| im.get(&t.name));
+        let changed = awq_plan.as_ref().and_then(|p| p.data.get(&t.name));
+        let data = match changed {
+            Some(x) => quantize_rows(target, x, t.row_len(), qw, opts.threads),
+            None if target == t.ty => Ok(g.tensor_data(t).to_vec()),
+            None => {
+                let x = tensor_f32(&g, t)?;
+                quantize_rows(target, &x, t.row_len(), qw, opts.threads)
+            }
+        }
+        .map_err(|e| CompressError::Tensor {
+            tensor: t.name.clone(),
+            why: e.to_string(),
+        })?;
+        tensors.push(TensorReport {
+            name: t.name.clone(),
+            from: t.ty,
+            to: target,
+            n_elements: t.n_elements(),
+            bytes: data.len(),
+            weighted: qw.is_some() && target != t.ty && weighted::supports(target),
+        });
+        w.add_tensor(t.name.clone(), t.dims.clone(), target, data)?;
+        progress(offset + i + 1, total, &t.name);
+    }
+    finish(w, ftype.id(), output)?;
+    let bytes_in = g.bytes().len() as u64;
+    let bytes_out = std::fs::metadata(output)
+        .map_err(|source| CompressError::Io {
+            path: output.to_path_buf(),
+            source,
+        })?
+        .len();
+    Ok(Report {
+        tensors,
+        awq: awq_plan.map(|p| p.choices).unwrap_or_default(),
+        bytes_in,
+        bytes_out,
+    })
+}
