@@ -24,10 +24,6 @@ pub(crate) type AttnMixFn = unsafe fn(Lanes, &mut [f32], &[f32], &[half::f16], u
 /// `TILE_C` activation columns, `out[c * TILE_R + r]`, each bit-identical to the batch dot
 /// product (`vec_dot_gemm`, which is `vec_dot` except for Q4_K).
 pub(crate) type TileFn = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [f32; TILE_R * TILE_C]);
-/// `(n, w, row stride, a, out)`: [`GEMV_R`] weight rows · one activation row, each output
-/// bit-identical to `vec_dot`.
-pub(crate) type GemvFn = unsafe fn(usize, &[u8], usize, &[u8], &mut [f32; GEMV_R]);
-pub const GEMV_R: usize = 4;
 /// From this many tokens on, llama.cpp runs Q2_K-Q6_K weights that it has not repacked
 /// through its tiled K-quant matmul, which rounds differently from the single-row dot.
 pub const KQ_TILED_MIN_BATCH: usize = 8;
@@ -63,8 +59,6 @@ pub struct Kernels {
     quant: [Option<QuantFn>; N_IDS],
     /// Multi-row, multi-column kernels for prompt batches, where a type has one.
     tile: [Option<TileFn>; N_IDS],
-    /// Multi-row kernels for a single activation column, where a type has one.
-    gemv: [Option<GemvFn>; N_IDS],
     attn_dot: AttnDotFn,
     attn_dot_rows: AttnDotRowsFn,
     attn_mix: AttnMixFn,
@@ -198,43 +192,6 @@ impl Kernels {
         self.tile[ty as usize]
     }
 
-    /// The multi-row single-column kernel for `ty`, if this table has one (sound on this CPU
-    /// given the length requirements in `arch::x86_64::legacy_tile`).
-    #[inline]
-    pub(crate) fn gemv_fn(&self, ty: GgmlType) -> Option<GemvFn> {
-        self.gemv[ty as usize]
-    }
-
-    /// [`GEMV_R`] dot products of consecutive weight rows (`wrb` bytes apart) with one
-    /// activation row, bit-identical to [`Kernels::vec_dot`]; pair by pair where the type has
-    /// no such kernel.
-    pub fn vec_dot_rows(
-        &self,
-        ty: GgmlType,
-        n: usize,
-        w: &[u8],
-        wrb: usize,
-        a: &[u8],
-        out: &mut [f32; GEMV_R],
-    ) {
-        let rb = ty.row_bytes(n).unwrap_or(usize::MAX);
-        assert!(wrb >= rb, "vec_dot_rows: stride shorter than a row");
-        assert!(
-            w.len() >= (GEMV_R - 1) * wrb + rb,
-            "vec_dot_rows: weights too short"
-        );
-        check_lens(ty, n, rb, a.len(), 1);
-        match self.gemv_fn(ty) {
-            // SAFETY: supported by this CPU; every row and the activations checked above.
-            Some(f) => unsafe { f(n, w, wrb, a, out) },
-            None => {
-                for (r, o) in out.iter_mut().enumerate() {
-                    *o = self.vec_dot(ty, n, &w[r * wrb..], a);
-                }
-            }
-        }
-    }
-
     /// [`TILE_R`] x [`TILE_C`] dot products at once (`out[c * TILE_R + r]` = row `r` of `w` ·
     /// column `c` of `a`, rows `wrb` and columns `arb` bytes apart), bit-identical to the dot
     /// product a batch of 4+ uses (as llama.cpp: [`Kernels::vec_dot`], except Q4_K's GEMM
@@ -326,7 +283,6 @@ fn scalar_table() -> Kernels {
         },
         quant: q,
         tile: [None; N_IDS],
-        gemv: [None; N_IDS],
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
         attn_dot_rows: crate::generic::attn::dot_f16_rows as AttnDotRowsFn,
         attn_mix: crate::generic::attn::mix_f16 as AttnMixFn,
@@ -361,7 +317,6 @@ fn avx2_table() -> Kernels {
     x::kquants_wire(vd);
     x::gemm_wire(&mut k.vec_dot_gemm);
     x::tile_wire(&mut k.tile);
-    x::gemv_wire(&mut k.gemv);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
     k.attn_dot_rows = x::attn::dot_f16_rows as AttnDotRowsFn;
     k.attn_mix = x::attn::mix_f16 as AttnMixFn;

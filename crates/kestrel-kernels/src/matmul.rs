@@ -1,6 +1,6 @@
 //! The matmul driver: `y = W x` for a quantized weight matrix and a batch of f32 activations.
 
-use crate::dispatch::{check_lens, Kernels, GEMV_R, TILE_C, TILE_R};
+use crate::dispatch::{check_lens, Kernels, TILE_C, TILE_R};
 use crate::pool::ThreadPool;
 use crate::{vec_dot_type, GgmlType};
 
@@ -227,8 +227,6 @@ unsafe fn rows_range(
     } else {
         0
     };
-    // Only for columns that take `vec_dot` (not llama.cpp's GEMM order).
-    let gemv = k.gemv_fn(w.ty);
     let put = |b: usize, r: usize, v: f32| {
         // SAFETY: b * rows + r < batch * rows, a row of this call's range (caller's contract).
         unsafe { y.add(b * rows + r).write(v) }
@@ -257,19 +255,7 @@ unsafe fn rows_range(
             let in_gemm = b < gemm_cols;
             let dot = if in_gemm { dot_gemm } else { dot };
             // Rows the tiles above already wrote for this column.
-            let mut first = if b < tile_cols { tile_end } else { r };
-            if let (Some(gemv), false) = (gemv, in_gemm) {
-                let mut out = [0.0f32; GEMV_R];
-                while first + GEMV_R <= re {
-                    // SAFETY: `gemv` is from `k`, valid on this CPU; rows first..first + GEMV_R
-                    // and column b are full rows (`check_lens` and the bounds above).
-                    unsafe { gemv(cols, &data[first * wrb..], wrb, a, &mut out) };
-                    for (i, &v) in out.iter().enumerate() {
-                        put(b, first + i, v);
-                    }
-                    first += GEMV_R;
-                }
-            }
+            let first = if b < tile_cols { tile_end } else { r };
             for rr in first..re {
                 // SAFETY: `dot` is from `k`, valid on this CPU; the row and column are full
                 // (`check_lens` above).

@@ -1,8 +1,8 @@
-//! The multi-row kernels (tiles for prompt batches, GEMV rows for decode) must give exactly the
+//! The multi-row kernels (tiles for prompt batches) must give exactly the
 //! bits of the single-row dot products they replace (which match llama.cpp's), and matmul must
 //! cover every row and column once whatever the shape.
 
-use kestrel_kernels::dispatch::{GEMV_R, TILE_C, TILE_R};
+use kestrel_kernels::dispatch::{TILE_C, TILE_R};
 use kestrel_kernels::{
     kernels, matmul, quantize_row, scalar_kernels, vec_dot_type, GgmlType, QMatrix, ThreadPool,
 };
@@ -74,23 +74,6 @@ fn tiles_equal_single_dots_bitwise() {
                         k.isa()
                     );
                 }
-            }
-        }
-    }
-}
-
-#[test]
-fn gemv_rows_equal_single_dots_bitwise() {
-    for k in [kernels(), scalar_kernels()] {
-        for ty in TYPES {
-            let n = 768;
-            let rb = ty.row_bytes(n).unwrap();
-            let (w, a, _) = data(ty, GEMV_R, 1, n, 11 + ty as u64);
-            let mut out = [0f32; GEMV_R];
-            k.vec_dot_rows(ty, n, &w, rb, &a, &mut out);
-            for (r, &o) in out.iter().enumerate() {
-                let want = k.vec_dot(ty, n, &w[r * rb..], &a);
-                assert_eq!(o.to_bits(), want.to_bits(), "{} {ty} row {r}", k.isa());
             }
         }
     }

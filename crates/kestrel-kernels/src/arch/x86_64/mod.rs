@@ -138,14 +138,3 @@ pub(crate) fn tile_wire(t: &mut [Option<crate::dispatch::TileFn>]) {
     t[Q4_K as usize] = Some(kquants_tile::tile_q4_k_gemm as TileFn);
     t[Q6_K as usize] = Some(kquants_tile::tile_q6_k as TileFn);
 }
-
-/// Multi-row kernels for single activation columns (see `legacy_tile::gemv`).
-pub(crate) fn gemv_wire(t: &mut [Option<crate::dispatch::GemvFn>]) {
-    use crate::dispatch::GemvFn;
-    use kestrel_gguf::GgmlType::*;
-    t[Q4_0 as usize] = Some(legacy_tile::gemv_q4_0 as GemvFn);
-    t[Q4_1 as usize] = Some(legacy_tile::gemv_q4_1 as GemvFn);
-    t[Q5_0 as usize] = Some(legacy_tile::gemv_q5_0 as GemvFn);
-    t[Q5_1 as usize] = Some(legacy_tile::gemv_q5_1 as GemvFn);
-    t[Q8_0 as usize] = Some(legacy_tile::gemv_q8_0 as GemvFn);
-}
