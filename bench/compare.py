@@ -69,8 +69,13 @@ def fetch_sdist(dest: Path) -> Path:
 
 def build_llama_bench() -> Path:
     """llama-bench from the sdist's vendored llama.cpp, built once into the cache."""
+    return build_llama_tool("llama-bench")
+
+
+def build_llama_tool(target: str) -> Path:
+    """A llama.cpp program (llama-bench, llama-server) from the sdist, built once into the cache."""
     base = CACHE / f"llama.cpp-{LLAMA_CPP_PYTHON}"
-    exe = base / "build" / "bin" / "llama-bench"
+    exe = base / "build" / "bin" / target
     if exe.exists():
         return exe
     tgz = fetch_sdist(CACHE / "downloads")
@@ -91,13 +96,13 @@ def build_llama_bench() -> Path:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--user", "cmake"], check=True)
         cmake = shutil.which("cmake") or str(Path.home() / ".local" / "bin" / "cmake")
     build = base / "build"
-    log("building llama-bench (several minutes, once) ...")
+    log(f"building {target} (several minutes, once) ...")
     # Release, CPU only, tuned for this machine (GGML_NATIVE): llama.cpp at its best here.
     subprocess.run([cmake, "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                     "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                    "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF"],
+                    "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON"],
                    check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([cmake, "--build", str(build), "--target", "llama-bench", "-j",
+    subprocess.run([cmake, "--build", str(build), "--target", target, "-j",
                     str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
     return exe
 
