@@ -101,6 +101,10 @@ fn convert_quantize_run_and_compare() {
         THREADS,
     ])
     .ok();
+    // Every matmul of every layer (q, k, v, o, gate, up, down) and the output head: 30 * 7 + 1.
+    let inspect = kestrel(&["inspect", &imat, "--all"]).ok();
+    let n_sum2 = inspect.stdout.matches(".in_sum2").count();
+    assert_eq!(n_sum2, 211, "imatrix entries:\n{}", inspect.stdout);
     let v = kestrel(&[
         "quantize",
         &f32,
