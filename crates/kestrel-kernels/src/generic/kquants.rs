@@ -468,6 +468,14 @@ fn dot_u8_i8(q: &[u8], a: &[i8]) -> i32 {
 }
 
 #[inline(always)]
+/// `sum_j sc[j] * (q · y over 16-element group j)`: a super-block's exact integer dot for the
+/// formats with 16 signed 16-element groups (Q3_K, Q6_K).
+fn scaled_isum16(sc: &[i8; 16], q: &[i8; QK_K], yq: &[i8]) -> i32 {
+    (0..16)
+        .map(|j| sc[j] as i32 * dot_i8_i8(&q[16 * j..16 * j + 16], &yq[16 * j..16 * j + 16]))
+        .sum()
+}
+
 fn dot_i8_i8(q: &[i8], a: &[i8]) -> i32 {
     q.iter().zip(a).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
@@ -504,10 +512,7 @@ pub fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
         let sc = unpack_q3_k(b, &mut q);
         let yq = q8_qs(y);
-        let mut isum = 0i32;
-        for j in 0..16 {
-            isum += sc[j] as i32 * dot_i8_i8(&q[16 * j..16 * j + 16], &yq[16 * j..16 * j + 16]);
-        }
+        let isum = scaled_isum16(&sc, &q, yq);
         let d = f32_at(y, off::Q8_D) * f16_at(b, off::Q3_D);
         sum += d * isum as f32;
     }
@@ -597,10 +602,7 @@ pub fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
         let sc = unpack_q6_k(b, &mut q);
         let yq = q8_qs(y);
-        let mut isum = 0i32;
-        for j in 0..16 {
-            isum += sc[j] as i32 * dot_i8_i8(&q[16 * j..16 * j + 16], &yq[16 * j..16 * j + 16]);
-        }
+        let isum = scaled_isum16(&sc, &q, yq);
         let d = f32_at(y, off::Q8_D) * f16_at(b, off::Q6_D);
         sum += d * isum as f32;
     }
@@ -619,10 +621,7 @@ pub fn vec_dot_q6_k_tiled(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
         let sc = unpack_q6_k(b, &mut q);
         let yq = q8_qs(y);
-        let mut isum = 0i32;
-        for j in 0..16 {
-            isum += sc[j] as i32 * dot_i8_i8(&q[16 * j..16 * j + 16], &yq[16 * j..16 * j + 16]);
-        }
+        let isum = scaled_isum16(&sc, &q, yq);
         acc = (f16_at(b, off::Q6_D) * isum as f32).mul_add(f32_at(y, off::Q8_D), acc);
     }
     acc
