@@ -144,23 +144,59 @@ pub(crate) fn norm_rows_inplace(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps
     });
 }
 
-/// Run `tokens` (at positions `s.n_past..`) through the model; write logits for the tokens at
-/// batch indices `logit_from..tokens.len()` to `s.logits` starting at row `logit_row0`.
-pub(crate) fn forward_ubatch(
-    c: &Ctx,
-    s: &mut Session,
-    tokens: &[u32],
-    logit_from: usize,
-    logit_row0: usize,
-) {
-    let d = c.d;
-    let hp = &d.hp;
-    let n = tokens.len();
-    let e = hp.n_embd;
-    let pos0 = s.n_past;
-    let sc = &mut s.s;
+/// Which sequence, position and KV cache each row of a micro-batch belongs to.
+pub(crate) enum Rows<'a, 'b> {
+    /// Consecutive positions `pos0..` of one sequence (a prompt micro-batch, or one token).
+    One { kv: &'a mut KvCache, pos0: usize },
+    /// One row per sequence, each at its own position (continuous batching).
+    PerSeq {
+        seqs: &'a mut [&'b mut Session],
+        pos: &'a [usize],
+    },
+}
 
-    // Embeddings, straight from the quantized table.
+impl Rows<'_, '_> {
+    fn pos(&self, i: usize) -> usize {
+        match self {
+            Rows::One { pos0, .. } => pos0 + i,
+            Rows::PerSeq { pos, .. } => pos[i],
+        }
+    }
+
+    fn kv(&self, i: usize) -> &KvCache {
+        match self {
+            Rows::One { kv, .. } => kv,
+            Rows::PerSeq { seqs, .. } => &seqs[i].kv,
+        }
+    }
+
+    fn kv_mut(&mut self, i: usize) -> &mut KvCache {
+        match self {
+            Rows::One { kv, .. } => kv,
+            Rows::PerSeq { seqs, .. } => &mut seqs[i].kv,
+        }
+    }
+
+    /// llama.cpp's lane width for q·k and the value mix: its batched (tinyBLAS) order for a
+    /// multi-token pass over one sequence, its single-token order otherwise, so that a row of
+    /// a continuous batch computes what that sequence's own one-token step would.
+    fn lanes(&self, n: usize) -> Lanes {
+        match self {
+            Rows::One { .. } if n >= 2 => Lanes::L8,
+            _ => Lanes::L32,
+        }
+    }
+
+    /// The largest context among the rows' caches (the score scratch per thread).
+    fn max_ctx(&self, n: usize) -> usize {
+        (0..n).map(|i| self.kv(i).n_ctx).max().unwrap_or(0)
+    }
+}
+
+/// Embeddings of `tokens`, straight from the quantized table, into `sc.x`.
+pub(crate) fn embed_rows(c: &Ctx, sc: &mut Scratch, tokens: &[u32]) {
+    let d = c.d;
+    let e = d.hp.n_embd;
     let emb = d.tok_embd.view(c.g);
     let rb = d.tok_embd.row_bytes();
     for (i, &t) in tokens.iter().enumerate() {
@@ -170,12 +206,16 @@ pub(crate) fn forward_ubatch(
             ops::scale_inplace(&mut sc.x[i * e..(i + 1) * e], d.embd_scale);
         }
     }
+}
 
-    // Rotary tables, once per distinct base for the whole micro-batch.
+/// Rotary tables for the `n` rows' positions, once per distinct base in the model.
+pub(crate) fn rope_tables(c: &Ctx, sc: &mut Scratch, rows: &Rows, n: usize) {
+    let d = c.d;
+    let hp = &d.hp;
     for (base, table) in sc.rope.iter_mut() {
         for i in 0..n {
             ops::rope_cache(
-                (pos0 + i) as f32,
+                rows.pos(i) as f32,
                 hp.n_rot,
                 *base,
                 hp.rope_freq_scale,
@@ -184,47 +224,73 @@ pub(crate) fn forward_ubatch(
             );
         }
     }
+}
 
-    for (il, layer) in d.layers.iter().enumerate() {
-        attention_block(c, sc, &mut s.kv, il, layer, n, pos0);
+/// Final norm and output head for rows `from..from + n_out` of `sc.x`, into `dst`.
+pub(crate) fn output_head(c: &Ctx, sc: &mut Scratch, from: usize, n_out: usize, dst: &mut [f32]) {
+    let d = c.d;
+    let hp = &d.hp;
+    let e = hp.n_embd;
+    norm_rows(
+        c.pool,
+        &sc.x[from * e..],
+        &d.output_norm,
+        hp.norm_eps,
+        n_out,
+        &mut sc.h,
+    );
+    let w = d.output.view(c.g);
+    if let Some(o) = c.obs {
+        o.observe(&d.output.name, &sc.h[..n_out * e], n_out, e);
+    }
+    let dst = &mut dst[..n_out * hp.n_vocab];
+    matmul(c.pool, c.k, &w, &sc.h[..n_out * e], n_out, dst, &mut sc.q8);
+    if let Some(cap) = d.final_softcap {
+        for z in dst.iter_mut() {
+            *z = cap * (*z / cap).tanh();
+        }
+    }
+}
+
+/// Run `tokens` (at positions `s.n_past..`) through the model; write logits for the tokens at
+/// batch indices `logit_from..tokens.len()` to `s.logits` starting at row `logit_row0`.
+pub(crate) fn forward_ubatch(
+    c: &Ctx,
+    s: &mut Session,
+    tokens: &[u32],
+    logit_from: usize,
+    logit_row0: usize,
+) {
+    let n = tokens.len();
+    let sc = &mut s.s;
+    let mut rows = Rows::One {
+        kv: &mut s.kv,
+        pos0: s.n_past,
+    };
+    embed_rows(c, sc, tokens);
+    rope_tables(c, sc, &rows, n);
+    for (il, layer) in c.d.layers.iter().enumerate() {
+        attention_block(c, sc, &mut rows, il, layer, n);
         ffn_block(c, sc, layer, n);
     }
-
     // Output head for the requested rows only.
     let n_out = n - logit_from;
     if n_out > 0 {
-        norm_rows(
-            c.pool,
-            &sc.x[logit_from * e..],
-            &d.output_norm,
-            hp.norm_eps,
-            n_out,
-            &mut sc.h,
-        );
-        let w = d.output.view(c.g);
-        if let Some(o) = c.obs {
-            o.observe(&d.output.name, &sc.h[..n_out * e], n_out, e);
-        }
-        let v = hp.n_vocab;
-        let dst = &mut s.logits[logit_row0 * v..(logit_row0 + n_out) * v];
-        matmul(c.pool, c.k, &w, &sc.h[..n_out * e], n_out, dst, &mut sc.q8);
-        if let Some(cap) = d.final_softcap {
-            for z in dst.iter_mut() {
-                *z = cap * (*z / cap).tanh();
-            }
-        }
+        let v = c.d.hp.n_vocab;
+        output_head(c, sc, logit_from, n_out, &mut s.logits[logit_row0 * v..]);
     }
     s.n_past += n;
 }
 
-fn attention_block(
+/// Attention for `n` rows: shared q/k/v/o projections, each row's k and v stored in its own
+/// cache at its own position, and scaled dot-product attention per (row, head).
+pub(crate) fn attention_block(
     c: &Ctx,
     sc: &mut Scratch,
-    kv: &mut KvCache,
+    rows: &mut Rows,
     il: usize,
     layer: &Layer,
     n: usize,
-    pos0: usize,
 ) {
     let d = c.d;
     let hp = &d.hp;
@@ -268,20 +334,21 @@ fn attention_block(
             let o = (i * hp.n_head_kv + h) * hd;
             ops::rope_apply(&mut sc.k[o..o + hd], cs, hp.n_rot, style);
         }
-        kv.store(
+        let p = rows.pos(i);
+        rows.kv_mut(i).store(
             il,
-            pos0 + i,
+            p,
             &sc.k[i * hp.n_embd_k()..(i + 1) * hp.n_embd_k()],
             &sc.v[i * hp.n_embd_v()..(i + 1) * hp.n_embd_v()],
         );
     }
 
-    // Scaled dot-product attention, (token, head) pairs spread over the pool. The arithmetic
+    // Scaled dot-product attention, (row, head) pairs spread over the pool. The arithmetic
     // follows llama.cpp's CPU path (see kestrel_kernels::generic::attn): that is what keeps
     // the logits on llama.cpp's, since 8-bit activations amplify last-bit differences.
-    let n_ctx = kv.n_ctx;
+    let n_ctx = rows.max_ctx(n);
     let nt = c.pool.n_threads();
-    let lanes = if n >= 2 { Lanes::L8 } else { Lanes::L32 };
+    let lanes = rows.lanes(n);
     let per_thread = n_ctx + hd + lanes.count() * hdv;
     if sc.attn.len() < nt * per_thread {
         sc.attn.resize(nt * per_thread, 0.0);
@@ -291,7 +358,7 @@ fn attention_block(
     let scratch = SharedMut(sc.attn.as_mut_ptr());
     let out = SharedMut(sc.att.as_mut_ptr());
     let q = &sc.q;
-    let kv_ref: &KvCache = kv;
+    let rows: &Rows = rows;
     let (q_scale, s_scale) = if d.scale_q {
         (d.attn_scale, 1.0)
     } else {
@@ -309,7 +376,7 @@ fn attention_block(
         let mut item = tid;
         while item < items {
             let (i, h) = (item / hp.n_head, item % hp.n_head);
-            let p = pos0 + i;
+            let (kv, p) = (rows.kv(i), rows.pos(i));
             let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
             let g = h / group;
             let qh = &q[(i * hp.n_head + h) * hd..(i * hp.n_head + h + 1) * hd];
@@ -320,7 +387,7 @@ fn attention_block(
             kern.dot_f16_rows(
                 lanes,
                 q16,
-                kv_ref.k_range(il, g, start, p + 1),
+                kv.k_range(il, g, start, p + 1),
                 &mut sc_row[..len],
             );
             if s_scale != 1.0 {
@@ -332,12 +399,13 @@ fn attention_block(
             for w in sc_row[..len].iter_mut() {
                 *w = f16::from_f32(*w).to_f32();
             }
+            // SAFETY: item (i, h) is this thread's alone, so is its output row.
             let oh = unsafe { out.slice((i * hp.n_head + h) * hdv, hdv) };
             kern.mix_f16(
                 lanes,
                 oh,
                 &sc_row[..len],
-                kv_ref.v_range(il, g, start, p + 1),
+                kv.v_range(il, g, start, p + 1),
                 start,
                 acc,
             );
