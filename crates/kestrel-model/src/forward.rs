@@ -188,8 +188,11 @@ impl Rows<'_, '_> {
     }
 
     /// The largest context among the rows' caches (the score scratch per thread).
-    fn max_ctx(&self, n: usize) -> usize {
-        (0..n).map(|i| self.kv(i).n_ctx).max().unwrap_or(0)
+    fn max_ctx(&self) -> usize {
+        match self {
+            Rows::One { kv, .. } => kv.n_ctx,
+            Rows::PerSeq { seqs, .. } => seqs.iter().map(|s| s.kv.n_ctx).max().unwrap_or(0),
+        }
     }
 }
 
@@ -346,7 +349,7 @@ pub(crate) fn attention_block(
     // Scaled dot-product attention, (row, head) pairs spread over the pool. The arithmetic
     // follows llama.cpp's CPU path (see kestrel_kernels::generic::attn): that is what keeps
     // the logits on llama.cpp's, since 8-bit activations amplify last-bit differences.
-    let n_ctx = rows.max_ctx(n);
+    let n_ctx = rows.max_ctx();
     let nt = c.pool.n_threads();
     let lanes = rows.lanes(n);
     let per_thread = n_ctx + hd + lanes.count() * hdv;
