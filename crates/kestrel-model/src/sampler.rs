@@ -107,6 +107,9 @@ pub struct Sampler {
     // Reused between calls so sampling allocates nothing per token after the first.
     cand: Vec<(u32, f32)>,
     probs: Vec<f64>,
+    /// Added to the logits of these tokens after the repetition penalty (OpenAI's
+    /// `logit_bias`; -inf bans a token).
+    bias: Vec<(u32, f32)>,
 }
 
 impl Sampler {
@@ -116,8 +119,16 @@ impl Sampler {
             recent: Default::default(),
             cand: Vec::new(),
             probs: Vec::new(),
+            bias: Vec::new(),
             cfg,
         }
+    }
+
+    /// Add `b` to the logit of token `t` for each `(t, b)` before every draw; ids outside the
+    /// vocabulary are ignored.
+    pub fn with_bias(mut self, bias: Vec<(u32, f32)>) -> Sampler {
+        self.bias = bias;
+        self
     }
 
     pub fn config(&self) -> &SamplerConfig {
@@ -153,6 +164,11 @@ impl Sampler {
                         };
                     }
                 }
+            }
+        }
+        for &(t, b) in &self.bias {
+            if let Some(e) = self.cand.get_mut(t as usize) {
+                e.1 += b;
             }
         }
         if c.temperature <= 0.0 {
@@ -215,7 +231,9 @@ impl Sampler {
                 return self.cand[i].0;
             }
         }
-        self.cand[self.cand.len() - 1].0
+        // Rounding left `r` past the sum: the last candidate that can be drawn at all.
+        let last = self.probs.iter().rposition(|&p| p > 0.0).unwrap_or(0);
+        self.cand[last].0
     }
 }
 
@@ -237,6 +255,23 @@ mod tests {
     fn greedy_picks_argmax() {
         let mut s = Sampler::new(SamplerConfig::greedy());
         assert_eq!(s.sample(&[0.1, 2.0, -1.0, 1.9]), 1);
+    }
+
+    #[test]
+    fn bias_moves_and_bans_tokens() {
+        let logits = [0.1, 2.0, -1.0, 1.9];
+        let mut s = Sampler::new(SamplerConfig::greedy()).with_bias(vec![(1, -0.5), (9, 5.0)]);
+        assert_eq!(s.sample(&logits), 3);
+        // A banned token is never drawn, whatever the temperature.
+        let cfg = SamplerConfig {
+            temperature: 2.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(cfg).with_bias(vec![(1, f32::NEG_INFINITY)]);
+        assert!((0..200).all(|_| s.sample(&logits) != 1));
     }
 
     #[test]

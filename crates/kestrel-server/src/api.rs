@@ -66,6 +66,12 @@ pub struct Sampling {
     pub n: Option<u64>,
     /// Kestrel extension: keep this conversation's KV cache between requests.
     pub session_id: Option<String>,
+    /// Token id (as a string) to a bias in [-100, 100] added to its logit; -100 bans it.
+    pub logit_bias: Option<std::collections::HashMap<String, f32>>,
+    /// Extension shared with llama.cpp's server and vLLM: never end on an end-of-generation
+    /// token (generation runs to `max_tokens`, a stop string or the context's end).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -135,6 +141,9 @@ pub struct GenSettings {
     pub top_p: f32,
     pub seed: u64,
     pub stop: Vec<String>,
+    /// Checked ids and biases; -100 becomes -inf.
+    pub logit_bias: Vec<(u32, f32)>,
+    pub ignore_eos: bool,
 }
 
 impl Sampling {
@@ -176,12 +185,29 @@ impl Sampling {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0),
         };
+        let mut logit_bias = Vec::new();
+        for (k, &v) in self.logit_bias.iter().flatten() {
+            let id: u32 = k.parse().map_err(|_| {
+                ApiError::bad_request(format!("logit_bias key {k:?} is not a token id"))
+                    .param("logit_bias")
+            })?;
+            if !(-100.0..=100.0).contains(&v) {
+                return Err(ApiError::bad_request(format!(
+                    "logit_bias for token {id} must be between -100 and 100, got {v}"
+                ))
+                .param("logit_bias"));
+            }
+            // OpenAI: -100 "should result in a ban".
+            logit_bias.push((id, if v <= -100.0 { f32::NEG_INFINITY } else { v }));
+        }
         Ok(GenSettings {
             max_tokens: max.map(|m| m.min(usize::MAX as u64) as usize),
             temperature,
             top_p,
             seed,
             stop,
+            logit_bias,
+            ignore_eos: self.ignore_eos,
         })
     }
 

@@ -168,6 +168,19 @@ def scenario_logprobs():
     half = le.usage.prompt_tokens // 2
     first, second = lel.token_logprobs[1:half], lel.token_logprobs[half:le.usage.prompt_tokens]
     expect(sum(second) / len(second) > sum(first) / len(first), "repeated text is not more likely")
+    # logit_bias (OpenAI) moves and bans tokens; ignore_eos (llama.cpp's extension) runs on.
+    def toks(bias, n=4):
+        r = c.completions.create(model=m, prompt="The capital of France is", temperature=0, max_tokens=n, logprobs=1, logit_bias=bias)
+        return r.choices[0].logprobs.tokens
+    boosted = toks({"1000": 100, "2000": 50})
+    expect(len(set(boosted)) == 1, f"a +100 bias did not pick one token every time: {boosted}")
+    banned = toks({"1000": -100, "2000": 50})
+    expect(len(set(banned)) == 1 and banned[0] != boosted[0], f"banning token 1000 did not give token 2000: {banned}")
+    short = chat(c, m, "Say hi.", max_tokens=60)
+    expect(short.choices[0].finish_reason == "stop", "the short answer ran to max_tokens: pick another prompt")
+    r = chat(c, m, "Say hi.", max_tokens=60, extra_body={"ignore_eos": True})
+    expect(r.usage.completion_tokens == 60 and r.choices[0].finish_reason == "length", f"ignore_eos: {r.usage} {r.choices[0].finish_reason}")
+    expect(r.choices[0].message.content.startswith(short.choices[0].message.content), "ignore_eos changed the answer before its end")
     print(json.dumps({"text": ch.text}))
 
 
@@ -215,6 +228,7 @@ def scenario_disconnect():
         temperature=0,
         max_tokens=3000,
         stream=True,
+        extra_body={"ignore_eos": True},
     )
     got = 0
     for _ in s:
@@ -235,7 +249,8 @@ def scenario_disconnect():
     # A client that gives up on a non-streamed request is noticed too.
     before = metric("kestrel_generated_tokens_total")
     try:
-        httpx.post(BASE + "/v1/completions", json={"prompt": "Count from 1 to 1000:", "max_tokens": 3000, "temperature": 0}, timeout=1.0)
+        # ignore_eos: the model cannot end early on its own, so only the client leaving stops it.
+        httpx.post(BASE + "/v1/completions", json={"prompt": "Count from 1 to 1000:", "max_tokens": 3000, "temperature": 0, "ignore_eos": True}, timeout=1.0)
         expect(False, "a 3000-token request finished within a second")
     except httpx.TimeoutException:
         pass
@@ -274,6 +289,8 @@ def scenario_errors():
     check("temperature a string", status_of(lambda: c.chat.completions.create(model=m, messages=[{"role": "user", "content": "x"}], temperature="hot"))[0], 400)
     check("temperature out of range", status_of(lambda: c.chat.completions.create(model=m, messages=[{"role": "user", "content": "x"}], temperature=5))[0], 400)
     check("no messages", status_of(lambda: c.chat.completions.create(model=m, messages=[]))[0], 400)
+    for bias in ({"abc": 1}, {"5": 200}, {"1000000000": 1}):
+        check(f"logit_bias {bias}", status_of(lambda: c.completions.create(model=m, prompt="x", logit_bias=bias))[0], 400)
     check("prompt missing", httpx.post(BASE + "/v1/completions", json={"model": m}).status_code, 400)
     long = "hello " * 5000
     st, resp = status_of(lambda: c.completions.create(model=m, prompt=long, max_tokens=1))
@@ -309,7 +326,7 @@ def scenario_busy():
 
     def run():
         try:
-            chat(c, m, "Count to 100.", max_tokens=40)
+            chat(c, m, "Count to 100.", max_tokens=40, extra_body={"ignore_eos": True})
             s = 200
         except openai.APIStatusError as e:
             s = e.status_code
@@ -335,7 +352,7 @@ def scenario_time_limit():
     c = client()
     m = model_id(c)
     t0 = time.time()
-    r = chat(c, m, "Count from 1 to 1000, one number per line.", max_tokens=3000)
+    r = chat(c, m, "Count from 1 to 1000, one number per line.", max_tokens=3000, extra_body={"ignore_eos": True})
     took = time.time() - t0
     expect(r.choices[0].finish_reason == "length", f"finish {r.choices[0].finish_reason}")
     expect(took < 10, f"took {took:.1f} s")

@@ -70,6 +70,18 @@ pub(crate) async fn start(st: &AppState, r: GenRequest) -> Result<Started, ApiEr
     }
     let room = n_ctx - r.prompt.len();
     let s = &r.settings;
+    let n_vocab = st.engine.model.hparams().n_vocab;
+    if let Some(&(id, _)) = s.logit_bias.iter().find(|&&(id, _)| id as usize >= n_vocab) {
+        return Err(ApiError::bad_request(format!(
+            "logit_bias names token {id}, outside the vocabulary of {n_vocab}"
+        ))
+        .param("logit_bias"));
+    }
+    let mut bias = s.logit_bias.clone();
+    if s.ignore_eos {
+        let eog = st.engine.tokenizer.eog_ids();
+        bias.extend(eog.iter().map(|&t| (t, f32::NEG_INFINITY)));
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let arrived = Instant::now();
     let job = GenJob {
@@ -83,6 +95,7 @@ pub(crate) async fn start(st: &AppState, r: GenRequest) -> Result<Started, ApiEr
             repeat_last_n: 0,
             seed: s.seed,
         },
+        bias,
         stop: s.stop.clone(),
         logprobs: r.logprobs,
         prompt_logprobs: r.prompt_logprobs,

@@ -84,7 +84,7 @@ pub(crate) struct Decoding {
 
 impl Decoding {
     pub fn new(job: &GenJob) -> Decoding {
-        let mut sampler = Sampler::new(job.sampler.clone());
+        let mut sampler = Sampler::new(job.sampler.clone()).with_bias(job.bias.clone());
         let window = job.sampler.repeat_last_n.min(job.prompt.len());
         for &t in &job.prompt[job.prompt.len() - window..] {
             sampler.accept(t);

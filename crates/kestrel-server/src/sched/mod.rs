@@ -63,6 +63,8 @@ pub struct GenJob {
     pub prompt: Vec<u32>,
     pub max_tokens: usize,
     pub sampler: kestrel_engine::SamplerConfig,
+    /// Logit biases, end-of-generation bans included.
+    pub bias: Vec<(u32, f32)>,
     pub stop: Vec<String>,
     /// Top alternatives per generated token; None: no logprobs.
     pub logprobs: Option<usize>,
