@@ -2,7 +2,7 @@
 //! over the tokens and scaled to unit length (mean pooling, L2-normalized).
 
 use crate::error::{ModelError, Result};
-use crate::forward::{forward_ubatch, Ctx};
+use crate::forward::{StageInput, StageOutput};
 use crate::model::Model;
 use crate::session::Session;
 use kestrel_kernels::{ops, ThreadPool};
@@ -24,29 +24,17 @@ impl Model {
             });
         }
         s.reset();
-        let c = Ctx {
-            g: &self.gguf,
-            d: &self.dec,
-            pool,
-            k: kestrel_kernels::kernels(),
-            obs: None,
-        };
         let e = hp.n_embd;
+        let mut hidden = Vec::with_capacity(tokens.len() * e);
+        let layers = 0..hp.n_layer;
+        let out = StageOutput::Hidden(&mut hidden);
+        self.forward_stage(s, pool, StageInput::Tokens(tokens), layers, out)?;
         let mut sum = vec![0f64; e];
         let mut row = vec![0f32; e];
-        for chunk in tokens.chunks(s.n_batch) {
-            // No logit rows: only the hidden states are wanted.
-            forward_ubatch(&c, s, chunk, chunk.len(), 0);
-            for i in 0..chunk.len() {
-                ops::rms_norm(
-                    &s.s.x[i * e..(i + 1) * e],
-                    &self.dec.output_norm,
-                    hp.norm_eps,
-                    &mut row,
-                );
-                for (a, &x) in sum.iter_mut().zip(&row) {
-                    *a += x as f64;
-                }
+        for x in hidden.chunks_exact(e) {
+            ops::rms_norm(x, &self.dec.output_norm, hp.norm_eps, &mut row);
+            for (a, &x) in sum.iter_mut().zip(&row) {
+                *a += x as f64;
             }
         }
         let n = tokens.len() as f64;

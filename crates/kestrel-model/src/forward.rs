@@ -255,32 +255,87 @@ pub(crate) fn output_head(c: &Ctx, sc: &mut Scratch, from: usize, n_out: usize, 
     }
 }
 
-/// Run `tokens` (at positions `s.n_past..`) through the model; write logits for the tokens at
-/// batch indices `logit_from..tokens.len()` to `s.logits` starting at row `logit_row0`.
+/// Where a pass over some of the model's layers starts.
+#[derive(Clone, Copy)]
+pub enum StageInput<'a> {
+    /// Token ids: the pass starts with the embedding.
+    Tokens(&'a [u32]),
+    /// The residual stream entering the first layer of the range, `n_embd` values per token
+    /// (what [`StageOutput::Hidden`] gave the stage before).
+    Hidden(&'a [f32]),
+}
+
+impl StageInput<'_> {
+    pub fn len(&self, n_embd: usize) -> usize {
+        match self {
+            StageInput::Tokens(t) => t.len(),
+            StageInput::Hidden(h) => h.len() / n_embd.max(1),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            StageInput::Tokens(t) => t.is_empty(),
+            StageInput::Hidden(h) => h.is_empty(),
+        }
+    }
+
+    /// Rows `a..b`.
+    pub(crate) fn rows(&self, a: usize, b: usize, n_embd: usize) -> StageInput<'_> {
+        match self {
+            StageInput::Tokens(t) => StageInput::Tokens(&t[a..b]),
+            StageInput::Hidden(h) => StageInput::Hidden(&h[a * n_embd..b * n_embd]),
+        }
+    }
+}
+
+/// What a pass over some of the model's layers ends with.
+pub enum StageOutput<'a> {
+    /// The final norm and output head for the tokens at indices `from..` (read them with
+    /// `Session::logits`).
+    Logits { from: usize },
+    /// The residual stream leaving the last layer of the range, appended to the vector.
+    Hidden(&'a mut Vec<f32>),
+}
+
+/// Run one micro-batch (at positions `s.n_past..`) through `layers`. With logits, those of the
+/// rows at batch indices `logit_from..` go to `s.logits` starting at row `logit_row0`.
 pub(crate) fn forward_ubatch(
     c: &Ctx,
     s: &mut Session,
-    tokens: &[u32],
-    logit_from: usize,
+    input: StageInput,
+    layers: std::ops::Range<usize>,
+    out: &mut StageOutput,
     logit_row0: usize,
+    logit_from: usize,
 ) {
-    let n = tokens.len();
+    let e = c.d.hp.n_embd;
+    let n = input.len(e);
     let sc = &mut s.s;
     let mut rows = Rows::One {
         kv: &mut s.kv,
         pos0: s.n_past,
     };
-    embed_rows(c, sc, tokens);
+    match input {
+        StageInput::Tokens(tokens) => embed_rows(c, sc, tokens),
+        StageInput::Hidden(h) => sc.x[..n * e].copy_from_slice(h),
+    }
     rope_tables(c, sc, &rows, n);
-    for (il, layer) in c.d.layers.iter().enumerate() {
+    for il in layers {
+        let layer = &c.d.layers[il];
         attention_block(c, sc, &mut rows, il, layer, n);
         ffn_block(c, sc, layer, n);
     }
-    // Output head for the requested rows only.
-    let n_out = n - logit_from;
-    if n_out > 0 {
-        let v = c.d.hp.n_vocab;
-        output_head(c, sc, logit_from, n_out, &mut s.logits[logit_row0 * v..]);
+    match out {
+        StageOutput::Hidden(dst) => dst.extend_from_slice(&sc.x[..n * e]),
+        StageOutput::Logits { .. } => {
+            // Output head for the requested rows only.
+            let n_out = n - logit_from;
+            if n_out > 0 {
+                let v = c.d.hp.n_vocab;
+                output_head(c, sc, logit_from, n_out, &mut s.logits[logit_row0 * v..]);
+            }
+        }
     }
     s.n_past += n;
 }

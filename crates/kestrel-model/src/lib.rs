@@ -17,6 +17,7 @@ mod session;
 pub mod weights;
 
 pub use error::{ModelError, Result};
+pub use forward::{StageInput, StageOutput};
 pub use hparams::Hparams;
 pub use kestrel_kernels::ThreadPool;
 pub use model::Model;

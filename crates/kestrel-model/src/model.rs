@@ -3,7 +3,7 @@
 
 use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
-use crate::forward::{forward_ubatch, Ctx};
+use crate::forward::{forward_ubatch, Ctx, StageInput, StageOutput};
 use crate::hparams::Hparams;
 use crate::observer::MatmulObserver;
 use crate::registry;
@@ -97,31 +97,90 @@ impl Model {
         logits_from: usize,
         obs: Option<&dyn MatmulObserver>,
     ) -> Result<()> {
+        let layers = 0..self.dec.hp.n_layer;
+        let out = StageOutput::Logits { from: logits_from };
+        self.stage_impl(s, pool, k, StageInput::Tokens(tokens), layers, out, obs)
+    }
+
+    /// Run part of the model: `input` (tokens, or the hidden states a stage before produced)
+    /// through the blocks `layers`, ending with hidden states or logits. Only those layers'
+    /// KV caches are written; the session advances by the input's length. A split between
+    /// two machines runs `0..k` on one and `k..n_layer` on the other; self-speculation runs
+    /// the first layers and the output head. Each layer computes exactly what it computes in
+    /// [`Model::forward`] for the same micro-batches.
+    pub fn forward_stage(
+        &self,
+        s: &mut Session,
+        pool: &ThreadPool,
+        input: StageInput,
+        layers: std::ops::Range<usize>,
+        out: StageOutput,
+    ) -> Result<()> {
+        let k = kestrel_kernels::kernels();
+        self.stage_impl(s, pool, k, input, layers, out, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stage_impl(
+        &self,
+        s: &mut Session,
+        pool: &ThreadPool,
+        k: &Kernels,
+        input: StageInput,
+        layers: std::ops::Range<usize>,
+        mut out: StageOutput,
+        obs: Option<&dyn MatmulObserver>,
+    ) -> Result<()> {
         let hp = &self.dec.hp;
-        if tokens.is_empty() {
+        let e = hp.n_embd;
+        if input.is_empty() {
             return Err(ModelError::Invalid("forward called with no tokens".into()));
         }
-        if logits_from > tokens.len() {
+        if layers.start > layers.end || layers.end > hp.n_layer {
             return Err(ModelError::Invalid(format!(
-                "logits_from {logits_from} > {} tokens",
-                tokens.len()
+                "layers {}..{} of a {}-layer model",
+                layers.start, layers.end, hp.n_layer
             )));
         }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
-            return Err(ModelError::BadToken(t, hp.n_vocab));
+        match input {
+            StageInput::Tokens(tokens) => {
+                if let Some(&t) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
+                    return Err(ModelError::BadToken(t, hp.n_vocab));
+                }
+            }
+            StageInput::Hidden(h) => {
+                if h.len() % e != 0 {
+                    return Err(ModelError::Invalid(format!(
+                        "{} hidden values are not whole rows of {e}",
+                        h.len()
+                    )));
+                }
+            }
         }
-        let needed = s.n_past + tokens.len();
+        let n = input.len(e);
+        let needed = s.n_past + n;
         if needed > s.n_ctx() {
             return Err(ModelError::ContextFull {
                 needed,
                 n_ctx: s.n_ctx(),
             });
         }
-        let rows = tokens.len() - logits_from;
-        if s.logits.len() < rows * hp.n_vocab {
-            s.logits.resize(rows * hp.n_vocab, 0.0);
-        }
-        s.n_logit_rows = rows;
+        let logits_from = match out {
+            StageOutput::Logits { from } => {
+                if from > n {
+                    return Err(ModelError::Invalid(format!(
+                        "logits_from {from} > {n} tokens"
+                    )));
+                }
+                let rows = n - from;
+                if s.logits.len() < rows * hp.n_vocab {
+                    s.logits.resize(rows * hp.n_vocab, 0.0);
+                }
+                s.n_logit_rows = rows;
+                from
+            }
+            StageOutput::Hidden(_) => n,
+        };
         let c = Ctx {
             g: &self.gguf,
             d: &self.dec,
@@ -130,11 +189,14 @@ impl Model {
             obs,
         };
         let mut row = 0;
-        for (ci, chunk) in tokens.chunks(s.n_batch).enumerate() {
-            let start = ci * s.n_batch;
-            let from = logits_from.saturating_sub(start).min(chunk.len());
-            forward_ubatch(&c, s, chunk, from, row);
-            row += chunk.len() - from;
+        let mut start = 0;
+        while start < n {
+            let end = (start + s.n_batch).min(n);
+            let from = logits_from.saturating_sub(start).min(end - start);
+            let chunk = input.rows(start, end, e);
+            forward_ubatch(&c, s, chunk, layers.clone(), &mut out, row, from);
+            row += end - start - from;
+            start = end;
         }
         Ok(())
     }
