@@ -32,6 +32,8 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 above)
     #[arg(long = "max-body", default_value_t = 4 << 20)]
     max_body: usize,
+    #[command(flatten)]
+    route: crate::route_args::RouteArgs,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -41,6 +43,10 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         a.parallel
     );
     anyhow::ensure!(a.time_limit > 0, "--time-limit must be at least 1 second");
+    let routing = a
+        .route
+        .load()?
+        .map(|(remote, policy)| kestrel_server::RouteConfig { remote, policy });
     let path = models::resolve(a.model.model.as_deref())?;
     let model_id = path
         .file_stem()
@@ -59,12 +65,21 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         session_dir: a.session_dir,
         max_body: a.max_body,
         model_id: model_id.clone(),
+        routing: routing.clone(),
     };
     let parallel = cfg.parallel;
     kestrel_server::run(engine, cfg, |addr| {
         eprintln!(
             "kestrel serve: listening on http://{addr} (model {model_id}, {parallel} parallel sequences of {n_ctx} tokens, {threads} threads)"
         );
+        if let Some(r) = &routing {
+            eprintln!(
+                "kestrel serve: routing to {} (time limit {} ms; policy {})",
+                r.remote.base(),
+                r.remote.timeout().as_millis(),
+                serde_json::to_string(&r.policy).unwrap_or_default()
+            );
+        }
     })?;
     Ok(())
 }

@@ -81,8 +81,14 @@ mod tests {
     #[test]
     fn means() {
         let mut c = Confidence::default();
-        c.push(TokenConfidence { entropy: 1.0, top1: 0.2 });
-        c.push(TokenConfidence { entropy: 3.0, top1: 0.6 });
+        c.push(TokenConfidence {
+            entropy: 1.0,
+            top1: 0.2,
+        });
+        c.push(TokenConfidence {
+            entropy: 3.0,
+            top1: 0.6,
+        });
         assert_eq!(c.tokens, 2);
         assert!((c.mean_entropy - 2.0).abs() < 1e-6 && (c.mean_top1 - 0.4).abs() < 1e-6);
     }

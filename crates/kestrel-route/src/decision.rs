@@ -35,6 +35,8 @@ pub enum Reason {
     RuleModel,
     /// Routing wanted the remote, but it failed; answered locally.
     RemoteFailed,
+    /// Confidence is not measured (policy) and no rule applied.
+    NoRule,
 }
 
 impl Reason {
@@ -47,6 +49,7 @@ impl Reason {
             Reason::RuleKeyword => "rule_keyword",
             Reason::RuleModel => "rule_model",
             Reason::RemoteFailed => "remote_failed",
+            Reason::NoRule => "no_rule",
         }
     }
 }

@@ -80,7 +80,10 @@ impl Policy {
             }
         }
         if c.tokens > 256 {
-            return Err(format!("confidence.tokens must be at most 256, got {}", c.tokens));
+            return Err(format!(
+                "confidence.tokens must be at most 256, got {}",
+                c.tokens
+            ));
         }
         if self.keywords.iter().any(|k| k.is_empty()) {
             return Err("keywords must not be empty strings".into());
@@ -104,7 +107,11 @@ impl Policy {
         }
         if !self.keywords.is_empty() {
             let lower = text.to_lowercase();
-            if self.keywords.iter().any(|k| lower.contains(&k.to_lowercase())) {
+            if self
+                .keywords
+                .iter()
+                .any(|k| lower.contains(&k.to_lowercase()))
+            {
                 return Some(Reason::RuleKeyword);
             }
         }
@@ -140,7 +147,10 @@ mod tests {
         assert!(serde_json::from_str::<Policy>(r#"{"keyword": ["x"]}"#).is_err());
         // A missing threshold keeps its default; null turns it off.
         let p: Policy = serde_json::from_str(r#"{"confidence": {"max_entropy": 2.5}}"#).unwrap();
-        assert_eq!((p.confidence.tokens, p.confidence.min_top1), (8, Some(0.55)));
+        assert_eq!(
+            (p.confidence.tokens, p.confidence.min_top1),
+            (8, Some(0.55))
+        );
         let p: Policy =
             serde_json::from_str(r#"{"confidence": {"max_entropy": 2.5, "min_top1": null}}"#)
                 .unwrap();
@@ -156,12 +166,18 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(p.prompt_rule("hi", 11), Some(Reason::RuleLength));
-        assert_eq!(p.prompt_rule("please PROVE it", 3), Some(Reason::RuleKeyword));
+        assert_eq!(
+            p.prompt_rule("please PROVE it", 3),
+            Some(Reason::RuleKeyword)
+        );
         assert_eq!(p.prompt_rule("hi", 10), None);
         assert_eq!(p.model_rule(Some("big"), "small"), Some(Reason::RuleModel));
         assert_eq!(p.model_rule(Some("other"), "small"), None);
         assert_eq!(p.model_rule(Some("small"), "small"), None);
-        let any = Policy { models: vec!["*".into()], ..Policy::default() };
+        let any = Policy {
+            models: vec!["*".into()],
+            ..Policy::default()
+        };
         assert_eq!(any.model_rule(Some("x"), "small"), Some(Reason::RuleModel));
         assert_eq!(any.model_rule(None, "small"), None);
     }
@@ -169,10 +185,18 @@ mod tests {
     #[test]
     fn confidence_thresholds() {
         let p = Policy {
-            confidence: ConfidencePolicy { tokens: 4, max_entropy: Some(2.0), min_top1: Some(0.5) },
+            confidence: ConfidencePolicy {
+                tokens: 4,
+                max_entropy: Some(2.0),
+                min_top1: Some(0.5),
+            },
             ..Policy::default()
         };
-        let c = |h, t| Confidence { tokens: 4, mean_entropy: h, mean_top1: t };
+        let c = |h, t| Confidence {
+            tokens: 4,
+            mean_entropy: h,
+            mean_top1: t,
+        };
         assert!(!p.unconfident(&c(1.0, 0.9)));
         assert!(p.unconfident(&c(2.5, 0.9)));
         assert!(p.unconfident(&c(1.0, 0.4)));

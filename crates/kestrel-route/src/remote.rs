@@ -25,6 +25,16 @@ pub struct Remote {
     client: reqwest::Client,
 }
 
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("base", &self.base)
+            .field("model", &self.model)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 /// A checked remote answer.
 #[derive(Clone, Debug)]
 pub struct RemoteAnswer {
@@ -48,7 +58,9 @@ impl Remote {
         };
         let trimmed = url.trim_end_matches('/');
         if !trimmed.starts_with("http://") {
-            return Err(bad("only http:// URLs are supported (no TLS in this build)"));
+            return Err(bad(
+                "only http:// URLs are supported (no TLS in this build)",
+            ));
         }
         if trimmed.len() <= "http://".len() {
             return Err(bad("no host"));
@@ -107,7 +119,10 @@ impl Remote {
             .await
             .map_err(|e| {
                 if timed_out(&e) {
-                    RouteError::remote("timed out", format!("no answer from {url} within {:?}", self.timeout))
+                    RouteError::remote(
+                        "timed out",
+                        format!("no answer from {url} within {:?}", self.timeout),
+                    )
                 } else {
                     RouteError::remote("unreachable", format!("{url}: {}", chain(&e)))
                 }
@@ -115,9 +130,15 @@ impl Remote {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| {
             if timed_out(&e) {
-                RouteError::remote("timed out", format!("the answer from {url} took longer than {:?}", self.timeout))
+                RouteError::remote(
+                    "timed out",
+                    format!("the answer from {url} took longer than {:?}", self.timeout),
+                )
             } else {
-                RouteError::remote("broke off", format!("reading the answer from {url}: {}", chain(&e)))
+                RouteError::remote(
+                    "broke off",
+                    format!("reading the answer from {url}: {}", chain(&e)),
+                )
             }
         })?;
         if !status.is_success() {
@@ -131,7 +152,11 @@ impl Remote {
     }
 
     /// [`Remote::call`] from synchronous code (`kestrel run`), on a runtime of its own.
-    pub fn call_blocking(&self, kind: RemoteKind, body: &Value) -> Result<RemoteAnswer, RouteError> {
+    pub fn call_blocking(
+        &self,
+        kind: RemoteKind,
+        body: &Value,
+    ) -> Result<RemoteAnswer, RouteError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -144,7 +169,10 @@ impl Remote {
 pub fn parse_answer(kind: RemoteKind, bytes: &[u8]) -> Result<RemoteAnswer, RouteError> {
     let malformed = |why: &str| RouteError::remote("malformed answer", why.to_string());
     let body: Value = serde_json::from_slice(bytes).map_err(|e| {
-        malformed(&format!("not JSON ({e}): {}", excerpt(&String::from_utf8_lossy(bytes))))
+        malformed(&format!(
+            "not JSON ({e}): {}",
+            excerpt(&String::from_utf8_lossy(bytes))
+        ))
     })?;
     let choice = body
         .get("choices")
@@ -170,7 +198,10 @@ pub fn parse_answer(kind: RemoteKind, bytes: &[u8]) -> Result<RemoteAnswer, Rout
         text,
         finish_reason,
         usage: body.get("usage").filter(|u| u.is_object()).cloned(),
-        model: body.get("model").and_then(Value::as_str).map(str::to_string),
+        model: body
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         body,
     })
 }
@@ -203,8 +234,14 @@ mod tests {
     #[test]
     fn urls() {
         let t = Duration::from_secs(1);
-        assert_eq!(Remote::new("http://h:1", None, t).unwrap().base(), "http://h:1/v1");
-        assert_eq!(Remote::new("http://h:1/v1/", None, t).unwrap().base(), "http://h:1/v1");
+        assert_eq!(
+            Remote::new("http://h:1", None, t).unwrap().base(),
+            "http://h:1/v1"
+        );
+        assert_eq!(
+            Remote::new("http://h:1/v1/", None, t).unwrap().base(),
+            "http://h:1/v1"
+        );
         assert!(Remote::new("https://h", None, t).is_err());
         assert!(Remote::new("h:1", None, t).is_err());
     }
@@ -213,14 +250,28 @@ mod tests {
     fn answers() {
         let ok = br#"{"model":"m","choices":[{"message":{"role":"assistant","content":"Paris"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3}}"#;
         let a = parse_answer(RemoteKind::Chat, ok).unwrap();
-        assert_eq!((a.text.as_str(), a.finish_reason.as_str()), ("Paris", "stop"));
+        assert_eq!(
+            (a.text.as_str(), a.finish_reason.as_str()),
+            ("Paris", "stop")
+        );
         assert_eq!(a.model.as_deref(), Some("m"));
         let c = br#"{"choices":[{"text":" Paris","finish_reason":"length"}]}"#;
-        assert_eq!(parse_answer(RemoteKind::Completion, c).unwrap().text, " Paris");
-        for bad in [&b"{\"choices\": ["[..], b"[]", br#"{"choices":[]}"#, br#"{"choices":[{"text":1}]}"#] {
+        assert_eq!(
+            parse_answer(RemoteKind::Completion, c).unwrap().text,
+            " Paris"
+        );
+        for bad in [
+            &b"{\"choices\": ["[..],
+            b"[]",
+            br#"{"choices":[]}"#,
+            br#"{"choices":[{"text":1}]}"#,
+        ] {
             assert!(matches!(
                 parse_answer(RemoteKind::Completion, bad),
-                Err(RouteError::Remote { what: "malformed answer", .. })
+                Err(RouteError::Remote {
+                    what: "malformed answer",
+                    ..
+                })
             ));
         }
         // A chat answer where a completion was asked for has no `text`.
