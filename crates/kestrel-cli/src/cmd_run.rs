@@ -27,6 +27,8 @@ pub struct RunArgs {
     /// Print a JSON object with the text, tokens and timings instead of streaming
     #[arg(long = "json")]
     json: bool,
+    #[command(flatten)]
+    route: crate::route_args::RouteArgs,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -38,7 +40,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         stop: a.stop.clone(),
         ignore_eos: a.ignore_eos,
     };
-    let mut seq = engine.new_sequence();
+    let (mut seq, route) = match a.route.load()? {
+        None => (engine.new_sequence(), None),
+        Some((remote, policy)) => {
+            match crate::run_route::decide(&engine, &a.prompt, &prompt, &params, &remote, &policy)?
+            {
+                crate::run_route::Routed::Local(seq, d) => (seq, Some(d)),
+                crate::run_route::Routed::Remote(answer, d) => return print_remote(&a, answer, &d),
+            }
+        }
+    };
     let mut out = std::io::stdout().lock();
     if a.echo && !a.json {
         write!(out, "{}", a.prompt)?;
@@ -54,7 +65,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     })?;
     let t = &g.timings;
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "text": g.text,
             "tokens": g.tokens,
             "prompt_tokens": prompt.len(),
@@ -64,6 +75,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 "gen_ms": t.gen_ms, "gen_tps": t.gen_tps(), "ttft_ms": t.ttft_ms,
             },
         });
+        if let Some(d) = &route {
+            v["routed"] = d.json();
+        }
         writeln!(out, "{v}")?;
     } else {
         writeln!(out)?;
@@ -78,6 +92,39 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             g.stop_reason.as_str(),
             engine.pool.n_threads(),
             kestrel_kernels::kernels().isa(),
+        );
+        if let Some(d) = &route {
+            eprintln!("[{}]", d.log_line("prompt"));
+        }
+    }
+    Ok(())
+}
+
+/// Print an answer that came from the routing remote.
+fn print_remote(
+    a: &RunArgs,
+    answer: kestrel_route::RemoteAnswer,
+    d: &kestrel_route::Decision,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = serde_json::json!({
+            "text": answer.text,
+            "stop_reason": answer.finish_reason,
+            "model": answer.model,
+            "usage": answer.usage,
+            "routed": d.json(),
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        if a.echo {
+            write!(out, "{}", a.prompt)?;
+        }
+        writeln!(out, "{}", answer.text)?;
+        eprintln!(
+            "\n[{}; model {}]",
+            d.log_line("prompt"),
+            answer.model.as_deref().unwrap_or("?")
         );
     }
     Ok(())

@@ -15,6 +15,7 @@ mod cmd_serve;
 mod cmd_tokenize;
 mod models;
 mod route_args;
+mod run_route;
 mod util;
 
 use clap::{Args, Parser, Subcommand};
