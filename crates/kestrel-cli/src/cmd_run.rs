@@ -45,7 +45,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         Some((remote, policy)) => {
             match crate::run_route::decide(&engine, &a.prompt, &prompt, &params, &remote, &policy)?
             {
-                crate::run_route::Routed::Local(seq, d) => (seq, Some(d)),
+                crate::run_route::Routed::Local(seq, d) => (*seq, Some(d)),
                 crate::run_route::Routed::Remote(answer, d) => return print_remote(&a, answer, &d),
             }
         }

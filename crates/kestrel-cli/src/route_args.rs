@@ -17,6 +17,9 @@ pub struct RouteArgs {
     /// Model name to ask the remote for (default: the request's own)
     #[arg(long = "route-model", value_name = "NAME", requires = "route_remote")]
     pub route_model: Option<String>,
+    /// API key for the remote, sent as 'Authorization: Bearer KEY' (default: $KESTREL_ROUTE_API_KEY)
+    #[arg(long = "route-api-key", value_name = "KEY", requires = "route_remote")]
+    pub route_api_key: Option<String>,
     /// Longest wait for the remote's whole answer before answering locally, in milliseconds
     #[arg(long = "route-timeout-ms", default_value_t = 30_000, value_name = "MS")]
     pub route_timeout_ms: u64,
@@ -36,7 +39,12 @@ impl RouteArgs {
             url,
             self.route_model.clone(),
             Duration::from_millis(self.route_timeout_ms),
-        )?;
+        )?
+        .with_api_key(
+            self.route_api_key
+                .clone()
+                .or_else(|| std::env::var("KESTREL_ROUTE_API_KEY").ok()),
+        );
         let policy = match &self.route_policy {
             Some(p) => Policy::load(p).context("loading --route-policy")?,
             None => Policy::default(),

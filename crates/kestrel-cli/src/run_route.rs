@@ -11,8 +11,8 @@ use kestrel_route::{
 use serde_json::json;
 
 pub enum Routed {
-    /// Generate locally in this sequence.
-    Local(Sequence, Decision),
+    /// Generate locally in this sequence (boxed: it is large next to the other variant).
+    Local(Box<Sequence>, Decision),
     Remote(RemoteAnswer, Decision),
 }
 
@@ -32,7 +32,7 @@ pub fn decide(
         Some(r) => Decision::new(Target::Remote, r),
         None if !policy.measures_confidence() || prompt.is_empty() => {
             return Ok(Routed::Local(
-                seq,
+                Box::new(seq),
                 Decision::new(Target::Local, Reason::NoRule),
             ))
         }
@@ -40,7 +40,7 @@ pub fn decide(
             let conf = probe(engine, &mut seq, prompt, params, policy.confidence.tokens)?;
             if !policy.unconfident(&conf) {
                 let d = Decision::new(Target::Local, Reason::Confident).with_confidence(conf);
-                return Ok(Routed::Local(seq, d));
+                return Ok(Routed::Local(Box::new(seq), d));
             }
             Decision::new(Target::Remote, Reason::LowConfidence).with_confidence(conf)
         }
@@ -59,7 +59,7 @@ pub fn decide(
     }
     Ok(match remote.call_blocking(RemoteKind::Completion, &body) {
         Ok(a) => Routed::Remote(a, wanted),
-        Err(e) => Routed::Local(seq, Decision::fallback(&wanted, e.to_string())),
+        Err(e) => Routed::Local(Box::new(seq), Decision::fallback(&wanted, e.to_string())),
     })
 }
 

@@ -187,7 +187,14 @@ fn rules_context_and_remote_faults() {
         &model,
         &p,
         &fake.url,
-        &["--ctx", "256", "--route-timeout-ms", "1500"],
+        &[
+            "--ctx",
+            "256",
+            "--route-timeout-ms",
+            "1500",
+            "--route-api-key",
+            "sekrit",
+        ],
     );
 
     // Confident: local, the confidence of 4 tokens reported.
@@ -203,6 +210,7 @@ fn rules_context_and_remote_faults() {
     assert_eq!(text(&v), ANSWER);
     let (path, fwd) = fake.last().expect("the remote saw the request");
     assert_eq!(path, "/v1/chat/completions");
+    assert_eq!(fake.last_auth().as_deref(), Some("Bearer sekrit"));
     assert_eq!(
         (&fwd["model"], &fwd["stream"]),
         (&json!("fake-big"), &json!(false))

@@ -22,6 +22,8 @@ pub struct Remote {
     /// Model name sent to the remote (`--route-model`); None: the request's own, if any.
     model: Option<String>,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer KEY`.
+    api_key: Option<String>,
     client: reqwest::Client,
 }
 
@@ -79,8 +81,15 @@ impl Remote {
             base,
             model,
             timeout,
+            api_key: None,
             client,
         })
+    }
+
+    /// Send `Authorization: Bearer KEY` with every request.
+    pub fn with_api_key(mut self, key: Option<String>) -> Remote {
+        self.api_key = key.filter(|k| !k.is_empty());
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -110,23 +119,23 @@ impl Remote {
         };
         let url = format!("{}/{path}", self.base);
         let timed_out = |e: &reqwest::Error| e.is_timeout();
-        let resp = self
+        let mut req = self
             .client
             .post(&url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| {
-                if timed_out(&e) {
-                    RouteError::remote(
-                        "timed out",
-                        format!("no answer from {url} within {:?}", self.timeout),
-                    )
-                } else {
-                    RouteError::remote("unreachable", format!("{url}: {}", chain(&e)))
-                }
-            })?;
+            .header("content-type", "application/json");
+        if let Some(k) = &self.api_key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.body(body.to_string()).send().await.map_err(|e| {
+            if timed_out(&e) {
+                RouteError::remote(
+                    "timed out",
+                    format!("no answer from {url} within {:?}", self.timeout),
+                )
+            } else {
+                RouteError::remote("unreachable", format!("{url}: {}", chain(&e)))
+            }
+        })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| {
             if timed_out(&e) {

@@ -23,6 +23,7 @@ pub struct FakeRemote {
     pub url: String,
     mode: Arc<Mutex<Mode>>,
     last: Arc<Mutex<Option<(String, Value)>>>,
+    auth: Arc<Mutex<Option<String>>>,
 }
 
 impl FakeRemote {
@@ -31,14 +32,20 @@ impl FakeRemote {
         let url = format!("http://{}", l.local_addr().expect("address"));
         let mode = Arc::new(Mutex::new(Mode::Ok));
         let last = Arc::new(Mutex::new(None));
-        let (m, r) = (mode.clone(), last.clone());
+        let auth = Arc::new(Mutex::new(None));
+        let (m, r, a) = (mode.clone(), last.clone(), auth.clone());
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
-                let (m, r) = (m.clone(), r.clone());
-                std::thread::spawn(move || serve(s, &m, &r));
+                let (m, r, a) = (m.clone(), r.clone(), a.clone());
+                std::thread::spawn(move || serve(s, &m, &r, &a));
             }
         });
-        FakeRemote { url, mode, last }
+        FakeRemote {
+            url,
+            mode,
+            last,
+            auth,
+        }
     }
 
     pub fn set(&self, mode: Mode) {
@@ -49,9 +56,19 @@ impl FakeRemote {
     pub fn last(&self) -> Option<(String, Value)> {
         self.last.lock().unwrap().clone()
     }
+
+    /// The `Authorization` header of the last request.
+    pub fn last_auth(&self) -> Option<String> {
+        self.auth.lock().unwrap().clone()
+    }
 }
 
-fn serve(s: TcpStream, mode: &Mutex<Mode>, last: &Mutex<Option<(String, Value)>>) {
+fn serve(
+    s: TcpStream,
+    mode: &Mutex<Mode>,
+    last: &Mutex<Option<(String, Value)>>,
+    auth: &Mutex<Option<String>>,
+) {
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     let mut line = String::new();
     if r.read_line(&mut line).is_err() {
@@ -59,6 +76,7 @@ fn serve(s: TcpStream, mode: &Mutex<Mode>, last: &Mutex<Option<(String, Value)>>
     }
     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut len = 0;
+    let mut authorization = None;
     loop {
         let mut h = String::new();
         if r.read_line(&mut h).is_err() || h.trim().is_empty() {
@@ -68,6 +86,9 @@ fn serve(s: TcpStream, mode: &Mutex<Mode>, last: &Mutex<Option<(String, Value)>>
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse().unwrap_or(0);
             }
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
         }
     }
     let mut body = vec![0; len];
@@ -76,6 +97,7 @@ fn serve(s: TcpStream, mode: &Mutex<Mode>, last: &Mutex<Option<(String, Value)>>
     }
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     *last.lock().unwrap() = Some((path.clone(), req));
+    *auth.lock().unwrap() = authorization;
     let answer = if path.ends_with("/chat/completions") {
         json!({"id": "fake-1", "object": "chat.completion", "created": 1, "model": "fake-big",
                "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
