@@ -9,7 +9,7 @@ locally, the latency, how often the answer matched the remote model's own answer
 often it was correct (prompts.json lists accepted answers). A
 threshold of 0 (never route) and the remote alone are measured as references.
 
-Usage: bench/routing/eval.py [--kestrel BIN] [--local GGUF] [--remote GGUF]
+Usage: bench/routing/eval.py [--kestrel BIN] [--local GGUF] [--remote GGUF] [--signal top1|entropy]
                              [--thresholds 0.4,0.55,0.7] [--threads N] [--json OUT]
 Python standard library only.
 """
@@ -109,13 +109,18 @@ def main():
     ap.add_argument("--kestrel", default=os.path.join(HERE, "../../target/release/kestrel"))
     ap.add_argument("--local", default=os.path.join(MODELS, "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--remote", default=os.path.join(MODELS, "gemma-3-270m-q4_k_m.gguf"))
-    ap.add_argument("--thresholds", default="0.4,0.55,0.7")
+    ap.add_argument("--signal", choices=["top1", "entropy"], default="top1",
+                    help="route on mean top-1 probability below, or mean entropy (nats) above, the threshold")
+    ap.add_argument("--thresholds", help="default: 0.4,0.55,0.7 (top1) or 3.0,2.5,2.0 (entropy)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompts", default=os.path.join(HERE, "prompts.json"))
     ap.add_argument("--json", help="write every answer and the summaries here")
     a = ap.parse_args()
     cfg = json.load(open(a.prompts))
-    thresholds = [float(t) for t in a.thresholds.split(",")]
+    default = "0.4,0.55,0.7" if a.signal == "top1" else "3.0,2.5,2.0"
+    thresholds = [float(t) for t in (a.thresholds or default).split(",")]
+    # The first setting never routes: the local model alone.
+    never = 0.0 if a.signal == "top1" else 1e9
     procs = []
     try:
         rp, remote = serve(a.kestrel, a.remote, a.threads)
@@ -125,15 +130,18 @@ def main():
         answers = {p["id"]: p["answers"] for p in cfg["prompts"]}
         results = {"remote only": {"summary": summary(ref, remote_ref, answers, True), "rows": ref}}
         with tempfile.TemporaryDirectory() as d:
-            for t in [0.0] + thresholds:
+            for t in [never] + thresholds:
                 pol = os.path.join(d, f"p{t}.json")
-                json.dump({"confidence": {"tokens": 8, "min_top1": t, "max_entropy": None}}, open(pol, "w"))
+                conf = {"tokens": 8, "min_top1": None, "max_entropy": None}
+                conf["min_top1" if a.signal == "top1" else "max_entropy"] = t
+                json.dump({"confidence": conf}, open(pol, "w"))
                 lp, local = serve(a.kestrel, a.local, a.threads, ["--route-remote", remote, "--route-policy", pol])
                 procs.append(lp)
                 rows = run_all(local, cfg)
                 lp.terminate()
                 lp.wait()
-                name = "local only (min_top1 0)" if t == 0.0 else f"min_top1 {t}"
+                key = "min_top1" if a.signal == "top1" else "max_entropy"
+                name = "local only (never routes)" if t == never else f"{key} {t}"
                 results[name] = {"summary": summary(rows, remote_ref, answers), "rows": rows}
     finally:
         for p in procs:
