@@ -14,6 +14,7 @@ mod cmd_run;
 mod cmd_serve;
 mod cmd_tokenize;
 mod models;
+mod spec_args;
 mod util;
 
 use clap::{Args, Parser, Subcommand};
