@@ -1,6 +1,7 @@
 //! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve, convert, quantize,
 //! imatrix, kld, prune.
 
+mod bench_spec;
 mod cmd_bench;
 mod cmd_chat;
 mod cmd_imatrix;

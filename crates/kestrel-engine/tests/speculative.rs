@@ -23,10 +23,12 @@ fn model_path(file: &str) -> Option<PathBuf> {
 }
 
 fn golden_prompts(dir: &str) -> Vec<Vec<u32>> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/golden")
-        .join(dir)
-        .join("logits.json");
+    // `$KESTREL_GOLDEN`, else `<workspace>/../shared/golden`, as the other golden tests.
+    let root = match std::env::var_os("KESTREL_GOLDEN") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
+    };
+    let p = root.join(dir).join("logits.json");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     v["cases"]
         .as_array()
