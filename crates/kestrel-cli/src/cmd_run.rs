@@ -1,3 +1,4 @@
+use crate::spec_args::SpecArgs;
 use crate::{ModelArgs, SampleArgs};
 use clap::Args;
 use kestrel_engine::GenParams;
@@ -29,6 +30,8 @@ pub struct RunArgs {
     json: bool,
     #[command(flatten)]
     route: crate::route_args::RouteArgs,
+    #[command(flatten)]
+    spec: SpecArgs,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -56,13 +59,24 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     let json = a.json;
-    let g = engine.generate(&mut seq, &prompt, &params, &mut |t| {
+    let mut spec = a.spec.speculator(&engine)?;
+    let mut on_text = |t: &str| {
         if !json {
             // A closed stdout (e.g. `| head`) ends generation quietly.
             return write!(out, "{t}").and_then(|_| out.flush()).is_ok();
         }
         true
-    })?;
+    };
+    let (g, stats) = match spec.as_mut() {
+        Some(sp) => {
+            let r = engine.generate_speculative(&mut seq, &prompt, &params, sp, &mut on_text)?;
+            (r.generation, Some((sp.drafter.name(), r.stats)))
+        }
+        None => (
+            engine.generate(&mut seq, &prompt, &params, &mut on_text)?,
+            None,
+        ),
+    };
     let t = &g.timings;
     if json {
         let mut v = serde_json::json!({
@@ -74,6 +88,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 "prompt_ms": t.prompt_ms, "prompt_tps": t.prompt_tps(),
                 "gen_ms": t.gen_ms, "gen_tps": t.gen_tps(), "ttft_ms": t.ttft_ms,
             },
+            "speculative": stats.as_ref().map(|(name, s)| serde_json::json!({
+                "drafter": name, "drafted": s.drafted, "accepted": s.accepted,
+                "acceptance_rate": s.acceptance_rate(), "target_passes": s.target_passes,
+            })),
         });
         if let Some(d) = &route {
             v["routed"] = d.json();
@@ -81,6 +99,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         writeln!(out, "{v}")?;
     } else {
         writeln!(out)?;
+        if let Some((name, s)) = &stats {
+            eprintln!(
+                "\n[speculative ({name}): {} of {} drafted tokens accepted ({:.0}%); {} target passes for {} tokens]",
+                s.accepted,
+                s.drafted,
+                100.0 * s.acceptance_rate(),
+                s.target_passes,
+                t.n_gen
+            );
+        }
         eprintln!(
             "\n[{} prompt tokens in {:.0} ms ({:.1} tok/s); {} generated at {:.1} tok/s; first token after {:.0} ms; stop: {}; {} threads, {}]",
             t.n_prompt_eval,

@@ -4,6 +4,7 @@
 pub mod bench;
 mod error;
 pub mod eval;
+pub mod speculative;
 pub mod stop;
 
 pub use error::{EngineError, Result};
