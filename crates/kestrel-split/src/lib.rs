@@ -16,9 +16,12 @@ pub mod generate;
 pub mod plan;
 pub mod proto;
 pub mod server;
+pub mod standalone;
 pub mod wire;
 
 pub use device::{SplitConfig, SplitDevice, SplitStats};
 pub use error::{Result, SplitError};
 pub use proto::ReplyMode;
+pub use server::SplitServerConfig;
+pub use standalone::StandaloneServer;
 pub use wire::WireFormat;
