@@ -1,0 +1,267 @@
+//! The device side of a split: the embedding and layers `0..k` here, layers `k..n` on the
+//! server. Every step's layer-`k` hidden states are kept, so when the server fails the device
+//! replays them through its own copy of layers `k..n` in the same micro-batches (rebuilding
+//! exactly the KV cache the server had) and carries on alone.
+
+use crate::client::Client;
+use crate::error::{Result, SplitError};
+use crate::fingerprint::fingerprint;
+use crate::proto::{Reply, ReplyMode, Request};
+use crate::wire::WireFormat;
+use kestrel_kernels::ThreadPool;
+use kestrel_model::{Model, Session, StageInput, StageOutput};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct SplitConfig {
+    /// `http://HOST:PORT` of a `kestrel serve --split-server`.
+    pub remote: String,
+    /// Layers `0..k` run here.
+    pub k: usize,
+    pub wire: WireFormat,
+    pub reply: ReplyMode,
+    /// Longest wait for connecting and for each reply before going local.
+    pub timeout: Duration,
+    pub api_key: Option<String>,
+}
+
+/// What happened on the wire, for `--json` metadata and logs.
+#[derive(Clone, Debug, Default)]
+pub struct SplitStats {
+    pub steps_remote: usize,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Time spent waiting for the server (network plus its compute).
+    pub remote_ms: f64,
+    /// Set when the device went local: the position (tokens in the sequence) at which, and why.
+    pub fallback: Option<(usize, String)>,
+    /// Time spent rebuilding layers `k..n` locally.
+    pub rebuild_ms: f64,
+}
+
+struct Remote {
+    client: Client,
+    session: u64,
+}
+
+pub struct SplitDevice<'a> {
+    model: &'a Model,
+    pool: &'a ThreadPool,
+    pub session: Session,
+    cfg: SplitConfig,
+    n_batch: usize,
+    remote: Option<Remote>,
+    /// Layer-`k` hidden states of every position so far, and the row count of each step.
+    history: Vec<f32>,
+    steps: Vec<usize>,
+    logits: Vec<f32>,
+    h: Vec<f32>,
+    pub stats: SplitStats,
+}
+
+impl<'a> SplitDevice<'a> {
+    /// Open a session on the server. A server that cannot be reached or refuses is not an
+    /// error: the device then runs alone from the start (see `stats.fallback`).
+    pub fn open(
+        model: &'a Model,
+        pool: &'a ThreadPool,
+        n_ctx: usize,
+        n_batch: usize,
+        cfg: SplitConfig,
+    ) -> Result<SplitDevice<'a>> {
+        let n_layer = model.hparams().n_layer;
+        if cfg.k == 0 || cfg.k >= n_layer {
+            return Err(SplitError::Invalid(format!(
+                "--split-layer {} outside 1..{n_layer} for this {n_layer}-layer model",
+                cfg.k
+            )));
+        }
+        let session = model.new_session(n_ctx, n_batch);
+        let mut d = SplitDevice {
+            model,
+            pool,
+            session,
+            n_batch: n_batch.clamp(1, n_ctx.max(1)),
+            remote: None,
+            history: Vec::new(),
+            steps: Vec::new(),
+            logits: Vec::new(),
+            h: Vec::new(),
+            stats: SplitStats::default(),
+            cfg,
+        };
+        match d.connect(n_ctx) {
+            Ok(r) => d.remote = Some(r),
+            Err(e) => d.go_local(e)?,
+        }
+        Ok(d)
+    }
+
+    fn connect(&mut self, n_ctx: usize) -> Result<Remote> {
+        let mut client = Client::new(
+            &self.cfg.remote,
+            self.cfg.timeout,
+            self.cfg.api_key.clone(),
+        )?;
+        let open = Request::Open {
+            fingerprint: fingerprint(&self.model.gguf),
+            k: self.cfg.k as u16,
+            wire: self.cfg.wire,
+            reply: self.cfg.reply,
+            n_ctx: n_ctx as u32,
+            n_batch: self.n_batch as u32,
+        };
+        match client.call(&open)? {
+            Reply::Opened { session, .. } => Ok(Remote { client, session }),
+            r => Err(SplitError::Malformed(format!("open answered with {r:?}"))),
+        }
+    }
+
+    /// True while layers `k..n` still run on the server.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    pub fn n_past(&self) -> usize {
+        self.session.n_past()
+    }
+
+    /// Append `tokens` and return the logits after the last one. Steps carry at most
+    /// `n_batch` rows, the micro-batches an unsplit `Model::forward` would use.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            return Err(SplitError::Invalid("no tokens to feed".into()));
+        }
+        let n = tokens.len();
+        let mut start = 0;
+        while start < n {
+            let end = (start + self.n_batch).min(n);
+            self.step(&tokens[start..end], end == n)?;
+            start = end;
+        }
+        Ok(&self.logits)
+    }
+
+    fn step(&mut self, chunk: &[u32], want: bool) -> Result<()> {
+        let m = self.model;
+        if self.remote.is_none() {
+            let from = if want { chunk.len() - 1 } else { chunk.len() };
+            m.forward(&mut self.session, self.pool, chunk, from)?;
+            if want {
+                self.logits.clear();
+                self.logits.extend_from_slice(self.session.last_logits());
+            }
+            return Ok(());
+        }
+        let pos = self.session.n_past();
+        self.h.clear();
+        let out = StageOutput::Hidden(&mut self.h);
+        let input = StageInput::Tokens(chunk);
+        m.forward_stage(&mut self.session, self.pool, input, 0..self.cfg.k, out)?;
+        self.history.extend_from_slice(&self.h);
+        self.steps.push(chunk.len());
+        match self.send(pos, chunk.len(), want) {
+            Ok(()) => Ok(()),
+            Err(e) => self.go_local(e),
+        }
+    }
+
+    fn send(&mut self, pos: usize, rows: usize, want: bool) -> Result<()> {
+        let e = self.model.hparams().n_embd;
+        let n_vocab = self.model.hparams().n_vocab;
+        let Some(r) = self.remote.as_mut() else {
+            return Err(SplitError::Invalid("no remote".into()));
+        };
+        let mut payload = Vec::with_capacity(self.cfg.wire.row_bytes(e) * rows);
+        self.cfg.wire.encode(&self.h, e, &mut payload);
+        let req = Request::Step {
+            session: r.session,
+            pos: pos as u32,
+            rows: rows as u32,
+            want_logits: want,
+            payload,
+        };
+        let t0 = Instant::now();
+        let (s0, r0) = (r.client.sent, r.client.received);
+        let reply = r.client.call(&req);
+        self.stats.remote_ms += t0.elapsed().as_secs_f64() * 1e3;
+        self.stats.bytes_sent += r.client.sent - s0;
+        self.stats.bytes_received += r.client.received - r0;
+        match (reply?, want) {
+            (Reply::Ack, false) => {}
+            (Reply::Logits(l), true) if l.len() == n_vocab => {
+                self.logits = l;
+            }
+            (Reply::TopK(t), true) => {
+                // Tokens outside the server's top-k get no probability.
+                self.logits.clear();
+                self.logits.resize(n_vocab, f32::NEG_INFINITY);
+                for (id, v) in t {
+                    let slot = self.logits.get_mut(id as usize).ok_or_else(|| {
+                        SplitError::Malformed(format!("top-k token {id} out of range"))
+                    })?;
+                    *slot = v;
+                }
+            }
+            (r, _) => {
+                return Err(SplitError::Malformed(format!(
+                    "unexpected reply to a step: {}",
+                    describe(&r)
+                )))
+            }
+        }
+        self.stats.steps_remote += 1;
+        Ok(())
+    }
+
+    /// Drop the server and rebuild layers `k..n` of every position so far from the kept
+    /// hidden states, step by step as they were first run; the last step's logits become
+    /// the current ones.
+    fn go_local(&mut self, why: SplitError) -> Result<()> {
+        let t0 = Instant::now();
+        let at = self.session.n_past();
+        self.remote = None;
+        self.stats.fallback = Some((at, why.to_string()));
+        let (k, n_layer, e) = (self.cfg.k, self.model.hparams().n_layer, self.model.hparams().n_embd);
+        if !self.steps.is_empty() {
+            // Layers 0..k of this session are complete; run k..n over the same positions.
+            self.session.truncate(0);
+            let mut row = 0;
+            let last = self.steps.len() - 1;
+            for (i, &n) in self.steps.iter().enumerate() {
+                let h = &self.history[row * e..(row + n) * e];
+                let from = if i == last { n - 1 } else { n };
+                let out = StageOutput::Logits { from };
+                self.model.forward_stage(
+                    &mut self.session,
+                    self.pool,
+                    StageInput::Hidden(h),
+                    k..n_layer,
+                    out,
+                )?;
+                row += n;
+            }
+            self.logits.clear();
+            self.logits.extend_from_slice(self.session.last_logits());
+        }
+        self.history = Vec::new();
+        self.steps = Vec::new();
+        self.stats.rebuild_ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(())
+    }
+
+    /// Close the server's session (best effort: it expires anyway).
+    pub fn close(&mut self) {
+        if let Some(mut r) = self.remote.take() {
+            let _ = r.client.call(&Request::Close { session: r.session });
+        }
+    }
+}
+
+fn describe(r: &Reply) -> String {
+    match r {
+        Reply::Logits(l) => format!("{} logits", l.len()),
+        Reply::TopK(t) => format!("top-{}", t.len()),
+        other => format!("{other:?}"),
+    }
+}
