@@ -1,10 +1,10 @@
 //! `kestrel convert` and `kestrel quantize`: write a new GGUF with other tensor types.
 
 use crate::util::{human_bytes, human_count, Progress};
+use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use kestrel_compress::convert::convert_file;
-use crate::ModelArgs;
 use kestrel_compress::gptq::{self, Hessians};
 use kestrel_compress::imatrix::Imatrix;
 use kestrel_compress::quantize::{quantize_file, Method, QuantizeOptions, Report};
@@ -99,7 +99,9 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     );
     let hessians = match (method, &a.calib) {
         (Method::Gptq, None) => {
-            anyhow::bail!("--method gptq needs --calib TEXT (calibration text to run the model over)")
+            anyhow::bail!(
+                "--method gptq needs --calib TEXT (calibration text to run the model over)"
+            )
         }
         (Method::Gptq, Some(calib)) => Some(gptq_hessians(&a, calib)?),
         _ => None,
@@ -171,7 +173,9 @@ fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
                 "group": g, "alpha": a, "error_reduction": gain})).collect::<Vec<_>>(),
             "tensors": r.tensors.iter().map(|t| serde_json::json!({
                 "name": t.name, "from": t.from.name(), "to": t.to.name(), "bytes": t.bytes,
-                "weighted": t.weighted})).collect::<Vec<_>>(),
+                "weighted": t.weighted, "gptq": t.gptq,
+                "gptq_output_error": t.gptq_error.map(|e| e.0),
+                "rounding_output_error": t.gptq_error.map(|e| e.1)})).collect::<Vec<_>>(),
         });
         println!("{v}");
         return;
@@ -184,12 +188,14 @@ fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
                 t.from.name(),
                 t.to.name(),
                 human_bytes(t.bytes as u64),
-                if t.gptq {
-                    "  (gptq)"
-                } else if t.weighted {
-                    "  (imatrix)"
-                } else {
-                    ""
+                &match t.gptq_error {
+                    Some((g, w)) => format!(
+                        "  (gptq: output error {:.1}% of rounding's)",
+                        100.0 * g / w.max(f64::MIN_POSITIVE)
+                    ),
+                    None if t.gptq => "  (gptq)".to_string(),
+                    None if t.weighted => "  (imatrix)".to_string(),
+                    None => String::new(),
                 }
             );
         }
@@ -205,7 +211,15 @@ fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
     }
     let n_gptq = r.tensors.iter().filter(|t| t.gptq).count();
     if n_gptq > 0 {
-        println!("GPTQ: {n_gptq} tensors rounded with error compensation");
+        let (g, w) = r
+            .tensors
+            .iter()
+            .filter_map(|t| t.gptq_error)
+            .fold((0.0, 0.0), |(a, b), (g, w)| (a + g, b + w));
+        println!(
+            "GPTQ: {n_gptq} tensors rounded with error compensation; output error on the calibration inputs {:.1}% of importance-weighted rounding's (sampled rows, summed)",
+            100.0 * g / w.max(f64::MIN_POSITIVE)
+        );
     }
     let types: Vec<String> = by_type.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     println!(

@@ -3,10 +3,10 @@
 //! metadata (tokenizer, chat template, ...) is kept; `general.file_type` is updated.
 
 use crate::ftype::Ftype;
+use crate::gptq::{self, Hessians};
 use crate::imatrix::Imatrix;
 use crate::io::{check_output, finish, tensor_f32, writer_with_metadata};
 use crate::policy::{should_quantize, PolicyContext, TypeChooser};
-use crate::gptq::{self, Hessians};
 use crate::{awq, weighted, CompressError, Result};
 use kestrel_gguf::{GgmlType, GgufFile};
 use std::path::Path;
@@ -64,6 +64,9 @@ pub struct TensorReport {
     pub weighted: bool,
     /// GPTQ rounded this tensor.
     pub gptq: bool,
+    /// For GPTQ tensors: the output error on the calibration inputs (see
+    /// `gptq::output_error`, sampled rows) of GPTQ and of importance-weighted rounding.
+    pub gptq_error: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +155,31 @@ pub(crate) fn rtn_row(ty: GgmlType, x: &[f32], y: &mut [u8]) {
     }
 }
 
+/// Output errors on the calibration inputs (64 sampled rows) of the GPTQ bytes `q` and of
+/// importance-weighted rounding of the same weights: what GPTQ gained on its own objective.
+fn compare_with_rounding(
+    ty: GgmlType,
+    x: &[f32],
+    cols: usize,
+    q: &[u8],
+    f: &gptq::Factor,
+    threads: usize,
+) -> Result<(f64, f64)> {
+    let deq = |bytes: &[u8]| {
+        let rb = ty.row_bytes(cols).unwrap_or(0);
+        let mut y = vec![0.0f32; x.len()];
+        for (src, dst) in bytes.chunks_exact(rb).zip(y.chunks_exact_mut(cols)) {
+            kestrel_kernels::dequantize_row(ty, src, dst);
+        }
+        y
+    };
+    let rtn = quantize_rows(ty, x, cols, Some(f.importance()), threads)?;
+    Ok((
+        gptq::output_error(x, &deq(q), &f.h, cols, 64),
+        gptq::output_error(x, &deq(&rtn), &f.h, cols, 64),
+    ))
+}
+
 /// Quantizes `input` into a new file `output` (which must not exist). `progress(done, total,
 /// tensor name)` is called after each tensor.
 pub fn quantize_file(
@@ -236,6 +264,7 @@ pub fn quantize_file(
         let hess = hessians
             .and_then(|h| h.get(&t.name))
             .filter(|h| target != t.ty && gptq::supports(target) && h.n == t.row_len());
+        let mut gptq_error = None;
         let data = match (changed, hess) {
             (_, Some(h)) => {
                 let key = gptq::input_key(&t.name);
@@ -249,7 +278,19 @@ pub fn quantize_file(
                     factors.insert(key.clone(), f);
                 }
                 let x = tensor_f32(&g, t)?;
-                gptq::quantize_matrix(target, &x, t.row_len(), &factors[&key], opts.threads)
+                let f = &factors[&key];
+                let q = gptq::quantize_matrix(target, &x, t.row_len(), f, opts.threads);
+                if let Ok(q) = &q {
+                    gptq_error = Some(compare_with_rounding(
+                        target,
+                        &x,
+                        t.row_len(),
+                        q,
+                        f,
+                        opts.threads,
+                    )?);
+                }
+                q
             }
             (Some(x), None) => quantize_rows(target, x, t.row_len(), qw, opts.threads),
             (None, None) if target == t.ty => Ok(g.tensor_data(t).to_vec()),
@@ -272,6 +313,7 @@ pub fn quantize_file(
                 && target != t.ty
                 && weighted::supports(target),
             gptq: hess.is_some(),
+            gptq_error,
         });
         w.add_tensor(t.name.clone(), t.dims.clone(), target, data)?;
         progress(offset + i + 1, total, &t.name);

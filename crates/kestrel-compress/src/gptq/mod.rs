@@ -31,6 +31,8 @@ const ROW_BATCH: usize = 8;
 /// that input.
 pub struct Factor {
     cols: usize,
+    /// The Hessian itself (for `output_error`).
+    pub h: Vec<f64>,
     u: Vec<f32>,
     importance: Vec<f32>,
 }
@@ -38,6 +40,7 @@ pub struct Factor {
 impl Factor {
     /// `h`: cols x cols, symmetric, row-major; `damp`: fraction of the mean diagonal added.
     pub fn new(h: &[f64], cols: usize, damp: f64) -> Result<Factor> {
+        // (importance = the diagonal: mean square input per column, as an imatrix holds.)
         if h.len() != cols * cols || cols == 0 {
             return Err(CompressError::Invalid(format!(
                 "Hessian of {} entries for rows of {cols}",
@@ -45,6 +48,7 @@ impl Factor {
             )));
         }
         let importance = (0..cols).map(|i| h[i * cols + i].max(0.0) as f32).collect();
+        let h_orig = h.to_vec();
         // Columns no calibration token ever touched carry no information: give them a unit
         // diagonal so H factors; their weights are then rounded without compensation.
         let mut h = h.to_vec();
@@ -60,9 +64,17 @@ impl Factor {
         })?;
         Ok(Factor {
             cols,
+            h: h_orig,
             u,
             importance,
         })
+    }
+}
+
+impl Factor {
+    /// Mean square input per column (the Hessian's diagonal).
+    pub fn importance(&self) -> &[f32] {
+        &self.importance
     }
 }
 
@@ -100,7 +112,10 @@ pub fn quantize_matrix(
     std::thread::scope(|s| {
         for (ws, os) in w.chunks(per * cols).zip(out.chunks_mut(per * rb)) {
             s.spawn(move || {
-                for (wb, ob) in ws.chunks(ROW_BATCH * cols).zip(os.chunks_mut(ROW_BATCH * rb)) {
+                for (wb, ob) in ws
+                    .chunks(ROW_BATCH * cols)
+                    .zip(os.chunks_mut(ROW_BATCH * rb))
+                {
                     batch(ty, wb, ob, cols, u, importance);
                 }
             });
@@ -172,6 +187,33 @@ fn batch_plain(ty: GgmlType, w: &[f32], out: &mut [u8], cols: usize, u: &[f32], 
             }
         }
     }
+}
+
+/// Squared output error on the calibration inputs, sum_r (w_r - q_r)^T H (w_r - q_r), over
+/// up to `max_rows` rows spread evenly through the matrix (a cheap check of what GPTQ
+/// minimizes). `w` and `q` hold the same rows of `cols`; `h` is the factor's Hessian.
+pub fn output_error(w: &[f32], q: &[f32], h: &[f64], cols: usize, max_rows: usize) -> f64 {
+    let rows = w.len() / cols.max(1);
+    let step = rows.div_ceil(max_rows.max(1)).max(1);
+    let mut total = 0.0;
+    let mut hd = vec![0.0f64; cols];
+    for r in (0..rows).step_by(step) {
+        let d: Vec<f64> = w[r * cols..(r + 1) * cols]
+            .iter()
+            .zip(&q[r * cols..(r + 1) * cols])
+            .map(|(a, b)| (a - b) as f64)
+            .collect();
+        hd.fill(0.0);
+        for (i, &di) in d.iter().enumerate() {
+            if di != 0.0 {
+                for (v, hv) in hd.iter_mut().zip(&h[i * cols..(i + 1) * cols]) {
+                    *v += di * hv;
+                }
+            }
+        }
+        total += hd.iter().zip(&d).map(|(a, b)| a * b).sum::<f64>();
+    }
+    total
 }
 
 #[cfg(test)]
