@@ -89,7 +89,11 @@ pub fn run(b: &SpecBench, path: &Path, out: &mut dyn Write) -> anyhow::Result<()
             stats = s.stats;
         }
         let (p, s) = (Stat::of(&plain_tps), Stat::of(&spec_tps));
-        let speedup = if p.median > 0.0 { s.median / p.median } else { 0.0 };
+        let speedup = if p.median > 0.0 {
+            s.median / p.median
+        } else {
+            0.0
+        };
         if b.json {
             let v = serde_json::json!({
                 "model": name, "test": "speculative", "prompt": kind, "drafter": drafter,

@@ -99,21 +99,41 @@ fn check(p: &[(u32, f64)], q: &[(u32, f64)], n: usize, what: &str) {
     let mut scratch = Vec::new();
     let h = histogram(n, || spec_step(p, q, &mut rng, &mut scratch));
     let (stat, df) = chi_square(&h, p, n);
-    eprintln!("{what}: chi2 {stat:.1} on {df} df (critical {:.1})", critical(df));
+    eprintln!(
+        "{what}: chi2 {stat:.1} on {df} df (critical {:.1})",
+        critical(df)
+    );
     assert!(stat < critical(df), "{what}: chi2 {stat:.1} on {df} df");
 
     let mut rng = Rng::new(2024);
     let h = histogram(n, || uncorrected_step(p, q, &mut rng));
     let (bad, df) = chi_square(&h, p, n);
     eprintln!("{what} without correction: chi2 {bad:.1} on {df} df");
-    assert!(bad > critical(df), "{what}: the uncorrected rule passed (chi2 {bad:.1})");
+    assert!(
+        bad > critical(df),
+        "{what}: the uncorrected rule passed (chi2 {bad:.1})"
+    );
 }
 
 #[test]
 fn synthetic_vocabulary_keeps_target_distribution() {
-    let p = [(0u32, 0.40), (1, 0.25), (2, 0.15), (3, 0.10), (4, 0.07), (5, 0.03)];
+    let p = [
+        (0u32, 0.40),
+        (1, 0.25),
+        (2, 0.15),
+        (3, 0.10),
+        (4, 0.07),
+        (5, 0.03),
+    ];
     // q favours the tail and misses token 1: both directions of p/q occur.
-    let q = [(0u32, 0.10), (2, 0.30), (3, 0.05), (4, 0.25), (5, 0.20), (6, 0.10)];
+    let q = [
+        (0u32, 0.10),
+        (2, 0.30),
+        (3, 0.05),
+        (4, 0.25),
+        (5, 0.20),
+        (6, 0.10),
+    ];
     check(&p, &q, 200_000, "synthetic");
     // A deterministic drafter (q a point mass, as n-gram lookup) on a token p gives 0.15.
     let mut rng = Rng::new(9);
@@ -124,7 +144,10 @@ fn synthetic_vocabulary_keeps_target_distribution() {
         Verdict::Reject(t) => t,
     });
     let (stat, df) = chi_square(&h, &p, n);
-    assert!(stat < critical(df), "point-mass draft: chi2 {stat:.1} on {df} df");
+    assert!(
+        stat < critical(df),
+        "point-mass draft: chi2 {stat:.1} on {df} df"
+    );
 }
 
 fn model_path(file: &str) -> Option<PathBuf> {
@@ -145,14 +168,18 @@ fn model_path(file: &str) -> Option<PathBuf> {
 
 #[test]
 fn real_next_token_distribution_is_kept() {
-    let Some(path) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let cfg = EngineConfig {
         n_ctx: 128,
         n_batch: 64,
         n_threads: 2,
     };
     let e = Engine::load(&path, &cfg).unwrap();
-    let prompt = e.tokenize_prompt("My favourite thing to do on a rainy day is").unwrap();
+    let prompt = e
+        .tokenize_prompt("My favourite thing to do on a rainy day is")
+        .unwrap();
     // Sampling at temperature 1 with a wide top-k, so p has many tokens.
     let sc = SamplerConfig {
         temperature: 1.0,
@@ -162,7 +189,9 @@ fn real_next_token_distribution_is_kept() {
         ..SamplerConfig::default()
     };
     let mut s = e.model.new_session(128, 64);
-    e.model.forward(&mut s, &e.pool, &prompt, prompt.len() - 1).unwrap();
+    e.model
+        .forward(&mut s, &e.pool, &prompt, prompt.len() - 1)
+        .unwrap();
     let mut p = Vec::new();
     Sampler::new(sc.clone()).distribution(s.last_logits(), &mut p);
 

@@ -114,12 +114,20 @@ fn report(model: &str, name: &str, s: &SpecStats) {
 
 #[test]
 fn greedy_speculation_equals_plain_smollm2() {
-    let Some(e) = load("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(e) = load("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let prompts = golden_prompts("smollm2-135m-instruct-q4_1");
     let want = plain(&e, &prompts);
     let m = e.model.clone();
     let n_ctx = e.n_ctx();
-    let s = check(&e, &prompts, &want, &|| Box::new(NgramDrafter::default()), 6);
+    let s = check(
+        &e,
+        &prompts,
+        &want,
+        &|| Box::new(NgramDrafter::default()),
+        6,
+    );
     report("smollm2", "ngram", &s);
     assert!(s.drafted > 0);
     let s = check(
@@ -147,12 +155,20 @@ fn greedy_speculation_equals_plain_smollm2() {
 
 #[test]
 fn greedy_speculation_equals_plain_gemma3() {
-    let Some(e) = load("gemma-3-270m-q4_k_m.gguf") else { return };
+    let Some(e) = load("gemma-3-270m-q4_k_m.gguf") else {
+        return;
+    };
     let prompts = golden_prompts("gemma3-270m-q4_k_m");
     let want = plain(&e, &prompts);
     let m = e.model.clone();
     let n_ctx = e.n_ctx();
-    let s = check(&e, &prompts, &want, &|| Box::new(NgramDrafter::default()), 6);
+    let s = check(
+        &e,
+        &prompts,
+        &want,
+        &|| Box::new(NgramDrafter::default()),
+        6,
+    );
     report("gemma3", "ngram", &s);
     assert!(s.drafted > 0);
     let s = check(
@@ -177,5 +193,8 @@ fn draft_model_with_another_vocabulary_is_refused() {
     let err = ModelDrafter::draft_model(b.model.clone(), &b.tokenizer, &a.tokenizer, 256)
         .err()
         .expect("a gemma draft for a smollm2 target must be refused");
-    assert!(err.to_string().contains("share the target's tokenizer"), "{err}");
+    assert!(
+        err.to_string().contains("share the target's tokenizer"),
+        "{err}"
+    );
 }

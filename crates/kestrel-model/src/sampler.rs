@@ -163,7 +163,12 @@ impl Sampler {
             Some(t) => out.push((t, 1.0)),
             None => {
                 softmax_of(&self.cand, self.cfg.temperature, &mut self.probs);
-                out.extend(self.cand.iter().map(|c| c.0).zip(self.probs.iter().copied()));
+                out.extend(
+                    self.cand
+                        .iter()
+                        .map(|c| c.0)
+                        .zip(self.probs.iter().copied()),
+                );
             }
         }
     }

@@ -32,7 +32,9 @@ fn check(file: &str) -> usize {
     let draft: Vec<u32> = (0..11).map(|j| (j * 104_729 + 5) % n_vocab).collect();
 
     let mut dec = model.new_session(128, 64);
-    model.forward(&mut dec, &pool, &prompt, prompt.len() - 1).unwrap();
+    model
+        .forward(&mut dec, &pool, &prompt, prompt.len() - 1)
+        .unwrap();
     let mut want = Vec::new();
     for &t in &draft {
         model.forward(&mut dec, &pool, &[t], 0).unwrap();
@@ -40,19 +42,26 @@ fn check(file: &str) -> usize {
     }
 
     let mut ver = model.new_session(128, 64);
-    model.forward(&mut ver, &pool, &prompt, prompt.len() - 1).unwrap();
+    model
+        .forward(&mut ver, &pool, &prompt, prompt.len() - 1)
+        .unwrap();
     // Twice: after a rollback the cache must give the same answers again.
     for _ in 0..2 {
         model.forward_verify(&mut ver, &pool, &draft).unwrap();
         assert_eq!(ver.n_logit_rows(), draft.len());
         for (i, w) in want.iter().enumerate() {
-            assert!(ver.logits(i) == &w[..], "{file}: row {i} differs from decode");
+            assert!(
+                ver.logits(i) == &w[..],
+                "{file}: row {i} differs from decode"
+            );
         }
         ver.truncate(prompt.len());
     }
 
     let mut plain = model.new_session(128, 64);
-    model.forward(&mut plain, &pool, &prompt, prompt.len() - 1).unwrap();
+    model
+        .forward(&mut plain, &pool, &prompt, prompt.len() - 1)
+        .unwrap();
     model.forward(&mut plain, &pool, &draft, 0).unwrap();
     (0..draft.len())
         .filter(|&i| plain.logits(i) != &want[i][..])

@@ -122,7 +122,10 @@ mod tests {
         let mut scratch = Vec::new();
         let p = [(7u32, 1.0)];
         assert_eq!(judge(7, &p, &[], &mut rng, &mut scratch), Verdict::Accept);
-        assert_eq!(judge(3, &p, &[], &mut rng, &mut scratch), Verdict::Reject(7));
+        assert_eq!(
+            judge(3, &p, &[], &mut rng, &mut scratch),
+            Verdict::Reject(7)
+        );
         let q = [(3u32, 0.6), (7, 0.4)];
         assert_eq!(judge(3, &p, &q, &mut rng, &mut scratch), Verdict::Reject(7));
         assert!(scratch.iter().all(|&w| w == 0.0));

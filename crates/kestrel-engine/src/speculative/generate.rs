@@ -197,8 +197,11 @@ impl Engine {
                 draft.clear();
             }
             history.extend_from_slice(&draft.tokens);
-            self.model
-                .forward_verify(&mut seq.session, &self.pool, &history[seq.tokens.len()..])?;
+            self.model.forward_verify(
+                &mut seq.session,
+                &self.pool,
+                &history[seq.tokens.len()..],
+            )?;
             seq.tokens.extend_from_slice(&history[seq.tokens.len()..]);
             stats.target_passes += 1;
             stats.drafted += draft.len();
