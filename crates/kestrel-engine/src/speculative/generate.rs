@@ -4,7 +4,7 @@
 use super::accept::{draw, judge, Verdict};
 use super::{Draft, DraftCtx, DraftLength, DraftSampling, Drafter, SpecStats};
 use crate::stop::{StopMatcher, StopStep};
-use crate::{Engine, EngineError, GenParams, Generation, Result, Sequence, StopReason, Timings};
+use crate::{Engine, GenParams, Generation, Result, Sequence, StopReason};
 use kestrel_model::sampler::Rng;
 use kestrel_model::{Sampler, SamplerConfig};
 use kestrel_tokenizer::StreamDecoder;
@@ -98,37 +98,8 @@ impl Engine {
         spec: &mut Speculator,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<SpecGeneration> {
-        params.sampler.validate().map_err(EngineError::Sampling)?;
-        if prompt.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
+        let (t0, mut timings) = self.eval_prompt(seq, prompt, params)?;
         let n_ctx = seq.session.n_ctx();
-        if prompt.len() >= n_ctx {
-            return Err(EngineError::PromptTooLong {
-                prompt: prompt.len(),
-                n_ctx,
-            });
-        }
-        let t0 = Instant::now();
-        let mut common = seq
-            .tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
-        common = common.min(prompt.len() - 1).min(seq.session.n_past());
-        seq.session.truncate(common);
-        seq.tokens.truncate(common);
-        let todo = &prompt[common..];
-        self.model
-            .forward(&mut seq.session, &self.pool, todo, todo.len() - 1)?;
-        seq.tokens.extend_from_slice(todo);
-        let mut timings = Timings {
-            n_prompt_eval: todo.len(),
-            n_prompt_reused: common,
-            prompt_ms: t0.elapsed().as_secs_f64() * 1e3,
-            ..Default::default()
-        };
 
         let greedy = params.sampler.temperature <= 0.0;
         let mut sampler = Sampler::new(params.sampler.clone());
