@@ -10,6 +10,7 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 pub mod awq;
+pub mod calib;
 pub mod convert;
 mod error;
 pub mod ftype;
