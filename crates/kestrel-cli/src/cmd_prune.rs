@@ -1,5 +1,6 @@
 //! `kestrel prune`: zero the least important weights of the block matrices.
 
+use crate::cmd_prune_structured::StructuredArgs;
 use crate::util::{human_count, Progress};
 use clap::Args;
 use kestrel_compress::imatrix::Imatrix;
@@ -27,9 +28,18 @@ pub struct PruneArgs {
     /// Print a JSON summary
     #[arg(long = "json")]
     json: bool,
+    #[command(flatten)]
+    structured: StructuredArgs,
 }
 
 pub fn run(a: PruneArgs) -> anyhow::Result<()> {
+    if a.structured.requested() {
+        anyhow::ensure!(
+            a.pattern.is_none() && a.imatrix.is_none(),
+            "--drop-layers / --ffn-keep are structured pruning: --pattern and --imatrix do not apply"
+        );
+        return crate::cmd_prune_structured::run(&a.input, &a.output, &a.structured, a.json);
+    }
     let method = match a.method.as_str() {
         "magnitude" => PruneMethod::Magnitude,
         "wanda" => PruneMethod::Wanda,

@@ -21,6 +21,7 @@ pub mod kld;
 pub mod policy;
 pub mod prune;
 pub mod quantize;
+pub mod structured;
 pub mod weighted;
 
 pub use error::{CompressError, Result};
