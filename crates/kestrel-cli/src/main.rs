@@ -12,6 +12,7 @@ mod cmd_perplexity;
 mod cmd_prune;
 mod cmd_prune_structured;
 mod cmd_quantize;
+mod cmd_quantize_budget;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_tokenize;
