@@ -5,6 +5,9 @@ use crate::util::{human_bytes, human_count, Progress};
 use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
+use kestrel_compress::gptq;
+use kestrel_compress::prune::{Pattern, PruneReport};
+use kestrel_compress::sparsegpt::sparsegpt_file;
 use kestrel_compress::structured::{structured_prune, Options};
 use std::path::{Path, PathBuf};
 
@@ -20,7 +23,7 @@ pub struct StructuredArgs {
     /// blocks; 32: legacy Q4_0/Q8_0 blocks)
     #[arg(long = "ffn-multiple", default_value_t = 256)]
     pub ffn_multiple: usize,
-    /// Calibration text for --drop-layers / --ffn-keep
+    /// Calibration text for --drop-layers / --ffn-keep / --method sparsegpt
     #[arg(long = "calib")]
     pub calib: Option<PathBuf>,
     /// Calibration chunks to use (0 = all)
@@ -105,4 +108,51 @@ pub fn run(input: &Path, output: &Path, a: &StructuredArgs, json: bool) -> anyho
         );
     }
     Ok(())
+}
+
+/// `--method sparsegpt`: Hessians from the calibration text, then the SparseGPT sweep.
+pub fn run_sparsegpt(
+    input: &Path,
+    output: &Path,
+    pattern: Pattern,
+    a: &StructuredArgs,
+) -> anyhow::Result<PruneReport> {
+    let calib = a.calib.as_ref().context(
+        "--method sparsegpt needs --calib TEXT (calibration text to run the model over)",
+    )?;
+    anyhow::ensure!(
+        !output.exists(),
+        "{} already exists; refusing to overwrite it (remove it first or pick another name)",
+        output.display()
+    );
+    let text =
+        std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?;
+    let engine = ModelArgs {
+        model: Some(input.to_path_buf()),
+        threads: a.threads,
+        ctx: a.ctx,
+        batch: a.ctx,
+    }
+    .load()?;
+    let threads = a.threads.unwrap_or_else(kestrel_engine::default_threads);
+    let mut bar = Progress::new("calibrate", 1);
+    let (h, _) = gptq::collect(&engine, &text, a.ctx, a.chunks, threads, &mut |d, t| {
+        bar.set_total(t);
+        bar.update(d, "")
+    })?;
+    drop(bar);
+    drop(engine);
+    let mut bar = Progress::new("sparsegpt", 1);
+    Ok(sparsegpt_file(
+        input,
+        output,
+        pattern,
+        &h,
+        gptq::DEFAULT_DAMP,
+        threads,
+        &mut |d, t, _| {
+            bar.set_total(t);
+            bar.update(d, "")
+        },
+    )?)
 }

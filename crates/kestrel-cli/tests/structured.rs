@@ -189,6 +189,33 @@ fn ffn_keep_cuts_channels_to_whole_blocks() {
     }
     runs(&out);
     kld(&f32, &out);
+    // SparseGPT (unstructured pruning with the calibration Hessian) on the same F32 base.
+    let sg = path_str(&dir.path().join("sparsegpt50.gguf"));
+    let v = kestrel(&[
+        "prune",
+        &f32,
+        &sg,
+        "--method",
+        "sparsegpt",
+        "--sparsity",
+        "0.5",
+        "--calib",
+        &calib(),
+        "-c",
+        "64",
+        "--chunks",
+        "2",
+        "-t",
+        THREADS,
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(v["pruned_tensors"].as_u64(), Some(210));
+    let frac = v["sparsity"].as_f64().unwrap();
+    assert!((frac - 0.5).abs() < 0.001, "sparsity {frac}");
+    runs(&sg);
+    kld(&f32, &sg);
     // The kept width is whole k-quant blocks: Q4_K_M quantizes ffn_down with a k-quant.
     let v = kestrel(&["quantize", &out, &q, "--type", "Q4_K_M", "--json"])
         .ok()

@@ -22,6 +22,7 @@ pub mod mixed;
 pub mod policy;
 pub mod prune;
 pub mod quantize;
+pub mod sparsegpt;
 pub mod structured;
 pub mod weighted;
 
