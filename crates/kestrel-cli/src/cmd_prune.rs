@@ -1,9 +1,10 @@
 //! `kestrel prune`: zero the least important weights of the block matrices.
 
+use crate::cmd_prune_structured::StructuredArgs;
 use crate::util::{human_count, Progress};
 use clap::Args;
 use kestrel_compress::imatrix::Imatrix;
-use kestrel_compress::prune::{prune_file, Pattern, PruneMethod};
+use kestrel_compress::prune::{prune_file, Pattern, PruneMethod, PruneReport};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -12,7 +13,8 @@ pub struct PruneArgs {
     input: PathBuf,
     /// Output GGUF (must not exist)
     output: PathBuf,
-    /// magnitude (|w|) or wanda (|w| * input-column norm; needs --imatrix)
+    /// magnitude (|w|), wanda (|w| * input-column norm; needs --imatrix) or sparsegpt
+    /// (calibration Hessian with error compensation; needs --calib)
     #[arg(long = "method", default_value = "wanda")]
     method: String,
     /// Fraction of each row's weights to drop (unstructured)
@@ -27,19 +29,36 @@ pub struct PruneArgs {
     /// Print a JSON summary
     #[arg(long = "json")]
     json: bool,
+    #[command(flatten)]
+    structured: StructuredArgs,
 }
 
 pub fn run(a: PruneArgs) -> anyhow::Result<()> {
-    let method = match a.method.as_str() {
-        "magnitude" => PruneMethod::Magnitude,
-        "wanda" => PruneMethod::Wanda,
-        m => anyhow::bail!(
-            "--method {m}: expected magnitude or wanda (sparsegpt is not implemented)"
-        ),
-    };
+    if a.structured.requested() {
+        anyhow::ensure!(
+            a.pattern.is_none() && a.imatrix.is_none(),
+            "--drop-layers / --ffn-keep are structured pruning: --pattern and --imatrix do not apply"
+        );
+        return crate::cmd_prune_structured::run(&a.input, &a.output, &a.structured, a.json);
+    }
     let pattern = match &a.pattern {
         Some(p) => Pattern::parse_nm(p)?,
         None => Pattern::Unstructured(a.sparsity),
+    };
+    let method = match a.method.as_str() {
+        "magnitude" => PruneMethod::Magnitude,
+        "wanda" => PruneMethod::Wanda,
+        "sparsegpt" => {
+            let r = crate::cmd_prune_structured::run_sparsegpt(
+                &a.input,
+                &a.output,
+                pattern,
+                &a.structured,
+            )?;
+            print_report(&r, &a.output, a.json);
+            return Ok(());
+        }
+        m => anyhow::bail!("--method {m}: expected magnitude, wanda or sparsegpt"),
     };
     let im = match &a.imatrix {
         Some(p) => Some(Imatrix::load(p)?),
@@ -57,22 +76,26 @@ pub fn run(a: PruneArgs) -> anyhow::Result<()> {
             bar.update(d, "")
         },
     )?;
+    print_report(&r, &a.output, a.json);
+    Ok(())
+}
+
+fn print_report(r: &PruneReport, output: &std::path::Path, json: bool) {
     let frac = r.zeros as f64 / r.weights.max(1) as f64;
-    if a.json {
+    if json {
         let v = serde_json::json!({
-            "output": a.output.display().to_string(), "pruned_tensors": r.pruned_tensors,
+            "output": output.display().to_string(), "pruned_tensors": r.pruned_tensors,
             "weights": r.weights, "zeros": r.zeros, "sparsity": frac,
         });
         println!("{v}");
     } else {
         println!(
             "wrote {}: {} matrices pruned, {} of {} weights are zero ({:.1}%)",
-            a.output.display(),
+            output.display(),
             r.pruned_tensors,
             human_count(r.zeros),
             human_count(r.weights),
             100.0 * frac
         );
     }
-    Ok(())
 }

@@ -33,8 +33,8 @@ pub struct QuantizeArgs {
     output: PathBuf,
     /// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K (Q3_K, Q4_K,
     /// Q5_K mean the _M mixes), or F32/F16/BF16
-    #[arg(long = "type")]
-    ty: String,
+    #[arg(long = "type", required_unless_present_any = ["target_bpw", "target_size"])]
+    ty: Option<String>,
     /// Importance matrix (GGUF, from `kestrel imatrix` or llama-imatrix) to weight rounding errors
     #[arg(long = "imatrix")]
     imatrix: Option<PathBuf>,
@@ -43,7 +43,7 @@ pub struct QuantizeArgs {
     /// column rounding with error compensation from calibration Hessians (needs --calib)
     #[arg(long = "method", default_value = "rtn")]
     method: String,
-    /// Calibration text for --method gptq (the input model is run over it)
+    /// Calibration text for --method gptq or --target-bpw/--target-size (the input model is run over it)
     #[arg(long = "calib")]
     calib: Option<PathBuf>,
     /// GPTQ: calibration chunks to use (0 = all)
@@ -67,6 +67,8 @@ pub struct QuantizeArgs {
     /// List every tensor's new type
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
+    #[command(flatten)]
+    budget: crate::cmd_quantize_budget::BudgetArgs,
 }
 
 pub fn run_convert(a: ConvertArgs) -> anyhow::Result<()> {
@@ -82,7 +84,25 @@ pub fn run_convert(a: ConvertArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
-    let ftype = Ftype::parse(&a.ty)?;
+    if let Some(budget) = a.budget.budget()? {
+        anyhow::ensure!(
+            a.ty.is_none() && a.method == "rtn" && !a.pure,
+            "--target-bpw / --target-size choose the types themselves (round to nearest, \
+             importance-weighted with --imatrix): --type, --method and --pure do not apply"
+        );
+        let c = crate::cmd_quantize_budget::Common {
+            input: &a.input,
+            output: &a.output,
+            imatrix: a.imatrix.as_ref(),
+            calib: a.calib.as_ref(),
+            threads: a.threads,
+            verbose: a.verbose,
+        };
+        let (r, ftype) = crate::cmd_quantize_budget::run(c, &a.budget, budget)?;
+        summary(&r, ftype, &a.output, a.json, false);
+        return Ok(());
+    }
+    let ftype = Ftype::parse(a.ty.as_deref().unwrap_or_default())?;
     let method = Method::parse(&a.method)?;
     let im = match &a.imatrix {
         Some(p) => Some(Imatrix::load(p)?),
@@ -113,6 +133,7 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         threads: a.threads,
         hessians: hessians.as_ref(),
         damp: a.damp,
+        types: None,
     };
     let mut bar = Progress::new("quantize", 1);
     let r = quantize_file(&a.input, &a.output, ftype, &opts, &mut |d, t, _| {

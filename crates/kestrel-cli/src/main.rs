@@ -10,7 +10,9 @@ mod cmd_kld;
 mod cmd_logits;
 mod cmd_perplexity;
 mod cmd_prune;
+mod cmd_prune_structured;
 mod cmd_quantize;
+mod cmd_quantize_budget;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_tokenize;
@@ -61,7 +63,7 @@ enum Cmd {
     Imatrix(cmd_imatrix::ImatrixArgs),
     /// KL-divergence, top-1 agreement and perplexity of a model against a base model.
     Kld(cmd_kld::KldArgs),
-    /// Prune the block matrices (magnitude or wanda; unstructured or N:M).
+    /// Prune the block matrices (magnitude or wanda; unstructured or N:M), or drop whole blocks / FFN channels.
     Prune(cmd_prune::PruneArgs),
 }
 

@@ -8,7 +8,7 @@
 //! `<name>.counts` (F32, [1, 1]).
 
 use crate::{CompressError, Result};
-use kestrel_engine::{eval, Engine};
+use kestrel_engine::Engine;
 use kestrel_gguf::{Array, GgmlType, GgufFile, GgufWriter, Value};
 use kestrel_model::MatmulObserver;
 use std::collections::BTreeMap;
@@ -229,39 +229,12 @@ pub fn collect(
     max_chunks: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Imatrix> {
-    let tokens = eval::tokenize_for_perplexity(engine, text)?;
-    let available = tokens.len() / n_ctx.max(1);
-    if n_ctx < 16 || available == 0 {
-        return Err(CompressError::Invalid(format!(
-            "calibration text has {} tokens; it needs at least one chunk of {n_ctx} (and chunks of at least 16)",
-            tokens.len()
-        )));
-    }
-    let n = if max_chunks == 0 {
-        available
-    } else {
-        available.min(max_chunks)
-    };
-    let bos = engine
-        .tokenizer
-        .add_bos()
-        .then(|| engine.tokenizer.bos())
-        .flatten();
+    let c = crate::calib::chunks(engine, text, n_ctx, max_chunks, "an importance matrix")?;
     let col = Collector::default();
-    let mut session = engine.model.new_session(n_ctx, n_ctx);
-    for c in 0..n {
-        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
-        if let Some(b) = bos {
-            chunk[0] = b;
-        }
-        session.reset();
-        // Logits for the second half, as llama-imatrix computes them, so the output head's
-        // statistics see as many rows.
-        engine
-            .model
-            .forward_observed(&mut session, &engine.pool, &chunk, n_ctx / 2, &col)?;
-        progress(c + 1, n);
-    }
+    // Logits for the second half, as llama-imatrix computes them, so the output head's
+    // statistics see as many rows.
+    crate::calib::run_observed(engine, &c, n_ctx / 2, &col, progress)?;
+    let n = c.chunks.len();
     Ok(Imatrix::new(
         col.into_entries(),
         vec![dataset.display().to_string()],

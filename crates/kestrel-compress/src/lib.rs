@@ -10,6 +10,7 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 pub mod awq;
+pub mod calib;
 pub mod convert;
 mod error;
 pub mod ftype;
@@ -17,9 +18,12 @@ pub mod gptq;
 pub mod imatrix;
 pub mod io;
 pub mod kld;
+pub mod mixed;
 pub mod policy;
 pub mod prune;
 pub mod quantize;
+pub mod sparsegpt;
+pub mod structured;
 pub mod weighted;
 
 pub use error::{CompressError, Result};

@@ -50,6 +50,9 @@ pub struct QuantizeOptions<'a> {
     pub hessians: Option<&'a Hessians>,
     /// GPTQ damping (fraction of the mean Hessian diagonal; 0 means `gptq::DEFAULT_DAMP`).
     pub damp: f64,
+    /// Per-tensor types chosen elsewhere (`mixed`): they replace the mix; tensors not named
+    /// keep their type.
+    pub types: Option<&'a std::collections::BTreeMap<String, GgmlType>>,
 }
 
 /// What happened to one tensor.
@@ -204,7 +207,9 @@ pub fn quantize_file(
         .tensors()
         .iter()
         .map(|t| {
-            if should_quantize(t) {
+            if let Some(types) = opts.types {
+                types.get(&t.name).copied().unwrap_or(t.ty)
+            } else if should_quantize(t) {
                 chooser.choose(t)
             } else {
                 t.ty

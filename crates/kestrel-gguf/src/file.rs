@@ -142,6 +142,19 @@ impl GgufFile {
         self.bytes().get(start..start.checked_add(t.size)?)
     }
 
+    /// Writable data of the tensor named `name`, for a file parsed from bytes (`from_bytes`);
+    /// `None` for a mapped file or an unknown name. Tools use it to try a changed tensor
+    /// in place without copying the whole model; the size (so the layout) cannot change.
+    pub fn tensor_data_mut(&mut self, name: &str) -> Option<&mut [u8]> {
+        let t = &self.tensors[*self.tensor_index.get(name)?];
+        let start = usize::try_from(t.offset).ok()?;
+        let end = start.checked_add(t.size)?;
+        match &mut self.backing {
+            Backing::Mmap(_) => None,
+            Backing::Bytes(v) => v.get_mut(start..end),
+        }
+    }
+
     /// Data of the tensor named `name`, if present.
     pub fn tensor_bytes(&self, name: &str) -> Option<&[u8]> {
         self.tensor(name).map(|t| self.tensor_data(t))

@@ -2,8 +2,8 @@
 //! x x^T, x the matrix's input row. Matrices that read the same input share one H (q/k/v read
 //! the attention norm's output, gate/up the FFN norm's), so those are stored once.
 
-use crate::{CompressError, Result};
-use kestrel_engine::{eval, Engine};
+use crate::Result;
+use kestrel_engine::Engine;
 use kestrel_model::MatmulObserver;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -218,37 +218,10 @@ pub fn collect(
     threads: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Hessians, usize)> {
-    let tokens = eval::tokenize_for_perplexity(engine, text)?;
-    let available = tokens.len() / n_ctx.max(1);
-    if n_ctx < 16 || available == 0 {
-        return Err(CompressError::Invalid(format!(
-            "calibration text has {} tokens; GPTQ needs at least one chunk of {n_ctx} (and chunks of at least 16)",
-            tokens.len()
-        )));
-    }
-    let n = if max_chunks == 0 {
-        available
-    } else {
-        available.min(max_chunks)
-    };
-    let bos = engine
-        .tokenizer
-        .add_bos()
-        .then(|| engine.tokenizer.bos())
-        .flatten();
+    let c = crate::calib::chunks(engine, text, n_ctx, max_chunks, "GPTQ")?;
     let col = HessianCollector::new(threads);
-    let mut session = engine.model.new_session(n_ctx, n_ctx);
-    for c in 0..n {
-        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
-        if let Some(b) = bos {
-            chunk[0] = b;
-        }
-        session.reset();
-        // Only the block matrices matter: one logit row keeps the output head cheap.
-        engine
-            .model
-            .forward_observed(&mut session, &engine.pool, &chunk, n_ctx - 1, &col)?;
-        progress(c + 1, n);
-    }
+    // Only the block matrices matter: one logit row keeps the output head cheap.
+    crate::calib::run_observed(engine, &c, n_ctx - 1, &col, progress)?;
+    let n = c.chunks.len();
     Ok((col.into_hessians(), n))
 }

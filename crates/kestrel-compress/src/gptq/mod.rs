@@ -76,6 +76,16 @@ impl Factor {
     pub fn importance(&self) -> &[f32] {
         &self.importance
     }
+
+    /// The upper Cholesky factor U of the damped inverse Hessian (cols x cols, row-major):
+    /// what any optimal-brain-surgeon sweep (GPTQ, SparseGPT) compensates with.
+    pub fn upper(&self) -> &[f32] {
+        &self.u
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
 }
 
 /// Quantizes `w` (rows of `cols`) to `ty` with GPTQ against the factor of its input's
