@@ -34,6 +34,15 @@ pub struct ServeArgs {
     max_body: usize,
     #[command(flatten)]
     route: crate::route_args::RouteArgs,
+    /// POST /v1/verify sessions open at once (each holds a KV cache of --ctx positions)
+    #[arg(long = "verify-sessions", default_value_t = 4)]
+    verify_sessions: usize,
+    /// Seconds a verify session may stay unused before it is dropped
+    #[arg(long = "verify-idle-s", default_value_t = 60)]
+    verify_idle_s: u64,
+    /// Longest draft one POST /v1/verify call may carry, in tokens
+    #[arg(long = "verify-max-draft", default_value_t = 64)]
+    verify_max_draft: usize,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -66,6 +75,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_body: a.max_body,
         model_id: model_id.clone(),
         routing: routing.clone(),
+        verify: kestrel_server::VerifyConfig {
+            max_sessions: a.verify_sessions,
+            idle: Duration::from_secs(a.verify_idle_s.max(1)),
+            max_draft: a.verify_max_draft.max(1),
+        },
     };
     let parallel = cfg.parallel;
     kestrel_server::run(engine, cfg, |addr| {

@@ -6,9 +6,11 @@
 
 mod decode;
 mod slots;
+mod verify;
 mod worker;
 
 pub use decode::TokenLogprob;
+pub use verify::{VerifyConfig, VerifyJob};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -95,6 +97,16 @@ pub enum Job {
         id: String,
         reply: oneshot::Sender<Result<SessionInfo, ApiError>>,
     },
+    /// One `POST /v1/verify` call.
+    Verify {
+        job: VerifyJob,
+        reply: oneshot::Sender<Result<kestrel_verify::proto::VerifyResponse, ApiError>>,
+    },
+    /// `DELETE /v1/verify/{id}`.
+    CloseVerify {
+        id: String,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +126,7 @@ pub struct SchedConfig {
     /// Longest a request may take from arrival to its last token.
     pub time_limit: Duration,
     pub session_dir: Option<PathBuf>,
+    pub verify: VerifyConfig,
 }
 
 /// The front end's handle: submit jobs without blocking.

@@ -3,6 +3,7 @@
 
 use super::decode::{logprob_of, piece, Decoding, Outcome, TokenLogprob};
 use super::slots::{choose, choose_for_restore, common_prefix, Slot};
+use super::verify::VerifySessions;
 use super::{Event, FinishReason, GenJob, Job, SchedConfig, SessionInfo};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -31,6 +32,7 @@ pub(crate) struct Worker {
     multi: MultiScratch,
     fingerprint: u64,
     clock: u64,
+    verify: VerifySessions,
 }
 
 impl Worker {
@@ -53,6 +55,7 @@ impl Worker {
         let multi = engine.model.new_multi_scratch(n);
         let fingerprint = store::fingerprint(&engine.model.gguf);
         Worker {
+            verify: VerifySessions::new(cfg.verify.clone()),
             engine,
             cfg,
             metrics,
@@ -99,6 +102,12 @@ impl Worker {
             }
             Job::RestoreSession { id, reply } => {
                 let _ = reply.send(self.restore(&id));
+            }
+            Job::Verify { job, reply } => {
+                let _ = reply.send(self.verify.handle(&self.engine, job));
+            }
+            Job::CloseVerify { id, reply } => {
+                let _ = reply.send(self.verify.close(&id));
             }
         }
     }
