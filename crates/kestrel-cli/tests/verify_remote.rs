@@ -29,7 +29,7 @@ impl Server {
     fn start(model: &Path, extra: &[&str]) -> Server {
         let mut cmd = common::kestrel_cmd();
         cmd.args(["serve", "-m", &path_str(model), "-t", THREADS])
-            .args(["--ctx", "512", "--port", "0", "--parallel", "1"])
+            .args(["--ctx", "512", "--port", "0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -37,11 +37,14 @@ impl Server {
         let mut child = cmd.spawn().expect("spawning kestrel serve");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = String::new();
         let base = loop {
             let line = match lines.next() {
                 Some(Ok(l)) => l,
-                _ => panic!("kestrel serve exited before listening"),
+                _ => panic!("kestrel serve exited before listening:\n{seen}"),
             };
+            seen.push_str(&line);
+            seen.push('\n');
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.split_whitespace().next().expect("address").to_string();
             }
@@ -293,6 +296,79 @@ fn verify_endpoint_sessions_and_errors() {
     std::thread::sleep(Duration::from_millis(2200));
     let (s, v) = post(b, "/v1/verify", &json!({"session": id, "draft": []}));
     assert_eq!((s, code(&v)), (410, "session_expired"), "{v}");
+}
+
+/// `kestrel serve` with a drafter: greedy answers equal the model's own, alone (speculative
+/// step) and with two requests at once (batched steps while both run).
+#[test]
+fn serve_with_a_drafter_answers_as_without() {
+    let target = require_model!(SMOLLM2);
+    let dir = TempDir::new("serve-draft");
+    let q8 = dir.path().join("smollm2-q8_0.gguf");
+    kestrel(&[
+        "quantize",
+        "--type",
+        "Q8_0",
+        &path_str(&target),
+        &path_str(&q8),
+    ])
+    .ok();
+    let want = run_json(&target, &[])["text"].clone();
+    let other = "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n";
+    let m = path_str(&target);
+    let want_other = kestrel(&[
+        "run", "-m", &m, "-t", THREADS, "-c", "512", "-p", other, "-n", N, "--temp", "0", "--json",
+    ])
+    .ok()
+    .json()["text"]
+        .clone();
+    let q8s = path_str(&q8);
+    for drafter in [
+        vec!["--draft-model", q8s.as_str()],
+        vec!["--draft", "ngram"],
+    ] {
+        let mut extra = drafter.clone();
+        extra.extend_from_slice(&["--parallel", "2"]);
+        let server = Server::start(&target, &extra);
+        let b = server.base.clone();
+        let ask = move |p: &str| {
+            let (s, v) = post(
+                &b,
+                "/v1/completions",
+                &json!({"prompt": p, "max_tokens": 40, "temperature": 0}),
+            );
+            assert_eq!(s, 200, "{v}");
+            v["choices"][0]["text"].clone()
+        };
+        assert_eq!(ask(PROMPT), want, "{drafter:?}: alone");
+        let a2 = ask.clone();
+        let t = std::thread::spawn(move || a2(other));
+        assert_eq!(ask(PROMPT), want, "{drafter:?}: beside another request");
+        assert_eq!(
+            t.join().unwrap(),
+            want_other,
+            "{drafter:?}: the other request"
+        );
+        let drafted = metrics_counter(&server.base, "kestrel_draft_tokens_total");
+        assert!(drafted > 0, "{drafter:?}: no drafts were made");
+    }
+}
+
+fn metrics_counter(base: &str, name: &str) -> u64 {
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 
 /// The prompt's length as the server tokenizes it.

@@ -12,7 +12,7 @@ mod store;
 
 pub use error::{ApiError, ServerError};
 pub use routing::RouteConfig;
-pub use sched::VerifyConfig;
+pub use sched::{DrafterFactory, ServeSpec, VerifyConfig};
 
 use kestrel_engine::Engine;
 use metrics::Metrics;
@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub routing: Option<RouteConfig>,
     /// Remote-verification sessions (`POST /v1/verify`).
     pub verify: sched::VerifyConfig,
+    /// `--draft...`: speculative decoding while one sequence is active.
+    pub spec: Option<ServeSpec>,
 }
 
 /// Serve until ctrl-c. `on_listen` is told the bound address (port 0 picks a free one).
@@ -67,6 +69,7 @@ pub fn run(
             time_limit: cfg.time_limit,
             session_dir: cfg.session_dir.clone(),
             verify: cfg.verify.clone(),
+            spec: cfg.spec.clone(),
         },
         metrics.clone(),
     )

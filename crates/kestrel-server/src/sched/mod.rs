@@ -11,6 +11,7 @@ mod worker;
 
 pub use decode::TokenLogprob;
 pub use verify::{VerifyConfig, VerifyJob};
+pub use worker::{DrafterFactory, ServeSpec};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -127,6 +128,8 @@ pub struct SchedConfig {
     pub time_limit: Duration,
     pub session_dir: Option<PathBuf>,
     pub verify: VerifyConfig,
+    /// Speculative decoding while one sequence is active.
+    pub spec: Option<ServeSpec>,
 }
 
 /// The front end's handle: submit jobs without blocking.

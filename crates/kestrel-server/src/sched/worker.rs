@@ -15,11 +15,18 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+mod spec;
+pub use spec::{DrafterFactory, ServeSpec};
+
 struct Active {
     slot: usize,
     job: GenJob,
     dec: Decoding,
     last_token: Option<Instant>,
+    /// A token chosen from verification rows, to be fed next (speculation only).
+    pending: Option<u32>,
+    /// Draft length for this sequence (speculation only).
+    length: kestrel_engine::speculative::DraftLength,
 }
 
 pub(crate) struct Worker {
@@ -33,6 +40,8 @@ pub(crate) struct Worker {
     fingerprint: u64,
     clock: u64,
     verify: VerifySessions,
+    /// `kestrel serve --draft...`: drafters per slot.
+    spec: Option<spec::SpecState>,
 }
 
 impl Worker {
@@ -56,6 +65,7 @@ impl Worker {
         let fingerprint = store::fingerprint(&engine.model.gguf);
         Worker {
             verify: VerifySessions::new(cfg.verify.clone()),
+            spec: cfg.spec.clone().map(|s| spec::SpecState::new(s, n)),
             engine,
             cfg,
             metrics,
@@ -85,7 +95,11 @@ impl Worker {
                 self.metrics.queued.fetch_sub(1, Relaxed);
                 self.handle(job);
             }
-            if !self.active.is_empty() {
+            if self.spec.is_some() && self.active.len() == 1 {
+                if let Some(a) = self.active.pop() {
+                    self.spec_step(a);
+                }
+            } else if !self.active.is_empty() {
                 self.step();
             }
         }
@@ -172,6 +186,11 @@ impl Worker {
             dec: Decoding::new(&job),
             job,
             last_token: None,
+            pending: None,
+            length: match &self.spec {
+                Some(s) => s.length(),
+                None => kestrel_engine::speculative::DraftLength::new(1, false),
+            },
         });
     }
 
@@ -188,6 +207,8 @@ impl Worker {
                 Outcome::Gone
             } else if now >= a.job.deadline {
                 a.dec.finish(FinishReason::Length, &a.job.events)
+            } else if let Some(t) = a.pending.take() {
+                Outcome::Feed(t)
             } else {
                 let s = &slot.seq.session;
                 let room = s.n_past() < s.n_ctx();
@@ -195,7 +216,7 @@ impl Worker {
                     .step(&self.engine.tokenizer, s.last_logits(), room, &a.job.events)
             };
             if a.dec.generated > before {
-                self.observe_token(&mut a);
+                observe(&self.metrics, &mut a);
             }
             match outcome {
                 Outcome::Feed(t) => {
@@ -234,20 +255,6 @@ impl Worker {
                 self.release(a.slot);
             }
         }
-    }
-
-    /// Count a generated token and its latency (first: time to first token).
-    fn observe_token(&self, a: &mut Active) {
-        let now = Instant::now();
-        match a.last_token {
-            None => self
-                .metrics
-                .ttft
-                .observe((now - a.job.arrived).as_secs_f64()),
-            Some(t) => self.metrics.token_latency.observe((now - t).as_secs_f64()),
-        }
-        a.last_token = Some(now);
-        self.metrics.generated_tokens.fetch_add(1, Relaxed);
     }
 
     fn release(&mut self, si: usize) {
@@ -337,6 +344,17 @@ impl Worker {
             }
         }
     }
+}
+
+/// Count a generated token and its latency (first: time to first token).
+fn observe(metrics: &Metrics, a: &mut Active) {
+    let now = Instant::now();
+    match a.last_token {
+        None => metrics.ttft.observe((now - a.job.arrived).as_secs_f64()),
+        Some(t) => metrics.token_latency.observe((now - t).as_secs_f64()),
+    }
+    a.last_token = Some(now);
+    metrics.generated_tokens.fetch_add(1, Relaxed);
 }
 
 /// Evaluate the part of the prompt not already in the slot's cache. Returns the reused prefix
