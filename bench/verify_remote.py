@@ -245,6 +245,7 @@ def main():
     ap.add_argument("--draft", help="device model (default: a Q8_0 copy of SmolLM2 made here)")
     ap.add_argument("--draft-max", type=int, default=6)
     ap.add_argument("--threads", default="2")
+    ap.add_argument("--device-args", default="", help="more options for the device's kestrel run, e.g. '--draft ngram'")
     ap.add_argument("--json", help="write the results here too")
     # Internal: the proxy and the baseline clients run as subprocesses inside the device namespace.
     ap.add_argument("--role", choices=["proxy", "stream", "lockstep"], help=argparse.SUPPRESS)
@@ -310,7 +311,8 @@ def main():
             wait_ready(proxy, "ready", "the delaying proxy")
             base = f"http://127.0.0.1:{lp}"
         for name, prompt in PROMPTS.items():
-            row = {"rtt_ms": rtt, "delay": how, "network": net.note, "prompt": name}
+            row = {"rtt_ms": rtt, "delay": how, "network": net.note, "prompt": name,
+                   "device": f"{Path(draft).name} {a.device_args}".strip(), "draft_max": a.draft_max}
             for role in ("stream", "lockstep"):
                 r = run_json(net.on_dev(me + ["--role", role, "--base", base, "--prompt", prompt,
                                               "--tokens", str(a.tokens)]))
@@ -319,7 +321,7 @@ def main():
                     want = r["ids"]
             v = run_json(net.on_dev([kestrel, "run", "-m", draft, "-t", a.threads, "-c", "1024", "-p", prompt,
                                      "-n", str(a.tokens), "--temp", "0", "--json", "--ignore-eos",
-                                     "--verify-remote", base, "--draft-max", str(a.draft_max)]))
+                                     "--verify-remote", base, "--draft-max", str(a.draft_max)] + a.device_args.split()))
             vr = v["verify_remote"]
             row["verify"] = {"tokens": len(v["tokens"]), "ms": v["timings"]["total_ms"],
                              "tps": v["timings"]["tps"], "rounds": vr["rounds"],
