@@ -200,9 +200,42 @@ fn verify_endpoint_sessions_and_errors() {
             "2",
             "--verify-max-draft",
             "8",
+            "--parallel",
+            "1",
         ],
     );
     let b = &server.base;
+
+    // Verification does not wait for a slot: with the only one generating, a call is answered
+    // while the generation runs.
+    let bb = b.clone();
+    let t0 = Instant::now();
+    let long = std::thread::spawn(move || {
+        let r = post(
+            &bb,
+            "/v1/completions",
+            &json!({"prompt": "Once", "max_tokens": 300, "ignore_eos": true, "temperature": 0}),
+        );
+        (r.0, t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t1 = Instant::now();
+    let (s, v) = post(b, "/v1/verify", &json!({"prompt": "Hi"}));
+    let verify_took = t1.elapsed();
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = request(
+        b,
+        "DELETE",
+        &format!("/v1/verify/{}", v["session"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(s, 200);
+    let (s, gen_took) = long.join().unwrap();
+    assert_eq!(s, 200);
+    assert!(
+        verify_took * 3 < gen_took,
+        "the verify call ({verify_took:?}) waited for the generation ({gen_took:?})"
+    );
     let want = tokens(&run_json(&target, &[]));
     let open = |draft: &[u64]| {
         post(

@@ -30,7 +30,7 @@ pub(crate) async fn close(State(st): State<Shared>, Path(id): Path<String>) -> R
     st.metrics.requests[OTHER].fetch_add(1, Relaxed);
     let r = async {
         let (tx, rx) = oneshot::channel();
-        st.sched.submit(Job::CloseVerify {
+        st.sched.submit_side(Job::CloseVerify {
             id: id.clone(),
             reply: tx,
         })?;
@@ -86,7 +86,7 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
         None => Some(open_args(st, &req, n_vocab).await?),
     };
     let (tx, rx) = oneshot::channel();
-    st.sched.submit(Job::Verify {
+    st.sched.submit_side(Job::Verify {
         job: VerifyJob {
             session: req.session.clone(),
             open,

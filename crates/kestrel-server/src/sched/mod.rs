@@ -108,6 +108,8 @@ pub enum Job {
         id: String,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
+    /// Wakes an idle engine thread to look at the side queue.
+    Wake,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +138,9 @@ pub struct SchedConfig {
 #[derive(Clone)]
 pub struct Scheduler {
     tx: mpsc::Sender<Job>,
+    /// Verify calls: served between decode steps even while every slot is busy (they have
+    /// caches of their own), so they do not wait behind prompts queued for a slot.
+    side: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
     pub time_limit: Duration,
 }
@@ -148,13 +153,15 @@ impl Scheduler {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Scheduler> {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let (side, side_rx) = mpsc::channel(cfg.queue.max(1));
         let time_limit = cfg.time_limit;
         let m = metrics.clone();
         std::thread::Builder::new()
             .name("kestrel-engine".into())
-            .spawn(move || worker::Worker::new(engine, cfg, m, rx).run())?;
+            .spawn(move || worker::Worker::new(engine, cfg, m, rx, side_rx).run())?;
         Ok(Scheduler {
             tx,
+            side,
             metrics,
             time_limit,
         })
@@ -167,6 +174,30 @@ impl Scheduler {
                 self.metrics
                     .queued
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .rejected_busy
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(ApiError::busy(1))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(ApiError::unavailable("the engine thread has stopped"))
+            }
+        }
+    }
+
+    /// Queue a verify job on the side queue and wake the engine thread if it is idle.
+    pub fn submit_side(&self, job: Job) -> Result<(), ApiError> {
+        match self.side.try_send(job) {
+            Ok(()) => {
+                // A full main queue means the thread is busy and will look anyway.
+                if self.tx.try_send(Job::Wake).is_ok() {
+                    self.metrics
+                        .queued
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => {

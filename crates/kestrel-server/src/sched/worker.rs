@@ -34,6 +34,7 @@ pub(crate) struct Worker {
     cfg: SchedConfig,
     metrics: Arc<Metrics>,
     rx: mpsc::Receiver<Job>,
+    side: mpsc::Receiver<Job>,
     slots: Vec<Slot>,
     active: Vec<Active>,
     multi: MultiScratch,
@@ -50,6 +51,7 @@ impl Worker {
         cfg: SchedConfig,
         metrics: Arc<Metrics>,
         rx: mpsc::Receiver<Job>,
+        side: mpsc::Receiver<Job>,
     ) -> Worker {
         let n = cfg.parallel.max(1);
         let slots = (0..n)
@@ -70,6 +72,7 @@ impl Worker {
             cfg,
             metrics,
             rx,
+            side,
             slots,
             active: Vec::new(),
             multi,
@@ -80,6 +83,9 @@ impl Worker {
 
     pub fn run(mut self) {
         loop {
+            while let Ok(j) = self.side.try_recv() {
+                self.handle(j);
+            }
             while self.slots.iter().any(|s| !s.busy) {
                 let job = if self.active.is_empty() {
                     match self.rx.blocking_recv() {
@@ -93,6 +99,10 @@ impl Worker {
                     }
                 };
                 self.metrics.queued.fetch_sub(1, Relaxed);
+                if matches!(job, Job::Wake) {
+                    // Back to the top, where the side queue is read.
+                    break;
+                }
                 self.handle(job);
             }
             if self.spec.is_some() && self.active.len() == 1 {
@@ -123,6 +133,7 @@ impl Worker {
             Job::CloseVerify { id, reply } => {
                 let _ = reply.send(self.verify.close(&id));
             }
+            Job::Wake => {}
         }
     }
 
