@@ -1,6 +1,7 @@
 //! The JSON of `POST /v1/verify` (docs/server.md). A request without `session` opens one with
 //! a prompt; a request with `session` continues it. Either may carry a draft: token ids
 //! proposed to follow the text so far (the prompt, the accepted drafts and every `next`).
+//! `DELETE /v1/verify/{session}` ends a session.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,9 +46,6 @@ pub struct VerifyRequest {
     /// Alternatives per token with `logprobs` (0 to 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<usize>,
-    /// End the session after this call.
-    #[serde(default)]
-    pub close: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -67,9 +65,6 @@ pub struct VerifyResponse {
     /// With `logprobs`: one entry per accepted draft token, then one for `next`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<TokenLogprob>>,
-    /// The session was ended (asked for with `close`).
-    #[serde(default)]
-    pub closed: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

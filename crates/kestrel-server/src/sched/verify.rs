@@ -193,7 +193,6 @@ impl VerifySessions {
             next: step.next,
             prompt_tokens,
             logprobs: top.map(|_| lps),
-            closed: false,
         })
     }
 }
