@@ -32,6 +32,8 @@ pub struct RunArgs {
     route: crate::route_args::RouteArgs,
     #[command(flatten)]
     spec: SpecArgs,
+    #[command(flatten)]
+    verify: crate::run_verify::VerifyArgs,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -43,6 +45,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         stop: a.stop.clone(),
         ignore_eos: a.ignore_eos,
     };
+    if a.verify.verify_remote.is_some() {
+        anyhow::ensure!(
+            a.route.route_remote.is_none(),
+            "--verify-remote and --route-remote do not go together"
+        );
+        let show = crate::run_verify::Show {
+            json: a.json,
+            echo: a.echo.then_some(a.prompt.as_str()),
+        };
+        return crate::run_verify::run(&engine, &a.verify, &a.spec, &prompt, &params, show);
+    }
     let (mut seq, route) = match a.route.load()? {
         None => (engine.new_sequence(), None),
         Some((remote, policy)) => {

@@ -34,6 +34,17 @@ pub struct ServeArgs {
     max_body: usize,
     #[command(flatten)]
     route: crate::route_args::RouteArgs,
+    /// POST /v1/verify sessions open at once (each holds a KV cache of --ctx positions)
+    #[arg(long = "verify-sessions", default_value_t = 4)]
+    verify_sessions: usize,
+    /// Seconds a verify session may stay unused before it is dropped
+    #[arg(long = "verify-idle-s", default_value_t = 60)]
+    verify_idle_s: u64,
+    #[command(flatten)]
+    spec: crate::spec_args::SpecArgs,
+    /// Longest draft one POST /v1/verify call may carry, in tokens
+    #[arg(long = "verify-max-draft", default_value_t = 64)]
+    verify_max_draft: usize,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -54,6 +65,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         .context("model path has no file name")?;
     let engine = a.model.load()?;
     let n_ctx = engine.n_ctx();
+    let spec = a.spec.serve_spec(&engine)?;
     let threads = engine.pool.n_threads();
     let cfg = kestrel_server::ServerConfig {
         host: a.host,
@@ -66,6 +78,12 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_body: a.max_body,
         model_id: model_id.clone(),
         routing: routing.clone(),
+        verify: kestrel_server::VerifyConfig {
+            max_sessions: a.verify_sessions,
+            idle: Duration::from_secs(a.verify_idle_s.max(1)),
+            max_draft: a.verify_max_draft.max(1),
+        },
+        spec,
     };
     let parallel = cfg.parallel;
     kestrel_server::run(engine, cfg, |addr| {

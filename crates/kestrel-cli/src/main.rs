@@ -19,6 +19,7 @@ mod cmd_tokenize;
 mod models;
 mod route_args;
 mod run_route;
+mod run_verify;
 mod spec_args;
 mod util;
 

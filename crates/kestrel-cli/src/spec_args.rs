@@ -76,4 +76,41 @@ impl SpecArgs {
             !self.draft_fixed,
         )))
     }
+
+    /// For `kestrel serve`: a maker of the drafter the options name (one per slot; a draft
+    /// model is loaded once and shared); `None` without one.
+    pub fn serve_spec(&self, engine: &Engine) -> anyhow::Result<Option<kestrel_server::ServeSpec>> {
+        // Checks the options (and a draft model's vocabulary) once, up front.
+        if self.speculator(engine)?.is_none() {
+            return Ok(None);
+        }
+        let n_ctx = engine.n_ctx();
+        let make: kestrel_server::DrafterFactory = if let Some(p) = &self.draft_model {
+            let gguf = Arc::new(kestrel_gguf::GgufFile::open(p)?);
+            let tok = Arc::new(kestrel_engine::Tokenizer::from_gguf(&gguf)?);
+            let model = Arc::new(kestrel_model::Model::from_gguf(gguf)?);
+            let target = engine.tokenizer.clone();
+            Arc::new(move || {
+                Ok(Box::new(ModelDrafter::draft_model(
+                    model.clone(),
+                    &tok,
+                    &target,
+                    n_ctx,
+                )?) as Box<dyn Drafter>)
+            })
+        } else if let Some(l) = self.draft_exit_layer {
+            let model = engine.model.clone();
+            Arc::new(move || {
+                Ok(Box::new(ModelDrafter::early_exit(model.clone(), l, n_ctx)?)
+                    as Box<dyn Drafter>)
+            })
+        } else {
+            Arc::new(|| Ok(Box::new(NgramDrafter::default()) as Box<dyn Drafter>))
+        };
+        Ok(Some(kestrel_server::ServeSpec {
+            make,
+            max: self.draft_max,
+            adaptive: !self.draft_fixed,
+        }))
+    }
 }

@@ -12,6 +12,7 @@ mod store;
 
 pub use error::{ApiError, ServerError};
 pub use routing::RouteConfig;
+pub use sched::{DrafterFactory, ServeSpec, VerifyConfig};
 
 use kestrel_engine::Engine;
 use metrics::Metrics;
@@ -39,6 +40,10 @@ pub struct ServerConfig {
     pub model_id: String,
     /// `--route-remote`: send unsure or rule-matched requests to a remote server.
     pub routing: Option<RouteConfig>,
+    /// Remote-verification sessions (`POST /v1/verify`).
+    pub verify: sched::VerifyConfig,
+    /// `--draft...`: speculative decoding while one sequence is active.
+    pub spec: Option<ServeSpec>,
 }
 
 /// Serve until ctrl-c. `on_listen` is told the bound address (port 0 picks a free one).
@@ -63,6 +68,8 @@ pub fn run(
             queue: cfg.queue,
             time_limit: cfg.time_limit,
             session_dir: cfg.session_dir.clone(),
+            verify: cfg.verify.clone(),
+            spec: cfg.spec.clone(),
         },
         metrics.clone(),
     )
@@ -77,6 +84,7 @@ pub fn run(
             cfg,
             counts: Default::default(),
         }),
+        verify_max_draft: cfg.verify.max_draft,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

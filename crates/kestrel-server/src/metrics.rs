@@ -53,6 +53,9 @@ pub struct Metrics {
     pub prompt_tokens: AtomicU64,
     pub prompt_tokens_reused: AtomicU64,
     pub generated_tokens: AtomicU64,
+    /// Speculative decoding (`--draft...`): draft tokens proposed and kept.
+    pub spec_drafted: AtomicU64,
+    pub spec_accepted: AtomicU64,
     pub active: AtomicU64,
     pub queued: AtomicU64,
     pub ttft: Histogram,
@@ -75,6 +78,8 @@ impl Default for Metrics {
             prompt_tokens: AtomicU64::new(0),
             prompt_tokens_reused: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
+            spec_drafted: AtomicU64::new(0),
+            spec_accepted: AtomicU64::new(0),
             active: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             ttft: Histogram::new(TTFT_BOUNDS),
@@ -137,6 +142,18 @@ impl Metrics {
             "kestrel_generated_tokens_total",
             "Tokens generated.",
             &self.generated_tokens,
+        );
+        counter(
+            &mut o,
+            "kestrel_draft_tokens_total",
+            "Draft tokens proposed by the speculative drafter.",
+            &self.spec_drafted,
+        );
+        counter(
+            &mut o,
+            "kestrel_draft_tokens_accepted_total",
+            "Draft tokens the model kept.",
+            &self.spec_accepted,
         );
         gauge(
             &mut o,

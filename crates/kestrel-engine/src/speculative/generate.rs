@@ -1,7 +1,7 @@
 //! The speculative generation loop: the same prompt handling, stop rules and streaming as
 //! [`Engine::generate`], with each decode step replaced by draft, verify, accept.
 
-use super::accept::{draw, judge, Verdict};
+use super::round::{verify_round, Judge, Round};
 use super::{Draft, DraftCtx, DraftLength, DraftSampling, Drafter, SpecStats};
 use crate::stop::{StopMatcher, StopStep};
 use crate::{Engine, GenParams, Generation, Result, Sequence, StopReason};
@@ -107,6 +107,7 @@ impl Engine {
         for &t in &prompt[prompt.len() - window..] {
             sampler.accept(t);
         }
+        let mut judge = Judge::new(sampler, greedy, params.sampler.seed);
         // The drafter samples from the same settings without the history-dependent penalty
         // (any draft distribution is exact as long as it is the one the token was drawn from).
         let mut sampling = DraftSampling {
@@ -117,7 +118,6 @@ impl Engine {
             }),
             rng: Rng::new(params.sampler.seed ^ 0x5eed_d4af),
         };
-        let mut rng = Rng::new(params.sampler.seed.wrapping_add(0x9e37_79b9));
         let mut out = Output {
             decoder: StreamDecoder::new(),
             stops: StopMatcher::new(&params.stop),
@@ -127,8 +127,6 @@ impl Engine {
         };
         let mut stats = SpecStats::default();
         let mut draft = Draft::default();
-        let mut p = Vec::new();
-        let mut q_dense = Vec::new();
         let mut history = Vec::new();
         let mut t_first = None;
 
@@ -136,7 +134,7 @@ impl Engine {
         let mut next = if params.max_tokens == 0 {
             None
         } else {
-            Some(sampler.sample(seq.session.last_logits()))
+            Some(judge.sampler.sample(seq.session.last_logits()))
         };
         let reason = 'gen: loop {
             let Some(tok) = next else {
@@ -147,7 +145,7 @@ impl Engine {
                 timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
             }
             let base = seq.session.n_past();
-            if let Emit::Stop(r) = out.emit(self, &mut sampler, params, tok, base, n_ctx) {
+            if let Emit::Stop(r) = out.emit(self, &mut judge.sampler, params, tok, base, n_ctx) {
                 break r;
             }
             // Room for the token and its draft, and no draft past the token limit.
@@ -167,57 +165,36 @@ impl Engine {
             } else {
                 draft.clear();
             }
-            history.extend_from_slice(&draft.tokens);
-            self.model.forward_verify(
-                &mut seq.session,
-                &self.pool,
-                &history[seq.tokens.len()..],
-            )?;
-            seq.tokens.extend_from_slice(&history[seq.tokens.len()..]);
             stats.target_passes += 1;
             stats.drafted += draft.len();
-
-            // Judge the draft token by token; each accepted one is emitted at once.
-            let mut accepted = 0;
-            let mut replacement = None;
-            for (i, &x) in draft.tokens.iter().enumerate() {
-                sampler.distribution(seq.session.logits(i), &mut p);
-                match judge(x, &p, &draft.dists[i], &mut rng, &mut q_dense) {
-                    Verdict::Accept => {
-                        accepted += 1;
-                        stats.accepted += 1;
-                        let at = base + 1 + i;
-                        if let Emit::Stop(r) = out.emit(self, &mut sampler, params, x, at, n_ctx) {
-                            // The cache keeps what was emitted before the stopping token.
-                            seq.session.truncate(at);
-                            seq.tokens.truncate(at);
-                            spec.length.update(draft.len(), accepted);
-                            break 'gen r;
-                        }
+            let mut stopped = None;
+            let round = verify_round(
+                self,
+                seq,
+                tok,
+                &draft,
+                &mut judge,
+                &mut |sampler, x, at, _| match out.emit(self, sampler, params, x, at, n_ctx) {
+                    Emit::Go => true,
+                    Emit::Stop(r) => {
+                        stopped = Some(r);
+                        false
                     }
-                    Verdict::Reject(t) => {
-                        replacement = Some(t);
-                        break;
-                    }
+                },
+                &mut |_, _| {},
+            )?;
+            match round {
+                Round::Stopped { accepted } => {
+                    stats.accepted += accepted;
+                    spec.length.update(draft.len(), accepted);
+                    break 'gen stopped.unwrap_or(StopReason::Cancelled);
+                }
+                Round::Next { accepted, next: t } => {
+                    stats.accepted += accepted;
+                    spec.length.update(draft.len(), accepted);
+                    next = Some(t);
                 }
             }
-            spec.length.update(draft.len(), accepted);
-            let keep = base + 1 + accepted;
-            seq.session.truncate(keep);
-            seq.tokens.truncate(keep);
-            next = Some(match replacement {
-                Some(t) => t,
-                None => {
-                    // Every draft token held: the target's own token after them.
-                    let row = seq.session.logits(draft.len());
-                    if greedy {
-                        sampler.sample(row)
-                    } else {
-                        sampler.distribution(row, &mut p);
-                        draw(&p, &mut rng)
-                    }
-                }
-            });
         };
         let mut text = std::mem::take(&mut out.text);
         if !matches!(reason, StopReason::StopString | StopReason::Cancelled) {

@@ -9,12 +9,15 @@ mod adaptive;
 mod generate;
 mod model_drafter;
 mod ngram;
+mod round;
+mod verifier;
 
 pub use accept::{judge, Verdict};
 pub use adaptive::DraftLength;
 pub use generate::{SpecGeneration, Speculator};
 pub use model_drafter::ModelDrafter;
 pub use ngram::NgramDrafter;
+pub use verifier::{VerifySession, VerifyStep};
 
 use crate::Result;
 use kestrel_kernels::ThreadPool;

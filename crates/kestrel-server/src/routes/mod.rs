@@ -5,6 +5,7 @@ mod chat;
 mod completions;
 mod embeddings;
 pub(crate) mod gen;
+mod verify;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub(crate) router: Option<crate::routing::Router>,
     /// Unix seconds at start.
     pub created: u64,
+    /// Longest draft `POST /v1/verify` takes.
+    pub verify_max_draft: usize,
 }
 
 pub type Shared = Arc<AppState>;
@@ -42,6 +45,8 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
         .route("/v1/embeddings", post(embeddings::handle))
+        .route("/v1/verify", post(verify::handle))
+        .route("/v1/verify/{id}", axum::routing::delete(verify::close))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/sessions/{id}/save", post(save_session))

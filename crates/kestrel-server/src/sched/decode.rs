@@ -148,6 +148,11 @@ impl Decoding {
         Outcome::Feed(id)
     }
 
+    /// Tokens still allowed.
+    pub fn left(&self) -> usize {
+        self.max_tokens.saturating_sub(self.generated)
+    }
+
     /// End now: flush held-back text, then `Done`.
     pub fn finish(&mut self, reason: FinishReason, events: &UnboundedSender<Event>) -> Outcome {
         let mut rest = self.decoder.finish();

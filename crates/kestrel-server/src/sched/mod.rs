@@ -6,9 +6,12 @@
 
 mod decode;
 mod slots;
+mod verify;
 mod worker;
 
 pub use decode::TokenLogprob;
+pub use verify::{VerifyConfig, VerifyJob};
+pub use worker::{DrafterFactory, ServeSpec};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -95,6 +98,18 @@ pub enum Job {
         id: String,
         reply: oneshot::Sender<Result<SessionInfo, ApiError>>,
     },
+    /// One `POST /v1/verify` call.
+    Verify {
+        job: VerifyJob,
+        reply: oneshot::Sender<Result<kestrel_verify::proto::VerifyResponse, ApiError>>,
+    },
+    /// `DELETE /v1/verify/{id}`.
+    CloseVerify {
+        id: String,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// Wakes an idle engine thread to look at the side queue.
+    Wake,
 }
 
 #[derive(Debug, Clone)]
@@ -114,12 +129,18 @@ pub struct SchedConfig {
     /// Longest a request may take from arrival to its last token.
     pub time_limit: Duration,
     pub session_dir: Option<PathBuf>,
+    pub verify: VerifyConfig,
+    /// Speculative decoding while one sequence is active.
+    pub spec: Option<ServeSpec>,
 }
 
 /// The front end's handle: submit jobs without blocking.
 #[derive(Clone)]
 pub struct Scheduler {
     tx: mpsc::Sender<Job>,
+    /// Verify calls: served between decode steps even while every slot is busy (they have
+    /// caches of their own), so they do not wait behind prompts queued for a slot.
+    side: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
     pub time_limit: Duration,
 }
@@ -132,13 +153,15 @@ impl Scheduler {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Scheduler> {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let (side, side_rx) = mpsc::channel(cfg.queue.max(1));
         let time_limit = cfg.time_limit;
         let m = metrics.clone();
         std::thread::Builder::new()
             .name("kestrel-engine".into())
-            .spawn(move || worker::Worker::new(engine, cfg, m, rx).run())?;
+            .spawn(move || worker::Worker::new(engine, cfg, m, rx, side_rx).run())?;
         Ok(Scheduler {
             tx,
+            side,
             metrics,
             time_limit,
         })
@@ -151,6 +174,30 @@ impl Scheduler {
                 self.metrics
                     .queued
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .rejected_busy
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(ApiError::busy(1))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(ApiError::unavailable("the engine thread has stopped"))
+            }
+        }
+    }
+
+    /// Queue a verify job on the side queue and wake the engine thread if it is idle.
+    pub fn submit_side(&self, job: Job) -> Result<(), ApiError> {
+        match self.side.try_send(job) {
+            Ok(()) => {
+                // A full main queue means the thread is busy and will look anyway.
+                if self.tx.try_send(Job::Wake).is_ok() {
+                    self.metrics
+                        .queued
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => {

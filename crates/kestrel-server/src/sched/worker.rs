@@ -3,6 +3,7 @@
 
 use super::decode::{logprob_of, piece, Decoding, Outcome, TokenLogprob};
 use super::slots::{choose, choose_for_restore, common_prefix, Slot};
+use super::verify::VerifySessions;
 use super::{Event, FinishReason, GenJob, Job, SchedConfig, SessionInfo};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -14,11 +15,18 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+mod spec;
+pub use spec::{DrafterFactory, ServeSpec};
+
 struct Active {
     slot: usize,
     job: GenJob,
     dec: Decoding,
     last_token: Option<Instant>,
+    /// A token chosen from verification rows, to be fed next (speculation only).
+    pending: Option<u32>,
+    /// Draft length for this sequence (speculation only).
+    length: kestrel_engine::speculative::DraftLength,
 }
 
 pub(crate) struct Worker {
@@ -26,11 +34,15 @@ pub(crate) struct Worker {
     cfg: SchedConfig,
     metrics: Arc<Metrics>,
     rx: mpsc::Receiver<Job>,
+    side: mpsc::Receiver<Job>,
     slots: Vec<Slot>,
     active: Vec<Active>,
     multi: MultiScratch,
     fingerprint: u64,
     clock: u64,
+    verify: VerifySessions,
+    /// `kestrel serve --draft...`: drafters per slot.
+    spec: Option<spec::SpecState>,
 }
 
 impl Worker {
@@ -39,6 +51,7 @@ impl Worker {
         cfg: SchedConfig,
         metrics: Arc<Metrics>,
         rx: mpsc::Receiver<Job>,
+        side: mpsc::Receiver<Job>,
     ) -> Worker {
         let n = cfg.parallel.max(1);
         let slots = (0..n)
@@ -53,10 +66,13 @@ impl Worker {
         let multi = engine.model.new_multi_scratch(n);
         let fingerprint = store::fingerprint(&engine.model.gguf);
         Worker {
+            verify: VerifySessions::new(cfg.verify.clone()),
+            spec: cfg.spec.clone().map(|s| spec::SpecState::new(s, n)),
             engine,
             cfg,
             metrics,
             rx,
+            side,
             slots,
             active: Vec::new(),
             multi,
@@ -67,6 +83,9 @@ impl Worker {
 
     pub fn run(mut self) {
         loop {
+            while let Ok(j) = self.side.try_recv() {
+                self.handle(j);
+            }
             while self.slots.iter().any(|s| !s.busy) {
                 let job = if self.active.is_empty() {
                     match self.rx.blocking_recv() {
@@ -80,9 +99,17 @@ impl Worker {
                     }
                 };
                 self.metrics.queued.fetch_sub(1, Relaxed);
+                if matches!(job, Job::Wake) {
+                    // Back to the top, where the side queue is read.
+                    break;
+                }
                 self.handle(job);
             }
-            if !self.active.is_empty() {
+            if self.spec.is_some() && self.active.len() == 1 {
+                if let Some(a) = self.active.pop() {
+                    self.spec_step(a);
+                }
+            } else if !self.active.is_empty() {
                 self.step();
             }
         }
@@ -100,6 +127,13 @@ impl Worker {
             Job::RestoreSession { id, reply } => {
                 let _ = reply.send(self.restore(&id));
             }
+            Job::Verify { job, reply } => {
+                let _ = reply.send(self.verify.handle(&self.engine, job));
+            }
+            Job::CloseVerify { id, reply } => {
+                let _ = reply.send(self.verify.close(&id));
+            }
+            Job::Wake => {}
         }
     }
 
@@ -163,6 +197,11 @@ impl Worker {
             dec: Decoding::new(&job),
             job,
             last_token: None,
+            pending: None,
+            length: match &self.spec {
+                Some(s) => s.length(),
+                None => kestrel_engine::speculative::DraftLength::new(1, false),
+            },
         });
     }
 
@@ -179,6 +218,8 @@ impl Worker {
                 Outcome::Gone
             } else if now >= a.job.deadline {
                 a.dec.finish(FinishReason::Length, &a.job.events)
+            } else if let Some(t) = a.pending.take() {
+                Outcome::Feed(t)
             } else {
                 let s = &slot.seq.session;
                 let room = s.n_past() < s.n_ctx();
@@ -186,7 +227,7 @@ impl Worker {
                     .step(&self.engine.tokenizer, s.last_logits(), room, &a.job.events)
             };
             if a.dec.generated > before {
-                self.observe_token(&mut a);
+                observe(&self.metrics, &mut a);
             }
             match outcome {
                 Outcome::Feed(t) => {
@@ -225,20 +266,6 @@ impl Worker {
                 self.release(a.slot);
             }
         }
-    }
-
-    /// Count a generated token and its latency (first: time to first token).
-    fn observe_token(&self, a: &mut Active) {
-        let now = Instant::now();
-        match a.last_token {
-            None => self
-                .metrics
-                .ttft
-                .observe((now - a.job.arrived).as_secs_f64()),
-            Some(t) => self.metrics.token_latency.observe((now - t).as_secs_f64()),
-        }
-        a.last_token = Some(now);
-        self.metrics.generated_tokens.fetch_add(1, Relaxed);
     }
 
     fn release(&mut self, si: usize) {
@@ -328,6 +355,17 @@ impl Worker {
             }
         }
     }
+}
+
+/// Count a generated token and its latency (first: time to first token).
+fn observe(metrics: &Metrics, a: &mut Active) {
+    let now = Instant::now();
+    match a.last_token {
+        None => metrics.ttft.observe((now - a.job.arrived).as_secs_f64()),
+        Some(t) => metrics.token_latency.observe((now - t).as_secs_f64()),
+    }
+    a.last_token = Some(now);
+    metrics.generated_tokens.fetch_add(1, Relaxed);
 }
 
 /// Evaluate the part of the prompt not already in the slot's cache. Returns the reused prefix

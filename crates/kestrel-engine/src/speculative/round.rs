@@ -1,0 +1,113 @@
+//! One verification round: the target checks a pending token and the draft that follows it in
+//! one pass, keeps the longest prefix the acceptance rule allows and chooses its own next token.
+//! Shared by local speculation ([`crate::Engine::generate_speculative`]) and remote
+//! verification ([`super::VerifySession`]), so both judge drafts the same way.
+
+use super::accept::{draw, judge, Verdict};
+use super::Draft;
+use crate::{Engine, Result, Sequence};
+use kestrel_model::sampler::Rng;
+use kestrel_model::Sampler;
+
+/// The target's sampling state during a generation.
+pub(crate) struct Judge {
+    /// The target's sampler; it has accepted every token emitted so far.
+    pub sampler: Sampler,
+    pub rng: Rng,
+    pub greedy: bool,
+    /// Scratch: the target's distribution, and a dense copy of a draft distribution.
+    pub p: Vec<(u32, f64)>,
+    pub q_dense: Vec<f64>,
+}
+
+impl Judge {
+    pub fn new(sampler: Sampler, greedy: bool, seed: u64) -> Judge {
+        Judge {
+            sampler,
+            rng: Rng::new(seed.wrapping_add(0x9e37_79b9)),
+            greedy,
+            p: Vec::new(),
+            q_dense: Vec::new(),
+        }
+    }
+
+    /// The target's token from logits `row` when no draft token was judged against it.
+    pub fn own_token(&mut self, row: &[f32]) -> u32 {
+        if self.greedy {
+            self.sampler.sample(row)
+        } else {
+            self.sampler.distribution(row, &mut self.p);
+            draw(&self.p, &mut self.rng)
+        }
+    }
+
+    /// Judge draft token `x` (drawn from `q`; empty: chosen with certainty) against `row`.
+    pub fn judge(&mut self, row: &[f32], x: u32, q: &[(u32, f64)]) -> Verdict {
+        self.sampler.distribution(row, &mut self.p);
+        judge(x, &self.p, q, &mut self.rng, &mut self.q_dense)
+    }
+}
+
+/// Told of each accepted draft token: the sampler, the token, the cache length at it and its
+/// logits row; returns false to stop there.
+pub(crate) type OnAccept<'a> = dyn FnMut(&mut Sampler, u32, usize, &[f32]) -> bool + 'a;
+
+/// How a round ended.
+pub(crate) enum Round {
+    /// `on_accept` asked to stop after the `accepted`-th draft token (that token included).
+    Stopped { accepted: usize },
+    /// `accepted` draft tokens kept and the target's `next` token chosen (not yet cached).
+    Next { accepted: usize, next: u32 },
+}
+
+/// Verify `draft` after the pending token `tok` (chosen and accepted by the sampler, not yet
+/// in `seq`'s cache). Each accepted draft token goes to `on_accept(sampler, token, n_past at
+/// it, its logits row)`, which returns false to stop there (the cache then keeps what came
+/// before that token). `on_next` sees the next token with its logits row before it is
+/// returned; the sampler has not accepted it yet.
+pub(crate) fn verify_round(
+    engine: &Engine,
+    seq: &mut Sequence,
+    tok: u32,
+    draft: &Draft,
+    j: &mut Judge,
+    on_accept: &mut OnAccept,
+    on_next: &mut dyn FnMut(u32, &[f32]),
+) -> Result<Round> {
+    let base = seq.session.n_past();
+    let n0 = seq.tokens.len();
+    seq.tokens.push(tok);
+    seq.tokens.extend_from_slice(&draft.tokens);
+    engine
+        .model
+        .forward_verify(&mut seq.session, &engine.pool, &seq.tokens[n0..])?;
+    let mut accepted = 0;
+    let mut replacement = None;
+    for (i, &x) in draft.tokens.iter().enumerate() {
+        match j.judge(seq.session.logits(i), x, &draft.dists[i]) {
+            Verdict::Accept => {
+                accepted += 1;
+                let at = base + 1 + i;
+                if !on_accept(&mut j.sampler, x, at, seq.session.logits(i)) {
+                    seq.session.truncate(at);
+                    seq.tokens.truncate(at);
+                    return Ok(Round::Stopped { accepted });
+                }
+            }
+            Verdict::Reject(t) => {
+                replacement = Some(t);
+                break;
+            }
+        }
+    }
+    let next = match replacement {
+        Some(t) => t,
+        // Every draft token held: the target's own token after them.
+        None => j.own_token(seq.session.logits(draft.len())),
+    };
+    on_next(next, seq.session.logits(accepted));
+    let keep = base + 1 + accepted;
+    seq.session.truncate(keep);
+    seq.tokens.truncate(keep);
+    Ok(Round::Next { accepted, next })
+}

@@ -1,0 +1,241 @@
+//! Remote-verification sessions (`POST /v1/verify`), kept on the engine thread: each holds its
+//! own KV cache and the target's sampling state, and each call runs between the scheduler's
+//! batched decode steps, the way new prompts are admitted. Sessions expire after an idle time
+//! and their number is bounded; an id that expired recently is told apart from an unknown one.
+
+use crate::error::ApiError;
+use axum::http::StatusCode;
+use kestrel_engine::speculative::VerifySession;
+use kestrel_engine::{Engine, EngineError, SamplerConfig};
+use kestrel_verify::proto::{TokenLogprob, TopLogprob, VerifyResponse};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct VerifyConfig {
+    /// Sessions open at once (each holds a KV cache of the server's context).
+    pub max_sessions: usize,
+    /// A session unused this long is dropped.
+    pub idle: Duration,
+    /// Longest draft accepted in one call.
+    pub max_draft: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            max_sessions: 4,
+            idle: Duration::from_secs(60),
+            max_draft: 64,
+        }
+    }
+}
+
+/// One call, checked for shape by the route (ids in the vocabulary, draft length).
+#[derive(Debug)]
+pub struct VerifyJob {
+    /// None: open a session with `open`.
+    pub session: Option<String>,
+    pub open: Option<(Vec<u32>, SamplerConfig)>,
+    pub draft: Vec<u32>,
+    /// Alternatives per token when logprobs are asked for.
+    pub logprobs: Option<usize>,
+}
+
+struct Entry {
+    session: VerifySession,
+    last_used: Instant,
+}
+
+/// Ids of recently expired sessions remembered, so their callers hear "expired".
+const EXPIRED_KEPT: usize = 1024;
+
+pub(crate) struct VerifySessions {
+    cfg: VerifyConfig,
+    open: HashMap<String, Entry>,
+    expired: HashMap<String, Instant>,
+    counter: u64,
+}
+
+impl VerifySessions {
+    pub fn new(cfg: VerifyConfig) -> VerifySessions {
+        VerifySessions {
+            cfg,
+            open: HashMap::new(),
+            expired: HashMap::new(),
+            counter: 0,
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let idle = self.cfg.idle;
+        let gone: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.last_used) >= idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if self.expired.len() + gone.len() > EXPIRED_KEPT {
+            self.expired.clear();
+        }
+        for id in gone {
+            self.open.remove(&id);
+            self.expired.insert(id, now);
+        }
+    }
+
+    fn missing(&self, id: &str) -> ApiError {
+        if self.expired.contains_key(id) {
+            ApiError::with_status(
+                StatusCode::GONE,
+                format!(
+                    "verify session '{id}' expired after {} s without a request; open a new one",
+                    self.cfg.idle.as_secs()
+                ),
+            )
+            .code("session_expired")
+        } else {
+            ApiError::not_found(format!("no verify session '{id}'"))
+                .param("session")
+                .code("session_not_found")
+        }
+    }
+
+    pub fn close(&mut self, id: &str) -> Result<(), ApiError> {
+        self.expire(Instant::now());
+        match self.open.remove(id) {
+            Some(_) => Ok(()),
+            None => Err(self.missing(id)),
+        }
+    }
+
+    pub fn handle(&mut self, engine: &Engine, job: VerifyJob) -> Result<VerifyResponse, ApiError> {
+        let now = Instant::now();
+        self.expire(now);
+        let mut prompt_tokens = None;
+        let id = match (&job.session, job.open) {
+            (Some(id), _) => {
+                if !self.open.contains_key(id) {
+                    return Err(self.missing(id));
+                }
+                id.clone()
+            }
+            (None, Some((prompt, sampler))) => {
+                if self.open.len() >= self.cfg.max_sessions {
+                    let mut e = ApiError::with_status(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!(
+                            "all {} verify sessions are in use; retry later or close one (DELETE /v1/verify/ID)",
+                            self.cfg.max_sessions
+                        ),
+                    )
+                    .code("too_many_sessions");
+                    e.retry_after = Some(self.cfg.idle.as_secs().max(1));
+                    return Err(e);
+                }
+                let session = engine
+                    .open_verify(engine.new_sequence(), &prompt, sampler)
+                    .map_err(engine_error)?;
+                self.counter += 1;
+                let id = format!("vs-{:x}-{}", self.counter, nonce());
+                prompt_tokens = Some(prompt.len());
+                self.open.insert(
+                    id.clone(),
+                    Entry {
+                        session,
+                        last_used: now,
+                    },
+                );
+                id
+            }
+            (None, None) => return Err(ApiError::bad_request("a new session needs a prompt")),
+        };
+        let Some(entry) = self.open.get_mut(&id) else {
+            return Err(self.missing(&id));
+        };
+        entry.last_used = now;
+        let s = &mut entry.session;
+        if s.needs(job.draft.len()) > s.n_ctx() {
+            // An open that cannot even take its draft is not kept.
+            let msg = format!(
+                "the session holds {} tokens; with this draft and the server's next token it would need {} positions, but the context holds {}",
+                s.len(),
+                s.needs(job.draft.len()) + 1,
+                s.n_ctx()
+            );
+            if prompt_tokens.is_some() {
+                self.open.remove(&id);
+            }
+            return Err(ApiError::bad_request(msg).code("context_length_exceeded"));
+        }
+        let mut lps = Vec::new();
+        let top = job.logprobs;
+        let step = s
+            .verify(engine, &job.draft, &mut |t, row| {
+                if let Some(n) = top {
+                    lps.push(logprob(row, t, n));
+                }
+            })
+            .map_err(engine_error);
+        let step = match step {
+            Ok(s) => s,
+            Err(e) => {
+                // A failed pass leaves the cache in an unknown state: end the session.
+                self.open.remove(&id);
+                return Err(e);
+            }
+        };
+        Ok(VerifyResponse {
+            object: "verify".into(),
+            n_tokens: self.open.get(&id).map_or(0, |e| e.session.len()),
+            session: id,
+            accepted: step.accepted,
+            next: step.next,
+            prompt_tokens,
+            logprobs: top.map(|_| lps),
+        })
+    }
+}
+
+fn engine_error(e: EngineError) -> ApiError {
+    match e {
+        EngineError::PromptTooLong { prompt, n_ctx } => ApiError::context_exceeded(prompt, n_ctx),
+        EngineError::EmptyPrompt => ApiError::bad_request("the prompt is empty").param("prompt"),
+        EngineError::Sampling(m) => ApiError::bad_request(m),
+        e => ApiError::internal(e.to_string()),
+    }
+}
+
+/// A little per-process variety in ids, so ids from before a restart do not name new sessions.
+fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or(0);
+    format!("{t:08x}")
+}
+
+fn logprob(row: &[f32], id: u32, top: usize) -> TokenLogprob {
+    let lse = kestrel_kernels::ops::logsumexp(row);
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (i, &l) in row.iter().enumerate() {
+            if best.len() < top || l > best[best.len() - 1].1 {
+                let at = best.partition_point(|&(_, b)| b >= l);
+                best.insert(at, (i as u32, l));
+                best.truncate(top);
+            }
+        }
+    }
+    TokenLogprob {
+        id,
+        logprob: row[id as usize] - lse,
+        top: best
+            .into_iter()
+            .map(|(id, l)| TopLogprob {
+                id,
+                logprob: l - lse,
+            })
+            .collect(),
+    }
+}

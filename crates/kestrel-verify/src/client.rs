@@ -1,0 +1,145 @@
+//! The HTTP side of the device: one `POST /v1/verify` per draft, each with one time limit for
+//! connecting and the whole answer, so a remote that hangs fails the call instead of the run.
+
+use crate::error::VerifyError;
+use crate::proto::{VerifyRequest, VerifyResponse};
+use std::time::Duration;
+
+pub struct VerifyClient {
+    /// Base URL ending in `/v1`.
+    base: String,
+    timeout: Duration,
+    api_key: Option<String>,
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl VerifyClient {
+    /// `url`: the server's base (`http://host:port`, with or without a trailing `/v1`).
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        api_key: Option<String>,
+    ) -> Result<VerifyClient, VerifyError> {
+        let bad = |reason: &str| VerifyError::Url {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let trimmed = url.trim_end_matches('/');
+        if !trimmed.starts_with("http://") {
+            return Err(bad(
+                "only http:// URLs are supported (no TLS in this build)",
+            ));
+        }
+        if trimmed.len() <= "http://".len() {
+            return Err(bad("no host"));
+        }
+        let base = if trimmed.ends_with("/v1") {
+            trimmed.to_string()
+        } else {
+            format!("{trimmed}/v1")
+        };
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            // Small requests in lock step: Nagle's delay would add to every round trip.
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| bad(&format!("starting a runtime: {e}")))?;
+        Ok(VerifyClient {
+            base,
+            timeout,
+            api_key: api_key.filter(|k| !k.is_empty()),
+            client,
+            rt,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Send one request and return the checked answer.
+    pub fn verify(&self, req: &VerifyRequest) -> Result<VerifyResponse, VerifyError> {
+        let body = serde_json::to_string(req)
+            .map_err(|e| VerifyError::Invalid(format!("encoding the request: {e}")))?;
+        let url = format!("{}/verify", self.base);
+        let bytes = self
+            .rt
+            .block_on(self.send(self.client.post(&url).body(body), &url))?;
+        let resp: VerifyResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            VerifyError::remote(
+                "malformed answer",
+                format!("{url}: {e}: {}", excerpt(&bytes)),
+            )
+        })?;
+        if resp.object != "verify" {
+            return Err(VerifyError::remote(
+                "malformed answer",
+                format!("{url}: object is '{}', not 'verify'", resp.object),
+            ));
+        }
+        Ok(resp)
+    }
+
+    /// End a session (best effort: the server also expires idle ones).
+    pub fn close(&self, session: &str) -> Result<(), VerifyError> {
+        let url = format!("{}/verify/{session}", self.base);
+        self.rt
+            .block_on(self.send(self.client.delete(&url), &url))
+            .map(|_| ())
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, url: &str) -> Result<Vec<u8>, VerifyError> {
+        let mut req = req.header("content-type", "application/json");
+        if let Some(k) = &self.api_key {
+            req = req.bearer_auth(k);
+        }
+        let within = self.timeout;
+        let fail = |e: reqwest::Error, what: &str| {
+            if e.is_timeout() {
+                VerifyError::remote(
+                    "timed out",
+                    format!("no {what} from {url} within {within:?}"),
+                )
+            } else {
+                VerifyError::remote("unreachable", format!("{url}: {}", chain(&e)))
+            }
+        };
+        let resp = req.send().await.map_err(|e| fail(e, "answer"))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| fail(e, "whole answer"))?;
+        if !status.is_success() {
+            return Err(VerifyError::remote(
+                "error status",
+                format!("{url} answered {status}: {}", excerpt(&bytes)),
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+}
+
+/// An error with its sources (reqwest's own message hides the cause, e.g. "connection refused").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn excerpt(bytes: &[u8]) -> String {
+    let t = String::from_utf8_lossy(bytes);
+    let t = t.trim();
+    match t.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &t[..i]),
+        None => t.to_string(),
+    }
+}
