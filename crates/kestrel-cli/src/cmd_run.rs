@@ -27,6 +27,8 @@ pub struct RunArgs {
     /// Print a JSON object with the text, tokens and timings instead of streaming
     #[arg(long = "json")]
     json: bool,
+    #[command(flatten)]
+    split: crate::cmd_split::SplitArgs,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -45,7 +47,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     let json = a.json;
-    let g = engine.generate(&mut seq, &prompt, &params, &mut |t| {
+    let batch = a.model.batch;
+    let (g, split) = crate::cmd_split::generate(&engine, &a.split, batch, &mut seq, &prompt, &params, &mut |t| {
         if !json {
             // A closed stdout (e.g. `| head`) ends generation quietly.
             return write!(out, "{t}").and_then(|_| out.flush()).is_ok();
@@ -54,7 +57,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     })?;
     let t = &g.timings;
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "text": g.text,
             "tokens": g.tokens,
             "prompt_tokens": prompt.len(),
@@ -64,6 +67,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 "gen_ms": t.gen_ms, "gen_tps": t.gen_tps(), "ttft_ms": t.ttft_ms,
             },
         });
+        if let Some(s) = split {
+            v["split"] = s;
+        }
         writeln!(out, "{v}")?;
     } else {
         writeln!(out)?;
@@ -79,6 +85,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             engine.pool.n_threads(),
             kestrel_kernels::kernels().isa(),
         );
+        if let Some(s) = &split {
+            eprintln!("{}", crate::cmd_split::summary(s));
+        }
     }
     Ok(())
 }

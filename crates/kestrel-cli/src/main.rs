@@ -1,5 +1,5 @@
 //! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve, convert, quantize,
-//! imatrix, kld, prune.
+//! imatrix, kld, prune, plan-split.
 
 mod cmd_bench;
 mod cmd_chat;
@@ -12,6 +12,8 @@ mod cmd_prune;
 mod cmd_quantize;
 mod cmd_run;
 mod cmd_serve;
+mod cmd_split;
+mod cmd_plan_split;
 mod cmd_tokenize;
 mod models;
 mod util;
@@ -59,6 +61,8 @@ enum Cmd {
     Kld(cmd_kld::KldArgs),
     /// Prune the block matrices (magnitude or wanda; unstructured or N:M).
     Prune(cmd_prune::PruneArgs),
+    /// Profile per-layer compute and pick the device/server split layer for a network.
+    PlanSplit(cmd_plan_split::PlanSplitArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -158,6 +162,7 @@ fn main() {
         Cmd::Imatrix(a) => cmd_imatrix::run(a),
         Cmd::Kld(a) => cmd_kld::run(a),
         Cmd::Prune(a) => cmd_prune::run(a),
+        Cmd::PlanSplit(a) => cmd_plan_split::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");

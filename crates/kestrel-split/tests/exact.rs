@@ -35,6 +35,7 @@ fn cfg(url: &str, k: usize, wire: WireFormat) -> SplitConfig {
         reply: ReplyMode::Full,
         timeout: Duration::from_secs(30),
         api_key: None,
+        on_event: None,
     }
 }
 
