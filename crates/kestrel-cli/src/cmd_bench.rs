@@ -1,4 +1,5 @@
 use crate::models;
+use crate::spec_args::SpecArgs;
 use crate::util::{human_bytes, human_count};
 use anyhow::{ensure, Context};
 use clap::Args;
@@ -41,6 +42,12 @@ pub struct BenchArgs {
     /// Print one JSON object per configuration (JSON lines) instead of a Markdown table
     #[arg(long = "json")]
     json: bool,
+    /// With a drafter, also decode real prompts greedily with and without speculation
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Prompt for the speculative benchmark (repeatable) [default: a summary, code, a chat answer]
+    #[arg(long = "spec-prompt")]
+    spec_prompts: Vec<String>,
 }
 
 /// Tensor bytes and parameter count, as llama-bench reports them.
@@ -171,6 +178,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                     out.flush()?;
                 }
             }
+        }
+    }
+    if a.spec.enabled() {
+        let b = crate::bench_spec::SpecBench {
+            spec: &a.spec,
+            prompts: &a.spec_prompts,
+            n_gen: a.n_gen.iter().copied().max().unwrap_or(128).max(1),
+            reps: a.reps,
+            threads: threads[0],
+            json: a.json,
+        };
+        for path in &paths {
+            crate::bench_spec::run(&b, path, &mut out)?;
         }
     }
     Ok(())

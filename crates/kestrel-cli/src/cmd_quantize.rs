@@ -1,9 +1,11 @@
 //! `kestrel convert` and `kestrel quantize`: write a new GGUF with other tensor types.
 
 use crate::util::{human_bytes, human_count, Progress};
+use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use kestrel_compress::convert::convert_file;
+use kestrel_compress::gptq::{self, Hessians};
 use kestrel_compress::imatrix::Imatrix;
 use kestrel_compress::quantize::{quantize_file, Method, QuantizeOptions, Report};
 use kestrel_compress::Ftype;
@@ -37,9 +39,22 @@ pub struct QuantizeArgs {
     #[arg(long = "imatrix")]
     imatrix: Option<PathBuf>,
     /// rtn: round to nearest (importance-weighted with --imatrix); awq: activation-aware
-    /// channel scaling searched per layer, then rounding (needs --imatrix)
+    /// channel scaling searched per layer, then rounding (needs --imatrix); gptq: column-by-
+    /// column rounding with error compensation from calibration Hessians (needs --calib)
     #[arg(long = "method", default_value = "rtn")]
     method: String,
+    /// Calibration text for --method gptq (the input model is run over it)
+    #[arg(long = "calib")]
+    calib: Option<PathBuf>,
+    /// GPTQ: calibration chunks to use (0 = all)
+    #[arg(long = "chunks", default_value_t = 16)]
+    chunks: usize,
+    /// GPTQ: tokens per calibration chunk
+    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
+    ctx: usize,
+    /// GPTQ: damping, as a fraction of the mean Hessian diagonal
+    #[arg(long = "damp", default_value_t = kestrel_compress::gptq::DEFAULT_DAMP)]
+    damp: f64,
     /// The base type for every quantized tensor, no llama.cpp-style mix
     #[arg(long = "pure")]
     pure: bool,
@@ -73,11 +88,31 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         Some(p) => Some(Imatrix::load(p)?),
         None => None,
     };
+    anyhow::ensure!(
+        a.calib.is_none() || method == Method::Gptq,
+        "--calib is only used by --method gptq (other methods take --imatrix)"
+    );
+    anyhow::ensure!(
+        a.damp > 0.0 && a.damp.is_finite(),
+        "--damp must be a positive number, got {}",
+        a.damp
+    );
+    let hessians = match (method, &a.calib) {
+        (Method::Gptq, None) => {
+            anyhow::bail!(
+                "--method gptq needs --calib TEXT (calibration text to run the model over)"
+            )
+        }
+        (Method::Gptq, Some(calib)) => Some(gptq_hessians(&a, calib)?),
+        _ => None,
+    };
     let opts = QuantizeOptions {
         method,
         pure: a.pure,
         imatrix: im.as_ref(),
         threads: a.threads,
+        hessians: hessians.as_ref(),
+        damp: a.damp,
     };
     let mut bar = Progress::new("quantize", 1);
     let r = quantize_file(&a.input, &a.output, ftype, &opts, &mut |d, t, _| {
@@ -87,6 +122,38 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     .with_context(|| format!("quantizing {}", a.input.display()))?;
     summary(&r, ftype, &a.output, a.json, a.verbose);
     Ok(())
+}
+
+/// Runs the input model over the calibration text and collects the block matrices' Hessians.
+fn gptq_hessians(a: &QuantizeArgs, calib: &Path) -> anyhow::Result<Hessians> {
+    // Refuse a taken output path before the long calibration run.
+    anyhow::ensure!(
+        !a.output.exists(),
+        "{} already exists; refusing to overwrite it (remove it first or pick another name)",
+        a.output.display()
+    );
+    let threads = (a.threads > 0).then_some(a.threads);
+    let engine = ModelArgs {
+        model: Some(a.input.clone()),
+        threads,
+        ctx: a.ctx,
+        batch: a.ctx,
+    }
+    .load()?;
+    let text =
+        std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?;
+    let mut bar = Progress::new("calibrate", 1);
+    let threads = threads.unwrap_or_else(kestrel_engine::default_threads);
+    let (h, chunks) = gptq::collect(&engine, &text, a.ctx, a.chunks, threads, &mut |d, t| {
+        bar.set_total(t);
+        bar.update(d, "")
+    })?;
+    eprintln!(
+        "GPTQ: Hessians of {} inputs from {chunks} chunks of {} tokens",
+        h.map.len(),
+        a.ctx
+    );
+    Ok(h)
 }
 
 fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
@@ -101,11 +168,14 @@ fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
             "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "n_elements": n,
             "bits_per_weight": r.bits_per_weight(), "tensor_types": by_type,
             "weighted_tensors": r.tensors.iter().filter(|t| t.weighted).count(),
+            "gptq_tensors": r.tensors.iter().filter(|t| t.gptq).count(),
             "awq": r.awq.iter().map(|(g, a, gain)| serde_json::json!({
                 "group": g, "alpha": a, "error_reduction": gain})).collect::<Vec<_>>(),
             "tensors": r.tensors.iter().map(|t| serde_json::json!({
                 "name": t.name, "from": t.from.name(), "to": t.to.name(), "bytes": t.bytes,
-                "weighted": t.weighted})).collect::<Vec<_>>(),
+                "weighted": t.weighted, "gptq": t.gptq,
+                "gptq_output_error": t.gptq_error.map(|e| e.0),
+                "rounding_output_error": t.gptq_error.map(|e| e.1)})).collect::<Vec<_>>(),
         });
         println!("{v}");
         return;
@@ -118,7 +188,15 @@ fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
                 t.from.name(),
                 t.to.name(),
                 human_bytes(t.bytes as u64),
-                if t.weighted { "  (imatrix)" } else { "" }
+                &match t.gptq_error {
+                    Some((g, w)) => format!(
+                        "  (gptq: output error {:.1}% of rounding's)",
+                        100.0 * g / w.max(f64::MIN_POSITIVE)
+                    ),
+                    None if t.gptq => "  (gptq)".to_string(),
+                    None if t.weighted => "  (imatrix)".to_string(),
+                    None => String::new(),
+                }
             );
         }
     }
@@ -129,6 +207,18 @@ fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
             "AWQ: {} groups, mean alpha {mean_alpha:.2}, weighted weight error {:.1}% lower than unscaled",
             r.awq.len(),
             100.0 * mean_gain
+        );
+    }
+    let n_gptq = r.tensors.iter().filter(|t| t.gptq).count();
+    if n_gptq > 0 {
+        let (g, w) = r
+            .tensors
+            .iter()
+            .filter_map(|t| t.gptq_error)
+            .fold((0.0, 0.0), |(a, b), (g, w)| (a + g, b + w));
+        println!(
+            "GPTQ: {n_gptq} tensors rounded with error compensation; output error on the calibration inputs {:.1}% of importance-weighted rounding's (sampled rows, summed)",
+            100.0 * g / w.max(f64::MIN_POSITIVE)
         );
     }
     let types: Vec<String> = by_type.iter().map(|(k, v)| format!("{k}: {v}")).collect();

@@ -1,3 +1,4 @@
+use crate::spec_args::SpecArgs;
 use crate::{ModelArgs, SampleArgs};
 use clap::Args;
 use kestrel_engine::GenParams;
@@ -28,6 +29,10 @@ pub struct RunArgs {
     #[arg(long = "json")]
     json: bool,
     #[command(flatten)]
+    route: crate::route_args::RouteArgs,
+    #[command(flatten)]
+    spec: SpecArgs,
+    #[command(flatten)]
     split: crate::cmd_split::SplitArgs,
 }
 
@@ -40,21 +45,60 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         stop: a.stop.clone(),
         ignore_eos: a.ignore_eos,
     };
-    let mut seq = engine.new_sequence();
+    let (mut seq, route) = match a.route.load()? {
+        None => (engine.new_sequence(), None),
+        Some((remote, policy)) => {
+            match crate::run_route::decide(&engine, &a.prompt, &prompt, &params, &remote, &policy)?
+            {
+                crate::run_route::Routed::Local(seq, d) => (*seq, Some(d)),
+                crate::run_route::Routed::Remote(answer, d) => return print_remote(&a, answer, &d),
+            }
+        }
+    };
     let mut out = std::io::stdout().lock();
     if a.echo && !a.json {
         write!(out, "{}", a.prompt)?;
         out.flush()?;
     }
     let json = a.json;
-    let batch = a.model.batch;
-    let (g, split) = crate::cmd_split::generate(&engine, &a.split, batch, &mut seq, &prompt, &params, &mut |t| {
+    let mut spec = a.spec.speculator(&engine)?;
+    let mut on_text = |t: &str| {
         if !json {
             // A closed stdout (e.g. `| head`) ends generation quietly.
             return write!(out, "{t}").and_then(|_| out.flush()).is_ok();
         }
         true
-    })?;
+    };
+    let split_on = a.split.split_remote.is_some();
+    anyhow::ensure!(
+        !(split_on && spec.is_some()),
+        "--split-remote cannot be combined with speculative decoding (--draft-*)"
+    );
+    let mut split = None;
+    let (g, stats) = match spec.as_mut() {
+        Some(sp) => {
+            let r = engine.generate_speculative(&mut seq, &prompt, &params, sp, &mut on_text)?;
+            (r.generation, Some((sp.drafter.name(), r.stats)))
+        }
+        None if split_on => {
+            let batch = a.model.batch;
+            let (g, meta) = crate::cmd_split::generate(
+                &engine,
+                &a.split,
+                batch,
+                &mut seq,
+                &prompt,
+                &params,
+                &mut on_text,
+            )?;
+            split = meta;
+            (g, None)
+        }
+        None => (
+            engine.generate(&mut seq, &prompt, &params, &mut on_text)?,
+            None,
+        ),
+    };
     let t = &g.timings;
     if json {
         let mut v = serde_json::json!({
@@ -66,13 +110,30 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 "prompt_ms": t.prompt_ms, "prompt_tps": t.prompt_tps(),
                 "gen_ms": t.gen_ms, "gen_tps": t.gen_tps(), "ttft_ms": t.ttft_ms,
             },
+            "speculative": stats.as_ref().map(|(name, s)| serde_json::json!({
+                "drafter": name, "drafted": s.drafted, "accepted": s.accepted,
+                "acceptance_rate": s.acceptance_rate(), "target_passes": s.target_passes,
+            })),
         });
+        if let Some(d) = &route {
+            v["routed"] = d.json();
+        }
         if let Some(s) = split {
             v["split"] = s;
         }
         writeln!(out, "{v}")?;
     } else {
         writeln!(out)?;
+        if let Some((name, s)) = &stats {
+            eprintln!(
+                "\n[speculative ({name}): {} of {} drafted tokens accepted ({:.0}%); {} target passes for {} tokens]",
+                s.accepted,
+                s.drafted,
+                100.0 * s.acceptance_rate(),
+                s.target_passes,
+                t.n_gen
+            );
+        }
         eprintln!(
             "\n[{} prompt tokens in {:.0} ms ({:.1} tok/s); {} generated at {:.1} tok/s; first token after {:.0} ms; stop: {}; {} threads, {}]",
             t.n_prompt_eval,
@@ -85,9 +146,42 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             engine.pool.n_threads(),
             kestrel_kernels::kernels().isa(),
         );
+        if let Some(d) = &route {
+            eprintln!("[{}]", d.log_line("prompt"));
+        }
         if let Some(s) = &split {
             eprintln!("{}", crate::cmd_split::summary(s));
         }
+    }
+    Ok(())
+}
+
+/// Print an answer that came from the routing remote.
+fn print_remote(
+    a: &RunArgs,
+    answer: kestrel_route::RemoteAnswer,
+    d: &kestrel_route::Decision,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = serde_json::json!({
+            "text": answer.text,
+            "stop_reason": answer.finish_reason,
+            "model": answer.model,
+            "usage": answer.usage,
+            "routed": d.json(),
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        if a.echo {
+            write!(out, "{}", a.prompt)?;
+        }
+        writeln!(out, "{}", answer.text)?;
+        eprintln!(
+            "\n[{}; model {}]",
+            d.log_line("prompt"),
+            answer.model.as_deref().unwrap_or("?")
+        );
     }
     Ok(())
 }

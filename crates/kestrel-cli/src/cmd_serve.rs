@@ -39,6 +39,8 @@ pub struct ServeArgs {
     /// Drop a split session after this many idle seconds
     #[arg(long = "split-idle", default_value_t = 120)]
     split_idle: u64,
+    #[command(flatten)]
+    route: crate::route_args::RouteArgs,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -48,6 +50,10 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         a.parallel
     );
     anyhow::ensure!(a.time_limit > 0, "--time-limit must be at least 1 second");
+    let routing = a
+        .route
+        .load()?
+        .map(|(remote, policy)| kestrel_server::RouteConfig { remote, policy });
     let path = models::resolve(a.model.model.as_deref())?;
     let model_id = path
         .file_stem()
@@ -66,6 +72,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         session_dir: a.session_dir,
         max_body: a.max_body,
         model_id: model_id.clone(),
+        routing: routing.clone(),
     };
     let parallel = cfg.parallel;
     let split = if a.split_server {
@@ -86,6 +93,14 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         eprintln!(
             "kestrel serve: listening on http://{addr} (model {model_id}, {parallel} parallel sequences of {n_ctx} tokens, {threads} threads{with_split})"
         );
+        if let Some(r) = &routing {
+            eprintln!(
+                "kestrel serve: routing to {} (time limit {} ms; policy {})",
+                r.remote.base(),
+                r.remote.timeout().as_millis(),
+                serde_json::to_string(&r.policy).unwrap_or_default()
+            );
+        }
     })?;
     Ok(())
 }

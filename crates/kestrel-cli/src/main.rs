@@ -1,6 +1,7 @@
 //! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve, convert, quantize,
 //! imatrix, kld, prune, plan-split.
 
+mod bench_spec;
 mod cmd_bench;
 mod cmd_chat;
 mod cmd_imatrix;
@@ -16,6 +17,9 @@ mod cmd_split;
 mod cmd_plan_split;
 mod cmd_tokenize;
 mod models;
+mod route_args;
+mod run_route;
+mod spec_args;
 mod util;
 
 use clap::{Args, Parser, Subcommand};

@@ -225,7 +225,9 @@ fn bad_input_is_refused_cleanly() {
     let e = kestrel(&["quantize", &ms, &out, "--type", "q8_0"]).fails_cleanly();
     assert!(e.contains("already exists"), "{e}");
     let e = kestrel(&["quantize", &ms, &out, "--type", "q8_0", "--method", "gptq"]).fails_cleanly();
-    assert!(e.contains("expected rtn or awq"), "{e}");
+    assert!(e.contains("needs --calib"), "{e}");
+    let e = kestrel(&["quantize", &ms, &out, "--type", "q8_0", "--method", "optq"]).fails_cleanly();
+    assert!(e.contains("gptq"), "{e}");
     let p2 = path_str(&dir.path().join("p2.gguf"));
     let e = kestrel(&["prune", &ms, &p2, "--method", "wanda"]).fails_cleanly();
     assert!(e.contains("--imatrix"), "{e}");

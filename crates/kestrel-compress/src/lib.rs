@@ -13,6 +13,7 @@ pub mod awq;
 pub mod convert;
 mod error;
 pub mod ftype;
+pub mod gptq;
 pub mod imatrix;
 pub mod io;
 pub mod kld;

@@ -3,6 +3,7 @@
 //! metadata (tokenizer, chat template, ...) is kept; `general.file_type` is updated.
 
 use crate::ftype::Ftype;
+use crate::gptq::{self, Hessians};
 use crate::imatrix::Imatrix;
 use crate::io::{check_output, finish, tensor_f32, writer_with_metadata};
 use crate::policy::{should_quantize, PolicyContext, TypeChooser};
@@ -18,6 +19,9 @@ pub enum Method {
     Rtn,
     /// Activation-aware channel scaling before rounding (see `awq`); needs an importance matrix.
     Awq,
+    /// Column-by-column rounding with error compensation (see `gptq`); needs calibration
+    /// Hessians.
+    Gptq,
 }
 
 impl Method {
@@ -25,8 +29,9 @@ impl Method {
         match s.to_ascii_lowercase().as_str() {
             "rtn" => Ok(Method::Rtn),
             "awq" => Ok(Method::Awq),
+            "gptq" => Ok(Method::Gptq),
             _ => Err(CompressError::Invalid(format!(
-                "--method {s}: expected rtn or awq (gptq is not implemented)"
+                "--method {s}: expected rtn, awq or gptq"
             ))),
         }
     }
@@ -41,6 +46,10 @@ pub struct QuantizeOptions<'a> {
     pub imatrix: Option<&'a Imatrix>,
     /// Threads for the row loop (0 = available cores).
     pub threads: usize,
+    /// Calibration Hessians for `Method::Gptq`.
+    pub hessians: Option<&'a Hessians>,
+    /// GPTQ damping (fraction of the mean Hessian diagonal; 0 means `gptq::DEFAULT_DAMP`).
+    pub damp: f64,
 }
 
 /// What happened to one tensor.
@@ -53,6 +62,11 @@ pub struct TensorReport {
     pub bytes: usize,
     /// The importance matrix was used for this tensor.
     pub weighted: bool,
+    /// GPTQ rounded this tensor.
+    pub gptq: bool,
+    /// For GPTQ tensors: the output error on the calibration inputs (see
+    /// `gptq::output_error`, sampled rows) of GPTQ and of importance-weighted rounding.
+    pub gptq_error: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -132,13 +146,38 @@ fn awq_groups_done(p: &Option<awq::AwqPlan>) -> usize {
 
 /// Round-to-nearest: ggml's reference quantizers, which `kestrel-kernels` carries (the
 /// Q2_K/Q3_K ones outside its `quantize_row` dispatch).
-fn rtn_row(ty: GgmlType, x: &[f32], y: &mut [u8]) {
+pub(crate) fn rtn_row(ty: GgmlType, x: &[f32], y: &mut [u8]) {
     use kestrel_kernels::generic::kquants;
     match ty {
         GgmlType::Q2_K => kquants::quantize_row_q2_k(x, y),
         GgmlType::Q3_K => kquants::quantize_row_q3_k(x, y),
         _ => kestrel_kernels::quantize_row(ty, x, y),
     }
+}
+
+/// Output errors on the calibration inputs (64 sampled rows) of the GPTQ bytes `q` and of
+/// importance-weighted rounding of the same weights: what GPTQ gained on its own objective.
+fn compare_with_rounding(
+    ty: GgmlType,
+    x: &[f32],
+    cols: usize,
+    q: &[u8],
+    f: &gptq::Factor,
+    threads: usize,
+) -> Result<(f64, f64)> {
+    let deq = |bytes: &[u8]| {
+        let rb = ty.row_bytes(cols).unwrap_or(0);
+        let mut y = vec![0.0f32; x.len()];
+        for (src, dst) in bytes.chunks_exact(rb).zip(y.chunks_exact_mut(cols)) {
+            kestrel_kernels::dequantize_row(ty, src, dst);
+        }
+        y
+    };
+    let rtn = quantize_rows(ty, x, cols, Some(f.importance()), threads)?;
+    Ok((
+        gptq::output_error(x, &deq(q), &f.h, cols, 64),
+        gptq::output_error(x, &deq(&rtn), &f.h, cols, 64),
+    ))
 }
 
 /// Quantizes `input` into a new file `output` (which must not exist). `progress(done, total,
@@ -172,8 +211,24 @@ pub fn quantize_file(
             }
         })
         .collect();
+    let hessians = match (opts.method, opts.hessians) {
+        (Method::Gptq, None) => {
+            return Err(CompressError::Invalid(
+                "--method gptq needs calibration text (Hessians of the block matrices)".into(),
+            ))
+        }
+        (Method::Gptq, Some(h)) => Some(h),
+        _ => None,
+    };
+    let damp = if opts.damp > 0.0 {
+        opts.damp
+    } else {
+        gptq::DEFAULT_DAMP
+    };
+    // Factors are shared by the matrices of one input (q/k/v, gate/up): kept for one block.
+    let mut factors: std::collections::HashMap<String, gptq::Factor> = Default::default();
     let awq_plan = match opts.method {
-        Method::Rtn => None,
+        Method::Rtn | Method::Gptq => None,
         Method::Awq => {
             let im = opts.imatrix.ok_or_else(|| {
                 CompressError::Invalid(
@@ -206,10 +261,40 @@ pub fn quantize_file(
     for (i, (t, &target)) in g.tensors().iter().zip(&targets).enumerate() {
         let qw = imatrix.and_then(|im| im.get(&t.name));
         let changed = awq_plan.as_ref().and_then(|p| p.data.get(&t.name));
-        let data = match changed {
-            Some(x) => quantize_rows(target, x, t.row_len(), qw, opts.threads),
-            None if target == t.ty => Ok(g.tensor_data(t).to_vec()),
-            None => {
+        let hess = hessians
+            .and_then(|h| h.get(&t.name))
+            .filter(|h| target != t.ty && gptq::supports(target) && h.n == t.row_len());
+        let mut gptq_error = None;
+        let data = match (changed, hess) {
+            (_, Some(h)) => {
+                let key = gptq::input_key(&t.name);
+                let layer = |k: &str| k.split('.').take(2).collect::<Vec<_>>().join(".");
+                factors.retain(|k, _| layer(k) == layer(&key));
+                if !factors.contains_key(&key) {
+                    let f = h.factor(damp).map_err(|e| CompressError::Tensor {
+                        tensor: t.name.clone(),
+                        why: e.to_string(),
+                    })?;
+                    factors.insert(key.clone(), f);
+                }
+                let x = tensor_f32(&g, t)?;
+                let f = &factors[&key];
+                let q = gptq::quantize_matrix(target, &x, t.row_len(), f, opts.threads);
+                if let Ok(q) = &q {
+                    gptq_error = Some(compare_with_rounding(
+                        target,
+                        &x,
+                        t.row_len(),
+                        q,
+                        f,
+                        opts.threads,
+                    )?);
+                }
+                q
+            }
+            (Some(x), None) => quantize_rows(target, x, t.row_len(), qw, opts.threads),
+            (None, None) if target == t.ty => Ok(g.tensor_data(t).to_vec()),
+            (None, None) => {
                 let x = tensor_f32(&g, t)?;
                 quantize_rows(target, &x, t.row_len(), qw, opts.threads)
             }
@@ -224,7 +309,11 @@ pub fn quantize_file(
             to: target,
             n_elements: t.n_elements(),
             bytes: data.len(),
-            weighted: qw.is_some() && target != t.ty && weighted::supports(target),
+            weighted: (qw.is_some() || hess.is_some())
+                && target != t.ty
+                && weighted::supports(target),
+            gptq: hess.is_some(),
+            gptq_error,
         });
         w.add_tensor(t.name.clone(), t.dims.clone(), target, data)?;
         progress(offset + i + 1, total, &t.name);

@@ -4,6 +4,7 @@
 pub mod bench;
 mod error;
 pub mod eval;
+pub mod speculative;
 pub mod stop;
 
 pub use error::{EngineError, Result};
@@ -201,15 +202,15 @@ impl Engine {
         Ok(ids)
     }
 
-    /// Generate a continuation of `prompt` in `seq`, calling `on_text` with each piece of text as
-    /// it becomes final; `on_text` returns false to stop early.
-    pub fn generate(
+    /// Check `params` and `prompt` against the context and evaluate the prompt, reusing the
+    /// longest prefix already in the cache (always evaluating at least one token so there are
+    /// fresh logits). Returns when it started and the prompt's timings.
+    pub(crate) fn eval_prompt(
         &self,
         seq: &mut Sequence,
         prompt: &[u32],
         params: &GenParams,
-        on_text: &mut dyn FnMut(&str) -> bool,
-    ) -> Result<Generation> {
+    ) -> Result<(Instant, Timings)> {
         params.sampler.validate().map_err(EngineError::Sampling)?;
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
@@ -222,8 +223,6 @@ impl Engine {
             });
         }
         let t0 = Instant::now();
-        // Reuse the longest common prefix already in the cache; always evaluate at least one
-        // token so there are fresh logits.
         let mut common = seq
             .tokens
             .iter()
@@ -237,12 +236,26 @@ impl Engine {
         self.model
             .forward(&mut seq.session, &self.pool, todo, todo.len() - 1)?;
         seq.tokens.extend_from_slice(todo);
-        let mut timings = Timings {
+        let timings = Timings {
             n_prompt_eval: todo.len(),
             n_prompt_reused: common,
             prompt_ms: t0.elapsed().as_secs_f64() * 1e3,
             ..Default::default()
         };
+        Ok((t0, timings))
+    }
+
+    /// Generate a continuation of `prompt` in `seq`, calling `on_text` with each piece of text as
+    /// it becomes final; `on_text` returns false to stop early.
+    pub fn generate(
+        &self,
+        seq: &mut Sequence,
+        prompt: &[u32],
+        params: &GenParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let (t0, mut timings) = self.eval_prompt(seq, prompt, params)?;
+        let n_ctx = seq.session.n_ctx();
 
         let mut sampler = Sampler::new(params.sampler.clone());
         let window = params.sampler.repeat_last_n.min(prompt.len());

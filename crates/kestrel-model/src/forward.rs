@@ -40,6 +40,9 @@ pub(crate) struct Ctx<'a> {
     pub k: &'a Kernels,
     /// Sees every matmul input (calibration tools); `None` in normal runs.
     pub obs: Option<&'a dyn MatmulObserver>,
+    /// Every row attends in the one-token lane order (speculative verification: each row then
+    /// computes what a one-token decode step would; see `verify.rs`).
+    pub decode_lanes: bool,
 }
 
 pub(crate) fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<u8>) {
@@ -406,7 +409,11 @@ pub(crate) fn attention_block(
     // the logits on llama.cpp's, since 8-bit activations amplify last-bit differences.
     let n_ctx = rows.max_ctx();
     let nt = c.pool.n_threads();
-    let lanes = rows.lanes(n);
+    let lanes = if c.decode_lanes {
+        Lanes::L32
+    } else {
+        rows.lanes(n)
+    };
     let per_thread = n_ctx + hd + lanes.count() * hdv;
     if sc.attn.len() < nt * per_thread {
         sc.attn.resize(nt * per_thread, 0.0);

@@ -14,6 +14,7 @@ pub mod registry;
 mod restore;
 pub mod sampler;
 mod session;
+mod verify;
 pub mod weights;
 
 pub use error::{ModelError, Result};

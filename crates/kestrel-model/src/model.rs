@@ -187,6 +187,7 @@ impl Model {
             pool,
             k,
             obs,
+            decode_lanes: false,
         };
         let mut row = 0;
         let mut start = 0;

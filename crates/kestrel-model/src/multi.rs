@@ -79,6 +79,7 @@ impl Model {
             pool,
             k: kestrel_kernels::kernels(),
             obs: None,
+            decode_lanes: false,
         };
         step(&c, sessions, tokens, ms);
         Ok(())

@@ -148,6 +148,33 @@ impl Sampler {
 
     /// Choose the next token from a row of logits.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        match self.prepare(logits) {
+            Some(t) => t,
+            None => self.draw(self.cfg.temperature),
+        }
+    }
+
+    /// The distribution [`Sampler::sample`] would draw from, as `(token, probability)` pairs
+    /// (greedy: the argmax with probability 1); consumes no randomness. Speculative decoding
+    /// compares it with a drafter's.
+    pub fn distribution(&mut self, logits: &[f32], out: &mut Vec<(u32, f64)>) {
+        out.clear();
+        match self.prepare(logits) {
+            Some(t) => out.push((t, 1.0)),
+            None => {
+                softmax_of(&self.cand, self.cfg.temperature, &mut self.probs);
+                out.extend(
+                    self.cand
+                        .iter()
+                        .map(|c| c.0)
+                        .zip(self.probs.iter().copied()),
+                );
+            }
+        }
+    }
+
+    /// The greedy token, or `None` with the surviving candidates left in `self.cand`.
+    fn prepare(&mut self, logits: &[f32]) -> Option<u32> {
         let c = &self.cfg;
         self.cand.clear();
         self.cand
@@ -178,7 +205,7 @@ impl Sampler {
                     best = i;
                 }
             }
-            return self.cand[best].0;
+            return Some(self.cand[best].0);
         }
         let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
         let truncates =
@@ -186,7 +213,7 @@ impl Sampler {
         if !truncates {
             // Nothing is cut off, so the order of the candidates does not matter: draw from the
             // whole distribution as it stands (sorting a 50-250K vocabulary costs milliseconds).
-            return self.draw(c.temperature);
+            return None;
         }
         if c.top_k > 0 && c.top_k < self.cand.len() {
             self.cand.select_nth_unstable_by(c.top_k - 1, by_logit_desc);
@@ -217,7 +244,7 @@ impl Sampler {
                 .count();
             self.cand.truncate(keep.max(1));
         }
-        self.draw(c.temperature)
+        None
     }
 
     /// A draw from the softmax of the remaining candidates at `temperature`.

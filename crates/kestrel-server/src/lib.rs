@@ -6,10 +6,12 @@ pub mod api;
 mod error;
 pub mod metrics;
 mod routes;
+mod routing;
 pub mod sched;
 mod store;
 
 pub use error::{ApiError, ServerError};
+pub use routing::RouteConfig;
 
 use kestrel_engine::Engine;
 use metrics::Metrics;
@@ -35,6 +37,8 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// The id clients use for the model.
     pub model_id: String,
+    /// `--route-remote`: send unsure or rule-matched requests to a remote server.
+    pub routing: Option<RouteConfig>,
 }
 
 /// Serve until ctrl-c. `on_listen` is told the bound address (port 0 picks a free one).
@@ -80,6 +84,10 @@ pub fn run_with(
         metrics,
         model_id: cfg.model_id.clone(),
         api_key: cfg.api_key.clone(),
+        router: cfg.routing.clone().map(|cfg| routing::Router {
+            cfg,
+            counts: Default::default(),
+        }),
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

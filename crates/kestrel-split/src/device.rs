@@ -100,11 +100,7 @@ impl<'a> SplitDevice<'a> {
     }
 
     fn connect(&mut self, n_ctx: usize) -> Result<Remote> {
-        let mut client = Client::new(
-            &self.cfg.remote,
-            self.cfg.timeout,
-            self.cfg.api_key.clone(),
-        )?;
+        let mut client = Client::new(&self.cfg.remote, self.cfg.timeout, self.cfg.api_key.clone())?;
         let open = Request::Open {
             fingerprint: fingerprint(&self.model.gguf),
             k: self.cfg.k as u16,
@@ -224,7 +220,11 @@ impl<'a> SplitDevice<'a> {
         let at = self.session.n_past();
         self.remote = None;
         self.stats.fallback = Some((at, why.to_string()));
-        let (k, n_layer, e) = (self.cfg.k, self.model.hparams().n_layer, self.model.hparams().n_embd);
+        let (k, n_layer, e) = (
+            self.cfg.k,
+            self.model.hparams().n_layer,
+            self.model.hparams().n_embd,
+        );
         if !self.steps.is_empty() {
             // Layers 0..k of this session are complete; run k..n over the same positions.
             self.session.truncate(0);

@@ -5,7 +5,9 @@
 use crate::device::SplitDevice;
 use crate::error::Result;
 use kestrel_engine::stop::{StopMatcher, StopStep};
-use kestrel_engine::{Engine, EngineError, GenParams, Generation, StopReason, StreamDecoder, Timings};
+use kestrel_engine::{
+    Engine, EngineError, GenParams, Generation, StopReason, StreamDecoder, Timings,
+};
 use kestrel_model::Sampler;
 use std::time::Instant;
 

@@ -153,7 +153,12 @@ pub struct Point {
 }
 
 /// Bytes of one decode step each way.
-pub fn step_bytes(n_embd: usize, n_vocab: usize, wire: WireFormat, reply: ReplyMode) -> (usize, usize) {
+pub fn step_bytes(
+    n_embd: usize,
+    n_vocab: usize,
+    wire: WireFormat,
+    reply: ReplyMode,
+) -> (usize, usize) {
     let up = HTTP_OVERHEAD_BYTES + STEP_HEADER_BYTES + wire.row_bytes(n_embd);
     let body = match reply {
         ReplyMode::Full => 4 * n_vocab,

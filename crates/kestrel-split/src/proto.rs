@@ -313,7 +313,9 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn new(b: &'a [u8]) -> Result<Reader<'a>> {
         if b.len() < 7 || &b[..4] != MAGIC {
-            return Err(SplitError::Malformed("not a split message (no KSPL magic)".into()));
+            return Err(SplitError::Malformed(
+                "not a split message (no KSPL magic)".into(),
+            ));
         }
         let v = u16::from_le_bytes([b[4], b[5]]);
         if v != VERSION {
@@ -322,7 +324,11 @@ impl<'a> Reader<'a> {
                 want: VERSION,
             });
         }
-        Ok(Reader { b, at: 7, kind: b[6] })
+        Ok(Reader {
+            b,
+            at: 7,
+            kind: b[6],
+        })
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {

@@ -294,9 +294,13 @@ impl Worker {
             from: if want { rows - 1 } else { rows },
         };
         let layers = slot.k..hp.n_layer;
-        let r = self
-            .model
-            .forward_stage(&mut slot.session, &self.pool, StageInput::Hidden(&h), layers, out);
+        let r = self.model.forward_stage(
+            &mut slot.session,
+            &self.pool,
+            StageInput::Hidden(&h),
+            layers,
+            out,
+        );
         if let Err(e) = r {
             return refuse(ErrorCode::Compute, e.to_string());
         }

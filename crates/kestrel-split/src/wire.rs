@@ -50,7 +50,9 @@ impl WireFormat {
             0 => Ok(WireFormat::F32),
             1 => Ok(WireFormat::F16),
             2 => Ok(WireFormat::Q8),
-            _ => Err(SplitError::Malformed(format!("unknown wire format code {c}"))),
+            _ => Err(SplitError::Malformed(format!(
+                "unknown wire format code {c}"
+            ))),
         }
     }
 
@@ -66,7 +68,9 @@ impl WireFormat {
     /// Append `x` (whole rows of `n_embd`) to `out`.
     pub fn encode(self, x: &[f32], n_embd: usize, out: &mut Vec<u8>) {
         match self {
-            WireFormat::F32 => x.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            WireFormat::F32 => x
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
             WireFormat::F16 => x
                 .iter()
                 .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
@@ -130,7 +134,10 @@ fn encode_q8_block(b: &[f32], out: &mut Vec<u8>) {
     let df = d.to_f32();
     let inv = if df > 0.0 { 1.0 / df } else { 0.0 };
     out.extend_from_slice(&d.to_le_bytes());
-    out.extend(b.iter().map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8));
+    out.extend(
+        b.iter()
+            .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
+    );
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ const STEPS: usize = 3;
 /// The unsplit logits after the prompt and after each of `STEPS` greedy tokens, and the tokens.
 fn reference(e: &Engine, prompt: &[u32]) -> (Vec<Vec<f32>>, Vec<u32>) {
     let mut s = e.model.new_session(256, 16);
-    e.model.forward(&mut s, &e.pool, prompt, prompt.len() - 1).unwrap();
+    e.model
+        .forward(&mut s, &e.pool, prompt, prompt.len() - 1)
+        .unwrap();
     let mut logits = vec![s.last_logits().to_vec()];
     let mut toks = Vec::new();
     for _ in 0..STEPS {
@@ -40,7 +42,14 @@ fn cfg(url: &str, k: usize, wire: WireFormat) -> SplitConfig {
 }
 
 /// The split run's logits at each step, feeding the reference's tokens.
-fn split_logits(e: &Engine, url: &str, k: usize, w: WireFormat, prompt: &[u32], toks: &[u32]) -> Vec<Vec<f32>> {
+fn split_logits(
+    e: &Engine,
+    url: &str,
+    k: usize,
+    w: WireFormat,
+    prompt: &[u32],
+    toks: &[u32],
+) -> Vec<Vec<f32>> {
     let mut d = SplitDevice::open(&e.model, &e.pool, 256, 16, cfg(url, k, w)).unwrap();
     assert!(d.is_remote(), "k={k}: {:?}", d.stats.fallback);
     let mut out = vec![d.feed(prompt).unwrap().to_vec()];
@@ -69,7 +78,10 @@ fn check(file: &str) {
         let got = split_logits(&e, &url, k, WireFormat::F32, &prompt, &toks);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(diff <= 1e-4, "{file} k={k} step {i}: max |logit diff| {diff}");
+            assert!(
+                diff <= 1e-4,
+                "{file} k={k} step {i}: max |logit diff| {diff}"
+            );
             identical += (g == w) as usize;
             // Greedy decoding picks what the unsplit run picked.
             if i < toks.len() {
@@ -81,7 +93,11 @@ fn check(file: &str) {
         "{file}: f32 split at every k in 1..{n}: {identical} of {} logit rows bit-identical, all within 1e-4",
         (n - 1) * (STEPS + 1)
     );
-    assert_eq!(identical, (n - 1) * (STEPS + 1), "f32 split should be bit-exact");
+    assert_eq!(
+        identical,
+        (n - 1) * (STEPS + 1),
+        "f32 split should be bit-exact"
+    );
     for w in [WireFormat::F16, WireFormat::Q8] {
         for k in [1, n / 2, n - 1] {
             let got = split_logits(&e, &url, k, w, &prompt, &toks);
@@ -98,7 +114,11 @@ fn check(file: &str) {
                 w.as_str(),
                 got.len()
             );
-            assert!(mean.is_finite() && mean < 0.5, "{} k={k}: KLD {mean}", w.as_str());
+            assert!(
+                mean.is_finite() && mean < 0.5,
+                "{} k={k}: KLD {mean}",
+                w.as_str()
+            );
         }
     }
 }

@@ -5,6 +5,7 @@ use super::{body, respond, Shared};
 use crate::api::{self, ChatRequest};
 use crate::error::ApiError;
 use crate::metrics::CHAT;
+use crate::routing;
 use crate::sched::{Event, TokenLogprob};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,6 +13,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kestrel_engine::ChatMessage;
+use kestrel_route::RemoteKind;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -58,7 +60,10 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let b = body(b)?;
     let req: ChatRequest = api::parse(&b)?;
-    st.check_model(req.sampling.model.as_deref())?;
+    let forced = routing::model_rule(st, req.sampling.model.as_deref());
+    if forced.is_none() {
+        st.check_model(req.sampling.model.as_deref())?;
+    }
     let settings = req.sampling.settings()?;
     if let Some(id) = &req.sampling.session_id {
         api::check_session_id(id)?;
@@ -80,27 +85,43 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
         (false, None) => None,
     };
     let msgs = messages(&req)?;
+    let text: Vec<&str> = msgs.iter().map(|m| m.content.as_str()).collect();
+    let text = text.join("\n");
     let engine = st.engine.clone();
     let prompt = gen::blocking(move || engine.tokenize_chat(&msgs))
         .await?
         .map_err(|e| ApiError::bad_request(format!("could not apply the chat template: {e}")))?;
-    let started = gen::start(
+    let routable = routing::Routable {
+        kind: RemoteKind::Chat,
+        body: &b,
+        text: &text,
+        stream: req.sampling.stream,
+        include_usage: req.sampling.include_usage(),
+        forced,
+    };
+    let start = routing::start(
         st,
+        routable,
         GenRequest {
             prompt,
             settings,
             logprobs: top,
             prompt_logprobs: false,
             session_id: req.sampling.session_id.clone(),
+            confidence: 0,
         },
     )
     .await?;
+    let (started, route) = match start {
+        routing::Start::Local(s, d) => (s, d),
+        routing::Start::Remote(resp) => return Ok(resp),
+    };
     let id = gen::new_id("chatcmpl");
     let created = gen::now_secs();
     let model = st.model_id.clone();
     let mut rx = started.rx;
     if req.sampling.stream {
-        let head = json!({
+        let mut head = json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                          "logprobs": null, "finish_reason": null}],
@@ -114,7 +135,10 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
             prompt_tokens: started.prompt_tokens,
             reused: started.reused,
         };
-        return Ok(gen::sse(vec![head], rx, w));
+        routing::tag(&mut head, route.as_ref());
+        let mut resp = gen::sse(vec![head], rx, routing::Tagged::new(w, route.clone()));
+        routing::headers(&mut resp, route.as_ref());
+        return Ok(resp);
     }
     let c = gen::collect(&mut rx).await?;
     let logprobs = if top.is_some() {
@@ -122,7 +146,7 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
     } else {
         Value::Null
     };
-    Ok(Json(json!({
+    let mut v = json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{
             "index": 0,
@@ -131,8 +155,11 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
             "finish_reason": c.reason.as_str(),
         }],
         "usage": gen::usage(started.prompt_tokens, started.reused, c.completion_tokens),
-    }))
-    .into_response())
+    });
+    routing::tag(&mut v, route.as_ref());
+    let mut resp = Json(v).into_response();
+    routing::headers(&mut resp, route.as_ref());
+    Ok(resp)
 }
 
 struct ChatChunks {
@@ -183,7 +210,7 @@ impl ChunkWriter for ChatChunks {
                 }
                 v
             }
-            Event::Started { .. } | Event::Error(_) => Vec::new(),
+            Event::Started { .. } | Event::Confidence(_) | Event::Error(_) => Vec::new(),
         }
     }
 }

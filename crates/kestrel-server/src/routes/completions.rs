@@ -6,6 +6,7 @@ use super::{body, respond, Shared};
 use crate::api::{self, CompletionRequest, Prompt};
 use crate::error::ApiError;
 use crate::metrics::COMPLETIONS;
+use crate::routing;
 use crate::sched::{Event, TokenLogprob};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,6 +14,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kestrel_engine::Engine;
+use kestrel_route::RemoteKind;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -90,7 +92,10 @@ fn prompt_tokens(engine: &Engine, p: &Prompt) -> Result<(Vec<u32>, String), ApiE
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let b = body(b)?;
     let req: CompletionRequest = api::parse(&b)?;
-    st.check_model(req.sampling.model.as_deref())?;
+    let forced = routing::model_rule(st, req.sampling.model.as_deref());
+    if forced.is_none() {
+        st.check_model(req.sampling.model.as_deref())?;
+    }
     let settings = req.sampling.settings()?;
     if let Some(id) = &req.sampling.session_id {
         api::check_session_id(id)?;
@@ -102,17 +107,31 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
     let engine = st.engine.clone();
     let p = req.prompt.clone();
     let (prompt, prompt_text) = gen::blocking(move || prompt_tokens(&engine, &p)).await??;
-    let started = gen::start(
+    let routable = routing::Routable {
+        kind: RemoteKind::Completion,
+        body: &b,
+        text: &prompt_text,
+        stream: req.sampling.stream,
+        include_usage: req.sampling.include_usage(),
+        forced,
+    };
+    let start = routing::start(
         st,
+        routable,
         GenRequest {
             prompt,
             settings,
             logprobs: top,
             prompt_logprobs: req.echo && top.is_some(),
             session_id: req.sampling.session_id.clone(),
+            confidence: 0,
         },
     )
     .await?;
+    let (started, route) = match start {
+        routing::Start::Local(s, d) => (s, d),
+        routing::Start::Remote(resp) => return Ok(resp),
+    };
     let id = gen::new_id("cmpl");
     let created = gen::now_secs();
     let model = st.model_id.clone();
@@ -143,14 +162,16 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
             w.lp.at = echo.chars().count();
             first.push(w.chunk(&echo, l, Value::Null));
         }
-        return Ok(gen::sse(first, rx, w));
+        let mut resp = gen::sse(first, rx, routing::Tagged::new(w, route.clone()));
+        routing::headers(&mut resp, route.as_ref());
+        return Ok(resp);
     }
     let c = gen::collect(&mut rx).await?;
     lp.at = echo.chars().count();
     for l in &c.logprobs {
         lp.push(l, false);
     }
-    Ok(Json(json!({
+    let mut v = json!({
         "id": id, "object": "text_completion", "created": created, "model": model,
         "choices": [{
             "index": 0,
@@ -159,8 +180,11 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
             "finish_reason": c.reason.as_str(),
         }],
         "usage": gen::usage(started.prompt_tokens, started.reused, c.completion_tokens),
-    }))
-    .into_response())
+    });
+    routing::tag(&mut v, route.as_ref());
+    let mut resp = Json(v).into_response();
+    routing::headers(&mut resp, route.as_ref());
+    Ok(resp)
 }
 
 struct TextChunks {
@@ -220,7 +244,7 @@ impl ChunkWriter for TextChunks {
                 }
                 v
             }
-            Event::Started { .. } | Event::Error(_) => Vec::new(),
+            Event::Started { .. } | Event::Confidence(_) | Event::Error(_) => Vec::new(),
         }
     }
 }

@@ -15,12 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
+#[derive(Clone)]
 pub(crate) struct GenRequest {
     pub prompt: Vec<u32>,
     pub settings: GenSettings,
     pub logprobs: Option<usize>,
     pub prompt_logprobs: bool,
     pub session_id: Option<String>,
+    /// Tokens whose confidence the engine reports (routing); 0: none.
+    pub confidence: usize,
 }
 
 /// A generation whose prompt has been evaluated.
@@ -100,6 +103,7 @@ pub(crate) async fn start(st: &AppState, r: GenRequest) -> Result<Started, ApiEr
         logprobs: r.logprobs,
         prompt_logprobs: r.prompt_logprobs,
         session_id: r.session_id,
+        confidence: r.confidence,
         arrived,
         deadline: arrived + st.sched.time_limit,
         events: tx,
@@ -152,7 +156,7 @@ pub(crate) async fn collect(rx: &mut UnboundedReceiver<Event>) -> Result<Collect
                 })
             }
             Event::Error(e) => return Err(e),
-            Event::Started { .. } => {}
+            Event::Started { .. } | Event::Confidence(_) => {}
         }
     }
     Err(ApiError::internal("the engine dropped the request"))

@@ -4,7 +4,7 @@
 mod chat;
 mod completions;
 mod embeddings;
-mod gen;
+pub(crate) mod gen;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -29,6 +29,8 @@ pub struct AppState {
     /// The id clients name the model by.
     pub model_id: String,
     pub api_key: Option<String>,
+    /// Confidence routing (`--route-remote`), when on.
+    pub(crate) router: Option<crate::routing::Router>,
     /// Unix seconds at start.
     pub created: u64,
 }
@@ -133,11 +135,11 @@ async fn health() -> Response {
 }
 
 async fn metrics(State(st): State<Shared>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
-    )
-        .into_response()
+    let mut text = st.metrics.render();
+    if let Some(r) = &st.router {
+        r.counts.render(&mut text);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn session_job(

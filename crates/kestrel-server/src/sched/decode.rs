@@ -80,6 +80,8 @@ pub(crate) struct Decoding {
     pub generated: usize,
     max_tokens: usize,
     logprobs: Option<usize>,
+    /// Tokens whose confidence is still to be reported.
+    confidence: usize,
 }
 
 impl Decoding {
@@ -96,6 +98,7 @@ impl Decoding {
             generated: 0,
             max_tokens: job.max_tokens,
             logprobs: job.logprobs,
+            confidence: job.confidence,
         }
     }
 
@@ -108,6 +111,13 @@ impl Decoding {
         room: bool,
         events: &UnboundedSender<Event>,
     ) -> Outcome {
+        if self.confidence > 0 {
+            self.confidence -= 1;
+            let c = kestrel_route::TokenConfidence::of_logits(logits);
+            if events.send(Event::Confidence(c)).is_err() {
+                return Outcome::Gone;
+            }
+        }
         let id = self.sampler.sample(logits);
         if tok.is_eog(id) {
             return self.finish(FinishReason::Stop, events);

@@ -51,6 +51,9 @@ pub enum Event {
     },
     /// Text held back until the end (no token of its own).
     Text(String),
+    /// The model's confidence in the next token, sent just before it (only for the first
+    /// `GenJob::confidence` tokens; routing reads these).
+    Confidence(kestrel_route::TokenConfidence),
     Done {
         reason: FinishReason,
         completion_tokens: usize,
@@ -71,6 +74,8 @@ pub struct GenJob {
     /// Logprobs of the prompt tokens too (completions with echo).
     pub prompt_logprobs: bool,
     pub session_id: Option<String>,
+    /// Report the confidence of this many first tokens (`Event::Confidence`); 0: none.
+    pub confidence: usize,
     pub arrived: Instant,
     pub deadline: Instant,
     pub events: mpsc::UnboundedSender<Event>,

@@ -23,7 +23,9 @@ impl Proxy {
         std::thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(c) = c else { return };
-                let Ok(s) = TcpStream::connect(target) else { continue };
+                let Ok(s) = TcpStream::connect(target) else {
+                    continue;
+                };
                 let _ = c.set_nodelay(true);
                 let _ = s.set_nodelay(true);
                 let (c2, s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
@@ -50,7 +52,10 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, stall: Arc<Atom
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -1,0 +1,102 @@
+//! `kestrel run --route-remote`: decide where one prompt is answered, as the server does
+//! (docs/routing.md). The confidence probe samples the first tokens with the run's own sampler
+//! and prints nothing; a local answer is then generated from the same sequence (its cached
+//! prompt is reused), so with a fixed seed it starts with the very tokens the probe judged.
+
+use kestrel_engine::{Engine, GenParams, Sequence};
+use kestrel_model::Sampler;
+use kestrel_route::{
+    Confidence, Decision, Policy, Reason, Remote, RemoteAnswer, RemoteKind, Target, TokenConfidence,
+};
+use serde_json::json;
+
+pub enum Routed {
+    /// Generate locally in this sequence (boxed: it is large next to the other variant).
+    Local(Box<Sequence>, Decision),
+    Remote(RemoteAnswer, Decision),
+}
+
+pub fn decide(
+    engine: &Engine,
+    text: &str,
+    prompt: &[u32],
+    params: &GenParams,
+    remote: &Remote,
+    policy: &Policy,
+) -> anyhow::Result<Routed> {
+    let mut seq = engine.new_sequence();
+    let wanted = policy
+        .prompt_rule(text, prompt.len())
+        .or_else(|| (prompt.len() >= engine.n_ctx()).then_some(Reason::Context));
+    let wanted = match wanted {
+        Some(r) => Decision::new(Target::Remote, r),
+        None if !policy.measures_confidence() || prompt.is_empty() => {
+            return Ok(Routed::Local(
+                Box::new(seq),
+                Decision::new(Target::Local, Reason::NoRule),
+            ))
+        }
+        None => {
+            let conf = probe(engine, &mut seq, prompt, params, policy.confidence.tokens)?;
+            if !policy.unconfident(&conf) {
+                let d = Decision::new(Target::Local, Reason::Confident).with_confidence(conf);
+                return Ok(Routed::Local(Box::new(seq), d));
+            }
+            Decision::new(Target::Remote, Reason::LowConfidence).with_confidence(conf)
+        }
+    };
+    let s = &params.sampler;
+    let mut body = json!({
+        "prompt": text,
+        "max_tokens": params.max_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "seed": s.seed,
+        "ignore_eos": params.ignore_eos,
+    });
+    if !params.stop.is_empty() {
+        body["stop"] = json!(params.stop);
+    }
+    Ok(match remote.call_blocking(RemoteKind::Completion, &body) {
+        Ok(a) => Routed::Remote(a, wanted),
+        Err(e) => Routed::Local(Box::new(seq), Decision::fallback(&wanted, e.to_string())),
+    })
+}
+
+/// Sample up to `n` tokens (stopping at end-of-generation) and average their confidence.
+fn probe(
+    engine: &Engine,
+    seq: &mut Sequence,
+    prompt: &[u32],
+    params: &GenParams,
+    n: usize,
+) -> anyhow::Result<Confidence> {
+    let mut conf = Confidence::default();
+    let n_ctx = seq.session.n_ctx();
+    engine
+        .model
+        .forward(&mut seq.session, &engine.pool, prompt, prompt.len() - 1)?;
+    seq.tokens.extend_from_slice(prompt);
+    let mut sampler = Sampler::new(params.sampler.clone());
+    let window = params.sampler.repeat_last_n.min(prompt.len());
+    for &t in &prompt[prompt.len() - window..] {
+        sampler.accept(t);
+    }
+    for i in 0..n {
+        let logits = seq.session.last_logits();
+        conf.push(TokenConfidence::of_logits(logits));
+        let tok = sampler.sample(logits);
+        if (engine.tokenizer.is_eog(tok) && !params.ignore_eos)
+            || i + 1 == n
+            || seq.session.n_past() >= n_ctx
+        {
+            break;
+        }
+        sampler.accept(tok);
+        engine
+            .model
+            .forward(&mut seq.session, &engine.pool, &[tok], 0)?;
+        seq.tokens.push(tok);
+    }
+    Ok(conf)
+}

@@ -1,0 +1,78 @@
+//! Speculative verification in decode arithmetic: a draft's tokens go through the model in
+//! one pass per micro-batch, yet every row computes bit for bit what a one-token decode step
+//! computes. A plain multi-token pass follows llama.cpp's batch arithmetic (the 8-lane
+//! attention order, and Q4_K / Q6_K tiled dot products from 4 / 8 rows on), whose last bits can
+//! flip a near-tie; verified output must equal unspeculated output token for token, so the
+//! verifier attends in the one-token lane order and keeps its micro-batches below the size where
+//! any of the model's weight formats would switch to batch arithmetic.
+
+use crate::error::{ModelError, Result};
+use crate::forward::{forward_ubatch, Ctx, StageInput, StageOutput};
+use crate::model::Model;
+use crate::session::Session;
+use kestrel_kernels::{gemm_cols, GgmlType, ThreadPool};
+
+/// Checked up to this many rows; a draft is rarely longer.
+const MAX_EXACT_BATCH: usize = 64;
+
+impl Model {
+    /// The largest micro-batch whose every matmul computes the single-row dot product (so that
+    /// [`Model::forward_verify`] matches decode steps).
+    pub fn decode_exact_batch(&self) -> usize {
+        let d = &self.dec;
+        let mut types: Vec<GgmlType> = vec![d.output.ty];
+        for l in &d.layers {
+            for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down] {
+                types.push(m.w.ty);
+            }
+        }
+        let mut b = 1;
+        while b < MAX_EXACT_BATCH && types.iter().all(|&t| gemm_cols(t, b + 1) == 0) {
+            b += 1;
+        }
+        b
+    }
+
+    /// Append `tokens` and keep the logits of every one of them (rows `0..tokens.len()` of
+    /// `Session::logits`), each equal to what `forward(s, pool, &[t], 0)` would give after the
+    /// tokens before it.
+    pub fn forward_verify(&self, s: &mut Session, pool: &ThreadPool, tokens: &[u32]) -> Result<()> {
+        let hp = &self.dec.hp;
+        if tokens.is_empty() {
+            return Err(ModelError::Invalid("forward called with no tokens".into()));
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
+            return Err(ModelError::BadToken(t, hp.n_vocab));
+        }
+        let n = tokens.len();
+        let needed = s.n_past + n;
+        if needed > s.n_ctx() {
+            return Err(ModelError::ContextFull {
+                needed,
+                n_ctx: s.n_ctx(),
+            });
+        }
+        if s.logits.len() < n * hp.n_vocab {
+            s.logits.resize(n * hp.n_vocab, 0.0);
+        }
+        s.n_logit_rows = n;
+        let c = Ctx {
+            g: &self.gguf,
+            d: &self.dec,
+            pool,
+            k: kestrel_kernels::kernels(),
+            obs: None,
+            decode_lanes: true,
+        };
+        let step = self.decode_exact_batch().min(s.n_batch).max(1);
+        let mut out = StageOutput::Logits { from: 0 };
+        let mut start = 0;
+        while start < n {
+            let end = (start + step).min(n);
+            let input = StageInput::Tokens(&tokens[start..end]);
+            forward_ubatch(&c, s, input, 0..hp.n_layer, &mut out, start, 0);
+            start = end;
+        }
+        Ok(())
+    }
+}
