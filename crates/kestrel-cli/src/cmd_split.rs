@@ -78,6 +78,8 @@ pub fn generate(
         "remote_ms": s.remote_ms,
         "fell_back": s.fallback.is_some(),
         "fallback_at_position": s.fallback.as_ref().map(|f| f.0),
+        // Tokens the server's logits chose before it was lost (the device chose the rest).
+        "tokens_before_fallback": s.fallback.as_ref().map(|f| f.0.saturating_sub(prompt.len())),
         "fallback_reason": s.fallback.as_ref().map(|f| f.1.clone()),
         "rebuild_ms": s.rebuild_ms,
     });
@@ -95,8 +97,10 @@ pub fn summary(m: &serde_json::Value) -> String {
     );
     if m["fell_back"].as_bool() == Some(true) {
         s.push_str(&format!(
-            "; fell back to this device at position {} ({})",
-            m["fallback_at_position"], m["fallback_reason"].as_str().unwrap_or("?")
+            "; fell back to this device at position {} after {} generated tokens ({})",
+            m["fallback_at_position"],
+            m["tokens_before_fallback"],
+            m["fallback_reason"].as_str().unwrap_or("?")
         ));
     }
     s.push(']');

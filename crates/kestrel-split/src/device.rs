@@ -94,6 +94,8 @@ impl<'a> SplitDevice<'a> {
         };
         match d.connect(n_ctx) {
             Ok(r) => d.remote = Some(r),
+            // A bad URL is the user's mistake, not a server failure.
+            Err(e @ SplitError::Invalid(_)) => return Err(e),
             Err(e) => d.go_local(e)?,
         }
         Ok(d)
@@ -122,6 +124,11 @@ impl<'a> SplitDevice<'a> {
 
     pub fn n_past(&self) -> usize {
         self.session.n_past()
+    }
+
+    /// The logits after the last token fed.
+    pub fn last_logits(&self) -> &[f32] {
+        &self.logits
     }
 
     /// Append `tokens` and return the logits after the last one. Steps carry at most
