@@ -43,17 +43,32 @@ pub struct PlanSplitArgs {
 }
 
 pub fn run(a: PlanSplitArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.rtt >= 0.0 && a.rtt.is_finite(), "--rtt must be a non-negative number of ms");
+    anyhow::ensure!(
+        a.rtt >= 0.0 && a.rtt.is_finite(),
+        "--rtt must be a non-negative number of ms"
+    );
     let bits_per_s = plan::parse_rate(&a.bandwidth)?;
     let engine = a.model.load()?;
     let model = &engine.model;
     let hp = model.hparams().clone();
-    let fp = format!("{:016x}", kestrel_split::fingerprint::fingerprint(&model.gguf));
-    let need_local = a.device_profile.is_none() || a.server_profile.is_none() || a.write_profile.is_some();
+    let fp = format!(
+        "{:016x}",
+        kestrel_split::fingerprint::fingerprint(&model.gguf)
+    );
+    let need_local =
+        a.device_profile.is_none() || a.server_profile.is_none() || a.write_profile.is_some();
     let here = if need_local {
-        anyhow::ensure!(a.context + 2 <= engine.n_ctx(), "--profile-context must be below --ctx");
+        anyhow::ensure!(
+            a.context + 2 <= engine.n_ctx(),
+            "--profile-context must be below --ctx"
+        );
         if !a.json {
-            eprintln!("profiling {} layers on this machine ({} threads, context {})...", hp.n_layer, engine.pool.n_threads(), a.context);
+            eprintln!(
+                "profiling {} layers on this machine ({} threads, context {})...",
+                hp.n_layer,
+                engine.pool.n_threads(),
+                a.context
+            );
         }
         Some(plan::profile(model, &engine.pool, a.context, a.reps)?)
     } else {
@@ -82,8 +97,15 @@ pub fn run(a: PlanSplitArgs) -> anyhow::Result<()> {
     };
     let dev = load(&a.device_profile)?;
     let srv = load(&a.server_profile)?;
-    let reply = if a.top_k == 0 { ReplyMode::Full } else { ReplyMode::TopK(a.top_k) };
-    let link = Link { bits_per_s, rtt_ms: a.rtt };
+    let reply = if a.top_k == 0 {
+        ReplyMode::Full
+    } else {
+        ReplyMode::TopK(a.top_k)
+    };
+    let link = Link {
+        bits_per_s,
+        rtt_ms: a.rtt,
+    };
     let pts = plan::curve(&dev, &srv, hp.n_embd, hp.n_vocab, reply, link)?;
     let best = pts
         .iter()
@@ -113,9 +135,16 @@ pub fn run(a: PlanSplitArgs) -> anyhow::Result<()> {
         hp.n_vocab,
         rate(bits_per_s),
         a.rtt,
-        if a.top_k == 0 { "full row".to_string() } else { format!("top-{}", a.top_k) }
+        if a.top_k == 0 {
+            "full row".to_string()
+        } else {
+            format!("top-{}", a.top_k)
+        }
     );
-    println!("{:>3} {:>4} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9}", "k", "wire", "up B", "down B", "device ms", "wire ms", "server ms", "total ms");
+    println!(
+        "{:>3} {:>4} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9}",
+        "k", "wire", "up B", "down B", "device ms", "wire ms", "server ms", "total ms"
+    );
     for p in &pts {
         println!(
             "{:>3} {:>4} {:>9} {:>9} {:>10.2} {:>9.2} {:>10.2} {:>9.2}",
@@ -131,7 +160,11 @@ pub fn run(a: PlanSplitArgs) -> anyhow::Result<()> {
         best.device_ms,
         best.wire_ms,
         best.server_ms,
-        if best.total_ms < local { "" } else { "; running on the device alone is faster" }
+        if best.total_ms < local {
+            ""
+        } else {
+            "; running on the device alone is faster"
+        }
     );
     Ok(())
 }

@@ -88,7 +88,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let with_split = if split.is_some() { ", split inference at /split/v1" } else { "" };
+    let with_split = if split.is_some() {
+        ", split inference at /split/v1"
+    } else {
+        ""
+    };
     kestrel_server::run_with(engine, cfg, split, |addr| {
         eprintln!(
             "kestrel serve: listening on http://{addr} (model {model_id}, {parallel} parallel sequences of {n_ctx} tokens, {threads} threads{with_split})"

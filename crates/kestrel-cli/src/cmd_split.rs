@@ -19,7 +19,11 @@ pub struct SplitArgs {
     #[arg(long = "split-wire", default_value = "f32", value_parser = ["f32", "f16", "q8"], requires = "split_remote")]
     pub split_wire: String,
     /// Go local when the server takes longer than this to connect or answer a step
-    #[arg(long = "split-timeout-ms", default_value_t = 5000, requires = "split_remote")]
+    #[arg(
+        long = "split-timeout-ms",
+        default_value_t = 5000,
+        requires = "split_remote"
+    )]
     pub split_timeout_ms: u64,
     /// Ask only for the N largest logits (0: the whole row, which every sampler needs to be exact)
     #[arg(long = "split-top-k", default_value_t = 0, requires = "split_remote")]
@@ -47,7 +51,10 @@ pub fn generate(
     let k = a
         .split_layer
         .context("--split-remote needs --split-layer K (see `kestrel plan-split`)")?;
-    anyhow::ensure!(a.split_timeout_ms > 0, "--split-timeout-ms must be positive");
+    anyhow::ensure!(
+        a.split_timeout_ms > 0,
+        "--split-timeout-ms must be positive"
+    );
     let cfg = SplitConfig {
         remote: remote.clone(),
         k,
@@ -85,7 +92,6 @@ pub fn generate(
     });
     Ok((g, Some(meta)))
 }
-
 
 /// One line for stderr: where the layers ran and what crossed the wire.
 pub fn summary(m: &serde_json::Value) -> String {

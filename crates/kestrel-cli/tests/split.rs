@@ -53,7 +53,10 @@ fn split_meta(v: &Value) -> &Value {
 
 #[track_caller]
 fn same_output(got: &Value, want: &Value) {
-    assert_eq!(got["tokens"], want["tokens"], "tokens differ from the plain run");
+    assert_eq!(
+        got["tokens"], want["tokens"],
+        "tokens differ from the plain run"
+    );
     assert_eq!(got["text"], want["text"], "text differs from the plain run");
 }
 
@@ -65,7 +68,17 @@ fn f32_split_run_equals_plain_run() {
     assert_eq!(plain["tokens"].as_array().map(|t| t.len()), Some(24));
     for k in ["1", "15", "29"] {
         let url = server.url();
-        let v = run_json(&m, &["--split-remote", &url, "--split-layer", k, "--split-wire", "f32"]);
+        let v = run_json(
+            &m,
+            &[
+                "--split-remote",
+                &url,
+                "--split-layer",
+                k,
+                "--split-wire",
+                "f32",
+            ],
+        );
         same_output(&v, &plain);
         let s = split_meta(&v);
         assert_eq!(s["fell_back"], false, "k={k}: {s}");
@@ -79,7 +92,10 @@ fn f32_split_run_equals_plain_run() {
     // Small micro-batches: the prompt crosses in several steps, the server runs the same ones.
     let plain8 = run_json(&m, &["-b", "8"]);
     let url = server.url();
-    let v = run_json(&m, &["-b", "8", "--split-remote", &url, "--split-layer", "7"]);
+    let v = run_json(
+        &m,
+        &["-b", "8", "--split-remote", &url, "--split-layer", "7"],
+    );
     same_output(&v, &plain8);
     assert_eq!(split_meta(&v)["fell_back"], false);
 }
@@ -103,13 +119,23 @@ fn unreachable_server_runs_on_the_device_from_the_start() {
     assert_eq!(s["tokens_before_fallback"], 0, "{s}");
     assert_eq!(s["remote_steps"], 0, "{s}");
     // The log says so too.
-    let out = common::kestrel(&run_args(&m, &["--split-remote", &url, "--split-layer", "10"])).ok();
+    let out = common::kestrel(&run_args(
+        &m,
+        &["--split-remote", &url, "--split-layer", "10"],
+    ))
+    .ok();
     assert!(out.stderr.contains("no split server"), "{}", out.stderr);
 }
 
 /// Run `kestrel run` (streaming, not --json) through `via`, call `cut` once at least
 /// `after` bytes of the answer have been printed, and return stdout and stderr.
-fn run_and_cut(model: &Path, via: &str, extra: &[&str], after: usize, cut: impl FnOnce()) -> (String, String) {
+fn run_and_cut(
+    model: &Path,
+    via: &str,
+    extra: &[&str],
+    after: usize,
+    cut: impl FnOnce(),
+) -> (String, String) {
     let mut args = run_args(model, &["--split-remote", via, "--split-layer", "12"]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_kestrel"))
@@ -139,7 +165,10 @@ fn run_and_cut(model: &Path, via: &str, extra: &[&str], after: usize, cut: impl 
     });
     let t0 = Instant::now();
     while got.lock().unwrap().len() < after {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no output from kestrel run");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no output from kestrel run"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     cut();
@@ -171,9 +200,15 @@ fn server_killed_mid_generation_device_finishes_alone() {
     let target = server.addr.parse().unwrap();
     let px = proxy::Proxy::start("127.0.0.1:0", target, Duration::from_millis(10)).unwrap();
     let (stdout, stderr) = run_and_cut(&m, &px.url(), &[], 12, || server.kill());
-    assert_eq!(stdout, want, "answer after the server died differs:\n{stderr}");
+    assert_eq!(
+        stdout, want,
+        "answer after the server died differs:\n{stderr}"
+    );
     let n = fallback_tokens(&stderr);
-    assert!((1..24).contains(&n), "fell back after {n} tokens:\n{stderr}");
+    assert!(
+        (1..24).contains(&n),
+        "fell back after {n} tokens:\n{stderr}"
+    );
     assert!(stderr.contains("continuing on this device"), "{stderr}");
 }
 
@@ -192,8 +227,14 @@ fn stalled_server_past_the_timeout_device_finishes_alone() {
     });
     assert_eq!(stdout, want, "answer after the stall differs:\n{stderr}");
     let n = fallback_tokens(&stderr);
-    assert!((1..24).contains(&n), "fell back after {n} tokens:\n{stderr}");
-    assert!(stderr.contains("timed out") || stderr.contains("timeout"), "{stderr}");
+    assert!(
+        (1..24).contains(&n),
+        "fell back after {n} tokens:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("timed out") || stderr.contains("timeout"),
+        "{stderr}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(30));
 }
 
@@ -215,12 +256,24 @@ fn server_with_another_model_is_refused_and_the_device_runs_alone() {
 #[test]
 fn bad_split_options_are_clear_errors() {
     let m = require_model!(SMOLLM2);
-    let err = common::kestrel(&run_args(&m, &["--split-remote", "http://127.0.0.1:9", "--split-layer", "30"]))
-        .fails_cleanly();
+    let err = common::kestrel(&run_args(
+        &m,
+        &[
+            "--split-remote",
+            "http://127.0.0.1:9",
+            "--split-layer",
+            "30",
+        ],
+    ))
+    .fails_cleanly();
     assert!(err.contains("outside 1..30"), "{err}");
-    let err = common::kestrel(&run_args(&m, &["--split-remote", "http://127.0.0.1:9"])).fails_cleanly();
+    let err =
+        common::kestrel(&run_args(&m, &["--split-remote", "http://127.0.0.1:9"])).fails_cleanly();
     assert!(err.contains("--split-layer"), "{err}");
-    let err = common::kestrel(&run_args(&m, &["--split-remote", "ftp://x", "--split-layer", "3"]))
-        .fails_cleanly();
+    let err = common::kestrel(&run_args(
+        &m,
+        &["--split-remote", "ftp://x", "--split-layer", "3"],
+    ))
+    .fails_cleanly();
     assert!(err.contains("http://"), "{err}");
 }

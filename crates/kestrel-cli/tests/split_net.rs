@@ -27,7 +27,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const PROMPT: &str = "<|im_start|>user\nName three rivers in Europe.<|im_end|>\n<|im_start|>assistant\n";
+const PROMPT: &str =
+    "<|im_start|>user\nName three rivers in Europe.<|im_end|>\n<|im_start|>assistant\n";
 const N_GEN: usize = 32;
 /// The link the planner is told about: veth and loopback move bytes far faster than the
 /// model computes, so the RTT dominates the wire time.
@@ -44,7 +45,12 @@ enum Net {
 impl Net {
     fn device_prefix(&self) -> Vec<String> {
         match self {
-            Net::Namespaces(p) => vec!["ip".into(), "netns".into(), "exec".into(), p.device_ns.clone()],
+            Net::Namespaces(p) => vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                p.device_ns.clone(),
+            ],
             Net::Loopback => vec![],
         }
     }
@@ -63,8 +69,18 @@ impl ProxyProcess {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(exe)
-            .args(["--ignored", "--exact", "proxy_process", "--nocapture", "--test-threads", "1"])
-            .env("KESTREL_SPLIT_PROXY", format!("{listen_ip}:0 {target} {delay_ms}"))
+            .args([
+                "--ignored",
+                "--exact",
+                "proxy_process",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(
+                "KESTREL_SPLIT_PROXY",
+                format!("{listen_ip}:0 {target} {delay_ms}"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -139,13 +155,31 @@ fn device_run(net: &Net, model: &Path, extra: &[&str]) -> Value {
     };
     let n = N_GEN.to_string();
     args.extend(
-        ["run", "-m", &path_str(model), "-t", THREADS, "-p", PROMPT, "-n", &n]
+        [
+            "run",
+            "-m",
+            &path_str(model),
+            "-t",
+            THREADS,
+            "-p",
+            PROMPT,
+            "-n",
+            &n,
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    args.extend(
+        ["--temp", "0", "--ignore-eos", "--json"]
             .iter()
             .map(|s| s.to_string()),
     );
-    args.extend(["--temp", "0", "--ignore-eos", "--json"].iter().map(|s| s.to_string()));
     args.extend(extra.iter().map(|s| s.to_string()));
-    let out = Command::new(&prog).args(&args).stdin(Stdio::null()).output().unwrap();
+    let out = Command::new(&prog)
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -166,8 +200,20 @@ fn ms_per_token(v: &Value) -> f64 {
 fn predicted(model: &Path, profile: &Path, rtt: f64, k: usize, wire: &str) -> f64 {
     let p = path_str(profile);
     let out = common::kestrel(&[
-        "plan-split", "-m", &path_str(model), "-t", THREADS, "--bandwidth", BANDWIDTH,
-        "--rtt", &rtt.to_string(), "--device-profile", &p, "--server-profile", &p, "--json",
+        "plan-split",
+        "-m",
+        &path_str(model),
+        "-t",
+        THREADS,
+        "--bandwidth",
+        BANDWIDTH,
+        "--rtt",
+        &rtt.to_string(),
+        "--device-profile",
+        &p,
+        "--server-profile",
+        &p,
+        "--json",
     ])
     .ok()
     .json();
@@ -195,8 +241,20 @@ fn split_across_namespaces_matches_the_planner() {
     let dir = TempDir::new("split-net");
     let profile = dir.0.join("profile.json");
     common::kestrel(&[
-        "plan-split", "-m", &path_str(&m), "-t", THREADS, "--bandwidth", BANDWIDTH, "--rtt", "0",
-        "--reps", "5", "--write-profile", &path_str(&profile), "--json",
+        "plan-split",
+        "-m",
+        &path_str(&m),
+        "-t",
+        THREADS,
+        "--bandwidth",
+        BANDWIDTH,
+        "--rtt",
+        "0",
+        "--reps",
+        "5",
+        "--write-profile",
+        &path_str(&profile),
+        "--json",
     ])
     .ok();
 
@@ -208,7 +266,11 @@ fn split_across_namespaces_matches_the_planner() {
     let plain = device_run(&net, &m, &[]);
     let bench = std::env::var("KESTREL_SPLIT_BENCH").as_deref() == Ok("1");
     let ks: &[usize] = if bench { &[4, 15, 26] } else { &[15] };
-    let wires: &[&str] = if bench { &["f32", "f16", "q8"] } else { &["f16"] };
+    let wires: &[&str] = if bench {
+        &["f32", "f16", "q8"]
+    } else {
+        &["f16"]
+    };
 
     println!("| RTT ms | delay by | k | wire | sent B/position | received B/step | measured ms/token | predicted ms/token |");
     println!("|---:|---|---:|---|---:|---:|---:|---:|");
@@ -230,7 +292,9 @@ fn split_across_namespaces_matches_the_planner() {
                 }
                 Err(e) => {
                     if let Net::Namespaces(_) = &net {
-                        eprintln!("note: tc netem unavailable ({e}); delaying with a user-space proxy");
+                        eprintln!(
+                            "note: tc netem unavailable ({e}); delaying with a user-space proxy"
+                        );
                     }
                     how = "proxy";
                     let p = match &net {
@@ -254,7 +318,18 @@ fn split_across_namespaces_matches_the_planner() {
         };
         for &k in ks {
             for &w in wires {
-                let v = device_run(&net, &m, &["--split-remote", &url, "--split-layer", &k.to_string(), "--split-wire", w]);
+                let v = device_run(
+                    &net,
+                    &m,
+                    &[
+                        "--split-remote",
+                        &url,
+                        "--split-layer",
+                        &k.to_string(),
+                        "--split-wire",
+                        w,
+                    ],
+                );
                 let s = &v["split"];
                 assert_eq!(s["fell_back"], false, "{s}");
                 if w == "f32" || !bench {
@@ -268,7 +343,9 @@ fn split_across_namespaces_matches_the_planner() {
                 let down = s["bytes_received"].as_f64().unwrap() / steps;
                 let got = ms_per_token(&v);
                 let want = predicted(&m, &profile, rtt as f64, k, w);
-                println!("| {rtt} | {how} | {k} | {w} | {up:.0} | {down:.0} | {got:.1} | {want:.1} |");
+                println!(
+                    "| {rtt} | {how} | {k} | {w} | {up:.0} | {down:.0} | {got:.1} | {want:.1} |"
+                );
                 assert!(
                     got < 3.0 * want && got > want / 3.0,
                     "RTT {rtt} ms, k={k} {w}: measured {got:.1} ms/token, predicted {want:.1}"

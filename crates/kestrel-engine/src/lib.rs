@@ -245,7 +245,15 @@ impl Engine {
     ) -> Result<Generation> {
         let (t0, timings) = self.eval_prompt(seq, prompt, params)?;
         let mut st = SeqStepper { engine: self, seq };
-        decode::decode(&self.tokenizer, &mut st, prompt, params, t0, timings, on_text)
+        decode::decode(
+            &self.tokenizer,
+            &mut st,
+            prompt,
+            params,
+            t0,
+            timings,
+            on_text,
+        )
     }
 }
 

@@ -85,9 +85,8 @@ impl WireFormat {
                     let scale = f16_row_scale(row);
                     out.extend_from_slice(&scale.to_le_bytes());
                     let inv = 1.0 / scale;
-                    row.iter().for_each(|v| {
-                        out.extend_from_slice(&f16::from_f32(v * inv).to_le_bytes())
-                    });
+                    row.iter()
+                        .for_each(|v| out.extend_from_slice(&f16::from_f32(v * inv).to_le_bytes()));
                 }
             }
             WireFormat::Q8 => {

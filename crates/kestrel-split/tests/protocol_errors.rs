@@ -87,22 +87,43 @@ fn bad_requests_get_clear_refusals() {
         Ok(Reply::Error {
             code: ErrorCode::VersionMismatch,
             message,
-        }) => assert!(message.contains(&format!("version {}", VERSION + 1)), "{message}"),
+        }) => assert!(
+            message.contains(&format!("version {}", VERSION + 1)),
+            "{message}"
+        ),
         other => panic!("wanted a version refusal, got {other:?}"),
     }
     // And a device reading a reply of another version says so.
     let mut reply = Reply::Closed.encode();
     reply[4..6].copy_from_slice(&(VERSION + 1).to_le_bytes());
-    assert!(matches!(Reply::decode(&reply), Err(SplitError::Version { .. })));
+    assert!(matches!(
+        Reply::decode(&reply),
+        Err(SplitError::Version { .. })
+    ));
 
     // Garbage.
     let (status, r) = post_raw(&url, b"GET / HTTP/1.1".to_vec());
     assert_eq!(status, 400);
-    assert!(matches!(r, Ok(Reply::Error { code: ErrorCode::Malformed, .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Ok(Reply::Error {
+                code: ErrorCode::Malformed,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 
     // A real session: a step at the wrong position, a payload of the wrong size, then a
     // second session beyond max_sessions.
-    let Reply::Opened { session, n_layer, n_embd, .. } = c.call(&open_req(fp, 5)).unwrap() else {
+    let Reply::Opened {
+        session,
+        n_layer,
+        n_embd,
+        ..
+    } = c.call(&open_req(fp, 5)).unwrap()
+    else {
         panic!("open failed")
     };
     assert_eq!((n_layer, n_embd), (30, 576));
@@ -114,7 +135,9 @@ fn bad_requests_get_clear_refusals() {
     }
     refused(c.call(&short), ErrorCode::Malformed);
     refused(c.call(&open_req(fp, 5)), ErrorCode::Busy);
-    assert!(matches!(c.call(&step(session, 0)), Ok(Reply::Logits(l)) if l.len() == e.model.hparams().n_vocab));
+    assert!(
+        matches!(c.call(&step(session, 0)), Ok(Reply::Logits(l)) if l.len() == e.model.hparams().n_vocab)
+    );
 
     // Idle past the limit: the session expires and is then unknown.
     std::thread::sleep(Duration::from_millis(2200));
@@ -125,9 +148,13 @@ fn bad_requests_get_clear_refusals() {
 
 #[test]
 fn a_device_with_another_model_falls_back_with_the_reason() {
-    let Some(dev) = engine(SMOLLM2, 1) else { return };
+    let Some(dev) = engine(SMOLLM2, 1) else {
+        return;
+    };
     let Some(_) = model_path(GEMMA3) else { return };
-    let Some(other) = engine(GEMMA3, 1) else { return };
+    let Some(other) = engine(GEMMA3, 1) else {
+        return;
+    };
     let srv = common::server(&other, 1);
     let cfg = kestrel_split::SplitConfig {
         remote: srv.url(),

@@ -53,7 +53,14 @@ impl NetnsPair {
         ip(&["netns", "add", &self.server_ns])?;
         ip(&["netns", "add", &self.device_ns])?;
         ip(&[
-            "link", "add", &self.server_if, "type", "veth", "peer", "name", &self.device_if,
+            "link",
+            "add",
+            &self.server_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.device_if,
         ])?;
         for (ns, dev, addr) in [
             (&self.server_ns, &self.server_if, &self.server_ip),
@@ -69,9 +76,14 @@ impl NetnsPair {
 
     /// Add `ms` of delay on both veth ends (an RTT of 2 x ms) with `tc netem`.
     pub fn netem_delay(&self, ms: u32) -> Result<(), String> {
-        for (ns, dev) in [(&self.server_ns, &self.server_if), (&self.device_ns, &self.device_if)] {
+        for (ns, dev) in [
+            (&self.server_ns, &self.server_if),
+            (&self.device_ns, &self.device_if),
+        ] {
             let out = Command::new("ip")
-                .args(["netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root"])
+                .args([
+                    "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root",
+                ])
                 .args(["netem", "delay", &format!("{ms}ms")])
                 .output()
                 .map_err(|e| format!("tc: {e}"))?;

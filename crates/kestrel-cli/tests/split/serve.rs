@@ -26,7 +26,16 @@ impl SplitServe {
         let mut child = cmd
             .args(["serve", "-m"])
             .arg(model)
-            .args(["-t", threads, "--host", host, "--port", "0", "--parallel", "2"])
+            .args([
+                "-t",
+                threads,
+                "--host",
+                host,
+                "--port",
+                "0",
+                "--parallel",
+                "2",
+            ])
             .args(["--ctx", "512", "--split-server"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -41,7 +50,10 @@ impl SplitServe {
                 _ => panic!("kestrel serve --split-server exited before listening:\n{seen}"),
             };
             if let Some(rest) = line.split("listening on http://").nth(1) {
-                assert!(line.contains("/split/v1"), "no split route announced: {line}");
+                assert!(
+                    line.contains("/split/v1"),
+                    "no split route announced: {line}"
+                );
                 break rest.split_whitespace().next().expect("address").to_string();
             }
             seen.push_str(&line);
