@@ -33,6 +33,8 @@ pub struct RunArgs {
     #[command(flatten)]
     spec: SpecArgs,
     #[command(flatten)]
+    split: crate::cmd_split::SplitArgs,
+    #[command(flatten)]
     verify: crate::run_verify::VerifyArgs,
 }
 
@@ -49,6 +51,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         anyhow::ensure!(
             a.route.route_remote.is_none(),
             "--verify-remote and --route-remote do not go together"
+        );
+        anyhow::ensure!(
+            a.split.split_remote.is_none(),
+            "--verify-remote and --split-remote do not go together"
         );
         let show = crate::run_verify::Show {
             json: a.json,
@@ -80,10 +86,30 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         true
     };
+    let split_on = a.split.split_remote.is_some();
+    anyhow::ensure!(
+        !(split_on && spec.is_some()),
+        "--split-remote cannot be combined with speculative decoding (--draft-*)"
+    );
+    let mut split = None;
     let (g, stats) = match spec.as_mut() {
         Some(sp) => {
             let r = engine.generate_speculative(&mut seq, &prompt, &params, sp, &mut on_text)?;
             (r.generation, Some((sp.drafter.name(), r.stats)))
+        }
+        None if split_on => {
+            let batch = a.model.batch;
+            let (g, meta) = crate::cmd_split::generate(
+                &engine,
+                &a.split,
+                batch,
+                &mut seq,
+                &prompt,
+                &params,
+                &mut on_text,
+            )?;
+            split = meta;
+            (g, None)
         }
         None => (
             engine.generate(&mut seq, &prompt, &params, &mut on_text)?,
@@ -108,6 +134,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         });
         if let Some(d) = &route {
             v["routed"] = d.json();
+        }
+        if let Some(s) = split {
+            v["split"] = s;
         }
         writeln!(out, "{v}")?;
     } else {
@@ -136,6 +165,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         );
         if let Some(d) = &route {
             eprintln!("[{}]", d.log_line("prompt"));
+        }
+        if let Some(s) = &split {
+            eprintln!("{}", crate::cmd_split::summary(s));
         }
     }
     Ok(())

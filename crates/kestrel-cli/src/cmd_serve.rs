@@ -32,6 +32,13 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 above)
     #[arg(long = "max-body", default_value_t = 4 << 20)]
     max_body: usize,
+    /// Also serve split inference at /split/v1: layers K.. for `kestrel run --split-remote`
+    /// (at most --parallel split sessions of --ctx positions)
+    #[arg(long = "split-server")]
+    split_server: bool,
+    /// Drop a split session after this many idle seconds
+    #[arg(long = "split-idle", default_value_t = 120)]
+    split_idle: u64,
     #[command(flatten)]
     route: crate::route_args::RouteArgs,
     /// POST /v1/verify sessions open at once (each holds a KV cache of --ctx positions)
@@ -86,9 +93,27 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         spec,
     };
     let parallel = cfg.parallel;
-    kestrel_server::run(engine, cfg, |addr| {
+    let split = if a.split_server {
+        let scfg = kestrel_split::SplitServerConfig {
+            max_sessions: a.parallel,
+            idle: Duration::from_secs(a.split_idle.max(1)),
+            max_ctx: n_ctx,
+            max_batch: a.model.batch.max(1),
+            threads,
+            api_key: cfg.api_key.clone(),
+        };
+        Some(kestrel_split::server::router(engine.model.clone(), scfg)?)
+    } else {
+        None
+    };
+    let with_split = if split.is_some() {
+        ", split inference at /split/v1"
+    } else {
+        ""
+    };
+    kestrel_server::run_with(engine, cfg, split, |addr| {
         eprintln!(
-            "kestrel serve: listening on http://{addr} (model {model_id}, {parallel} parallel sequences of {n_ctx} tokens, {threads} threads)"
+            "kestrel serve: listening on http://{addr} (model {model_id}, {parallel} parallel sequences of {n_ctx} tokens, {threads} threads{with_split})"
         );
         if let Some(r) = &routing {
             eprintln!(

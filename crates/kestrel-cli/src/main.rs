@@ -1,5 +1,5 @@
 //! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve, convert, quantize,
-//! imatrix, kld, prune.
+//! imatrix, kld, prune, plan-split.
 
 mod bench_spec;
 mod cmd_bench;
@@ -15,6 +15,8 @@ mod cmd_quantize;
 mod cmd_quantize_budget;
 mod cmd_run;
 mod cmd_serve;
+mod cmd_split;
+mod cmd_plan_split;
 mod cmd_tokenize;
 mod models;
 mod route_args;
@@ -66,6 +68,8 @@ enum Cmd {
     Kld(cmd_kld::KldArgs),
     /// Prune the block matrices (magnitude or wanda; unstructured or N:M), or drop whole blocks / FFN channels.
     Prune(cmd_prune::PruneArgs),
+    /// Profile per-layer compute and pick the device/server split layer for a network.
+    PlanSplit(cmd_plan_split::PlanSplitArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -165,6 +169,7 @@ fn main() {
         Cmd::Imatrix(a) => cmd_imatrix::run(a),
         Cmd::Kld(a) => cmd_kld::run(a),
         Cmd::Prune(a) => cmd_prune::run(a),
+        Cmd::PlanSplit(a) => cmd_plan_split::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");

@@ -2,6 +2,7 @@
 //! loop (prefix reuse, sampling, stop strings, streaming, timings).
 
 pub mod bench;
+pub mod decode;
 mod error;
 pub mod eval;
 pub mod speculative;
@@ -13,11 +14,9 @@ pub use kestrel_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer}
 
 use kestrel_gguf::GgufFile;
 use kestrel_kernels::ThreadPool;
-use kestrel_model::Sampler;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-use stop::{StopMatcher, StopStep};
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -211,17 +210,7 @@ impl Engine {
         prompt: &[u32],
         params: &GenParams,
     ) -> Result<(Instant, Timings)> {
-        params.sampler.validate().map_err(EngineError::Sampling)?;
-        if prompt.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        let n_ctx = seq.session.n_ctx();
-        if prompt.len() >= n_ctx {
-            return Err(EngineError::PromptTooLong {
-                prompt: prompt.len(),
-                n_ctx,
-            });
-        }
+        decode::check_request(params, prompt, seq.session.n_ctx())?;
         let t0 = Instant::now();
         let mut common = seq
             .tokens
@@ -254,72 +243,41 @@ impl Engine {
         params: &GenParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
-        let (t0, mut timings) = self.eval_prompt(seq, prompt, params)?;
-        let n_ctx = seq.session.n_ctx();
-
-        let mut sampler = Sampler::new(params.sampler.clone());
-        let window = params.sampler.repeat_last_n.min(prompt.len());
-        for &t in &prompt[prompt.len() - window..] {
-            sampler.accept(t);
-        }
-        let mut decoder = StreamDecoder::new();
-        let mut stops = StopMatcher::new(&params.stop);
-        let mut text = String::new();
-        let mut tokens = Vec::new();
-        let mut t_first = None;
-        let reason = loop {
-            if tokens.len() >= params.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            let tok = sampler.sample(seq.session.last_logits());
-            if t_first.is_none() {
-                t_first = Some(Instant::now());
-                timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
-            }
-            if self.tokenizer.is_eog(tok) && !params.ignore_eos {
-                break StopReason::Eos;
-            }
-            sampler.accept(tok);
-            tokens.push(tok);
-            let piece = decoder.push(&self.tokenizer, tok);
-            let (emit, stopped) = match stops.push(&piece) {
-                StopStep::Emit(t) => (t, false),
-                StopStep::Stop(t) => (t, true),
-            };
-            text.push_str(&emit);
-            if !emit.is_empty() && !on_text(&emit) {
-                break StopReason::Cancelled;
-            }
-            if stopped {
-                break StopReason::StopString;
-            }
-            if tokens.len() >= params.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            if seq.session.n_past() >= n_ctx {
-                break StopReason::ContextFull;
-            }
-            self.model
-                .forward(&mut seq.session, &self.pool, &[tok], 0)?;
-            seq.tokens.push(tok);
-        };
-        if !matches!(reason, StopReason::StopString | StopReason::Cancelled) {
-            let mut rest = decoder.finish();
-            rest.push_str(&stops.finish());
-            if !rest.is_empty() {
-                text.push_str(&rest);
-                on_text(&rest);
-            }
-        }
-        timings.n_gen = tokens.len();
-        if let Some(t1) = t_first {
-            timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
-        }
-        Ok(Generation {
-            text,
-            tokens,
-            stop_reason: reason,
+        let (t0, timings) = self.eval_prompt(seq, prompt, params)?;
+        let mut st = SeqStepper { engine: self, seq };
+        decode::decode(
+            &self.tokenizer,
+            &mut st,
+            prompt,
+            params,
+            t0,
             timings,
-        })
+            on_text,
+        )
+    }
+}
+
+/// `Engine::generate`'s [`decode::Stepper`]: one local forward pass per token.
+struct SeqStepper<'a> {
+    engine: &'a Engine,
+    seq: &'a mut Sequence,
+}
+
+impl decode::Stepper for SeqStepper<'_> {
+    type Error = EngineError;
+
+    fn logits(&self) -> &[f32] {
+        self.seq.session.last_logits()
+    }
+
+    fn is_full(&self) -> bool {
+        self.seq.session.n_past() >= self.seq.session.n_ctx()
+    }
+
+    fn feed(&mut self, tok: u32) -> Result<()> {
+        let e = self.engine;
+        e.model.forward(&mut self.seq.session, &e.pool, &[tok], 0)?;
+        self.seq.tokens.push(tok);
+        Ok(())
     }
 }

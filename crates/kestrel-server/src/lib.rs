@@ -52,6 +52,17 @@ pub fn run(
     cfg: ServerConfig,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    run_with(engine, cfg, None, on_listen)
+}
+
+/// [`run`] with more routes merged in (the split-inference route of `--split-server`); they
+/// bring their own authentication and body limit.
+pub fn run_with(
+    engine: Engine,
+    cfg: ServerConfig,
+    extra: Option<axum::Router>,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
     if cfg.parallel == 0 {
         return Err(ServerError::Config("--parallel must be at least 1".into()));
     }
@@ -90,7 +101,10 @@ pub fn run(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     });
-    let app = routes::router(state, cfg.max_body);
+    let mut app = routes::router(state, cfg.max_body);
+    if let Some(extra) = extra {
+        app = app.merge(extra);
+    }
     // HTTP work is light next to inference: two runtime threads are plenty.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

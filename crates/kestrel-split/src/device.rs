@@ -23,6 +23,8 @@ pub struct SplitConfig {
     /// Longest wait for connecting and for each reply before going local.
     pub timeout: Duration,
     pub api_key: Option<String>,
+    /// Told, as it happens, when the device goes local and why (the CLI logs it to stderr).
+    pub on_event: Option<fn(&str)>,
 }
 
 /// What happened on the wire, for `--json` metadata and logs.
@@ -92,6 +94,8 @@ impl<'a> SplitDevice<'a> {
         };
         match d.connect(n_ctx) {
             Ok(r) => d.remote = Some(r),
+            // A bad URL is the user's mistake, not a server failure.
+            Err(e @ SplitError::Invalid(_)) => return Err(e),
             Err(e) => d.go_local(e)?,
         }
         Ok(d)
@@ -120,6 +124,11 @@ impl<'a> SplitDevice<'a> {
 
     pub fn n_past(&self) -> usize {
         self.session.n_past()
+    }
+
+    /// The logits after the last token fed.
+    pub fn last_logits(&self) -> &[f32] {
+        &self.logits
     }
 
     /// Append `tokens` and return the logits after the last one. Steps carry at most
@@ -247,6 +256,17 @@ impl<'a> SplitDevice<'a> {
         self.history = Vec::new();
         self.steps = Vec::new();
         self.stats.rebuild_ms = t0.elapsed().as_secs_f64() * 1e3;
+        if let Some(f) = self.cfg.on_event {
+            f(&if at == 0 {
+                format!("no split server ({why}); running every layer on this device")
+            } else {
+                format!(
+                    "server lost at position {at} ({why}); continuing on this device \
+                     (rebuilt layers {k}..{n_layer} for {at} positions in {:.0} ms)",
+                    self.stats.rebuild_ms
+                )
+            });
+        }
         Ok(())
     }
 

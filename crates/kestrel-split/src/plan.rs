@@ -238,7 +238,8 @@ mod tests {
         let q = c.iter().find(|p| p.k == 2 && p.wire == "f16").unwrap();
         assert_eq!(q.device_ms, 3.5);
         assert_eq!(q.server_ms, 7.0);
-        let bytes = (200 + 24 + 128) + (200 + 11 + 400);
+        // f16: a 4-byte row scale and 64 halves.
+        let bytes = (200 + 24 + 4 + 128) + (200 + 11 + 400);
         assert!((q.wire_ms - (10.0 + bytes as f64 / 1000.0)).abs() < 1e-9);
         assert!((q.total_ms - (3.5 + 7.0 + q.wire_ms)).abs() < 1e-9);
     }

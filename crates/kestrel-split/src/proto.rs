@@ -7,7 +7,8 @@ use crate::wire::WireFormat;
 
 pub const ROUTE: &str = "/split/v1";
 pub const MAGIC: &[u8; 4] = b"KSPL";
-pub const VERSION: u16 = 1;
+/// 2: f16 rows carry a power-of-two scale.
+pub const VERSION: u16 = 2;
 
 /// Why the server refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -423,10 +424,10 @@ mod tests {
     #[test]
     fn bad_messages_are_errors() {
         let mut m = Request::Close { session: 1 }.encode();
-        m[4] = 2; // version 2
+        m[4..6].copy_from_slice(&1u16.to_le_bytes()); // version 1: unscaled f16 rows
         assert!(matches!(
             Request::decode(&m),
-            Err(SplitError::Version { got: 2, want: 1 })
+            Err(SplitError::Version { got: 1, want: 2 })
         ));
         let m = Request::Close { session: 1 }.encode();
         assert!(Request::decode(&m[..m.len() - 1]).is_err());

@@ -228,12 +228,11 @@ impl Worker {
                 format!("split layer {k} outside 1..{}", hp.n_layer),
             );
         }
-        let (n_ctx, n_batch) = (n_ctx as usize, n_batch as usize);
-        if n_ctx == 0 || n_ctx > self.cfg.max_ctx {
-            return refuse(
-                ErrorCode::Compute,
-                format!("context {n_ctx} outside 1..={}", self.cfg.max_ctx),
-            );
+        // A device with a longer context gets the server's; a step past it is refused and the
+        // device finishes alone.
+        let (n_ctx, n_batch) = ((n_ctx as usize).min(self.cfg.max_ctx), n_batch as usize);
+        if n_ctx == 0 {
+            return refuse(ErrorCode::Compute, "context of 0 positions");
         }
         if n_batch == 0 || n_batch > self.cfg.max_batch {
             return refuse(

@@ -1,12 +1,21 @@
 //! Activation codecs: how rows of hidden states travel. `f32` is exact; `f16` halves the
 //! bytes; `q8` keeps 8 bits per value with one f16 scale per block of 32 values of a row
 //! (the Q8_0 idea), so a row's outliers only cost precision inside their own block.
+//!
+//! `f16` rows carry a power-of-two scale (f32) first: residual streams can exceed f16's
+//! largest value (65504; gemma-3-270m's first position reaches ~1e5 from layer 8 on), which a
+//! plain cast turns into infinity. Dividing by a power of two keeps every value's f16
+//! precision and only costs 4 bytes a row.
 
 use crate::error::{Result, SplitError};
 use half::f16;
 
 /// Values per q8 block (the last block of a row may be shorter).
 pub const Q8_BLOCK: usize = 32;
+
+/// An f16 row whose largest magnitude is above this is scaled down by a power of two; the
+/// headroom below 65504 leaves room for the scaled values' rounding.
+const F16_SAFE: f32 = 32768.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireFormat {
@@ -60,7 +69,7 @@ impl WireFormat {
     pub fn row_bytes(self, n_embd: usize) -> usize {
         match self {
             WireFormat::F32 => 4 * n_embd,
-            WireFormat::F16 => 2 * n_embd,
+            WireFormat::F16 => 4 + 2 * n_embd,
             WireFormat::Q8 => n_embd + 2 * n_embd.div_ceil(Q8_BLOCK),
         }
     }
@@ -71,9 +80,15 @@ impl WireFormat {
             WireFormat::F32 => x
                 .iter()
                 .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-            WireFormat::F16 => x
-                .iter()
-                .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+            WireFormat::F16 => {
+                for row in x.chunks(n_embd.max(1)) {
+                    let scale = f16_row_scale(row);
+                    out.extend_from_slice(&scale.to_le_bytes());
+                    let inv = 1.0 / scale;
+                    row.iter()
+                        .for_each(|v| out.extend_from_slice(&f16::from_f32(v * inv).to_le_bytes()));
+                }
+            }
             WireFormat::Q8 => {
                 for row in x.chunks(n_embd.max(1)) {
                     for b in row.chunks(Q8_BLOCK) {
@@ -103,11 +118,19 @@ impl WireFormat {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
             ),
-            WireFormat::F16 => out.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
-            ),
+            WireFormat::F16 => {
+                for row in bytes.chunks(self.row_bytes(n_embd).max(1)) {
+                    let scale = f32::from_le_bytes([row[0], row[1], row[2], row[3]]);
+                    if !(scale.is_finite() && scale > 0.0) {
+                        return Err(SplitError::Malformed(format!("f16 row scale {scale}")));
+                    }
+                    out.extend(
+                        row[4..]
+                            .chunks_exact(2)
+                            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32() * scale),
+                    );
+                }
+            }
             WireFormat::Q8 => {
                 for row in bytes.chunks(self.row_bytes(n_embd).max(1)) {
                     let mut at = 0;
@@ -124,6 +147,15 @@ impl WireFormat {
         }
         Ok(out)
     }
+}
+
+/// The power of two that brings `row` under [`F16_SAFE`] (1 for ordinary rows).
+fn f16_row_scale(row: &[f32]) -> f32 {
+    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if !amax.is_finite() || amax <= F16_SAFE {
+        return 1.0;
+    }
+    (amax / F16_SAFE).log2().ceil().exp2()
 }
 
 fn encode_q8_block(b: &[f32], out: &mut Vec<u8>) {
@@ -172,11 +204,33 @@ mod tests {
         let x = rows(2, 640);
         let mut b = Vec::new();
         WireFormat::F16.encode(&x, 640, &mut b);
-        assert_eq!(b.len(), 2 * 2 * 640);
+        assert_eq!(b.len(), 2 * (4 + 2 * 640));
         let y = WireFormat::F16.decode(&b, 2, 640).unwrap();
         for (a, b) in x.iter().zip(&y) {
             assert!((a - b).abs() <= a.abs() * 1e-3 + 1e-7, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn f16_keeps_values_past_the_half_range() {
+        // A row like gemma-3's first position: one value past 65504, the rest ordinary.
+        let mut x = rows(2, 640);
+        x[3] = 103_772.4;
+        x[5] = -70_000.0;
+        x[640 + 7] = 65_504.0 * 7.5;
+        let mut b = Vec::new();
+        WireFormat::F16.encode(&x, 640, &mut b);
+        let y = WireFormat::F16.decode(&b, 2, 640).unwrap();
+        for (a, b) in x.iter().zip(&y) {
+            assert!(b.is_finite(), "{a} became {b}");
+            // Relative precision is kept down to the f16 subnormals of the scaled row.
+            assert!((a - b).abs() <= a.abs() * 1e-3 + 1e-3, "{a} vs {b}");
+        }
+        // A plain cast would have overflowed.
+        assert!(f16::from_f32(103_772.4).to_f32().is_infinite());
+        // A corrupt scale is an error, not a NaN row.
+        b[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(WireFormat::F16.decode(&b, 2, 640).is_err());
     }
 
     #[test]
@@ -205,7 +259,7 @@ mod tests {
     fn bytes_per_token() {
         // SmolLM2-135M (576) and Gemma-3-270M (640).
         assert_eq!(WireFormat::F32.row_bytes(576), 2304);
-        assert_eq!(WireFormat::F16.row_bytes(576), 1152);
+        assert_eq!(WireFormat::F16.row_bytes(576), 1156);
         assert_eq!(WireFormat::Q8.row_bytes(576), 612);
         assert_eq!(WireFormat::Q8.row_bytes(640), 680);
     }

@@ -37,6 +37,7 @@ fn cfg(url: &str, k: usize, wire: WireFormat) -> SplitConfig {
         reply: ReplyMode::Full,
         timeout: Duration::from_secs(30),
         api_key: None,
+        on_event: None,
     }
 }
 
@@ -113,8 +114,11 @@ fn check(file: &str) {
                 w.as_str(),
                 got.len()
             );
+            // f16 once cost gemma-3 a KLD of 0.3 at k=9 (a value past 65504 became
+            // infinity); with the row scale it is below 1e-2 everywhere.
+            let bound = if w == WireFormat::F16 { 0.05 } else { 0.2 };
             assert!(
-                mean.is_finite() && mean < 0.5,
+                mean.is_finite() && mean < bound,
                 "{} k={k}: KLD {mean}",
                 w.as_str()
             );
