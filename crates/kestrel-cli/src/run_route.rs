@@ -4,7 +4,6 @@
 //! prompt is reused), so with a fixed seed it starts with the very tokens the probe judged.
 
 use kestrel_engine::{Engine, GenParams, Sequence};
-use kestrel_model::Sampler;
 use kestrel_route::{
     Confidence, Decision, Policy, Reason, Remote, RemoteAnswer, RemoteKind, Target, TokenConfidence,
 };
@@ -77,11 +76,7 @@ fn probe(
         .model
         .forward(&mut seq.session, &engine.pool, prompt, prompt.len() - 1)?;
     seq.tokens.extend_from_slice(prompt);
-    let mut sampler = Sampler::new(params.sampler.clone());
-    let window = params.sampler.repeat_last_n.min(prompt.len());
-    for &t in &prompt[prompt.len() - window..] {
-        sampler.accept(t);
-    }
+    let mut sampler = kestrel_engine::decode::primed_sampler(&params.sampler, prompt);
     for i in 0..n {
         let logits = seq.session.last_logits();
         conf.push(TokenConfidence::of_logits(logits));

@@ -116,15 +116,7 @@ pub fn prune_file(
     imatrix: Option<&Imatrix>,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<PruneReport> {
-    if let Pattern::Unstructured(s) = pattern {
-        if !(0.0..1.0).contains(&s) {
-            return Err(CompressError::Invalid(format!(
-                "sparsity must be in [0, 1), got {s}"
-            )));
-        }
-    }
-    check_output(input, output)?;
-    let g = GgufFile::open(input)?;
+    let g = open_for_pruning(input, output, pattern)?;
     if method == PruneMethod::Wanda {
         match imatrix {
             None => {
@@ -136,7 +128,58 @@ pub fn prune_file(
             Some(im) => im.check_against(&g)?,
         }
     }
-    let mut w = writer_with_metadata(&g);
+    let mut score = Vec::new();
+    prune_tensors(&g, output, progress, &mut |t, x| {
+        let cols = t.row_len();
+        let norms: Option<Vec<f32>> = match method {
+            PruneMethod::Magnitude => None,
+            PruneMethod::Wanda => {
+                let e = imatrix
+                    .and_then(|im| im.entries.get(&t.name))
+                    .ok_or_else(|| {
+                        CompressError::Invalid(format!(
+                            "the importance matrix has no entry for {}",
+                            t.name
+                        ))
+                    })?;
+                Some(e.sum2.iter().map(|v| v.max(0.0).sqrt()).collect())
+            }
+        };
+        score.resize(cols, 0.0);
+        for row in x.chunks_exact_mut(cols) {
+            for (j, s) in score.iter_mut().enumerate() {
+                *s = row[j].abs() * norms.as_ref().map_or(1.0, |n| n[j]);
+            }
+            prune_row(row, &score, pattern);
+        }
+        Ok(())
+    })
+}
+
+/// The checks every pruning method makes before its work: a sparsity in [0, 1), an output
+/// path that does not exist yet; then the input, opened.
+pub(crate) fn open_for_pruning(input: &Path, output: &Path, pattern: Pattern) -> Result<GgufFile> {
+    if let Pattern::Unstructured(s) = pattern {
+        if !(0.0..1.0).contains(&s) {
+            return Err(CompressError::Invalid(format!(
+                "sparsity must be in [0, 1), got {s}"
+            )));
+        }
+    }
+    check_output(input, output)?;
+    Ok(GgufFile::open(input)?)
+}
+
+/// Writes `g` to `output` with every prunable block matrix passed through `prune` as f32
+/// rows (the other tensors are copied as they are); counts the zeros. The matrices must be
+/// float: pruning comes before quantization.
+pub(crate) fn prune_tensors(
+    g: &GgufFile,
+    output: &Path,
+    progress: &mut dyn FnMut(usize, usize, &str),
+    prune: &mut dyn FnMut(&TensorInfo, &mut [f32]) -> Result<()>,
+) -> Result<PruneReport> {
+    let mut w = writer_with_metadata(g);
     let mut rep = PruneReport {
         pruned_tensors: 0,
         weights: 0,
@@ -163,33 +206,12 @@ pub fn prune_file(
                 ),
             });
         }
-        let mut x = tensor_f32(&g, t)?;
-        let cols = t.row_len();
-        let norms: Option<Vec<f32>> = match method {
-            PruneMethod::Magnitude => None,
-            PruneMethod::Wanda => {
-                let e = imatrix
-                    .and_then(|im| im.entries.get(&t.name))
-                    .ok_or_else(|| {
-                        CompressError::Invalid(format!(
-                            "the importance matrix has no entry for {}",
-                            t.name
-                        ))
-                    })?;
-                Some(e.sum2.iter().map(|v| v.max(0.0).sqrt()).collect())
-            }
-        };
-        let mut score = vec![0.0f32; cols];
-        for row in x.chunks_exact_mut(cols) {
-            for (j, s) in score.iter_mut().enumerate() {
-                *s = row[j].abs() * norms.as_ref().map_or(1.0, |n| n[j]);
-            }
-            prune_row(row, &score, pattern);
-        }
+        let mut x = tensor_f32(g, t)?;
+        prune(t, &mut x)?;
         rep.pruned_tensors += 1;
         rep.weights += x.len() as u64;
         rep.zeros += x.iter().filter(|v| **v == 0.0).count() as u64;
-        let data = quantize_rows(t.ty, &x, cols, None, 1)?;
+        let data = quantize_rows(t.ty, &x, t.row_len(), None, 1)?;
         w.add_tensor(t.name.clone(), t.dims.clone(), t.ty, data)?;
         progress(i + 1, total, &t.name);
     }

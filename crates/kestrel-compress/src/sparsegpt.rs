@@ -9,11 +9,8 @@
 //! ends with the requested sparsity.
 
 use crate::gptq::{self, Factor, Hessians};
-use crate::io::{check_output, finish, tensor_f32, writer_with_metadata};
-use crate::prune::{prunable, prune_row, Pattern, PruneReport};
-use crate::quantize::quantize_rows;
+use crate::prune::{open_for_pruning, prune_row, prune_tensors, Pattern, PruneReport};
 use crate::{CompressError, Result};
-use kestrel_gguf::GgufFile;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -90,48 +87,13 @@ pub fn sparsegpt_file(
     threads: usize,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<PruneReport> {
-    if let Pattern::Unstructured(s) = pattern {
-        if !(0.0..1.0).contains(&s) {
-            return Err(CompressError::Invalid(format!(
-                "sparsity must be in [0, 1), got {s}"
-            )));
-        }
-    }
-    check_output(input, output)?;
-    let g = GgufFile::open(input)?;
-    let mut w = writer_with_metadata(&g);
-    let mut rep = PruneReport {
-        pruned_tensors: 0,
-        weights: 0,
-        zeros: 0,
-    };
+    let g = open_for_pruning(input, output, pattern)?;
     // Factors are shared by the matrices of one input (q/k/v, gate/up): kept for one block.
     let mut factors: HashMap<String, Factor> = HashMap::new();
-    let total = g.tensors().len();
-    for (i, t) in g.tensors().iter().enumerate() {
-        if !prunable(t) {
-            w.add_tensor(
-                t.name.clone(),
-                t.dims.clone(),
-                t.ty,
-                g.tensor_data(t).to_vec(),
-            )?;
-            progress(i + 1, total, &t.name);
-            continue;
-        }
-        if t.ty.block_size() != 1 {
-            return Err(CompressError::Tensor {
-                tensor: t.name.clone(),
-                why: format!(
-                    "stored as {}: prune a float model (kestrel convert --type f32 first), then quantize",
-                    t.ty
-                ),
-            });
-        }
-        let cols = t.row_len();
+    prune_tensors(&g, output, progress, &mut |t, x| {
         let h = hessians
             .get(&t.name)
-            .filter(|h| h.n == cols)
+            .filter(|h| h.n == t.row_len())
             .ok_or_else(|| CompressError::Tensor {
                 tensor: t.name.clone(),
                 why: "no calibration Hessian for its input".into(),
@@ -146,18 +108,9 @@ pub fn sparsegpt_file(
             })?;
             factors.insert(key.clone(), f);
         }
-        let mut x = tensor_f32(&g, t)?;
-        prune_matrix(&mut x, &factors[&key], pattern, threads);
-        rep.pruned_tensors += 1;
-        rep.weights += x.len() as u64;
-        rep.zeros += x.iter().filter(|v| **v == 0.0).count() as u64;
-        let data = quantize_rows(t.ty, &x, cols, None, 1)?;
-        w.add_tensor(t.name.clone(), t.dims.clone(), t.ty, data)?;
-        progress(i + 1, total, &t.name);
-    }
-    let ft = g.get_u32("general.file_type").unwrap_or(0);
-    finish(w, ft, output)?;
-    Ok(rep)
+        prune_matrix(x, &factors[&key], pattern, threads);
+        Ok(())
+    })
 }
 
 #[cfg(test)]

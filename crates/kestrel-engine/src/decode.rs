@@ -3,7 +3,7 @@
 //! split model. Sampling, end-of-generation, stop strings, streamed text (each piece once)
 //! and the generation timings live here only.
 
-use crate::stop::{StopMatcher, StopStep};
+use crate::output::Output;
 use crate::{EngineError, GenParams, Generation, StopReason, Timings, Tokenizer};
 use kestrel_model::{Sampler, SamplerConfig};
 use std::time::Instant;
@@ -56,13 +56,10 @@ pub fn decode<S: Stepper>(
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation, S::Error> {
     let mut sampler = primed_sampler(&params.sampler, prompt);
-    let mut decoder = crate::StreamDecoder::new();
-    let mut stops = StopMatcher::new(&params.stop);
-    let mut text = String::new();
-    let mut tokens = Vec::new();
+    let mut out = Output::new(params, on_text);
     let mut t_first = None;
     let reason = loop {
-        if tokens.len() >= params.max_tokens {
+        if out.tokens.len() >= params.max_tokens {
             break StopReason::MaxTokens;
         }
         let tok = sampler.sample(s.logits());
@@ -70,39 +67,15 @@ pub fn decode<S: Stepper>(
             t_first = Some(Instant::now());
             timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
         }
-        if tokenizer.is_eog(tok) && !params.ignore_eos {
-            break StopReason::Eos;
-        }
-        sampler.accept(tok);
-        tokens.push(tok);
-        let piece = decoder.push(tokenizer, tok);
-        let (emit, stopped) = match stops.push(&piece) {
-            StopStep::Emit(t) => (t, false),
-            StopStep::Stop(t) => (t, true),
-        };
-        text.push_str(&emit);
-        if !emit.is_empty() && !on_text(&emit) {
-            break StopReason::Cancelled;
-        }
-        if stopped {
-            break StopReason::StopString;
-        }
-        if tokens.len() >= params.max_tokens {
-            break StopReason::MaxTokens;
+        if let Some(r) = out.token(tokenizer, params, tok, Some(&mut sampler)) {
+            break r;
         }
         if s.is_full() {
             break StopReason::ContextFull;
         }
         s.feed(tok)?;
     };
-    if !matches!(reason, StopReason::StopString | StopReason::Cancelled) {
-        let mut rest = decoder.finish();
-        rest.push_str(&stops.finish());
-        if !rest.is_empty() {
-            text.push_str(&rest);
-            on_text(&rest);
-        }
-    }
+    let (text, tokens) = out.finish(reason);
     timings.n_gen = tokens.len();
     if let Some(t1) = t_first {
         timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod decode;
 mod error;
 pub mod eval;
+pub mod output;
 pub mod speculative;
 pub mod stop;
 

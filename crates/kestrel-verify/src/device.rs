@@ -7,9 +7,9 @@ use crate::client::VerifyClient;
 use crate::error::VerifyError;
 use crate::fingerprint::vocab_fingerprint;
 use crate::proto::{Prompt, VerifyRequest, VerifyResponse, Vocab};
+use kestrel_engine::output::Output;
 use kestrel_engine::speculative::{Draft, DraftCtx, DraftLength, DraftSampling, Drafter};
-use kestrel_engine::stop::{StopMatcher, StopStep};
-use kestrel_engine::{Engine, GenParams, StopReason, StreamDecoder};
+use kestrel_engine::{Engine, GenParams, StopReason};
 use kestrel_model::sampler::Rng;
 use kestrel_model::{Sampler, SamplerConfig};
 use std::time::Instant;
@@ -69,42 +69,6 @@ impl RemoteGeneration {
     }
 }
 
-/// The text side: end-of-generation, stop strings, the token limit and streaming.
-struct Output<'a> {
-    decoder: StreamDecoder,
-    stops: StopMatcher,
-    text: String,
-    tokens: Vec<u32>,
-    on_text: &'a mut dyn FnMut(&str) -> bool,
-}
-
-impl Output<'_> {
-    /// Pass text on; Some(reason) when generation must end.
-    fn text(&mut self, piece: &str) -> Option<StopReason> {
-        let (emit, stopped) = match self.stops.push(piece) {
-            StopStep::Emit(t) => (t, false),
-            StopStep::Stop(t) => (t, true),
-        };
-        self.text.push_str(&emit);
-        if !emit.is_empty() && !(self.on_text)(&emit) {
-            return Some(StopReason::Cancelled);
-        }
-        stopped.then_some(StopReason::StopString)
-    }
-
-    fn token(&mut self, e: &Engine, p: &GenParams, tok: u32) -> Option<StopReason> {
-        if e.tokenizer.is_eog(tok) && !p.ignore_eos {
-            return Some(StopReason::Eos);
-        }
-        self.tokens.push(tok);
-        let piece = self.decoder.push(&e.tokenizer, tok);
-        if let Some(r) = self.text(&piece) {
-            return Some(r);
-        }
-        (self.tokens.len() >= p.max_tokens).then_some(StopReason::MaxTokens)
-    }
-}
-
 /// Generate a continuation of `prompt`: `engine` (the device's model) drafts, the server at
 /// `client` verifies. Greedy output (the server's sampling is `params.sampler`) is what the
 /// server's model alone would produce.
@@ -125,13 +89,7 @@ pub fn remote_generate(
         return Err(VerifyError::Invalid("the prompt is empty".into()));
     }
     let t0 = Instant::now();
-    let mut out = Output {
-        decoder: StreamDecoder::new(),
-        stops: StopMatcher::new(&params.stop),
-        text: String::new(),
-        tokens: Vec::new(),
-        on_text,
-    };
+    let mut out = Output::new(params, on_text);
     let mut stats = RemoteStats::default();
     let mut ttft_ms = None;
     let mut session: Option<String> = None;
@@ -225,7 +183,7 @@ pub fn remote_generate(
         for t in joined {
             ttft_ms.get_or_insert_with(|| t0.elapsed().as_secs_f64() * 1e3);
             stats.remote_tokens += 1;
-            if let Some(r) = out.token(engine, params, t) {
+            if let Some(r) = out.token(&engine.tokenizer, params, t, None) {
                 break 'gen r;
             }
             history.push(t);
@@ -238,17 +196,10 @@ pub fn remote_generate(
         // Best effort: the server expires idle sessions anyway.
         let _ = client.close(id);
     }
-    if !matches!(reason, StopReason::StopString | StopReason::Cancelled) {
-        let mut rest = out.decoder.finish();
-        rest.push_str(&out.stops.finish());
-        if !rest.is_empty() {
-            out.text.push_str(&rest);
-            (out.on_text)(&rest);
-        }
-    }
+    let (text, tokens) = out.finish(reason);
     Ok(RemoteGeneration {
-        text: out.text,
-        tokens: out.tokens,
+        text,
+        tokens,
         stop_reason: reason,
         stats,
         total_ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -292,8 +243,7 @@ fn finish_locally(
     }
     // Text held for an unfinished UTF-8 character is written now; the local model's text
     // follows through the same stop-string check.
-    let held = out.decoder.finish();
-    if let Some(r) = out.text(&held) {
+    if let Some(r) = out.flush_partial() {
         return Ok(r);
     }
     let local = GenParams {

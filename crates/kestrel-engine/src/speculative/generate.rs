@@ -3,11 +3,11 @@
 
 use super::round::{verify_round, Judge, Round};
 use super::{Draft, DraftCtx, DraftLength, DraftSampling, Drafter, SpecStats};
-use crate::stop::{StopMatcher, StopStep};
+use crate::decode::primed_sampler;
+use crate::output::Output;
 use crate::{Engine, GenParams, Generation, Result, Sequence, StopReason};
 use kestrel_model::sampler::Rng;
 use kestrel_model::{Sampler, SamplerConfig};
-use kestrel_tokenizer::StreamDecoder;
 use std::time::Instant;
 
 /// A drafter with its draft-length policy; lives as long as its sequence (a model drafter's
@@ -33,60 +33,6 @@ pub struct SpecGeneration {
     pub stats: SpecStats,
 }
 
-/// What happened to one emitted token.
-enum Emit {
-    Go,
-    Stop(StopReason),
-}
-
-/// The output side of generation: end-of-generation, stop strings, limits and streaming, as in
-/// [`Engine::generate`].
-struct Output<'a> {
-    decoder: StreamDecoder,
-    stops: StopMatcher,
-    text: String,
-    tokens: Vec<u32>,
-    on_text: &'a mut dyn FnMut(&str) -> bool,
-}
-
-impl Output<'_> {
-    /// Emit `tok`, chosen when the cache held `n_past` positions.
-    fn emit(
-        &mut self,
-        e: &Engine,
-        sampler: &mut Sampler,
-        p: &GenParams,
-        tok: u32,
-        n_past: usize,
-        n_ctx: usize,
-    ) -> Emit {
-        if e.tokenizer.is_eog(tok) && !p.ignore_eos {
-            return Emit::Stop(StopReason::Eos);
-        }
-        sampler.accept(tok);
-        self.tokens.push(tok);
-        let piece = self.decoder.push(&e.tokenizer, tok);
-        let (emit, stopped) = match self.stops.push(&piece) {
-            StopStep::Emit(t) => (t, false),
-            StopStep::Stop(t) => (t, true),
-        };
-        self.text.push_str(&emit);
-        if !emit.is_empty() && !(self.on_text)(&emit) {
-            return Emit::Stop(StopReason::Cancelled);
-        }
-        if stopped {
-            return Emit::Stop(StopReason::StopString);
-        }
-        if self.tokens.len() >= p.max_tokens {
-            return Emit::Stop(StopReason::MaxTokens);
-        }
-        if n_past >= n_ctx {
-            return Emit::Stop(StopReason::ContextFull);
-        }
-        Emit::Go
-    }
-}
-
 impl Engine {
     /// [`Engine::generate`] with speculative decoding. Greedy output is token for token what
     /// `generate` gives; sampled output follows the same distribution (not the same draws).
@@ -102,11 +48,7 @@ impl Engine {
         let n_ctx = seq.session.n_ctx();
 
         let greedy = params.sampler.temperature <= 0.0;
-        let mut sampler = Sampler::new(params.sampler.clone());
-        let window = params.sampler.repeat_last_n.min(prompt.len());
-        for &t in &prompt[prompt.len() - window..] {
-            sampler.accept(t);
-        }
+        let sampler = primed_sampler(&params.sampler, prompt);
         let mut judge = Judge::new(sampler, greedy, params.sampler.seed);
         // The drafter samples from the same settings without the history-dependent penalty
         // (any draft distribution is exact as long as it is the one the token was drawn from).
@@ -118,12 +60,11 @@ impl Engine {
             }),
             rng: Rng::new(params.sampler.seed ^ 0x5eed_d4af),
         };
-        let mut out = Output {
-            decoder: StreamDecoder::new(),
-            stops: StopMatcher::new(&params.stop),
-            text: String::new(),
-            tokens: Vec::new(),
-            on_text,
+        let mut out = Output::new(params, on_text);
+        // Emit a token chosen when the cache held `n_past` positions.
+        let emit = |out: &mut Output, sampler: &mut Sampler, tok: u32, n_past: usize| {
+            let r = out.token(&self.tokenizer, params, tok, Some(sampler));
+            r.or((n_past >= n_ctx).then_some(StopReason::ContextFull))
         };
         let mut stats = SpecStats::default();
         let mut draft = Draft::default();
@@ -145,7 +86,7 @@ impl Engine {
                 timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
             }
             let base = seq.session.n_past();
-            if let Emit::Stop(r) = out.emit(self, &mut judge.sampler, params, tok, base, n_ctx) {
+            if let Some(r) = emit(&mut out, &mut judge.sampler, tok, base) {
                 break r;
             }
             // Room for the token and its draft, and no draft past the token limit.
@@ -174,9 +115,9 @@ impl Engine {
                 tok,
                 &draft,
                 &mut judge,
-                &mut |sampler, x, at, _| match out.emit(self, sampler, params, x, at, n_ctx) {
-                    Emit::Go => true,
-                    Emit::Stop(r) => {
+                &mut |sampler, x, at, _| match emit(&mut out, sampler, x, at) {
+                    None => true,
+                    Some(r) => {
                         stopped = Some(r);
                         false
                     }
@@ -196,23 +137,15 @@ impl Engine {
                 }
             }
         };
-        let mut text = std::mem::take(&mut out.text);
-        if !matches!(reason, StopReason::StopString | StopReason::Cancelled) {
-            let mut rest = out.decoder.finish();
-            rest.push_str(&out.stops.finish());
-            if !rest.is_empty() {
-                text.push_str(&rest);
-                (out.on_text)(&rest);
-            }
-        }
-        timings.n_gen = out.tokens.len();
+        let (text, tokens) = out.finish(reason);
+        timings.n_gen = tokens.len();
         if let Some(t1) = t_first {
             timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
         }
         Ok(SpecGeneration {
             generation: Generation {
                 text,
-                tokens: out.tokens,
+                tokens,
                 stop_reason: reason,
                 timings,
             },

@@ -6,7 +6,7 @@
 use super::round::{verify_round, Judge, Round};
 use super::Draft;
 use crate::{Engine, EngineError, GenParams, Result, Sequence};
-use kestrel_model::{Sampler, SamplerConfig};
+use kestrel_model::SamplerConfig;
 
 /// The outcome of one verification call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,14 +42,13 @@ impl Engine {
         self.eval_prompt(&mut seq, prompt, &params)?;
         let greedy = sampler.temperature <= 0.0;
         let seed = sampler.seed;
-        let mut s = Sampler::new(sampler);
-        let window = s.config().repeat_last_n.min(prompt.len());
-        for &t in &prompt[prompt.len() - window..] {
-            s.accept(t);
-        }
         Ok(VerifySession {
             seq,
-            judge: Judge::new(s, greedy, seed),
+            judge: Judge::new(
+                crate::decode::primed_sampler(&sampler, prompt),
+                greedy,
+                seed,
+            ),
             pending: None,
         })
     }

@@ -86,11 +86,8 @@ pub(crate) struct Decoding {
 
 impl Decoding {
     pub fn new(job: &GenJob) -> Decoding {
-        let mut sampler = Sampler::new(job.sampler.clone()).with_bias(job.bias.clone());
-        let window = job.sampler.repeat_last_n.min(job.prompt.len());
-        for &t in &job.prompt[job.prompt.len() - window..] {
-            sampler.accept(t);
-        }
+        let sampler = kestrel_engine::decode::primed_sampler(&job.sampler, &job.prompt)
+            .with_bias(job.bias.clone());
         Decoding {
             sampler,
             decoder: StreamDecoder::new(),
