@@ -1,5 +1,5 @@
 //! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve, convert, quantize,
-//! imatrix, kld, prune.
+//! imatrix, kld, prune, lowrank.
 
 mod bench_spec;
 mod cmd_bench;
@@ -8,6 +8,7 @@ mod cmd_imatrix;
 mod cmd_inspect;
 mod cmd_kld;
 mod cmd_logits;
+mod cmd_lowrank;
 mod cmd_perplexity;
 mod cmd_prune;
 mod cmd_prune_structured;
@@ -65,6 +66,8 @@ enum Cmd {
     Kld(cmd_kld::KldArgs),
     /// Prune the block matrices (magnitude or wanda; unstructured or N:M), or drop whole blocks / FFN channels.
     Prune(cmd_prune::PruneArgs),
+    /// Replace block weight matrices by two low-rank factors (truncated SVD), run as two matmuls.
+    Lowrank(cmd_lowrank::LowrankArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -164,6 +167,7 @@ fn main() {
         Cmd::Imatrix(a) => cmd_imatrix::run(a),
         Cmd::Kld(a) => cmd_kld::run(a),
         Cmd::Prune(a) => cmd_prune::run(a),
+        Cmd::Lowrank(a) => cmd_lowrank::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");
