@@ -370,6 +370,28 @@ mod tests {
         assert!(max_abs_diff(&reconstruct(&d), &b) < 1e-10);
     }
 
+    /// Eckart-Young: keeping the first r components leaves a squared Frobenius error equal
+    /// to the dropped squared singular values (so values and vectors are paired correctly).
+    #[test]
+    fn truncation_error_is_the_dropped_energy() {
+        for &(m, n) in &[(60usize, 30usize), (30, 60)] {
+            let a = rand_mat(m * n, 11);
+            let d = svd(&a, m, n).unwrap();
+            let k = d.k();
+            for r in [1, 7, k / 2] {
+                let mut err = 0.0;
+                for i in 0..m {
+                    for j in 0..n {
+                        let x: f64 = (0..r).map(|t| d.u[i * k + t] * d.s[t] * d.vt[t * n + j]).sum();
+                        err += (a[i * n + j] - x).powi(2);
+                    }
+                }
+                let dropped: f64 = d.s[r..].iter().map(|x| x * x).sum();
+                assert!((err - dropped).abs() < 1e-9 * dropped.max(1.0), "{m}x{n} r={r}: {err} vs {dropped}");
+            }
+        }
+    }
+
     #[test]
     fn rejects_bad_input() {
         assert!(svd(&[1.0, 2.0], 2, 2).is_err());
