@@ -6,7 +6,8 @@
 # from $CALIB_CHUNKS (default 16) chunks of 512 tokens of ../shared/data/calibration.txt.
 #
 # usage: scripts/lowrank-table.sh OUT_DIR [SMOLLM_CHUNKS] [GEMMA_CHUNKS]
-# (a chunk count of 0 skips that model). Needs a release build (target/release/kestrel or
+# (a chunk count of 0 skips that model). ONLY="1 2" limits the run to those recipe indices
+# (0-based, in the order of RECIPES below). Needs a release build (target/release/kestrel or
 # $KESTREL) and the models in $KESTREL_MODELS or ~/.cache/kestrel/models. Prints markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,7 @@ table() { # name shipped-file chunks
   local models=() i=0
   : >"$d/labels"
   for r in "${RECIPES[@]}"; do
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $i "* ]]; then i=$((i + 1)); continue; fi
     local label=${r%%|*} opts=${r#*|} f="$d/lr$i.gguf"
     opts=${opts/IMATRIX/$d/imatrix.gguf}
     # shellcheck disable=SC2086
