@@ -14,7 +14,11 @@ pub struct LowrankArgs {
     /// Output GGUF (must not exist)
     output: PathBuf,
     /// Keep at most this rank per matrix
-    #[arg(long = "rank", conflicts_with = "energy", required_unless_present = "energy")]
+    #[arg(
+        long = "rank",
+        conflicts_with = "energy",
+        required_unless_present = "energy"
+    )]
     rank: Option<usize>,
     /// Keep the smallest rank holding this fraction (0, 1] of each matrix's squared singular values
     #[arg(long = "energy")]
@@ -70,10 +74,16 @@ pub fn run(a: LowrankArgs) -> anyhow::Result<()> {
         threads,
     };
     let mut bar = Progress::new("lowrank (SVD)", 1);
-    let rep = lowrank_file(&a.input, &a.output, &opts, im.as_ref(), &mut |d, t, name| {
-        bar.set_total(t);
-        bar.update(d, name)
-    })?;
+    let rep = lowrank_file(
+        &a.input,
+        &a.output,
+        &opts,
+        im.as_ref(),
+        &mut |d, t, name| {
+            bar.set_total(t);
+            bar.update(d, name)
+        },
+    )?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     print_report(&rep, &a, size);
     Ok(())

@@ -24,8 +24,20 @@ fn f32_base(dir: &TempDir) -> String {
 /// (mean KLD, top-1 agreement) of `model` from `base` on one chunk of 128 tokens of wiki text.
 fn kld(base: &str, model: &str) -> (f64, f64) {
     let v = kestrel(&[
-        "kld", "--base", base, "-m", model, "-f", &wiki(), "-c", "128", "--chunks", "1", "-t",
-        THREADS, "--json",
+        "kld",
+        "--base",
+        base,
+        "-m",
+        model,
+        "-f",
+        &wiki(),
+        "-c",
+        "128",
+        "--chunks",
+        "1",
+        "-t",
+        THREADS,
+        "--json",
     ])
     .ok()
     .json();
@@ -82,8 +94,17 @@ fn full_rank_factors_reproduce_the_f32_logits() {
     let out = path_str(&dir.path().join("full.gguf"));
     // Three blocks in full (first, middle, last): every matrix kind, both shapes.
     let v: Value = kestrel(&[
-        "lowrank", &base, &out, "--rank", "100000", "--always", "--tensors",
-        "blk.0.*,blk.15.*,blk.29.*", "-t", THREADS, "--json",
+        "lowrank",
+        &base,
+        &out,
+        "--rank",
+        "100000",
+        "--always",
+        "--tensors",
+        "blk.0.*,blk.15.*,blk.29.*",
+        "-t",
+        THREADS,
+        "--json",
     ])
     .ok()
     .json();
@@ -109,7 +130,8 @@ fn full_rank_factors_reproduce_the_f32_logits() {
     let mut max_diff: f64 = 0.0;
     for (pa, pb) in a.iter().zip(&b) {
         // The top token agrees; the shared top-20 logits agree closely.
-        let best = |p: &BTreeMap<u64, f64>| p.iter().max_by(|x, y| x.1.total_cmp(y.1)).map(|x| *x.0);
+        let best =
+            |p: &BTreeMap<u64, f64>| p.iter().max_by(|x, y| x.1.total_cmp(y.1)).map(|x| *x.0);
         assert_eq!(best(pa), best(pb));
         for (id, x) in pa {
             if let Some(y) = pb.get(id) {
@@ -131,7 +153,16 @@ fn energy_limited_ffn_factors_are_smaller_and_run() {
     let base = f32_base(&dir);
     let out = path_str(&dir.path().join("e90.gguf"));
     let v = kestrel(&[
-        "lowrank", &base, &out, "--energy", "0.9", "--tensors", "ffn_*", "-t", THREADS, "--json",
+        "lowrank",
+        &base,
+        &out,
+        "--energy",
+        "0.9",
+        "--tensors",
+        "ffn_*",
+        "-t",
+        THREADS,
+        "--json",
     ])
     .ok()
     .json();
@@ -175,10 +206,19 @@ fn bad_requests_fail_cleanly_and_leave_the_input() {
         (&["--energy", "1.5"], "energy"),
         (&["--rank", "0"], "rank"),
         (&["--rank", "8", "--energy", "0.9"], "cannot be used with"),
-        (&["--rank", "8", "--tensors", "nothing_*"], "no block weight matrix"),
+        (
+            &["--rank", "8", "--tensors", "nothing_*"],
+            "no block weight matrix",
+        ),
         (&["--rank", "8", "--type", "q4_0"], "q4_0"),
-        (&["--rank", "600", "--tensors", "blk.0.attn_q*"], "nothing written"),
-        (&["--rank", "8", "--imatrix", "/nonexistent/imatrix.gguf"], "imatrix"),
+        (
+            &["--rank", "600", "--tensors", "blk.0.attn_q*"],
+            "nothing written",
+        ),
+        (
+            &["--rank", "8", "--imatrix", "/nonexistent/imatrix.gguf"],
+            "imatrix",
+        ),
     ];
     for (args, want) in cases {
         let mut a = vec!["lowrank", base.as_str(), out.as_str()];

@@ -54,11 +54,11 @@ pub(crate) fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8
         crate::lowrank::matmul_pair(c, &w, &a.view(c.g), x, n, y, q8);
     } else {
         matmul(
-        c.pool,
-        c.k,
-        &w,
-        &x[..n * w.cols],
-        n,
+            c.pool,
+            c.k,
+            &w,
+            &x[..n * w.cols],
+            n,
             &mut y[..n * w.rows],
             q8,
         );

@@ -60,7 +60,11 @@ impl Linear {
     /// The weight's tensor name as in an unfactored file (what observers see).
     pub fn name(&self) -> &str {
         match self.a {
-            Some(_) => self.w.name.strip_suffix(crate::lowrank::SUFFIX_B).unwrap_or(&self.w.name),
+            Some(_) => self
+                .w
+                .name
+                .strip_suffix(crate::lowrank::SUFFIX_B)
+                .unwrap_or(&self.w.name),
             None => &self.w.name,
         }
     }

@@ -174,7 +174,15 @@ fn factor(
         }
     }
     let energy = if total > 0.0 { kept / total } else { 1.0 };
-    Ok((Some(Pair { rank: r, energy, a, b }), r))
+    Ok((
+        Some(Pair {
+            rank: r,
+            energy,
+            a,
+            b,
+        }),
+        r,
+    ))
 }
 
 /// Writes `output`: `input` with the selected block matrices replaced by factor pairs.
@@ -186,7 +194,9 @@ pub fn lowrank_file(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<LowrankReport> {
     match opts.rule {
-        RankRule::Rank(0) => return Err(CompressError::Invalid("--rank must be at least 1".into())),
+        RankRule::Rank(0) => {
+            return Err(CompressError::Invalid("--rank must be at least 1".into()))
+        }
         RankRule::Energy(e) if !(e > 0.0 && e <= 1.0) => {
             return Err(CompressError::Invalid(format!(
                 "--energy must be in (0, 1], got {e}"
@@ -227,7 +237,11 @@ pub fn lowrank_file(
         if v.len() != t.row_len() {
             return Err(CompressError::Tensor {
                 tensor: t.name.clone(),
-                why: format!("importance matrix has {} columns, tensor {}", v.len(), t.row_len()),
+                why: format!(
+                    "importance matrix has {} columns, tensor {}",
+                    v.len(),
+                    t.row_len()
+                ),
             });
         }
         Ok(Some(v.to_vec()))
@@ -235,7 +249,8 @@ pub fn lowrank_file(
     // Factor the selected matrices on `threads` workers; results come back in any order.
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, Result<(Option<Pair>, usize)>)>();
-    let mut results: Vec<Option<(Option<Pair>, usize)>> = (0..selected.len()).map(|_| None).collect();
+    let mut results: Vec<Option<(Option<Pair>, usize)>> =
+        (0..selected.len()).map(|_| None).collect();
     let mut first_err: Option<CompressError> = None;
     std::thread::scope(|sc| {
         for _ in 0..opts.threads.max(1) {
@@ -278,7 +293,12 @@ pub fn lowrank_file(
     let mut by_name: std::collections::HashMap<&str, (Option<Pair>, usize)> = selected
         .iter()
         .zip(results)
-        .map(|(t, r)| (t.name.as_str(), r.expect("every selected tensor has a result")))
+        .map(|(t, r)| {
+            (
+                t.name.as_str(),
+                r.expect("every selected tensor has a result"),
+            )
+        })
         .collect();
     for t in g.tensors() {
         let n = t.n_elements();
@@ -314,7 +334,12 @@ pub fn lowrank_file(
                     rep.skipped.push((t.name.clone(), r));
                 }
                 rep.params_after += n;
-                w.add_tensor(t.name.clone(), t.dims.clone(), t.ty, g.tensor_data(t).to_vec())?;
+                w.add_tensor(
+                    t.name.clone(),
+                    t.dims.clone(),
+                    t.ty,
+                    g.tensor_data(t).to_vec(),
+                )?;
             }
         }
     }
@@ -327,11 +352,15 @@ pub fn lowrank_file(
     }
     w.set(
         "kestrel.lowrank",
-        Value::Array(Array::String(rep.factored.iter().map(|f| f.name.clone()).collect())),
+        Value::Array(Array::String(
+            rep.factored.iter().map(|f| f.name.clone()).collect(),
+        )),
     );
     w.set(
         "kestrel.lowrank.ranks",
-        Value::Array(Array::U32(rep.factored.iter().map(|f| f.rank as u32).collect())),
+        Value::Array(Array::U32(
+            rep.factored.iter().map(|f| f.rank as u32).collect(),
+        )),
     );
     let ft = g.get_u32("general.file_type").unwrap_or(0);
     finish(w, ft, output)?;
@@ -366,7 +395,9 @@ mod tests {
     #[test]
     fn weighted_factors_unscale() {
         let (out, inp) = (24, 16);
-        let w: Vec<f32> = (0..out * inp).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let w: Vec<f32> = (0..out * inp)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
         let imp: Vec<f32> = (0..inp).map(|j| 0.01 + j as f32).collect();
         let opts = LowrankOptions {
             rule: RankRule::Rank(inp),
@@ -385,9 +416,17 @@ mod tests {
             }
         }
         // Rank 8 without --always: 8 * 40 < 384, factored; rank 10: 400 >= 384, skipped.
-        let o8 = LowrankOptions { rule: RankRule::Rank(8), always: false, ..opts.clone() };
+        let o8 = LowrankOptions {
+            rule: RankRule::Rank(8),
+            always: false,
+            ..opts.clone()
+        };
         assert!(factor(&w, out, inp, None, &o8).unwrap().0.is_some());
-        let o10 = LowrankOptions { rule: RankRule::Rank(10), always: false, ..opts };
+        let o10 = LowrankOptions {
+            rule: RankRule::Rank(10),
+            always: false,
+            ..opts
+        };
         assert!(factor(&w, out, inp, None, &o10).unwrap().0.is_none());
     }
 }

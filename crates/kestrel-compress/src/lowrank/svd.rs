@@ -149,7 +149,11 @@ fn qr_step(d: &mut [f64], e: &mut [f64], zt: &mut [f64], n: usize, lo: usize, hi
     for k in lo..hi {
         let r = x.hypot(z);
         // G = [[c, s], [-s, c]] in the (k, k+1) plane, chosen to zero z.
-        let (c, s) = if r == 0.0 { (1.0, 0.0) } else { (x / r, -z / r) };
+        let (c, s) = if r == 0.0 {
+            (1.0, 0.0)
+        } else {
+            (x / r, -z / r)
+        };
         if k > lo {
             e[k - 1] = r;
         }
@@ -181,7 +185,9 @@ pub fn svd(w: &[f64], m: usize, n: usize) -> Result<Svd> {
         )));
     }
     if w.iter().any(|x| !x.is_finite()) {
-        return Err(CompressError::Invalid("SVD: matrix has non-finite values".into()));
+        return Err(CompressError::Invalid(
+            "SVD: matrix has non-finite values".into(),
+        ));
     }
     let k = m.min(n);
     let wide = n > m;
@@ -268,7 +274,9 @@ mod tests {
 
     /// Deterministic pseudo-random values in [-1, 1).
     fn rand_mat(len: usize, seed: u64) -> Vec<f64> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
                 x ^= x << 13;
@@ -304,14 +312,19 @@ mod tests {
         let mut a = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                a[i * n + j] = (0..k).map(|t| d.u[i * k + t] * d.s[t] * d.vt[t * n + j]).sum();
+                a[i * n + j] = (0..k)
+                    .map(|t| d.u[i * k + t] * d.s[t] * d.vt[t * n + j])
+                    .sum();
             }
         }
         a
     }
 
     fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
     }
 
     fn check_orthonormal_rows(x: &[f64], rows: usize, len: usize, tol: f64) {
@@ -331,7 +344,9 @@ mod tests {
         for &(m, n) in &[(40usize, 25usize), (25, 40), (30, 30)] {
             let k = m.min(n);
             let (qm, qn) = (orthogonal(m, 7), orthogonal(n, 99));
-            let s0: Vec<f64> = (0..k).map(|i| 1.0 + 9.0 * (i as f64 * 0.37).sin().abs()).collect();
+            let s0: Vec<f64> = (0..k)
+                .map(|i| 1.0 + 9.0 * (i as f64 * 0.37).sin().abs())
+                .collect();
             let mut a = vec![0.0; m * n];
             for i in 0..m {
                 for j in 0..n {
@@ -382,12 +397,17 @@ mod tests {
                 let mut err = 0.0;
                 for i in 0..m {
                     for j in 0..n {
-                        let x: f64 = (0..r).map(|t| d.u[i * k + t] * d.s[t] * d.vt[t * n + j]).sum();
+                        let x: f64 = (0..r)
+                            .map(|t| d.u[i * k + t] * d.s[t] * d.vt[t * n + j])
+                            .sum();
                         err += (a[i * n + j] - x).powi(2);
                     }
                 }
                 let dropped: f64 = d.s[r..].iter().map(|x| x * x).sum();
-                assert!((err - dropped).abs() < 1e-9 * dropped.max(1.0), "{m}x{n} r={r}: {err} vs {dropped}");
+                assert!(
+                    (err - dropped).abs() < 1e-9 * dropped.max(1.0),
+                    "{m}x{n} r={r}: {err} vs {dropped}"
+                );
             }
         }
     }
