@@ -1,5 +1,5 @@
 //! `kestrel`: run, chat, tokenize, logits, perplexity, inspect, bench, serve, convert, quantize,
-//! imatrix, kld, prune, plan-split.
+//! imatrix, kld, prune, lowrank, plan-split.
 
 mod bench_spec;
 mod cmd_bench;
@@ -8,6 +8,7 @@ mod cmd_imatrix;
 mod cmd_inspect;
 mod cmd_kld;
 mod cmd_logits;
+mod cmd_lowrank;
 mod cmd_perplexity;
 mod cmd_plan_split;
 mod cmd_prune;
@@ -70,6 +71,8 @@ enum Cmd {
     Prune(cmd_prune::PruneArgs),
     /// Profile per-layer compute and pick the device/server split layer for a network.
     PlanSplit(cmd_plan_split::PlanSplitArgs),
+    /// Replace block weight matrices by two low-rank factors (truncated SVD), run as two matmuls.
+    Lowrank(cmd_lowrank::LowrankArgs),
 }
 
 /// Options shared by every verb that loads a model.
@@ -170,6 +173,7 @@ fn main() {
         Cmd::Kld(a) => cmd_kld::run(a),
         Cmd::Prune(a) => cmd_prune::run(a),
         Cmd::PlanSplit(a) => cmd_plan_split::run(a),
+        Cmd::Lowrank(a) => cmd_lowrank::run(a),
     };
     if let Err(e) = r {
         eprintln!("kestrel: error: {e:#}");

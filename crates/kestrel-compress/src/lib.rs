@@ -18,6 +18,7 @@ pub mod gptq;
 pub mod imatrix;
 pub mod io;
 pub mod kld;
+pub mod lowrank;
 pub mod mixed;
 pub mod policy;
 pub mod prune;

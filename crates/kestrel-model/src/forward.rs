@@ -48,19 +48,23 @@ pub(crate) struct Ctx<'a> {
 pub(crate) fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<u8>) {
     let w = l.w.view(c.g);
     if let Some(o) = c.obs {
-        o.observe(&l.w.name, &x[..n * w.cols], n, w.cols);
+        o.observe(l.name(), &x[..n * w.cols], n, w.cols);
     }
-    matmul(
-        c.pool,
-        c.k,
-        &w,
-        &x[..n * w.cols],
-        n,
-        &mut y[..n * w.rows],
-        q8,
-    );
+    if let Some(a) = &l.a {
+        crate::lowrank::matmul_pair(c, &w, &a.view(c.g), x, n, y, q8);
+    } else {
+        matmul(
+            c.pool,
+            c.k,
+            &w,
+            &x[..n * w.cols],
+            n,
+            &mut y[..n * w.rows],
+            q8,
+        );
+    }
     if let Some(b) = &l.b {
-        for row in y[..n * w.rows].chunks_exact_mut(w.rows) {
+        for row in y[..n * l.rows()].chunks_exact_mut(l.rows()) {
             ops::add_inplace(row, b);
         }
     }
@@ -75,6 +79,13 @@ pub(crate) fn linear_many<const N: usize>(
     n: usize,
     q8: &mut Vec<u8>,
 ) {
+    // Low-rank pairs cannot share the fused call: run each layer alone.
+    if ls.iter().any(|(l, _)| l.a.is_some()) {
+        for (l, y) in ls {
+            linear(c, l, x, n, y, q8);
+        }
+        return;
+    }
     if let Some(o) = c.obs {
         for (l, _) in &ls {
             let cols = l.w.view(c.g).cols;
@@ -488,7 +499,7 @@ pub(crate) fn attention_block(
 pub(crate) fn ffn_block(c: &Ctx, sc: &mut Scratch, layer: &Layer, n: usize) {
     let hp = &c.d.hp;
     let e = hp.n_embd;
-    let f = layer.gate.w.rows;
+    let f = layer.gate.rows();
     norm_rows(c.pool, &sc.x, &layer.ffn_norm, hp.norm_eps, n, &mut sc.h);
     linear_many(
         c,

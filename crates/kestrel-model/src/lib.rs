@@ -7,6 +7,7 @@ mod error;
 mod forward;
 pub mod hparams;
 pub mod kv;
+pub mod lowrank;
 mod model;
 mod multi;
 mod observer;

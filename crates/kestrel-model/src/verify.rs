@@ -24,6 +24,7 @@ impl Model {
         for l in &d.layers {
             for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down] {
                 types.push(m.w.ty);
+                types.extend(m.a.as_ref().map(|a| a.ty));
             }
         }
         let mut b = 1;

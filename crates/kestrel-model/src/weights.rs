@@ -43,11 +43,31 @@ impl Matrix {
     }
 }
 
-/// A linear layer: weight and optional bias.
+/// A linear layer: weight and optional bias. A low-rank pair (`kestrel lowrank`) keeps its
+/// right factor B (r x in, applied first) in `w` and its left factor A (out x r) in `a`.
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub w: Matrix,
     pub b: Option<Vec<f32>>,
+    pub a: Option<Matrix>,
+}
+
+impl Linear {
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.a.as_ref().map_or(self.w.rows, |a| a.rows)
+    }
+    /// The weight's tensor name as in an unfactored file (what observers see).
+    pub fn name(&self) -> &str {
+        match self.a {
+            Some(_) => self
+                .w
+                .name
+                .strip_suffix(crate::lowrank::SUFFIX_B)
+                .unwrap_or(&self.w.name),
+            None => &self.w.name,
+        }
+    }
 }
 
 /// Loads tensors by name with shape and type checks.
@@ -137,8 +157,14 @@ impl<'a> Loader<'a> {
     }
 
     pub fn linear(&self, name: &str, cols: usize, rows: usize) -> Result<Linear> {
-        let w = self.matrix(&format!("{name}.weight"), cols, rows)?;
         let b = self.vector_opt(&format!("{name}.bias"), rows)?;
-        Ok(Linear { w, b })
+        let wname = format!("{name}.weight");
+        if !self.has(&wname) {
+            if let Some((a, w)) = crate::lowrank::load_pair(self, &wname, cols, rows)? {
+                return Ok(Linear { w, b, a: Some(a) });
+            }
+        }
+        let w = self.matrix(&wname, cols, rows)?;
+        Ok(Linear { w, b, a: None })
     }
 }

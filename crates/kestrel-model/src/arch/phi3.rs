@@ -15,10 +15,14 @@ fn split_rows(fused: &Linear, sizes: &[usize]) -> Vec<Linear> {
     sizes
         .iter()
         .map(|&n| {
-            let w = fused.w.rows_slice(r0, n);
+            // A low-rank pair shares its right factor; only A's rows split.
+            let (w, a) = match &fused.a {
+                Some(a) => (fused.w.clone(), Some(a.rows_slice(r0, n))),
+                None => (fused.w.rows_slice(r0, n), None),
+            };
             let b = fused.b.as_ref().map(|b| b[r0..r0 + n].to_vec());
             r0 += n;
-            Linear { w, b }
+            Linear { w, b, a }
         })
         .collect()
 }
