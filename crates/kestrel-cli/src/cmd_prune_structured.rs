@@ -43,10 +43,18 @@ impl StructuredArgs {
     }
 }
 
-pub fn run(input: &Path, output: &Path, a: &StructuredArgs, json: bool) -> anyhow::Result<()> {
-    let calib = a.calib.as_ref().context(
-        "--drop-layers / --ffn-keep need --calib TEXT (calibration text to run the model over)",
-    )?;
+/// What every calibrated pass needs first: an output path that does not exist yet, the
+/// calibration text (`who` names the option that needs it) and the input model, loaded.
+fn calibration(
+    input: &Path,
+    output: &Path,
+    a: &StructuredArgs,
+    who: &str,
+) -> anyhow::Result<(kestrel_engine::Engine, String)> {
+    let calib = a
+        .calib
+        .as_ref()
+        .with_context(|| format!("{who} --calib TEXT (calibration text to run the model over)"))?;
     anyhow::ensure!(
         !output.exists(),
         "{} already exists; refusing to overwrite it (remove it first or pick another name)",
@@ -61,6 +69,11 @@ pub fn run(input: &Path, output: &Path, a: &StructuredArgs, json: bool) -> anyho
         batch: a.ctx,
     }
     .load()?;
+    Ok((engine, text))
+}
+
+pub fn run(input: &Path, output: &Path, a: &StructuredArgs, json: bool) -> anyhow::Result<()> {
+    let (engine, text) = calibration(input, output, a, "--drop-layers / --ffn-keep need")?;
     let o = Options {
         drop_layers: a.drop_layers.unwrap_or(0),
         ffn_keep: a.ffn_keep,
@@ -117,23 +130,7 @@ pub fn run_sparsegpt(
     pattern: Pattern,
     a: &StructuredArgs,
 ) -> anyhow::Result<PruneReport> {
-    let calib = a.calib.as_ref().context(
-        "--method sparsegpt needs --calib TEXT (calibration text to run the model over)",
-    )?;
-    anyhow::ensure!(
-        !output.exists(),
-        "{} already exists; refusing to overwrite it (remove it first or pick another name)",
-        output.display()
-    );
-    let text =
-        std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?;
-    let engine = ModelArgs {
-        model: Some(input.to_path_buf()),
-        threads: a.threads,
-        ctx: a.ctx,
-        batch: a.ctx,
-    }
-    .load()?;
+    let (engine, text) = calibration(input, output, a, "--method sparsegpt needs")?;
     let threads = a.threads.unwrap_or_else(kestrel_engine::default_threads);
     let mut bar = Progress::new("calibrate", 1);
     let (h, _) = gptq::collect(&engine, &text, a.ctx, a.chunks, threads, &mut |d, t| {

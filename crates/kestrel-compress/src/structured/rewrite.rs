@@ -52,24 +52,6 @@ fn filter_array(a: &Array, idx: &[usize]) -> Array {
     }
 }
 
-fn array_len(a: &Array) -> usize {
-    match a {
-        Array::U8(v) => v.len(),
-        Array::I8(v) => v.len(),
-        Array::U16(v) => v.len(),
-        Array::I16(v) => v.len(),
-        Array::U32(v) => v.len(),
-        Array::I32(v) => v.len(),
-        Array::F32(v) => v.len(),
-        Array::Bool(v) => v.len(),
-        Array::String(v) => v.len(),
-        Array::U64(v) => v.len(),
-        Array::I64(v) => v.len(),
-        Array::F64(v) => v.len(),
-        Array::Array(v) => v.len(),
-    }
-}
-
 /// Writes `g` (read from `input`) to `output` per `plan`.
 pub fn write(g: &GgufFile, input: &Path, output: &Path, plan: &Plan) -> Result<WriteReport> {
     check_output(input, output)?;
@@ -95,7 +77,7 @@ pub fn write(g: &GgufFile, input: &Path, output: &Path, plan: &Plan) -> Result<W
     let ff_key = format!("{arch}.feed_forward_length");
     for (k, v) in g.metadata() {
         if let Value::Array(a) = v {
-            if k.starts_with(&format!("{arch}.")) && array_len(a) == n_layer {
+            if k.starts_with(&format!("{arch}.")) && a.len() == n_layer {
                 w.set(k.clone(), Value::Array(filter_array(a, &plan.kept)));
             }
         }
@@ -221,6 +203,6 @@ mod tests {
         assert_eq!(split_block("blk.x.y"), None);
         let a = Array::U32(vec![10, 11, 12, 13]);
         assert_eq!(filter_array(&a, &[0, 2]), Array::U32(vec![10, 12]));
-        assert_eq!(array_len(&a), 4);
+        assert_eq!(a.len(), 4);
     }
 }
