@@ -49,6 +49,9 @@ pub struct ServeArgs {
     verify_idle_s: u64,
     #[command(flatten)]
     spec: crate::spec_args::SpecArgs,
+    /// Device-side split: layers 0..K of every generation here, K.. on a split server
+    #[command(flatten)]
+    split: crate::cmd_split::SplitArgs,
     /// Longest draft one POST /v1/verify call may carry, in tokens
     #[arg(long = "verify-max-draft", default_value_t = 64)]
     verify_max_draft: usize,
@@ -73,6 +76,21 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let engine = a.model.load()?;
     let n_ctx = engine.n_ctx();
     let spec = a.spec.serve_spec(&engine)?;
+    let split_remote = a
+        .split
+        .config(|m| eprintln!("kestrel serve: split: {m}"))?;
+    if let Some(s) = &split_remote {
+        let n_layer = engine.model.hparams().n_layer;
+        anyhow::ensure!(
+            (1..n_layer).contains(&s.k),
+            "--split-layer {} outside 1..{n_layer} for this {n_layer}-layer model",
+            s.k
+        );
+        anyhow::ensure!(
+            spec.is_none(),
+            "--split-remote and --draft cannot be used together"
+        );
+    }
     let threads = engine.pool.n_threads();
     let cfg = kestrel_server::ServerConfig {
         host: a.host,
@@ -91,6 +109,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             max_draft: a.verify_max_draft.max(1),
         },
         spec,
+        split: split_remote.clone(),
     };
     let parallel = cfg.parallel;
     let split = if a.split_server {
@@ -115,6 +134,15 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         eprintln!(
             "kestrel serve: listening on http://{addr} (model {model_id}, {parallel} parallel sequences of {n_ctx} tokens, {threads} threads{with_split})"
         );
+        if let Some(s) = &split_remote {
+            eprintln!(
+                "kestrel serve: splitting at layer {} with {} ({} wire, timeout {} ms; the device finishes alone if it fails)",
+                s.k,
+                s.remote,
+                s.wire.as_str(),
+                s.timeout.as_millis()
+            );
+        }
         if let Some(r) = &routing {
             eprintln!(
                 "kestrel serve: routing to {} (time limit {} ms; policy {})",

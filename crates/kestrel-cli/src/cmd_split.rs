@@ -33,6 +33,36 @@ pub struct SplitArgs {
     pub split_api_key: Option<String>,
 }
 
+impl SplitArgs {
+    /// The split's settings, or None without `--split-remote`. `log` is told when a sequence
+    /// goes local and why.
+    pub fn config(&self, log: fn(&str)) -> anyhow::Result<Option<SplitConfig>> {
+        let Some(remote) = &self.split_remote else {
+            return Ok(None);
+        };
+        let k = self
+            .split_layer
+            .context("--split-remote needs --split-layer K (see `kestrel plan-split`)")?;
+        anyhow::ensure!(
+            self.split_timeout_ms > 0,
+            "--split-timeout-ms must be positive"
+        );
+        Ok(Some(SplitConfig {
+            remote: remote.clone(),
+            k,
+            wire: WireFormat::parse(&self.split_wire)?,
+            reply: if self.split_top_k == 0 {
+                ReplyMode::Full
+            } else {
+                ReplyMode::TopK(self.split_top_k)
+            },
+            timeout: Duration::from_millis(self.split_timeout_ms),
+            api_key: self.split_api_key.clone(),
+            on_event: Some(log),
+        }))
+    }
+}
+
 /// Generate with the split when `--split-remote` is given, else as usual. `n_batch` is the
 /// `--batch` the engine was loaded with: the server runs the same micro-batches. Returns the
 /// split's metadata for `--json` when split.
@@ -45,51 +75,14 @@ pub fn generate(
     params: &GenParams,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> anyhow::Result<(Generation, Option<serde_json::Value>)> {
-    let Some(remote) = &a.split_remote else {
+    let Some(cfg) = a.config(|m| eprintln!("kestrel: split: {m}"))? else {
         return Ok((engine.generate(seq, prompt, params, on_text)?, None));
-    };
-    let k = a
-        .split_layer
-        .context("--split-remote needs --split-layer K (see `kestrel plan-split`)")?;
-    anyhow::ensure!(
-        a.split_timeout_ms > 0,
-        "--split-timeout-ms must be positive"
-    );
-    let cfg = SplitConfig {
-        remote: remote.clone(),
-        k,
-        wire: WireFormat::parse(&a.split_wire)?,
-        reply: if a.split_top_k == 0 {
-            ReplyMode::Full
-        } else {
-            ReplyMode::TopK(a.split_top_k)
-        },
-        timeout: Duration::from_millis(a.split_timeout_ms),
-        api_key: a.split_api_key.clone(),
-        on_event: Some(|m| eprintln!("kestrel: split: {m}")),
     };
     let n_ctx = seq.session.n_ctx();
     let mut dev = SplitDevice::open(&engine.model, &engine.pool, n_ctx, n_batch, cfg)?;
     let g = kestrel_split::generate::generate(engine, &mut dev, prompt, params, on_text)?;
     dev.close();
-    let s = &dev.stats;
-    let meta = serde_json::json!({
-        "remote": remote,
-        "layer": k,
-        "n_layer": engine.model.hparams().n_layer,
-        "wire": a.split_wire,
-        "top_k": a.split_top_k,
-        "remote_steps": s.steps_remote,
-        "bytes_sent": s.bytes_sent,
-        "bytes_received": s.bytes_received,
-        "remote_ms": s.remote_ms,
-        "fell_back": s.fallback.is_some(),
-        "fallback_at_position": s.fallback.as_ref().map(|f| f.0),
-        // Tokens the server's logits chose before it was lost (the device chose the rest).
-        "tokens_before_fallback": s.fallback.as_ref().map(|f| f.0.saturating_sub(prompt.len())),
-        "fallback_reason": s.fallback.as_ref().map(|f| f.1.clone()),
-        "rebuild_ms": s.rebuild_ms,
-    });
+    let meta = dev.report(prompt.len());
     Ok((g, Some(meta)))
 }
 

@@ -3,6 +3,13 @@
 //! tests/serve/openai_scenarios.py; each asserts and exits non-zero with a message on failure.
 
 mod common;
+// Shared with the split tests, which use more of them.
+#[allow(dead_code)]
+#[path = "../../kestrel-split/tests/common/proxy.rs"]
+mod proxy;
+#[allow(dead_code)]
+#[path = "split/serve.rs"]
+mod split_server;
 
 use common::{kestrel, path_str, workspace_root, TempDir, SMOLLM2, THREADS};
 use serde_json::Value;
@@ -160,6 +167,73 @@ fn openai_client_against_the_default_model() {
         served["tokens"].as_u64(),
         run["tokens"].as_array().map(|t| t.len() as u64)
     );
+}
+
+/// `kestrel serve --split-remote`: a device-side server that runs layers 0..k and has a split
+/// server run the rest. Greedy answers equal `kestrel run`, alone and with four clients at
+/// once (the split server takes two sessions, so two of them start locally); when the split
+/// server is killed mid-stream the device finishes the answer, with nothing repeated or lost.
+#[test]
+fn split_remote_serve_equals_kestrel_run_and_finishes_alone() {
+    let m = require_model!(SMOLLM2);
+    let prompt = "The three primary colours are";
+    let run = kestrel(&[
+        "run",
+        "-m",
+        &path_str(&m),
+        "-t",
+        THREADS,
+        "--temp",
+        "0",
+        "-n",
+        "32",
+        "--ignore-eos",
+        "--json",
+        "-p",
+        prompt,
+    ])
+    .ok()
+    .json();
+    let split = split_server::SplitServe::start(&m, "127.0.0.1", None, THREADS);
+    // 10 ms each way keeps the answer streaming long enough to cut it midway.
+    let target = split.addr.parse().unwrap();
+    let px = proxy::Proxy::start("127.0.0.1:0", target, Duration::from_millis(10)).unwrap();
+    let url = px.url();
+    let s = Server::start(&m, &["--split-remote", &url, "--split-layer", "12"]);
+
+    let v = s.scenario("split", &["remote", prompt, "32"]);
+    assert_eq!(v["text"], run["text"], "split server answer vs kestrel run");
+    assert_eq!(v["tokens"], 32);
+    // One step for the prompt, one for each generated token but the last.
+    assert_eq!(v["split"]["remote_steps"], 32, "{}", v["split"]);
+    assert_eq!(v["fallbacks"], 0.0, "{v}");
+    s.scenario("concurrent", &[]);
+
+    let pid = split.child.id().to_string();
+    let cut = s.scenario("split_cut", &[prompt, "32", &pid, "8"]);
+    assert_eq!(cut["text"], run["text"], "answer cut by the split server's death");
+    let r = &cut["split"];
+    assert_eq!(r["fell_back"], true, "{r}");
+    let n = r["tokens_before_fallback"].as_u64().unwrap();
+    assert!((8..32).contains(&n), "fell back after {n} tokens: {r}");
+
+    // The split server is gone: requests run locally from the start, with the same answer.
+    let v = s.scenario("split", &["local", prompt, "32"]);
+    assert_eq!(v["text"], run["text"], "local answer vs kestrel run");
+    assert_eq!(v["split"]["fallback_at_position"], 0, "{}", v["split"]);
+    assert!(v["fallbacks"].as_f64().unwrap() >= 3.0, "{v}");
+
+    let err = kestrel(&[
+        "serve",
+        "-m",
+        &path_str(&m),
+        "--split-remote",
+        &url,
+        "--split-layer",
+        "30",
+    ])
+    .fails_cleanly();
+    assert!(err.contains("outside 1..30"), "{err}");
 }
 
 #[test]

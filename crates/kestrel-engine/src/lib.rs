@@ -174,6 +174,11 @@ impl Engine {
         self.n_ctx
     }
 
+    /// Largest micro-batch of prompt tokens per forward pass (of the sessions it makes).
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
+    }
+
     pub fn new_sequence(&self) -> Sequence {
         Sequence {
             session: self.model.new_session(self.n_ctx, self.n_batch),

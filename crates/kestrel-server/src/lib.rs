@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub verify: sched::VerifyConfig,
     /// `--draft...`: speculative decoding while one sequence is active.
     pub spec: Option<ServeSpec>,
+    /// `--split-remote`: run layers `k..n` of every generation on a split server.
+    pub split: Option<kestrel_split::SplitConfig>,
 }
 
 /// Serve until ctrl-c. `on_listen` is told the bound address (port 0 picks a free one).
@@ -66,6 +68,11 @@ pub fn run_with(
     if cfg.parallel == 0 {
         return Err(ServerError::Config("--parallel must be at least 1".into()));
     }
+    if cfg.split.is_some() && cfg.spec.is_some() {
+        return Err(ServerError::Config(
+            "--split-remote and --draft cannot be used together".into(),
+        ));
+    }
     if let Some(d) = &cfg.session_dir {
         std::fs::create_dir_all(d)
             .map_err(|e| ServerError::Io(format!("creating session dir {}: {e}", d.display())))?;
@@ -81,6 +88,7 @@ pub fn run_with(
             session_dir: cfg.session_dir.clone(),
             verify: cfg.verify.clone(),
             spec: cfg.spec.clone(),
+            split: cfg.split.clone(),
         },
         metrics.clone(),
     )

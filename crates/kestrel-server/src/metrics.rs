@@ -56,6 +56,10 @@ pub struct Metrics {
     /// Speculative decoding (`--draft...`): draft tokens proposed and kept.
     pub spec_drafted: AtomicU64,
     pub spec_accepted: AtomicU64,
+    /// `--split-remote`: sequences that ran layers on the split server, and those that had
+    /// to finish on this device because the server failed.
+    pub split_sequences: AtomicU64,
+    pub split_fallbacks: AtomicU64,
     pub active: AtomicU64,
     pub queued: AtomicU64,
     pub ttft: Histogram,
@@ -80,6 +84,8 @@ impl Default for Metrics {
             generated_tokens: AtomicU64::new(0),
             spec_drafted: AtomicU64::new(0),
             spec_accepted: AtomicU64::new(0),
+            split_sequences: AtomicU64::new(0),
+            split_fallbacks: AtomicU64::new(0),
             active: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             ttft: Histogram::new(TTFT_BOUNDS),
@@ -154,6 +160,18 @@ impl Metrics {
             "kestrel_draft_tokens_accepted_total",
             "Draft tokens the model kept.",
             &self.spec_accepted,
+        );
+        counter(
+            &mut o,
+            "kestrel_split_sequences_total",
+            "Sequences generated with --split-remote (on the split server, or locally after it failed).",
+            &self.split_sequences,
+        );
+        counter(
+            &mut o,
+            "kestrel_split_fallbacks_total",
+            "Split sequences finished on this device because the split server failed.",
+            &self.split_fallbacks,
         );
         gauge(
             &mut o,

@@ -46,10 +46,9 @@ struct Remote {
     session: u64,
 }
 
-pub struct SplitDevice<'a> {
-    model: &'a Model,
-    pool: &'a ThreadPool,
-    pub session: Session,
+/// One split sequence's state, apart from the model, the thread pool and the session it
+/// steps (the caller owns those: `kestrel serve --split-remote` keeps them in its slots).
+pub struct SplitLink {
     cfg: SplitConfig,
     n_batch: usize,
     remote: Option<Remote>,
@@ -61,16 +60,17 @@ pub struct SplitDevice<'a> {
     pub stats: SplitStats,
 }
 
-impl<'a> SplitDevice<'a> {
-    /// Open a session on the server. A server that cannot be reached or refuses is not an
-    /// error: the device then runs alone from the start (see `stats.fallback`).
+impl SplitLink {
+    /// Open a session on the server for `session` (which must be empty). A server that cannot
+    /// be reached or refuses is not an error: the link then runs every layer locally from the
+    /// start (see `stats.fallback`).
     pub fn open(
-        model: &'a Model,
-        pool: &'a ThreadPool,
-        n_ctx: usize,
+        model: &Model,
+        pool: &ThreadPool,
+        session: &mut Session,
         n_batch: usize,
         cfg: SplitConfig,
-    ) -> Result<SplitDevice<'a>> {
+    ) -> Result<SplitLink> {
         let n_layer = model.hparams().n_layer;
         if cfg.k == 0 || cfg.k >= n_layer {
             return Err(SplitError::Invalid(format!(
@@ -78,11 +78,13 @@ impl<'a> SplitDevice<'a> {
                 cfg.k
             )));
         }
-        let session = model.new_session(n_ctx, n_batch);
-        let mut d = SplitDevice {
-            model,
-            pool,
-            session,
+        if session.n_past() != 0 {
+            return Err(SplitError::Invalid(
+                "a split starts from an empty session".into(),
+            ));
+        }
+        let n_ctx = session.n_ctx();
+        let mut d = SplitLink {
             n_batch: n_batch.clamp(1, n_ctx.max(1)),
             remote: None,
             history: Vec::new(),
@@ -92,19 +94,19 @@ impl<'a> SplitDevice<'a> {
             stats: SplitStats::default(),
             cfg,
         };
-        match d.connect(n_ctx) {
+        match d.connect(model, n_ctx) {
             Ok(r) => d.remote = Some(r),
             // A bad URL is the user's mistake, not a server failure.
             Err(e @ SplitError::Invalid(_)) => return Err(e),
-            Err(e) => d.go_local(e)?,
+            Err(e) => d.go_local(model, pool, session, e)?,
         }
         Ok(d)
     }
 
-    fn connect(&mut self, n_ctx: usize) -> Result<Remote> {
+    fn connect(&mut self, model: &Model, n_ctx: usize) -> Result<Remote> {
         let mut client = Client::new(&self.cfg.remote, self.cfg.timeout, self.cfg.api_key.clone())?;
         let open = Request::Open {
-            fingerprint: fingerprint(&self.model.gguf),
+            fingerprint: fingerprint(&model.gguf),
             k: self.cfg.k as u16,
             wire: self.cfg.wire,
             reply: self.cfg.reply,
@@ -122,8 +124,8 @@ impl<'a> SplitDevice<'a> {
         self.remote.is_some()
     }
 
-    pub fn n_past(&self) -> usize {
-        self.session.n_past()
+    pub fn config(&self) -> &SplitConfig {
+        &self.cfg
     }
 
     /// The logits after the last token fed.
@@ -131,9 +133,15 @@ impl<'a> SplitDevice<'a> {
         &self.logits
     }
 
-    /// Append `tokens` and return the logits after the last one. Steps carry at most
-    /// `n_batch` rows, the micro-batches an unsplit `Model::forward` would use.
-    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+    /// Append `tokens` to `session` and return the logits after the last one. Steps carry at
+    /// most `n_batch` rows, the micro-batches an unsplit `Model::forward` would use.
+    pub fn feed(
+        &mut self,
+        model: &Model,
+        pool: &ThreadPool,
+        session: &mut Session,
+        tokens: &[u32],
+    ) -> Result<&[f32]> {
         if tokens.is_empty() {
             return Err(SplitError::Invalid("no tokens to feed".into()));
         }
@@ -141,39 +149,45 @@ impl<'a> SplitDevice<'a> {
         let mut start = 0;
         while start < n {
             let end = (start + self.n_batch).min(n);
-            self.step(&tokens[start..end], end == n)?;
+            self.step(model, pool, session, &tokens[start..end], end == n)?;
             start = end;
         }
         Ok(&self.logits)
     }
 
-    fn step(&mut self, chunk: &[u32], want: bool) -> Result<()> {
-        let m = self.model;
+    fn step(
+        &mut self,
+        m: &Model,
+        pool: &ThreadPool,
+        session: &mut Session,
+        chunk: &[u32],
+        want: bool,
+    ) -> Result<()> {
         if self.remote.is_none() {
             let from = if want { chunk.len() - 1 } else { chunk.len() };
-            m.forward(&mut self.session, self.pool, chunk, from)?;
+            m.forward(session, pool, chunk, from)?;
             if want {
                 self.logits.clear();
-                self.logits.extend_from_slice(self.session.last_logits());
+                self.logits.extend_from_slice(session.last_logits());
             }
             return Ok(());
         }
-        let pos = self.session.n_past();
+        let pos = session.n_past();
         self.h.clear();
         let out = StageOutput::Hidden(&mut self.h);
         let input = StageInput::Tokens(chunk);
-        m.forward_stage(&mut self.session, self.pool, input, 0..self.cfg.k, out)?;
+        m.forward_stage(session, pool, input, 0..self.cfg.k, out)?;
         self.history.extend_from_slice(&self.h);
         self.steps.push(chunk.len());
-        match self.send(pos, chunk.len(), want) {
+        match self.send(m, pos, chunk.len(), want) {
             Ok(()) => Ok(()),
-            Err(e) => self.go_local(e),
+            Err(e) => self.go_local(m, pool, session, e),
         }
     }
 
-    fn send(&mut self, pos: usize, rows: usize, want: bool) -> Result<()> {
-        let e = self.model.hparams().n_embd;
-        let n_vocab = self.model.hparams().n_vocab;
+    fn send(&mut self, model: &Model, pos: usize, rows: usize, want: bool) -> Result<()> {
+        let e = model.hparams().n_embd;
+        let n_vocab = model.hparams().n_vocab;
         let Some(r) = self.remote.as_mut() else {
             return Err(SplitError::Invalid("no remote".into()));
         };
@@ -222,36 +236,36 @@ impl<'a> SplitDevice<'a> {
     /// Drop the server and rebuild layers `k..n` of every position so far from the kept
     /// hidden states, step by step as they were first run; the last step's logits become
     /// the current ones.
-    fn go_local(&mut self, why: SplitError) -> Result<()> {
+    fn go_local(
+        &mut self,
+        model: &Model,
+        pool: &ThreadPool,
+        session: &mut Session,
+        why: SplitError,
+    ) -> Result<()> {
         let t0 = Instant::now();
-        let at = self.session.n_past();
+        let at = session.n_past();
         self.remote = None;
         self.stats.fallback = Some((at, why.to_string()));
         let (k, n_layer, e) = (
             self.cfg.k,
-            self.model.hparams().n_layer,
-            self.model.hparams().n_embd,
+            model.hparams().n_layer,
+            model.hparams().n_embd,
         );
         if !self.steps.is_empty() {
             // Layers 0..k of this session are complete; run k..n over the same positions.
-            self.session.truncate(0);
+            session.truncate(0);
             let mut row = 0;
             let last = self.steps.len() - 1;
             for (i, &n) in self.steps.iter().enumerate() {
                 let h = &self.history[row * e..(row + n) * e];
                 let from = if i == last { n - 1 } else { n };
                 let out = StageOutput::Logits { from };
-                self.model.forward_stage(
-                    &mut self.session,
-                    self.pool,
-                    StageInput::Hidden(h),
-                    k..n_layer,
-                    out,
-                )?;
+                model.forward_stage(session, pool, StageInput::Hidden(h), k..n_layer, out)?;
                 row += n;
             }
             self.logits.clear();
-            self.logits.extend_from_slice(self.session.last_logits());
+            self.logits.extend_from_slice(session.last_logits());
         }
         self.history = Vec::new();
         self.steps = Vec::new();
@@ -275,6 +289,96 @@ impl<'a> SplitDevice<'a> {
         if let Some(mut r) = self.remote.take() {
             let _ = r.client.call(&Request::Close { session: r.session });
         }
+    }
+
+    /// Where the layers ran and what crossed the wire, as the metadata `kestrel run --json`
+    /// and `kestrel serve`'s responses carry. `prompt_len`: the prompt's tokens, to count the
+    /// generated tokens the server's logits chose before a fall-back.
+    pub fn report(&self, n_layer: usize, prompt_len: usize) -> serde_json::Value {
+        let s = &self.stats;
+        let top_k = match self.cfg.reply {
+            ReplyMode::Full => 0,
+            ReplyMode::TopK(n) => n,
+        };
+        serde_json::json!({
+            "remote": self.cfg.remote,
+            "layer": self.cfg.k,
+            "n_layer": n_layer,
+            "wire": self.cfg.wire.as_str(),
+            "top_k": top_k,
+            "remote_steps": s.steps_remote,
+            "bytes_sent": s.bytes_sent,
+            "bytes_received": s.bytes_received,
+            "remote_ms": s.remote_ms,
+            "fell_back": s.fallback.is_some(),
+            "fallback_at_position": s.fallback.as_ref().map(|f| f.0),
+            "tokens_before_fallback": s.fallback.as_ref().map(|f| f.0.saturating_sub(prompt_len)),
+            "fallback_reason": s.fallback.as_ref().map(|f| f.1.clone()),
+            "rebuild_ms": s.rebuild_ms,
+        })
+    }
+}
+
+/// A [`SplitLink`] with its model, pool and a session of its own (`kestrel run`).
+pub struct SplitDevice<'a> {
+    model: &'a Model,
+    pool: &'a ThreadPool,
+    pub session: Session,
+    link: SplitLink,
+}
+
+impl<'a> SplitDevice<'a> {
+    /// Open a session on the server. A server that cannot be reached or refuses is not an
+    /// error: the device then runs alone from the start (see `stats.fallback`).
+    pub fn open(
+        model: &'a Model,
+        pool: &'a ThreadPool,
+        n_ctx: usize,
+        n_batch: usize,
+        cfg: SplitConfig,
+    ) -> Result<SplitDevice<'a>> {
+        let mut session = model.new_session(n_ctx, n_batch);
+        let link = SplitLink::open(model, pool, &mut session, n_batch, cfg)?;
+        Ok(SplitDevice {
+            model,
+            pool,
+            session,
+            link,
+        })
+    }
+
+    /// True while layers `k..n` still run on the server.
+    pub fn is_remote(&self) -> bool {
+        self.link.is_remote()
+    }
+
+    pub fn n_past(&self) -> usize {
+        self.session.n_past()
+    }
+
+    /// The logits after the last token fed.
+    pub fn last_logits(&self) -> &[f32] {
+        self.link.last_logits()
+    }
+
+    pub fn stats(&self) -> &SplitStats {
+        &self.link.stats
+    }
+
+    /// See [`SplitLink::report`].
+    pub fn report(&self, prompt_len: usize) -> serde_json::Value {
+        self.link.report(self.model.hparams().n_layer, prompt_len)
+    }
+
+    /// Append `tokens` and return the logits after the last one.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.link
+            .feed(self.model, self.pool, &mut self.session, tokens)
+    }
+
+    /// Close the server's session (best effort: it expires anyway).
+    pub fn close(&mut self) {
+        self.link.close()
     }
 }
 

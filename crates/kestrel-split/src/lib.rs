@@ -19,7 +19,7 @@ pub mod server;
 pub mod standalone;
 pub mod wire;
 
-pub use device::{SplitConfig, SplitDevice, SplitStats};
+pub use device::{SplitConfig, SplitDevice, SplitLink, SplitStats};
 pub use error::{Result, SplitError};
 pub use proto::ReplyMode;
 pub use server::SplitServerConfig;

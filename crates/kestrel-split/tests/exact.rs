@@ -51,13 +51,13 @@ fn split_logits(
     toks: &[u32],
 ) -> Vec<Vec<f32>> {
     let mut d = SplitDevice::open(&e.model, &e.pool, 256, 16, cfg(url, k, w)).unwrap();
-    assert!(d.is_remote(), "k={k}: {:?}", d.stats.fallback);
+    assert!(d.is_remote(), "k={k}: {:?}", d.stats().fallback);
     let mut out = vec![d.feed(prompt).unwrap().to_vec()];
     for &t in toks {
         out.push(d.feed(&[t]).unwrap().to_vec());
     }
-    assert!(d.stats.fallback.is_none(), "k={k}: {:?}", d.stats.fallback);
-    assert_eq!(d.stats.steps_remote, prompt.len().div_ceil(16) + toks.len());
+    assert!(d.stats().fallback.is_none(), "k={k}: {:?}", d.stats().fallback);
+    assert_eq!(d.stats().steps_remote, prompt.len().div_ceil(16) + toks.len());
     d.close();
     out
 }

@@ -167,7 +167,7 @@ fn a_device_with_another_model_falls_back_with_the_reason() {
     };
     let d = kestrel_split::SplitDevice::open(&dev.model, &dev.pool, 64, 16, cfg).unwrap();
     assert!(!d.is_remote());
-    let (at, why) = d.stats.fallback.clone().expect("fell back");
+    let (at, why) = d.stats().fallback.clone().expect("fell back");
     assert_eq!(at, 0);
     assert!(why.contains("ModelMismatch"), "{why}");
 }

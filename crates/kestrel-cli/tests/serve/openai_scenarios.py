@@ -7,6 +7,7 @@ JSON line for the Rust test (crates/kestrel-cli/tests/serve.rs) to compare again
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -431,6 +432,76 @@ def scenario_metrics():
     ]:
         expect(name in text, f"{name} missing")
     expect(metric("kestrel_generated_tokens_total") > 0, "tokens counted")
+
+
+def kestrel_field(obj):
+    """The response's `kestrel` field (not part of OpenAI's schema, so an extra)."""
+    return (getattr(obj, "model_extra", None) or {}).get("kestrel") or {}
+
+
+def split_stream(c, m, prompt, n, on_chunk=None):
+    """Stream a greedy completion; return its text and the last chunk's split report."""
+    s = c.completions.create(
+        model=m, prompt=prompt, temperature=0, max_tokens=n, stream=True, extra_body={"ignore_eos": True}
+    )
+    parts, split, chunks = [], None, 0
+    for ch in s:
+        for choice in ch.choices:
+            if choice.text:
+                parts.append(choice.text)
+                chunks += 1
+                if on_chunk:
+                    on_chunk(chunks)
+            if choice.finish_reason:
+                split = kestrel_field(ch).get("split")
+    return "".join(parts), split
+
+
+def scenario_split():
+    """Server started with --split-remote. ARGS: where layers k.. should run ('remote' or
+    'local': the split server is gone), a prompt, a token count. A completion and its streamed
+    twin agree and carry the split report; what a split cannot serve is refused with 400."""
+    c = client()
+    m = model_id(c)
+    local = ARGS[0] == "local"
+    n = int(ARGS[2])
+    r = c.completions.create(model=m, prompt=ARGS[1], temperature=0, max_tokens=n, extra_body={"ignore_eos": True})
+    split = kestrel_field(r).get("split")
+    expect(split is not None, f"no kestrel.split in {r}")
+    expect(split["fell_back"] == local, f"fell_back {split}")
+    expect((split["remote_steps"] > 0) != local, f"remote steps {split}")
+    text, streamed = split_stream(c, m, ARGS[1], n)
+    expect(text == r.choices[0].text, f"streamed {text!r} != {r.choices[0].text!r}")
+    expect(streamed is not None and streamed["fell_back"] == local, f"streamed split {streamed}")
+    st, resp = status_of(lambda: c.completions.create(model=m, prompt="x", max_tokens=2, echo=True, logprobs=1))
+    expect(st == 400 and "split" in resp.json()["error"]["message"], f"echo with logprobs: {st}")
+    st, _ = status_of(lambda: chat(c, m, "Hi", max_tokens=2, extra_body={"session_id": "s1"}))
+    expect(st == 400, f"session_id: {st}")
+    expect(status_of(lambda: chat(c, m, "Hi", max_tokens=2))[0] == 200, "chat after the refusals")
+    print(json.dumps({
+        "text": r.choices[0].text,
+        "tokens": r.usage.completion_tokens,
+        "split": split,
+        "sequences": metric("kestrel_split_sequences_total"),
+        "fallbacks": metric("kestrel_split_fallbacks_total"),
+    }))
+
+
+def scenario_split_cut():
+    """Server started with --split-remote. ARGS: a prompt, a token count, the split server's
+    pid, a chunk count: stream a completion and kill the split server after that many chunks.
+    Prints the whole streamed text and the split report."""
+    c = client()
+    m = model_id(c)
+    pid, after = int(ARGS[2]), int(ARGS[3])
+
+    def cut(chunks):
+        if chunks == after:
+            os.kill(pid, signal.SIGKILL)
+
+    text, split = split_stream(c, m, ARGS[0], int(ARGS[1]), cut)
+    expect(split is not None, "no split report on the last chunk")
+    print(json.dumps({"text": text, "split": split}))
 
 
 globals()["scenario_" + SCENARIO]()

@@ -157,6 +157,7 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
         "usage": gen::usage(started.prompt_tokens, started.reused, c.completion_tokens),
     });
     routing::tag(&mut v, route.as_ref());
+    routing::tag_split(&mut v, c.split);
     let mut resp = Json(v).into_response();
     routing::headers(&mut resp, route.as_ref());
     Ok(resp)
@@ -199,6 +200,7 @@ impl ChunkWriter for ChatChunks {
             Event::Done {
                 reason,
                 completion_tokens,
+                ..
             } => {
                 let mut v = vec![self.chunk(json!({}), Value::Null, json!(reason.as_str()))];
                 if self.include_usage {

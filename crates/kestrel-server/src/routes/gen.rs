@@ -132,6 +132,8 @@ pub(crate) struct Collected {
     pub logprobs: Vec<TokenLogprob>,
     pub reason: FinishReason,
     pub completion_tokens: usize,
+    /// The split report (`--split-remote`).
+    pub split: Option<serde_json::Value>,
 }
 
 pub(crate) async fn collect(rx: &mut UnboundedReceiver<Event>) -> Result<Collected, ApiError> {
@@ -147,12 +149,14 @@ pub(crate) async fn collect(rx: &mut UnboundedReceiver<Event>) -> Result<Collect
             Event::Done {
                 reason,
                 completion_tokens,
+                split,
             } => {
                 return Ok(Collected {
                     text,
                     logprobs,
                     reason,
                     completion_tokens,
+                    split,
                 })
             }
             Event::Error(e) => return Err(e),

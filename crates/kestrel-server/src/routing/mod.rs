@@ -7,7 +7,7 @@
 
 mod respond;
 
-pub(crate) use respond::{headers, tag, Tagged};
+pub(crate) use respond::{headers, tag, tag_split, Tagged};
 
 use crate::error::ApiError;
 use crate::routes::gen::{self, GenRequest, Started};

@@ -15,10 +15,29 @@ use kestrel_route::{Decision, RemoteAnswer, RemoteKind};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 
-/// Add the `kestrel` field to a response object.
+/// Add the decision to a response object's `kestrel` field.
 pub(crate) fn tag(v: &mut Value, d: Option<&Decision>) {
-    if let (Some(d), Some(o)) = (d, v.as_object_mut()) {
-        o.insert("kestrel".into(), d.json());
+    if let Some(Value::Object(fields)) = d.map(Decision::json) {
+        kestrel_field(v, fields);
+    }
+}
+
+/// Add a split report (`--split-remote`) to a response object's `kestrel` field.
+pub(crate) fn tag_split(v: &mut Value, split: Option<Value>) {
+    if let Some(s) = split {
+        let mut m = serde_json::Map::new();
+        m.insert("split".into(), s);
+        kestrel_field(v, m);
+    }
+}
+
+/// Merge `fields` into the object's `kestrel` field (routing and split both write there).
+fn kestrel_field(v: &mut Value, fields: serde_json::Map<String, Value>) {
+    if let Some(o) = v.as_object_mut() {
+        let k = o.entry("kestrel").or_insert_with(|| json!({}));
+        if let Some(k) = k.as_object_mut() {
+            k.extend(fields);
+        }
     }
 }
 
@@ -36,7 +55,7 @@ pub(crate) fn headers(r: &mut Response, d: Option<&Decision>) {
     }
 }
 
-/// A chunk writer whose finishing chunk carries the decision.
+/// A chunk writer whose finishing chunk carries the decision and the split report.
 pub(crate) struct Tagged<W> {
     inner: W,
     decision: Option<Decision>,
@@ -49,13 +68,15 @@ impl<W> Tagged<W> {
 }
 
 impl<W: ChunkWriter> ChunkWriter for Tagged<W> {
-    fn event(&mut self, ev: Event) -> Vec<Value> {
-        let done = matches!(ev, Event::Done { .. });
+    fn event(&mut self, mut ev: Event) -> Vec<Value> {
+        let split = match &mut ev {
+            Event::Done { split, .. } => Some(split.take()),
+            _ => None,
+        };
         let mut out = self.inner.event(ev);
-        if done {
-            if let Some(first) = out.first_mut() {
-                tag(first, self.decision.as_ref());
-            }
+        if let (Some(split), Some(first)) = (split, out.first_mut()) {
+            tag(first, self.decision.as_ref());
+            tag_split(first, split);
         }
         out
     }

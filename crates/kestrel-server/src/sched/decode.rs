@@ -82,6 +82,8 @@ pub(crate) struct Decoding {
     logprobs: Option<usize>,
     /// Tokens whose confidence is still to be reported.
     confidence: usize,
+    /// The split report to send with `Done` (kept current by the scheduler).
+    pub split: Option<serde_json::Value>,
 }
 
 impl Decoding {
@@ -96,6 +98,7 @@ impl Decoding {
             max_tokens: job.max_tokens,
             logprobs: job.logprobs,
             confidence: job.confidence,
+            split: None,
         }
     }
 
@@ -160,10 +163,11 @@ impl Decoding {
         self.done(reason, events)
     }
 
-    fn done(&self, reason: FinishReason, events: &UnboundedSender<Event>) -> Outcome {
+    fn done(&mut self, reason: FinishReason, events: &UnboundedSender<Event>) -> Outcome {
         let _ = events.send(Event::Done {
             reason,
             completion_tokens: self.generated,
+            split: self.split.take(),
         });
         Outcome::Finished
     }

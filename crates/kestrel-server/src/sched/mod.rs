@@ -60,6 +60,9 @@ pub enum Event {
     Done {
         reason: FinishReason,
         completion_tokens: usize,
+        /// With `--split-remote`: where the layers ran, and any fall-back to this device
+        /// (`SplitLink::report`).
+        split: Option<serde_json::Value>,
     },
     Error(ApiError),
 }
@@ -132,6 +135,8 @@ pub struct SchedConfig {
     pub verify: VerifyConfig,
     /// Speculative decoding while one sequence is active.
     pub spec: Option<ServeSpec>,
+    /// Split inference: layers `k..n` of every generation run on a split server.
+    pub split: Option<kestrel_split::SplitConfig>,
 }
 
 /// The front end's handle: submit jobs without blocking.

@@ -16,6 +16,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 mod spec;
+mod split;
 pub use spec::{DrafterFactory, ServeSpec};
 
 struct Active {
@@ -27,6 +28,8 @@ struct Active {
     pending: Option<u32>,
     /// Draft length for this sequence (speculation only).
     length: kestrel_engine::speculative::DraftLength,
+    /// The split server link (`--split-remote` only).
+    split: Option<kestrel_split::SplitLink>,
 }
 
 pub(crate) struct Worker {
@@ -105,7 +108,11 @@ impl Worker {
                 }
                 self.handle(job);
             }
-            if self.spec.is_some() && self.active.len() == 1 {
+            if self.cfg.split.is_some() {
+                if !self.active.is_empty() {
+                    self.step_split();
+                }
+            } else if self.spec.is_some() && self.active.len() == 1 {
                 if let Some(a) = self.active.pop() {
                     self.spec_step(a);
                 }
@@ -148,6 +155,12 @@ impl Worker {
             )));
             return;
         }
+        if self.cfg.split.is_some() {
+            if let Err(e) = split::check(&job) {
+                let _ = job.events.send(Event::Error(e));
+                return;
+            }
+        }
         let Some(si) = choose(&self.slots, &job.prompt, job.session_id.as_deref()) else {
             return;
         };
@@ -163,16 +176,22 @@ impl Worker {
         slot.owner = job.session_id.clone();
         slot.busy = true;
         slot.last_used = self.clock;
-        let (reused, prompt_logprobs) = match prefill(&self.engine, slot, &job) {
+        let mut link = None;
+        let started = match &self.cfg.split {
+            Some(cfg) => split::start(&self.engine, slot, &job, cfg.clone()).map(|l| {
+                link = Some(l);
+                (0, None)
+            }),
+            None => prefill(&self.engine, slot, &job).map_err(|e| e.to_string()),
+        };
+        let (reused, prompt_logprobs) = match started {
             Ok(r) => r,
             Err(e) => {
                 slot.exact = 0;
                 slot.seq.tokens.clear();
                 slot.seq.session.reset();
                 slot.busy = false;
-                let _ = job
-                    .events
-                    .send(Event::Error(ApiError::internal(e.to_string())));
+                let _ = job.events.send(Event::Error(ApiError::internal(e)));
                 return;
             }
         };
@@ -188,6 +207,9 @@ impl Worker {
             prompt_logprobs,
         });
         if sent.is_err() {
+            if let Some(mut l) = link {
+                l.close();
+            }
             slot.busy = false;
             return;
         }
@@ -202,6 +224,7 @@ impl Worker {
                 Some(s) => s.length(),
                 None => kestrel_engine::speculative::DraftLength::new(1, false),
             },
+            split: link,
         });
     }
 
@@ -287,6 +310,9 @@ impl Worker {
     }
 
     fn session_dir(&self) -> Result<&std::path::Path, ApiError> {
+        if self.cfg.split.is_some() {
+            return Err(split::no_sessions());
+        }
         self.cfg.session_dir.as_deref().ok_or_else(|| {
             ApiError::bad_request(
                 "sessions cannot be saved: the server was started without --session-dir",

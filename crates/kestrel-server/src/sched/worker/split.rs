@@ -1,0 +1,137 @@
+//! Split inference in the server (`kestrel serve --split-remote URL --split-layer K`): every
+//! generation runs the embedding and layers `0..k` in its slot's session here and layers
+//! `k..n` on a split server, which sends back each step's logits; sampling, stop strings and
+//! streaming stay here. When the server fails, the sequence's `SplitLink` rebuilds layers
+//! `k..n` in the slot's own session and the sequence goes on locally, with nothing the client
+//! already received repeated or lost; the response's `kestrel.split` field and the log say so.
+//!
+//! Split sequences are stepped in turn, one round trip each, not batched: the server's
+//! protocol carries one session per step. The slot's cache holds only layers `0..k` while
+//! split, so nothing in it is reused by a later request.
+
+use super::{observe, Active, Worker};
+use crate::error::ApiError;
+use crate::sched::decode::Outcome;
+use crate::sched::{Event, FinishReason, GenJob};
+use crate::sched::slots::Slot;
+use kestrel_engine::Engine;
+use kestrel_split::{SplitConfig, SplitLink};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// What a split server cannot do for a request.
+pub(super) fn check(job: &GenJob) -> Result<(), ApiError> {
+    if job.prompt_logprobs {
+        return Err(ApiError::bad_request(
+            "prompt logprobs (echo with logprobs) are not available with --split-remote: \
+             the split server sends only the last position's logits",
+        )
+        .param("echo"));
+    }
+    if job.session_id.is_some() {
+        return Err(no_sessions().param("session_id"));
+    }
+    Ok(())
+}
+
+pub(super) fn no_sessions() -> ApiError {
+    ApiError::bad_request(
+        "sessions are not kept with --split-remote: layers k.. of the KV cache live on the \
+         split server and end with each request",
+    )
+}
+
+/// Open a link for `job` in an emptied slot and run its prompt through it.
+pub(super) fn start(
+    engine: &Engine,
+    slot: &mut Slot,
+    job: &GenJob,
+    cfg: SplitConfig,
+) -> Result<SplitLink, String> {
+    clear(slot);
+    let (m, pool) = (&engine.model, &engine.pool);
+    let session = &mut slot.seq.session;
+    let mut link =
+        SplitLink::open(m, pool, session, engine.n_batch(), cfg).map_err(|e| e.to_string())?;
+    if let Err(e) = link.feed(m, pool, session, &job.prompt) {
+        link.close();
+        clear(slot);
+        return Err(e.to_string());
+    }
+    Ok(link)
+}
+
+fn clear(slot: &mut Slot) {
+    slot.exact = 0;
+    slot.seq.tokens.clear();
+    slot.seq.session.reset();
+}
+
+impl Worker {
+    /// Sample a token for every active split sequence and feed it through its link.
+    pub(super) fn step_split(&mut self) {
+        let now = Instant::now();
+        let n_layer = self.engine.model.hparams().n_layer;
+        let mut keep = Vec::with_capacity(self.active.len());
+        for mut a in std::mem::take(&mut self.active) {
+            let Some(link) = a.split.as_ref() else {
+                // Admission gives every sequence a link in split mode.
+                self.end_split(a);
+                continue;
+            };
+            // Current before any step that may end the sequence (its `Done` carries it).
+            a.dec.split = Some(link.report(n_layer, a.job.prompt.len()));
+            let before = a.dec.generated;
+            let outcome = if a.job.events.is_closed() {
+                Outcome::Gone
+            } else if now >= a.job.deadline {
+                a.dec.finish(FinishReason::Length, &a.job.events)
+            } else {
+                let s = &self.slots[a.slot].seq.session;
+                let room = s.n_past() < s.n_ctx();
+                let logits = link.last_logits();
+                a.dec
+                    .step(&self.engine.tokenizer, logits, room, &a.job.events)
+            };
+            if a.dec.generated > before {
+                observe(&self.metrics, &mut a);
+            }
+            let Outcome::Feed(t) = outcome else {
+                self.end_split(a);
+                continue;
+            };
+            let session = &mut self.slots[a.slot].seq.session;
+            let fed = match a.split.as_mut() {
+                Some(l) => l
+                    .feed(&self.engine.model, &self.engine.pool, session, &[t])
+                    .map(|_| ()),
+                None => Ok(()),
+            };
+            match fed {
+                Ok(()) => keep.push(a),
+                Err(e) => {
+                    // A local model error (the server's failures are handled in the link).
+                    let _ = a
+                        .job
+                        .events
+                        .send(Event::Error(ApiError::internal(e.to_string())));
+                    self.end_split(a);
+                }
+            }
+        }
+        self.active = keep;
+    }
+
+    /// Close the server's session, count the sequence and free its slot.
+    fn end_split(&mut self, mut a: Active) {
+        if let Some(mut link) = a.split.take() {
+            link.close();
+            self.metrics.split_sequences.fetch_add(1, Relaxed);
+            if link.stats.fallback.is_some() {
+                self.metrics.split_fallbacks.fetch_add(1, Relaxed);
+            }
+        }
+        clear(&mut self.slots[a.slot]);
+        self.release(a.slot);
+    }
+}
