@@ -7,12 +7,15 @@ The split server (`kestrel serve --split-server`) and the device-side server eac
 its cores, so this measures the split's overhead (protocol, HTTP, the sequences stepped in
 turn instead of batched), not a speed-up: that needs a server faster than the device (see
 docs/split.md, "Measured"). Load: scripts/bench-server.py (streaming chat clients, 128 tokens).
+With --rtt, the device-side server reaches the split server through bench/verify_remote.py's
+user-space delaying proxy (half the RTT each way), on loopback.
 
-    bench/split_serve.py [-m MODEL] [--clients 1 4] [--requests 3] [-t 1] [-k 15]
+    bench/split_serve.py [-m MODEL] [--clients 1 4] [--requests 3] [-t 1] [-k 15] [--rtt 0 20]
 """
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +29,24 @@ def start(cmd, port, env=None):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wait_healthy(f"http://127.0.0.1:{port}", proc)
     return proc
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proxy(upstream_port, rtt_ms):
+    """A delaying proxy to the split server; returns (process, port)."""
+    port = free_port()
+    p = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "verify_remote.py"),
+                          "--role", "proxy", "--listen", f"127.0.0.1:{port}",
+                          "--upstream", f"127.0.0.1:{upstream_port}", "--delay-ms", str(rtt_ms / 2)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if p.stdout.readline().strip() != "ready":
+        sys.exit("split_serve: the delaying proxy did not start")
+    return p, port
 
 
 def stop(*procs):
@@ -43,6 +64,7 @@ def main():
     ap.add_argument("-t", "--threads", type=int, default=1, help="threads of each server")
     ap.add_argument("-k", "--split-layer", type=int, default=15)
     ap.add_argument("--wires", nargs="+", default=["f32", "f16"])
+    ap.add_argument("--rtt", type=float, nargs="+", default=[0, 20], help="ms between the two servers")
     ap.add_argument("--ctx", type=int, default=2048, help="context per slot")
     a = ap.parse_args()
     slots = max(a.clients)
@@ -60,16 +82,23 @@ def main():
 
     split = start([kestrel, "serve", "--port", "18282", "--split-server", *common], 18282)
     try:
-        for w in a.wires:
-            dev = start([kestrel, "serve", "--port", "18283", *common, "--split-remote",
-                         "http://127.0.0.1:18282", "--split-layer", str(a.split_layer),
-                         "--split-wire", w], 18283)
+        for rtt in a.rtt:
+            px, port = proxy(18282, rtt) if rtt > 0 else (None, 18282)
             try:
-                compare.log(f"kestrel serve --split-remote (k={a.split_layer}, {w}) ...")
-                name = f"split k={a.split_layer} {w}"
-                results[name] = load("http://127.0.0.1:18283", a.clients, a.requests, a.max_tokens)
+                for w in a.wires:
+                    dev = start([kestrel, "serve", "--port", "18283", *common, "--split-remote",
+                                 f"http://127.0.0.1:{port}", "--split-layer", str(a.split_layer),
+                                 "--split-wire", w], 18283)
+                    try:
+                        name = f"split k={a.split_layer} {w}, RTT {rtt:g} ms"
+                        compare.log(f"kestrel serve --split-remote ({name}) ...")
+                        results[name] = load("http://127.0.0.1:18283", a.clients, a.requests,
+                                             a.max_tokens)
+                    finally:
+                        stop(dev)
             finally:
-                stop(dev)
+                if px:
+                    stop(px)
     finally:
         stop(split)
 

@@ -46,6 +46,14 @@ struct Remote {
     session: u64,
 }
 
+/// A begun step's message, waiting for its round trip.
+struct Pending {
+    pos: usize,
+    rows: usize,
+    want: bool,
+    payload: Vec<u8>,
+}
+
 /// One split sequence's state, apart from the model, the thread pool and the session it
 /// steps (the caller owns those: `kestrel serve --split-remote` keeps them in its slots).
 pub struct SplitLink {
@@ -57,6 +65,10 @@ pub struct SplitLink {
     steps: Vec<usize>,
     logits: Vec<f32>,
     h: Vec<f32>,
+    n_vocab: usize,
+    pending: Option<Pending>,
+    /// A failed round trip, until `complete` goes local.
+    failed: Option<SplitError>,
     pub stats: SplitStats,
 }
 
@@ -91,6 +103,9 @@ impl SplitLink {
             steps: Vec::new(),
             logits: Vec::new(),
             h: Vec::new(),
+            n_vocab: model.hparams().n_vocab,
+            pending: None,
+            failed: None,
             stats: SplitStats::default(),
             cfg,
         };
@@ -163,6 +178,36 @@ impl SplitLink {
         chunk: &[u32],
         want: bool,
     ) -> Result<()> {
+        self.begin_rows(m, pool, session, chunk, want)?;
+        self.exchange();
+        self.complete(m, pool, session)
+    }
+
+    /// First half of a one-token step, for callers that overlap many links' round trips
+    /// ([`exchange`](Self::exchange) needs neither model nor session, so it can run on
+    /// another thread): run layers `0..k` for `token` and encode the hidden state; a local
+    /// link runs the whole model here.
+    pub fn begin(
+        &mut self,
+        m: &Model,
+        pool: &ThreadPool,
+        session: &mut Session,
+        token: u32,
+    ) -> Result<()> {
+        self.begin_rows(m, pool, session, &[token], true)
+    }
+
+    fn begin_rows(
+        &mut self,
+        m: &Model,
+        pool: &ThreadPool,
+        session: &mut Session,
+        chunk: &[u32],
+        want: bool,
+    ) -> Result<()> {
+        if self.pending.is_some() || self.failed.is_some() {
+            return Err(SplitError::Invalid("a step is still open".into()));
+        }
         if self.remote.is_none() {
             let from = if want { chunk.len() - 1 } else { chunk.len() };
             m.forward(session, pool, chunk, from)?;
@@ -179,26 +224,58 @@ impl SplitLink {
         m.forward_stage(session, pool, input, 0..self.cfg.k, out)?;
         self.history.extend_from_slice(&self.h);
         self.steps.push(chunk.len());
-        match self.send(m, pos, chunk.len(), want) {
-            Ok(()) => Ok(()),
-            Err(e) => self.go_local(m, pool, session, e),
+        let e = m.hparams().n_embd;
+        let mut payload = Vec::with_capacity(self.cfg.wire.row_bytes(e) * chunk.len());
+        self.cfg.wire.encode(&self.h, e, &mut payload);
+        self.pending = Some(Pending {
+            pos,
+            rows: chunk.len(),
+            want,
+            payload,
+        });
+        Ok(())
+    }
+
+    /// The round trip of a begun step (nothing to do for a local link). A failure is kept
+    /// for [`complete`](Self::complete), which goes local.
+    pub fn exchange(&mut self) {
+        if let Some(p) = self.pending.take() {
+            if let Err(e) = self.send(p) {
+                self.failed = Some(e);
+            }
         }
     }
 
-    fn send(&mut self, model: &Model, pos: usize, rows: usize, want: bool) -> Result<()> {
-        let e = model.hparams().n_embd;
-        let n_vocab = model.hparams().n_vocab;
+    /// End a step: after a failed round trip, rebuild layers `k..n` here and go on locally.
+    pub fn complete(
+        &mut self,
+        m: &Model,
+        pool: &ThreadPool,
+        session: &mut Session,
+    ) -> Result<()> {
+        if let Some(p) = self.pending.take() {
+            // `exchange` was skipped: do it now.
+            if let Err(e) = self.send(p) {
+                self.failed = Some(e);
+            }
+        }
+        match self.failed.take() {
+            Some(e) => self.go_local(m, pool, session, e),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&mut self, p: Pending) -> Result<()> {
+        let n_vocab = self.n_vocab;
         let Some(r) = self.remote.as_mut() else {
             return Err(SplitError::Invalid("no remote".into()));
         };
-        let mut payload = Vec::with_capacity(self.cfg.wire.row_bytes(e) * rows);
-        self.cfg.wire.encode(&self.h, e, &mut payload);
         let req = Request::Step {
             session: r.session,
-            pos: pos as u32,
-            rows: rows as u32,
-            want_logits: want,
-            payload,
+            pos: p.pos as u32,
+            rows: p.rows as u32,
+            want_logits: p.want,
+            payload: p.payload,
         };
         let t0 = Instant::now();
         let (s0, r0) = (r.client.sent, r.client.received);
@@ -206,7 +283,7 @@ impl SplitLink {
         self.stats.remote_ms += t0.elapsed().as_secs_f64() * 1e3;
         self.stats.bytes_sent += r.client.sent - s0;
         self.stats.bytes_received += r.client.received - r0;
-        match (reply?, want) {
+        match (reply?, p.want) {
             (Reply::Ack, false) => {}
             (Reply::Logits(l), true) if l.len() == n_vocab => {
                 self.logits = l;

@@ -5,9 +5,10 @@
 //! `k..n` in the slot's own session and the sequence goes on locally, with nothing the client
 //! already received repeated or lost; the response's `kestrel.split` field and the log say so.
 //!
-//! Split sequences are stepped in turn, one round trip each, not batched: the server's
-//! protocol carries one session per step. The slot's cache holds only layers `0..k` while
-//! split, so nothing in it is reused by a later request.
+//! Each step runs layers `0..k` of the split sequences one after another (not batched into
+//! one forward pass: the protocol carries one session per step), then makes their round trips
+//! at the same time. The slot's cache holds only layers `0..k` while split, so nothing in it
+//! is reused by a later request.
 
 use super::{observe, Active, Worker};
 use crate::error::ApiError;
@@ -61,6 +62,14 @@ pub(super) fn start(
     Ok(link)
 }
 
+/// A local model error (the server's failures are handled in the link).
+fn fail(a: &Active, e: kestrel_split::SplitError) {
+    let _ = a
+        .job
+        .events
+        .send(Event::Error(ApiError::internal(e.to_string())));
+}
+
 fn clear(slot: &mut Slot) {
     slot.exact = 0;
     slot.seq.tokens.clear();
@@ -68,15 +77,19 @@ fn clear(slot: &mut Slot) {
 }
 
 impl Worker {
-    /// Sample a token for every active split sequence and feed it through its link.
+    /// Sample a token for every active split sequence, run layers `0..k` for each here, then
+    /// make all their round trips at once (one thread each), so a step waits for about one
+    /// round trip however many sequences are active.
     pub(super) fn step_split(&mut self) {
         let now = Instant::now();
         let n_layer = self.engine.model.hparams().n_layer;
-        let mut keep = Vec::with_capacity(self.active.len());
+        let (model, pool) = (&self.engine.model, &self.engine.pool);
+        let mut fed = Vec::with_capacity(self.active.len());
+        let mut ended = Vec::new();
         for mut a in std::mem::take(&mut self.active) {
             let Some(link) = a.split.as_ref() else {
                 // Admission gives every sequence a link in split mode.
-                self.end_split(a);
+                ended.push(a);
                 continue;
             };
             // Current before any step that may end the sequence (its `Done` carries it).
@@ -97,29 +110,43 @@ impl Worker {
                 observe(&self.metrics, &mut a);
             }
             let Outcome::Feed(t) = outcome else {
-                self.end_split(a);
+                ended.push(a);
                 continue;
             };
             let session = &mut self.slots[a.slot].seq.session;
-            let fed = match a.split.as_mut() {
-                Some(l) => l
-                    .feed(&self.engine.model, &self.engine.pool, session, &[t])
-                    .map(|_| ()),
-                None => Ok(()),
-            };
-            match fed {
-                Ok(()) => keep.push(a),
-                Err(e) => {
-                    // A local model error (the server's failures are handled in the link).
-                    let _ = a
-                        .job
-                        .events
-                        .send(Event::Error(ApiError::internal(e.to_string())));
-                    self.end_split(a);
+            match a.split.as_mut().map(|l| l.begin(model, pool, session, t)) {
+                Some(Ok(())) => fed.push(a),
+                Some(Err(e)) => {
+                    fail(&a, e);
+                    ended.push(a);
                 }
+                None => ended.push(a),
             }
         }
-        self.active = keep;
+        let remote: Vec<&mut SplitLink> = fed
+            .iter_mut()
+            .filter_map(|a| a.split.as_mut().filter(|l| l.is_remote()))
+            .collect();
+        if remote.len() > 1 {
+            std::thread::scope(|sc| {
+                for l in remote {
+                    sc.spawn(move || l.exchange());
+                }
+            });
+        }
+        for mut a in fed {
+            let session = &mut self.slots[a.slot].seq.session;
+            match a.split.as_mut().map(|l| l.complete(model, pool, session)) {
+                Some(Err(e)) => {
+                    fail(&a, e);
+                    ended.push(a);
+                }
+                _ => self.active.push(a),
+            }
+        }
+        for a in ended {
+            self.end_split(a);
+        }
     }
 
     /// Close the server's session, count the sequence and free its slot.
