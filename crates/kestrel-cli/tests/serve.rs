@@ -126,6 +126,15 @@ impl Drop for Server {
     }
 }
 
+/// `kestrel run --json`: 32 greedy tokens of `prompt`.
+fn greedy_run(model: &Path, prompt: &str, extra: &[&str]) -> Value {
+    let m = path_str(model);
+    let mut args = vec!["run", "-m", &m, "-t", THREADS, "--temp", "0", "-n", "32", "--json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-p", prompt]);
+    kestrel(&args).ok().json()
+}
+
 #[test]
 fn openai_client_against_the_default_model() {
     let m = require_model!(SMOLLM2);
@@ -145,22 +154,7 @@ fn openai_client_against_the_default_model() {
 
     // Greedy output through the server equals `kestrel run` on the same prompt.
     let prompt = "The three primary colours are";
-    let run = kestrel(&[
-        "run",
-        "-m",
-        &path_str(&m),
-        "-t",
-        THREADS,
-        "--temp",
-        "0",
-        "-n",
-        "32",
-        "--json",
-        "-p",
-        prompt,
-    ])
-    .ok()
-    .json();
+    let run = greedy_run(&m, prompt, &[]);
     let served = s.scenario("complete", &[prompt, "32"]);
     assert_eq!(served["text"], run["text"], "server vs kestrel run");
     assert_eq!(
@@ -177,23 +171,7 @@ fn openai_client_against_the_default_model() {
 fn split_remote_serve_equals_kestrel_run_and_finishes_alone() {
     let m = require_model!(SMOLLM2);
     let prompt = "The three primary colours are";
-    let run = kestrel(&[
-        "run",
-        "-m",
-        &path_str(&m),
-        "-t",
-        THREADS,
-        "--temp",
-        "0",
-        "-n",
-        "32",
-        "--ignore-eos",
-        "--json",
-        "-p",
-        prompt,
-    ])
-    .ok()
-    .json();
+    let run = greedy_run(&m, prompt, &["--ignore-eos"]);
     let split = split_server::SplitServe::start(&m, "127.0.0.1", None, THREADS);
     // 10 ms each way keeps the answer streaming long enough to cut it midway.
     let target = split.addr.parse().unwrap();

@@ -164,23 +164,12 @@ impl SplitLink {
         let mut start = 0;
         while start < n {
             let end = (start + self.n_batch).min(n);
-            self.step(model, pool, session, &tokens[start..end], end == n)?;
+            self.begin_rows(model, pool, session, &tokens[start..end], end == n)?;
+            self.exchange();
+            self.complete(model, pool, session)?;
             start = end;
         }
         Ok(&self.logits)
-    }
-
-    fn step(
-        &mut self,
-        m: &Model,
-        pool: &ThreadPool,
-        session: &mut Session,
-        chunk: &[u32],
-        want: bool,
-    ) -> Result<()> {
-        self.begin_rows(m, pool, session, chunk, want)?;
-        self.exchange();
-        self.complete(m, pool, session)
     }
 
     /// First half of a one-token step, for callers that overlap many links' round trips
