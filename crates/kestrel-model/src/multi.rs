@@ -48,6 +48,42 @@ impl Model {
         pool: &ThreadPool,
         ms: &mut MultiScratch,
     ) -> Result<()> {
+        let c = self.multi_ctx(sessions, tokens, pool, ms)?;
+        step(&c, sessions, tokens, ms, 0..self.dec.hp.n_layer, None);
+        Ok(())
+    }
+
+    /// [`forward_multi`](Self::forward_multi) through `layers` only (the device half of a
+    /// split, `0..k`): row i of `hidden` (cleared first) gets the residual stream leaving the
+    /// range for `tokens[i]`, as `forward_stage` with `StageOutput::Hidden` gives it.
+    pub fn forward_multi_stage(
+        &self,
+        sessions: &mut [&mut Session],
+        tokens: &[u32],
+        pool: &ThreadPool,
+        ms: &mut MultiScratch,
+        layers: std::ops::Range<usize>,
+        hidden: &mut Vec<f32>,
+    ) -> Result<()> {
+        if layers.start > layers.end || layers.end > self.dec.hp.n_layer {
+            return Err(ModelError::Invalid(format!(
+                "layers {}..{} of a {}-layer model",
+                layers.start, layers.end, self.dec.hp.n_layer
+            )));
+        }
+        let c = self.multi_ctx(sessions, tokens, pool, ms)?;
+        step(&c, sessions, tokens, ms, layers, Some(hidden));
+        Ok(())
+    }
+
+    /// Check a batched step's arguments.
+    fn multi_ctx<'a>(
+        &'a self,
+        sessions: &[&mut Session],
+        tokens: &[u32],
+        pool: &'a ThreadPool,
+        ms: &MultiScratch,
+    ) -> Result<Ctx<'a>> {
         let hp = &self.dec.hp;
         let n = tokens.len();
         if n == 0 || n != sessions.len() {
@@ -73,20 +109,27 @@ impl Model {
                 });
             }
         }
-        let c = Ctx {
+        Ok(Ctx {
             g: &self.gguf,
             d: &self.dec,
             pool,
             k: kestrel_kernels::kernels(),
             obs: None,
             decode_lanes: false,
-        };
-        step(&c, sessions, tokens, ms);
-        Ok(())
+        })
     }
 }
 
-fn step(c: &Ctx, sessions: &mut [&mut Session], tokens: &[u32], ms: &mut MultiScratch) {
+/// One batched step through `layers`; then the output head into each session's logits, or,
+/// with `hidden`, the residual stream rows into it.
+fn step(
+    c: &Ctx,
+    sessions: &mut [&mut Session],
+    tokens: &[u32],
+    ms: &mut MultiScratch,
+    layers: std::ops::Range<usize>,
+    hidden: Option<&mut Vec<f32>>,
+) {
     let n = tokens.len();
     let v = c.d.hp.n_vocab;
     let sc = &mut ms.s;
@@ -97,9 +140,18 @@ fn step(c: &Ctx, sessions: &mut [&mut Session], tokens: &[u32], ms: &mut MultiSc
     };
     embed_rows(c, sc, tokens);
     rope_tables(c, sc, &rows, n);
-    for (il, layer) in c.d.layers.iter().enumerate() {
+    for il in layers {
+        let layer = &c.d.layers[il];
         attention_block(c, sc, &mut rows, il, layer, n);
         ffn_block(c, sc, layer, n);
+    }
+    if let Some(h) = hidden {
+        h.clear();
+        h.extend_from_slice(&sc.x[..n * c.d.hp.n_embd]);
+        for s in sessions.iter_mut() {
+            s.n_past += 1;
+        }
+        return;
     }
     let out = &mut ms.logits[..n * v];
     output_head(c, sc, 0, n, out);

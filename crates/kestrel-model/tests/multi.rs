@@ -5,7 +5,7 @@
 //! and so the greedy continuations are equal.
 
 use kestrel_kernels::ThreadPool;
-use kestrel_model::{Model, Session};
+use kestrel_model::{Model, Session, StageInput, StageOutput};
 use std::path::PathBuf;
 
 fn model_path(file: &str) -> Option<PathBuf> {
@@ -154,4 +154,62 @@ fn embeddings_are_unit_length_and_deterministic() {
     let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
     assert!(model.embed(&mut s, &pool, &[]).is_err());
+}
+
+/// The device half of a split served to several sequences (`forward_multi_stage` through
+/// layers `0..k`) gives each the same hidden state, bit for bit, as its own `forward_stage`.
+#[test]
+fn batched_stage_equals_single_stage_smollm2() {
+    let Some(p) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let model = Model::load(&p).unwrap();
+    let pool = ThreadPool::new(2);
+    let (e, n_vocab) = (model.hparams().n_embd, model.hparams().n_vocab as u32);
+    let (k, n_seqs) = (12, 4);
+    let new = || model.new_session(128, 32);
+    let mut batched: Vec<Session> = (0..n_seqs).map(|_| new()).collect();
+    let mut single: Vec<Session> = (0..n_seqs).map(|_| new()).collect();
+    let mut h = Vec::new();
+    for i in 0..n_seqs {
+        let prompt: Vec<u32> = (0..(2 + 3 * i) as u32).map(|j| (j * 7919 + 11) % n_vocab).collect();
+        for s in [&mut batched[i], &mut single[i]] {
+            let out = StageOutput::Hidden(&mut h);
+            model
+                .forward_stage(s, &pool, StageInput::Tokens(&prompt), 0..k, out)
+                .unwrap();
+        }
+    }
+    let mut ms = model.new_multi_scratch(n_seqs);
+    let mut one = Vec::new();
+    for step in 0..4u32 {
+        let toks: Vec<u32> = (0..n_seqs as u32)
+            .map(|i| (step * 104729 + i * 31 + 5) % n_vocab)
+            .collect();
+        let mut refs: Vec<&mut Session> = batched.iter_mut().collect();
+        model
+            .forward_multi_stage(&mut refs, &toks, &pool, &mut ms, 0..k, &mut h)
+            .unwrap();
+        assert_eq!(h.len(), n_seqs * e);
+        for i in 0..n_seqs {
+            one.clear();
+            let out = StageOutput::Hidden(&mut one);
+            let input = StageInput::Tokens(&toks[i..i + 1]);
+            model
+                .forward_stage(&mut single[i], &pool, input, 0..k, out)
+                .unwrap();
+            assert_eq!(batched[i].n_past(), single[i].n_past());
+            let row = &h[i * e..(i + 1) * e];
+            let differ = row
+                .iter()
+                .zip(&one)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            assert_eq!(differ, 0, "step {step}, session {i}: {differ} values differ");
+        }
+    }
+    let mut refs: Vec<&mut Session> = batched.iter_mut().collect();
+    let toks = vec![1; n_seqs];
+    let bad = model.forward_multi_stage(&mut refs, &toks, &pool, &mut ms, 0..31, &mut h);
+    assert!(bad.is_err(), "layers past the model's 30 are refused");
 }

@@ -66,6 +66,7 @@ pub struct SplitLink {
     logits: Vec<f32>,
     h: Vec<f32>,
     n_vocab: usize,
+    n_embd: usize,
     pending: Option<Pending>,
     /// A failed round trip, until `complete` goes local.
     failed: Option<SplitError>,
@@ -104,6 +105,7 @@ impl SplitLink {
             logits: Vec::new(),
             h: Vec::new(),
             n_vocab: model.hparams().n_vocab,
+            n_embd: model.hparams().n_embd,
             pending: None,
             failed: None,
             stats: SplitStats::default(),
@@ -137,10 +139,6 @@ impl SplitLink {
     /// True while layers `k..n` still run on the server.
     pub fn is_remote(&self) -> bool {
         self.remote.is_some()
-    }
-
-    pub fn config(&self) -> &SplitConfig {
-        &self.cfg
     }
 
     /// The logits after the last token fed.
@@ -211,18 +209,45 @@ impl SplitLink {
         let out = StageOutput::Hidden(&mut self.h);
         let input = StageInput::Tokens(chunk);
         m.forward_stage(session, pool, input, 0..self.cfg.k, out)?;
+        self.queue(pos, chunk.len(), want);
+        Ok(())
+    }
+
+    /// [`begin`](Self::begin) for a remote link whose layers `0..k` the caller already ran
+    /// for one token at position `pos` (several links batched through
+    /// `Model::forward_multi_stage`): `h` is that token's hidden state.
+    pub fn begin_hidden(&mut self, pos: usize, h: &[f32]) -> Result<()> {
+        if self.pending.is_some() || self.failed.is_some() || self.remote.is_none() {
+            return Err(SplitError::Invalid(
+                "begin_hidden needs a remote link with no open step".into(),
+            ));
+        }
+        if h.len() != self.n_embd {
+            return Err(SplitError::Invalid(format!(
+                "{} hidden values for one row of {}",
+                h.len(),
+                self.n_embd
+            )));
+        }
+        self.h.clear();
+        self.h.extend_from_slice(h);
+        self.queue(pos, 1, true);
+        Ok(())
+    }
+
+    /// Keep the rows in `self.h` for a rebuild and encode them for the wire.
+    fn queue(&mut self, pos: usize, rows: usize, want: bool) {
         self.history.extend_from_slice(&self.h);
-        self.steps.push(chunk.len());
-        let e = m.hparams().n_embd;
-        let mut payload = Vec::with_capacity(self.cfg.wire.row_bytes(e) * chunk.len());
+        self.steps.push(rows);
+        let e = self.n_embd;
+        let mut payload = Vec::with_capacity(self.cfg.wire.row_bytes(e) * rows);
         self.cfg.wire.encode(&self.h, e, &mut payload);
         self.pending = Some(Pending {
             pos,
-            rows: chunk.len(),
+            rows,
             want,
             payload,
         });
-        Ok(())
     }
 
     /// The round trip of a begun step (nothing to do for a local link). A failure is kept

@@ -41,6 +41,8 @@ pub(crate) struct Worker {
     slots: Vec<Slot>,
     active: Vec<Active>,
     multi: MultiScratch,
+    /// Hidden states of a batched split step (`--split-remote`).
+    split_h: Vec<f32>,
     fingerprint: u64,
     clock: u64,
     verify: VerifySessions,
@@ -79,6 +81,7 @@ impl Worker {
             slots,
             active: Vec::new(),
             multi,
+            split_h: Vec::new(),
             fingerprint,
             clock: 0,
         }

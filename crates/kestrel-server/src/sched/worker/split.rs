@@ -5,9 +5,9 @@
 //! `k..n` in the slot's own session and the sequence goes on locally, with nothing the client
 //! already received repeated or lost; the response's `kestrel.split` field and the log say so.
 //!
-//! Each step runs layers `0..k` of the split sequences one after another (not batched into
-//! one forward pass: the protocol carries one session per step), then makes their round trips
-//! at the same time. The slot's cache holds only layers `0..k` while split, so nothing in it
+//! Each step runs layers `0..k` of the remote sequences in one batched pass
+//! (`Model::forward_multi_stage`), then makes their round trips at the same time (the
+//! protocol carries one session per message, so the split server runs them one by one). The slot's cache holds only layers `0..k` while split, so nothing in it
 //! is reused by a later request.
 
 use super::{observe, Active, Worker};
@@ -16,6 +16,7 @@ use crate::sched::decode::Outcome;
 use crate::sched::{Event, FinishReason, GenJob};
 use crate::sched::slots::Slot;
 use kestrel_engine::Engine;
+use kestrel_model::Session;
 use kestrel_split::{SplitConfig, SplitLink};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -63,11 +64,8 @@ pub(super) fn start(
 }
 
 /// A local model error (the server's failures are handled in the link).
-fn fail(a: &Active, e: kestrel_split::SplitError) {
-    let _ = a
-        .job
-        .events
-        .send(Event::Error(ApiError::internal(e.to_string())));
+fn fail(a: &Active, why: String) {
+    let _ = a.job.events.send(Event::Error(ApiError::internal(why)));
 }
 
 fn clear(slot: &mut Slot) {
@@ -77,13 +75,44 @@ fn clear(slot: &mut Slot) {
 }
 
 impl Worker {
-    /// Sample a token for every active split sequence, run layers `0..k` for each here, then
-    /// make all their round trips at once (one thread each), so a step waits for about one
-    /// round trip however many sequences are active.
+    /// One step of every active split sequence: sample its token here; run layers `0..k`
+    /// of all the remote ones in one batched pass; make all their round trips at once (one
+    /// thread each), so a step waits for about one round trip however many are active.
     pub(super) fn step_split(&mut self) {
+        let (mut fed, mut ended) = self.sample_split();
+        self.begin_split(&mut fed, &mut ended);
+        let remote: Vec<&mut SplitLink> = fed
+            .iter_mut()
+            .filter_map(|(a, _)| a.split.as_mut().filter(|l| l.is_remote()))
+            .collect();
+        if remote.len() > 1 {
+            std::thread::scope(|sc| {
+                for l in remote {
+                    sc.spawn(move || l.exchange());
+                }
+            });
+        }
+        let (model, pool) = (&self.engine.model, &self.engine.pool);
+        for (mut a, _) in fed {
+            let session = &mut self.slots[a.slot].seq.session;
+            match a.split.as_mut().map(|l| l.complete(model, pool, session)) {
+                Some(Err(e)) => {
+                    fail(&a, e.to_string());
+                    ended.push(a);
+                }
+                _ => self.active.push(a),
+            }
+        }
+        for a in ended {
+            self.end_split(a);
+        }
+    }
+
+    /// Choose and stream each sequence's next token; returns those to feed, with their
+    /// tokens, and those that ended.
+    fn sample_split(&mut self) -> (Vec<(Active, u32)>, Vec<Active>) {
         let now = Instant::now();
         let n_layer = self.engine.model.hparams().n_layer;
-        let (model, pool) = (&self.engine.model, &self.engine.pool);
         let mut fed = Vec::with_capacity(self.active.len());
         let mut ended = Vec::new();
         for mut a in std::mem::take(&mut self.active) {
@@ -109,43 +138,68 @@ impl Worker {
             if a.dec.generated > before {
                 observe(&self.metrics, &mut a);
             }
-            let Outcome::Feed(t) = outcome else {
-                ended.push(a);
+            match outcome {
+                Outcome::Feed(t) => fed.push((a, t)),
+                _ => ended.push(a),
+            }
+        }
+        (fed, ended)
+    }
+
+    /// Begin every fed sequence's step: layers `0..k` of the remote ones through one
+    /// `forward_multi_stage` (bit-identical to one at a time, so the batch never changes an
+    /// answer); a sequence that went local runs its whole step here. Failures move to `ended`.
+    fn begin_split(&mut self, fed: &mut Vec<(Active, u32)>, ended: &mut Vec<Active>) {
+        let (model, pool) = (&self.engine.model, &self.engine.pool);
+        let e = model.hparams().n_embd;
+        let k = self.cfg.split.as_ref().map_or(0, |c| c.k);
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        // (slot, index in `fed`) of the remote sequences, in slot order.
+        let mut remote: Vec<(usize, usize)> = Vec::with_capacity(fed.len());
+        for (j, (a, t)) in fed.iter_mut().enumerate() {
+            let Some(link) = a.split.as_mut() else {
                 continue;
             };
-            let session = &mut self.slots[a.slot].seq.session;
-            match a.split.as_mut().map(|l| l.begin(model, pool, session, t)) {
-                Some(Ok(())) => fed.push(a),
-                Some(Err(e)) => {
-                    fail(&a, e);
-                    ended.push(a);
-                }
-                None => ended.push(a),
+            if link.is_remote() {
+                remote.push((a.slot, j));
+            } else if let Err(err) =
+                link.begin(model, pool, &mut self.slots[a.slot].seq.session, *t)
+            {
+                failed.push((j, err.to_string()));
             }
         }
-        let remote: Vec<&mut SplitLink> = fed
-            .iter_mut()
-            .filter_map(|a| a.split.as_mut().filter(|l| l.is_remote()))
-            .collect();
-        if remote.len() > 1 {
-            std::thread::scope(|sc| {
-                for l in remote {
-                    sc.spawn(move || l.exchange());
+        remote.sort_unstable();
+        if !remote.is_empty() {
+            let tokens: Vec<u32> = remote.iter().map(|&(_, j)| fed[j].1).collect();
+            let mut sessions: Vec<&mut Session> = Vec::with_capacity(remote.len());
+            for (i, slot) in self.slots.iter_mut().enumerate() {
+                if remote.iter().any(|&(s, _)| s == i) {
+                    sessions.push(&mut slot.seq.session);
                 }
-            });
-        }
-        for mut a in fed {
-            let session = &mut self.slots[a.slot].seq.session;
-            match a.split.as_mut().map(|l| l.complete(model, pool, session)) {
-                Some(Err(e)) => {
-                    fail(&a, e);
-                    ended.push(a);
+            }
+            let pos: Vec<usize> = sessions.iter().map(|s| s.n_past()).collect();
+            let layers = 0..k;
+            let h = &mut self.split_h;
+            match model.forward_multi_stage(&mut sessions, &tokens, pool, &mut self.multi, layers, h)
+            {
+                Ok(()) => {
+                    for (row, &(_, j)) in remote.iter().enumerate() {
+                        let h = &self.split_h[row * e..(row + 1) * e];
+                        if let Some(Err(err)) =
+                            fed[j].0.split.as_mut().map(|l| l.begin_hidden(pos[row], h))
+                        {
+                            failed.push((j, err.to_string()));
+                        }
+                    }
                 }
-                _ => self.active.push(a),
+                Err(err) => failed.extend(remote.iter().map(|&(_, j)| (j, err.to_string()))),
             }
         }
-        for a in ended {
-            self.end_split(a);
+        failed.sort_unstable_by(|x, y| y.0.cmp(&x.0));
+        for (j, why) in failed {
+            let (a, _) = fed.remove(j);
+            fail(&a, why);
+            ended.push(a);
         }
     }
 
