@@ -76,9 +76,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let engine = a.model.load()?;
     let n_ctx = engine.n_ctx();
     let spec = a.spec.serve_spec(&engine)?;
-    let split_remote = a
-        .split
-        .config(|m| eprintln!("kestrel serve: split: {m}"))?;
+    let split_remote = a.split.config(|m| eprintln!("kestrel serve: split: {m}"))?;
     if let Some(s) = &split_remote {
         let n_layer = engine.model.hparams().n_layer;
         anyhow::ensure!(

@@ -129,7 +129,9 @@ impl Drop for Server {
 /// `kestrel run --json`: 32 greedy tokens of `prompt`.
 fn greedy_run(model: &Path, prompt: &str, extra: &[&str]) -> Value {
     let m = path_str(model);
-    let mut args = vec!["run", "-m", &m, "-t", THREADS, "--temp", "0", "-n", "32", "--json"];
+    let mut args = vec![
+        "run", "-m", &m, "-t", THREADS, "--temp", "0", "-n", "32", "--json",
+    ];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["-p", prompt]);
     kestrel(&args).ok().json()
@@ -189,7 +191,10 @@ fn split_remote_serve_equals_kestrel_run_and_finishes_alone() {
 
     let pid = split.child.id().to_string();
     let cut = s.scenario("split_cut", &[prompt, "32", &pid, "8"]);
-    assert_eq!(cut["text"], run["text"], "answer cut by the split server's death");
+    assert_eq!(
+        cut["text"], run["text"],
+        "answer cut by the split server's death"
+    );
     let r = &cut["split"];
     assert_eq!(r["fell_back"], true, "{r}");
     let n = r["tokens_before_fallback"].as_u64().unwrap();

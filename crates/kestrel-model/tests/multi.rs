@@ -172,7 +172,9 @@ fn batched_stage_equals_single_stage_smollm2() {
     let mut single: Vec<Session> = (0..n_seqs).map(|_| new()).collect();
     let mut h = Vec::new();
     for i in 0..n_seqs {
-        let prompt: Vec<u32> = (0..(2 + 3 * i) as u32).map(|j| (j * 7919 + 11) % n_vocab).collect();
+        let prompt: Vec<u32> = (0..(2 + 3 * i) as u32)
+            .map(|j| (j * 7919 + 11) % n_vocab)
+            .collect();
         for s in [&mut batched[i], &mut single[i]] {
             let out = StageOutput::Hidden(&mut h);
             model
@@ -205,7 +207,10 @@ fn batched_stage_equals_single_stage_smollm2() {
                 .zip(&one)
                 .filter(|(x, y)| x.to_bits() != y.to_bits())
                 .count();
-            assert_eq!(differ, 0, "step {step}, session {i}: {differ} values differ");
+            assert_eq!(
+                differ, 0,
+                "step {step}, session {i}: {differ} values differ"
+            );
         }
     }
     let mut refs: Vec<&mut Session> = batched.iter_mut().collect();

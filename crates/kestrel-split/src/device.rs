@@ -261,12 +261,7 @@ impl SplitLink {
     }
 
     /// End a step: after a failed round trip, rebuild layers `k..n` here and go on locally.
-    pub fn complete(
-        &mut self,
-        m: &Model,
-        pool: &ThreadPool,
-        session: &mut Session,
-    ) -> Result<()> {
+    pub fn complete(&mut self, m: &Model, pool: &ThreadPool, session: &mut Session) -> Result<()> {
         if let Some(p) = self.pending.take() {
             // `exchange` was skipped: do it now.
             if let Err(e) = self.send(p) {
@@ -338,11 +333,7 @@ impl SplitLink {
         let at = session.n_past();
         self.remote = None;
         self.stats.fallback = Some((at, why.to_string()));
-        let (k, n_layer, e) = (
-            self.cfg.k,
-            model.hparams().n_layer,
-            model.hparams().n_embd,
-        );
+        let (k, n_layer, e) = (self.cfg.k, model.hparams().n_layer, model.hparams().n_embd);
         if !self.steps.is_empty() {
             // Layers 0..k of this session are complete; run k..n over the same positions.
             session.truncate(0);

@@ -56,8 +56,15 @@ fn split_logits(
     for &t in toks {
         out.push(d.feed(&[t]).unwrap().to_vec());
     }
-    assert!(d.stats().fallback.is_none(), "k={k}: {:?}", d.stats().fallback);
-    assert_eq!(d.stats().steps_remote, prompt.len().div_ceil(16) + toks.len());
+    assert!(
+        d.stats().fallback.is_none(),
+        "k={k}: {:?}",
+        d.stats().fallback
+    );
+    assert_eq!(
+        d.stats().steps_remote,
+        prompt.len().div_ceil(16) + toks.len()
+    );
     d.close();
     out
 }

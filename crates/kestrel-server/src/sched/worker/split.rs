@@ -7,14 +7,15 @@
 //!
 //! Each step runs layers `0..k` of the remote sequences in one batched pass
 //! (`Model::forward_multi_stage`), then makes their round trips at the same time (the
-//! protocol carries one session per message, so the split server runs them one by one). The slot's cache holds only layers `0..k` while split, so nothing in it
-//! is reused by a later request.
+//! protocol carries one session per message, so the split server runs them one by one). The
+//! slot's cache holds only layers `0..k` while split, so nothing in it is reused by a later
+//! request.
 
 use super::{observe, Active, Worker};
 use crate::error::ApiError;
 use crate::sched::decode::Outcome;
-use crate::sched::{Event, FinishReason, GenJob};
 use crate::sched::slots::Slot;
+use crate::sched::{Event, FinishReason, GenJob};
 use kestrel_engine::Engine;
 use kestrel_model::Session;
 use kestrel_split::{SplitConfig, SplitLink};
@@ -180,8 +181,14 @@ impl Worker {
             let pos: Vec<usize> = sessions.iter().map(|s| s.n_past()).collect();
             let layers = 0..k;
             let h = &mut self.split_h;
-            match model.forward_multi_stage(&mut sessions, &tokens, pool, &mut self.multi, layers, h)
-            {
+            match model.forward_multi_stage(
+                &mut sessions,
+                &tokens,
+                pool,
+                &mut self.multi,
+                layers,
+                h,
+            ) {
                 Ok(()) => {
                     for (row, &(_, j)) in remote.iter().enumerate() {
                         let h = &self.split_h[row * e..(row + 1) * e];
@@ -195,7 +202,8 @@ impl Worker {
                 Err(err) => failed.extend(remote.iter().map(|&(_, j)| (j, err.to_string()))),
             }
         }
-        failed.sort_unstable_by(|x, y| y.0.cmp(&x.0));
+        // Highest index first, so each removal leaves the others in place.
+        failed.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
         for (j, why) in failed {
             let (a, _) = fed.remove(j);
             fail(&a, why);
