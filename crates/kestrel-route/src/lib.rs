@@ -8,6 +8,7 @@
 pub mod confidence;
 pub mod decision;
 mod error;
+pub mod http;
 pub mod policy;
 pub mod remote;
 

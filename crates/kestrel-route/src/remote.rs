@@ -4,6 +4,7 @@
 //! the request. The answer is checked for OpenAI's shape before it is used.
 
 use crate::error::RouteError;
+use crate::http::error_chain;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -58,20 +59,7 @@ impl Remote {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let trimmed = url.trim_end_matches('/');
-        if !trimmed.starts_with("http://") {
-            return Err(bad(
-                "only http:// URLs are supported (no TLS in this build)",
-            ));
-        }
-        if trimmed.len() <= "http://".len() {
-            return Err(bad("no host"));
-        }
-        let base = if trimmed.ends_with("/v1") {
-            trimmed.to_string()
-        } else {
-            format!("{trimmed}/v1")
-        };
+        let base = crate::http::openai_base(url).map_err(bad)?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -133,7 +121,7 @@ impl Remote {
                     format!("no answer from {url} within {:?}", self.timeout),
                 )
             } else {
-                RouteError::remote("unreachable", format!("{url}: {}", chain(&e)))
+                RouteError::remote("unreachable", format!("{url}: {}", error_chain(&e)))
             }
         })?;
         let status = resp.status();
@@ -146,7 +134,7 @@ impl Remote {
             } else {
                 RouteError::remote(
                     "broke off",
-                    format!("reading the answer from {url}: {}", chain(&e)),
+                    format!("reading the answer from {url}: {}", error_chain(&e)),
                 )
             }
         })?;
@@ -213,18 +201,6 @@ pub fn parse_answer(kind: RemoteKind, bytes: &[u8]) -> Result<RemoteAnswer, Rout
             .map(str::to_string),
         body,
     })
-}
-
-/// An error with its causes ("error sending request: connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 fn excerpt(s: &str) -> String {

@@ -3,6 +3,7 @@
 
 use crate::error::{Result, SplitError};
 use crate::proto::{Reply, Request, ROUTE};
+use kestrel_route::http::error_chain;
 use std::time::Duration;
 
 pub struct Client {
@@ -50,9 +51,13 @@ impl Client {
         if let Some(k) = &self.api_key {
             rb = rb.bearer_auth(k);
         }
-        let resp = rb.send().map_err(|e| SplitError::Transport(chain(&e)))?;
+        let resp = rb
+            .send()
+            .map_err(|e| SplitError::Transport(error_chain(&e)))?;
         let status = resp.status();
-        let bytes = resp.bytes().map_err(|e| SplitError::Transport(chain(&e)))?;
+        let bytes = resp
+            .bytes()
+            .map_err(|e| SplitError::Transport(error_chain(&e)))?;
         self.received += bytes.len() as u64;
         match Reply::decode(&bytes) {
             Ok(Reply::Error { code, message }) => Err(SplitError::Remote { code, message }),
@@ -65,16 +70,4 @@ impl Client {
             ))),
         }
     }
-}
-
-/// The error with its causes ("error sending request: connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }

@@ -3,6 +3,7 @@
 
 use crate::error::VerifyError;
 use crate::proto::{VerifyRequest, VerifyResponse};
+use kestrel_route::http::error_chain;
 use std::time::Duration;
 
 pub struct VerifyClient {
@@ -25,20 +26,7 @@ impl VerifyClient {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let trimmed = url.trim_end_matches('/');
-        if !trimmed.starts_with("http://") {
-            return Err(bad(
-                "only http:// URLs are supported (no TLS in this build)",
-            ));
-        }
-        if trimmed.len() <= "http://".len() {
-            return Err(bad("no host"));
-        }
-        let base = if trimmed.ends_with("/v1") {
-            trimmed.to_string()
-        } else {
-            format!("{trimmed}/v1")
-        };
+        let base = kestrel_route::http::openai_base(url).map_err(bad)?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -107,7 +95,7 @@ impl VerifyClient {
                     format!("no {what} from {url} within {within:?}"),
                 )
             } else {
-                VerifyError::remote("unreachable", format!("{url}: {}", chain(&e)))
+                VerifyError::remote("unreachable", format!("{url}: {}", error_chain(&e)))
             }
         };
         let resp = req.send().await.map_err(|e| fail(e, "answer"))?;
@@ -121,18 +109,6 @@ impl VerifyClient {
         }
         Ok(bytes.to_vec())
     }
-}
-
-/// An error with its sources (reqwest's own message hides the cause, e.g. "connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 fn excerpt(bytes: &[u8]) -> String {
