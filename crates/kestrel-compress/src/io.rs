@@ -65,6 +65,23 @@ pub fn encode_float(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     out
 }
 
+/// Copy tensor `t` of `g` into `w` as it is.
+pub fn copy_tensor(w: &mut GgufWriter, g: &GgufFile, t: &TensorInfo) -> Result<()> {
+    w.add_tensor(
+        t.name.clone(),
+        t.dims.clone(),
+        t.ty,
+        g.tensor_data(t).to_vec(),
+    )?;
+    Ok(())
+}
+
+/// [`finish`] with the input's own `general.file_type` (a rewrite that keeps every tensor's
+/// type).
+pub fn finish_as(w: GgufWriter, g: &GgufFile, path: &Path) -> Result<()> {
+    finish(w, g.get_u32("general.file_type").unwrap_or(0), path)
+}
+
 /// Writes `w` to `path`, stamping `general.file_type` and the quantization version as
 /// llama.cpp's tools do.
 pub fn finish(mut w: GgufWriter, file_type: u32, path: &Path) -> Result<()> {

@@ -11,7 +11,7 @@
 //! following quantization). Embeddings, the output head and norms are never pruned.
 
 use crate::imatrix::Imatrix;
-use crate::io::{check_output, finish, tensor_f32, writer_with_metadata};
+use crate::io::{check_output, copy_tensor, finish_as, tensor_f32, writer_with_metadata};
 use crate::policy::should_quantize;
 use crate::quantize::quantize_rows;
 use crate::{CompressError, Result};
@@ -188,12 +188,7 @@ pub(crate) fn prune_tensors(
     let total = g.tensors().len();
     for (i, t) in g.tensors().iter().enumerate() {
         if !prunable(t) {
-            w.add_tensor(
-                t.name.clone(),
-                t.dims.clone(),
-                t.ty,
-                g.tensor_data(t).to_vec(),
-            )?;
+            copy_tensor(&mut w, &g, t)?;
             progress(i + 1, total, &t.name);
             continue;
         }
@@ -215,8 +210,7 @@ pub(crate) fn prune_tensors(
         w.add_tensor(t.name.clone(), t.dims.clone(), t.ty, data)?;
         progress(i + 1, total, &t.name);
     }
-    let ft = g.get_u32("general.file_type").unwrap_or(0);
-    finish(w, ft, output)?;
+    finish_as(w, &g, output)?;
     Ok(rep)
 }
 

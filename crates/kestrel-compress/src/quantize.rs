@@ -230,8 +230,7 @@ pub fn quantize_file(
     } else {
         gptq::DEFAULT_DAMP
     };
-    // Factors are shared by the matrices of one input (q/k/v, gate/up): kept for one block.
-    let mut factors: std::collections::HashMap<String, gptq::Factor> = Default::default();
+    let mut factors = gptq::FactorCache::default();
     let awq_plan = match opts.method {
         Method::Rtn | Method::Gptq => None,
         Method::Awq => {
@@ -272,18 +271,8 @@ pub fn quantize_file(
         let mut gptq_error = None;
         let data = match (changed, hess) {
             (_, Some(h)) => {
-                let key = gptq::input_key(&t.name);
-                let layer = |k: &str| k.split('.').take(2).collect::<Vec<_>>().join(".");
-                factors.retain(|k, _| layer(k) == layer(&key));
-                if !factors.contains_key(&key) {
-                    let f = h.factor(damp).map_err(|e| CompressError::Tensor {
-                        tensor: t.name.clone(),
-                        why: e.to_string(),
-                    })?;
-                    factors.insert(key.clone(), f);
-                }
+                let f = factors.get(&t.name, h, damp)?;
                 let x = tensor_f32(&g, t)?;
-                let f = &factors[&key];
                 let q = gptq::quantize_matrix(target, &x, t.row_len(), f, opts.threads);
                 if let Ok(q) = &q {
                     gptq_error = Some(compare_with_rounding(

@@ -11,7 +11,6 @@
 use crate::gptq::{self, Factor, Hessians};
 use crate::prune::{open_for_pruning, prune_row, prune_tensors, Pattern, PruneReport};
 use crate::{CompressError, Result};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Columns whose mask is chosen together (the paper's B_s = 128).
@@ -88,8 +87,7 @@ pub fn sparsegpt_file(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<PruneReport> {
     let g = open_for_pruning(input, output, pattern)?;
-    // Factors are shared by the matrices of one input (q/k/v, gate/up): kept for one block.
-    let mut factors: HashMap<String, Factor> = HashMap::new();
+    let mut factors = gptq::FactorCache::default();
     prune_tensors(&g, output, progress, &mut |t, x| {
         let h = hessians
             .get(&t.name)
@@ -98,17 +96,7 @@ pub fn sparsegpt_file(
                 tensor: t.name.clone(),
                 why: "no calibration Hessian for its input".into(),
             })?;
-        let key = gptq::input_key(&t.name);
-        let layer = |k: &str| k.split('.').take(2).collect::<Vec<_>>().join(".");
-        factors.retain(|k, _| layer(k) == layer(&key));
-        if !factors.contains_key(&key) {
-            let f = h.factor(damp).map_err(|e| CompressError::Tensor {
-                tensor: t.name.clone(),
-                why: e.to_string(),
-            })?;
-            factors.insert(key.clone(), f);
-        }
-        prune_matrix(x, &factors[&key], pattern, threads);
+        prune_matrix(x, factors.get(&t.name, h, damp)?, pattern, threads);
         Ok(())
     })
 }

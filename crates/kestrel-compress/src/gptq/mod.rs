@@ -19,12 +19,36 @@ pub use hessian::{collect, input_key, Hessian, Hessians};
 
 use crate::{weighted, CompressError, Result};
 use kestrel_gguf::GgmlType;
+use std::collections::HashMap;
 
 /// Default damping: 1% of the mean diagonal is added to H (as in the GPTQ paper).
 pub const DEFAULT_DAMP: f64 = 0.01;
 
 /// Rows processed together, so each row of the factor is read once per batch.
 const ROW_BATCH: usize = 8;
+
+/// Factors of the current block's inputs: the matrices that read one input (q/k/v, gate/up)
+/// share its factor, and a tensor of the next block drops the previous block's.
+#[derive(Default)]
+pub struct FactorCache(HashMap<String, Factor>);
+
+impl FactorCache {
+    /// The factor for the input of weight `tensor`, made from `h` on first use.
+    pub fn get(&mut self, tensor: &str, h: &Hessian, damp: f64) -> Result<&Factor> {
+        let key = input_key(tensor);
+        let layer = |k: &str| k.split('.').take(2).collect::<Vec<_>>().join(".");
+        self.0.retain(|k, _| layer(k) == layer(&key));
+        Ok(match self.0.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(h.factor(damp).map_err(|e| CompressError::Tensor {
+                    tensor: tensor.to_string(),
+                    why: e.to_string(),
+                })?)
+            }
+        })
+    }
+}
 
 /// The inverse Hessian's upper Cholesky factor for one input, with the importances that
 /// weight the block scale search (the Hessian's diagonal). Shared by the matrices that read

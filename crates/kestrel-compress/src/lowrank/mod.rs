@@ -14,7 +14,7 @@
 pub mod svd;
 
 use crate::imatrix::Imatrix;
-use crate::io::{check_output, finish, tensor_f32, writer_with_metadata};
+use crate::io::{check_output, copy_tensor, finish_as, tensor_f32, writer_with_metadata};
 use crate::prune::prunable;
 use crate::quantize::quantize_rows;
 use crate::{CompressError, Result};
@@ -334,12 +334,7 @@ pub fn lowrank_file(
                     rep.skipped.push((t.name.clone(), r));
                 }
                 rep.params_after += n;
-                w.add_tensor(
-                    t.name.clone(),
-                    t.dims.clone(),
-                    t.ty,
-                    g.tensor_data(t).to_vec(),
-                )?;
+                copy_tensor(&mut w, &g, t)?;
             }
         }
     }
@@ -362,8 +357,7 @@ pub fn lowrank_file(
             rep.factored.iter().map(|f| f.rank as u32).collect(),
         )),
     );
-    let ft = g.get_u32("general.file_type").unwrap_or(0);
-    finish(w, ft, output)?;
+    finish_as(w, &g, output)?;
     Ok(rep)
 }
 

@@ -2,7 +2,9 @@
 //! (`blk.i.*`), FFN matrices cut to the kept channels, and the metadata that describes the
 //! shapes made to match (block_count, feed_forward_length, any per-layer array).
 
-use crate::io::{check_output, encode_float, finish, tensor_f32, writer_with_metadata};
+use crate::io::{
+    check_output, copy_tensor, encode_float, finish_as, tensor_f32, writer_with_metadata,
+};
 use crate::{CompressError, Result};
 use kestrel_gguf::{Array, GgufFile, TensorInfo, Value};
 use std::path::Path;
@@ -93,12 +95,7 @@ pub fn write(g: &GgufFile, input: &Path, output: &Path, plan: &Plan) -> Result<W
     for t in g.tensors() {
         rep.params_before += t.n_elements();
         let Some((old, rest)) = split_block(&t.name) else {
-            w.add_tensor(
-                t.name.clone(),
-                t.dims.clone(),
-                t.ty,
-                g.tensor_data(t).to_vec(),
-            )?;
+            copy_tensor(&mut w, g, t)?;
             rep.tensors += 1;
             rep.params_after += t.n_elements();
             continue;
@@ -119,8 +116,7 @@ pub fn write(g: &GgufFile, input: &Path, output: &Path, plan: &Plan) -> Result<W
         w.add_tensor(name, dims, t.ty, data)?;
         rep.tensors += 1;
     }
-    let ft = g.get_u32("general.file_type").unwrap_or(0);
-    finish(w, ft, output)?;
+    finish_as(w, g, output)?;
     Ok(rep)
 }
 
