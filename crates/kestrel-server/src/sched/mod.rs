@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use kestrel_engine::Engine;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -174,41 +175,27 @@ impl Scheduler {
 
     /// Queue a job; a full queue is a 429 with a retry hint.
     pub fn submit(&self, job: Job) -> Result<(), ApiError> {
-        match self.tx.try_send(job) {
-            Ok(()) => {
-                self.metrics
-                    .queued
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics
-                    .rejected_busy
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Err(ApiError::busy(1))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err(ApiError::unavailable("the engine thread has stopped"))
-            }
-        }
+        self.queued(self.tx.try_send(job))?;
+        self.metrics.queued.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     /// Queue a verify job on the side queue and wake the engine thread if it is idle.
     pub fn submit_side(&self, job: Job) -> Result<(), ApiError> {
-        match self.side.try_send(job) {
-            Ok(()) => {
-                // A full main queue means the thread is busy and will look anyway.
-                if self.tx.try_send(Job::Wake).is_ok() {
-                    self.metrics
-                        .queued
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Ok(())
-            }
+        self.queued(self.side.try_send(job))?;
+        // A full main queue means the thread is busy and will look anyway.
+        if self.tx.try_send(Job::Wake).is_ok() {
+            self.metrics.queued.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// What a queue's answer means for the client: a full queue is a 429, a closed one a 503.
+    fn queued(&self, r: Result<(), mpsc::error::TrySendError<Job>>) -> Result<(), ApiError> {
+        match r {
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics
-                    .rejected_busy
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.rejected_busy.fetch_add(1, Relaxed);
                 Err(ApiError::busy(1))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
