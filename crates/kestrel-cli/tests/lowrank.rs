@@ -4,15 +4,11 @@
 
 mod common;
 
-use common::{kestrel, path_str, workspace_root, TempDir, SMOLLM2, THREADS};
+use common::{kestrel, path_str, TempDir, SMOLLM2, THREADS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 const PROMPT: &str = "The capital of France is Paris. The capital of Germany is";
-
-fn wiki() -> String {
-    path_str(&workspace_root().join("../shared/data/wiki.test.raw"))
-}
 
 fn f32_base(dir: &TempDir) -> String {
     let m = common::model_path(SMOLLM2).expect("model present");
@@ -23,35 +19,11 @@ fn f32_base(dir: &TempDir) -> String {
 
 /// (mean KLD, top-1 agreement) of `model` from `base` on one chunk of 128 tokens of wiki text.
 fn kld(base: &str, model: &str) -> (f64, f64) {
-    let v = kestrel(&[
-        "kld",
-        "--base",
-        base,
-        "-m",
-        model,
-        "-f",
-        &wiki(),
-        "-c",
-        "128",
-        "--chunks",
-        "1",
-        "-t",
-        THREADS,
-        "--json",
-    ])
-    .ok()
-    .json();
-    let (k, top1) = (
+    let v = common::kld_one_chunk(base, model);
+    (
         v["mean_kld"].as_f64().unwrap(),
         v["top1_agreement"].as_f64().unwrap(),
-    );
-    eprintln!(
-        "{model}: KLD {k:.6}, perplexity {:.3} (base {:.3}), top-1 {top1:.3}",
-        v["ppl"].as_f64().unwrap(),
-        v["base_ppl"].as_f64().unwrap()
-    );
-    assert!(k.is_finite() && k >= 0.0, "KLD {k}");
-    (k, top1)
+    )
 }
 
 /// Every position's top-20 logits, by token id.

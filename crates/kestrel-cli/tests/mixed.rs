@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{kestrel, path_str, workspace_root, TempDir, SMOLLM2, THREADS};
+use common::{kestrel, path_str, TempDir, SMOLLM2, THREADS};
 
 #[test]
 fn target_size_meets_the_budget_and_runs() {
@@ -14,8 +14,8 @@ fn target_size_meets_the_budget_and_runs() {
     let f32 = path_str(&dir.path().join("f32.gguf"));
     let q4km = path_str(&dir.path().join("q4km.gguf"));
     let mix = path_str(&dir.path().join("mix.gguf"));
-    let calib = path_str(&workspace_root().join("../shared/data/calibration.txt"));
-    let wiki = path_str(&workspace_root().join("../shared/data/wiki.test.raw"));
+    let calib = common::data("calibration.txt");
+    let wiki = common::data("wiki.test.raw");
     kestrel(&["convert", &path_str(&m), &f32, "--type", "f32"]).ok();
     let f32_before = std::fs::metadata(&f32).unwrap().modified().unwrap();
 

@@ -4,16 +4,12 @@
 
 mod common;
 
-use common::{kestrel, path_str, workspace_root, TempDir, GEMMA3, SMOLLM2, THREADS};
+use common::{kestrel, path_str, TempDir, GEMMA3, SMOLLM2, THREADS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 fn calib() -> String {
-    path_str(&workspace_root().join("../shared/data/calibration.txt"))
-}
-
-fn wiki() -> String {
-    path_str(&workspace_root().join("../shared/data/wiki.test.raw"))
+    common::data("calibration.txt")
 }
 
 /// name -> (dims, type) of every tensor.
@@ -60,33 +56,9 @@ fn runs(model: &str) -> String {
 
 /// Mean KLD of `model` from `base` on one short chunk of wiki text, printed.
 fn kld(base: &str, model: &str) -> f64 {
-    let v = kestrel(&[
-        "kld",
-        "--base",
-        base,
-        "-m",
-        model,
-        "-f",
-        &wiki(),
-        "-c",
-        "128",
-        "--chunks",
-        "1",
-        "-t",
-        THREADS,
-        "--json",
-    ])
-    .ok()
-    .json();
-    let k = v["mean_kld"].as_f64().unwrap();
-    eprintln!(
-        "{model}: KLD {k:.4} vs {base}, perplexity {:.2} (base {:.2}), top-1 {:.3}",
-        v["ppl"].as_f64().unwrap(),
-        v["base_ppl"].as_f64().unwrap(),
-        v["top1_agreement"].as_f64().unwrap()
-    );
-    assert!(k.is_finite() && k >= 0.0, "KLD {k}");
-    k
+    common::kld_one_chunk(base, model)["mean_kld"]
+        .as_f64()
+        .unwrap()
 }
 
 #[test]

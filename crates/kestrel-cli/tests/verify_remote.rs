@@ -11,7 +11,7 @@ use common::{kestrel, path_str, TempDir, SMOLLM2, THREADS};
 use http::{faulty_proxy, post, request, Fault};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,21 @@ fn tokens(v: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// A Q8_0 copy of `model` in `dir`, made by `kestrel quantize`: a device model that drafts
+/// for the Q4_1 original.
+fn q8_copy(model: &Path, dir: &TempDir) -> PathBuf {
+    let q8 = dir.path().join("smollm2-q8_0.gguf");
+    kestrel(&[
+        "quantize",
+        "--type",
+        "Q8_0",
+        &path_str(model),
+        &path_str(&q8),
+    ])
+    .ok();
+    q8
+}
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
@@ -88,15 +103,7 @@ fn code(v: &Value) -> &str {
 fn device_drafts_server_verifies_and_falls_back() {
     let target = require_model!(SMOLLM2);
     let dir = TempDir::new("verify-remote");
-    let q8 = dir.path().join("smollm2-q8_0.gguf");
-    kestrel(&[
-        "quantize",
-        "--type",
-        "Q8_0",
-        &path_str(&target),
-        &path_str(&q8),
-    ])
-    .ok();
+    let q8 = q8_copy(&target, &dir);
     let server = Server::start(&target, &[]);
     let reference = run_json(&target, &[]);
     let want = tokens(&reference);
@@ -337,15 +344,7 @@ fn verify_endpoint_sessions_and_errors() {
 fn serve_with_a_drafter_answers_as_without() {
     let target = require_model!(SMOLLM2);
     let dir = TempDir::new("serve-draft");
-    let q8 = dir.path().join("smollm2-q8_0.gguf");
-    kestrel(&[
-        "quantize",
-        "--type",
-        "Q8_0",
-        &path_str(&target),
-        &path_str(&q8),
-    ])
-    .ok();
+    let q8 = q8_copy(&target, &dir);
     let want = run_json(&target, &[])["text"].clone();
     let other = "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n";
     let m = path_str(&target);

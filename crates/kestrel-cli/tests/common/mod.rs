@@ -57,6 +57,32 @@ pub fn models_dir() -> PathBuf {
     home.join(".cache/kestrel/models")
 }
 
+/// A file of the shared evaluation and calibration text (`../shared/data`).
+pub fn data(name: &str) -> String {
+    path_str(&workspace_root().join("../shared/data").join(name))
+}
+
+/// `kestrel kld --json` of `model` from `base` on one chunk of 128 tokens of wiki text, with
+/// its summary printed; the KLD is checked to be a finite non-negative number.
+pub fn kld_one_chunk(base: &str, model: &str) -> Value {
+    let wiki = data("wiki.test.raw");
+    let v = kestrel(&[
+        "kld", "--base", base, "-m", model, "-f", &wiki, "-c", "128", "--chunks", "1", "-t",
+        THREADS, "--json",
+    ])
+    .ok()
+    .json();
+    let k = v["mean_kld"].as_f64().unwrap();
+    eprintln!(
+        "{model}: KLD {k:.6} vs {base}, perplexity {:.3} (base {:.3}), top-1 {:.3}",
+        v["ppl"].as_f64().unwrap(),
+        v["base_ppl"].as_f64().unwrap(),
+        v["top1_agreement"].as_f64().unwrap()
+    );
+    assert!(k.is_finite() && k >= 0.0, "KLD {k}");
+    v
+}
+
 pub fn golden_dir() -> PathBuf {
     match std::env::var_os("KESTREL_GOLDEN") {
         Some(d) => PathBuf::from(d),
