@@ -21,23 +21,22 @@ pub(crate) type AttnDotFn = unsafe fn(Lanes, &[half::f16], &[half::f16]) -> f32;
 pub(crate) type AttnDotRowsFn = unsafe fn(Lanes, &[half::f16], &[half::f16], &mut [f32]);
 pub(crate) type AttnMixFn = unsafe fn(Lanes, &mut [f32], &[f32], &[half::f16], usize, &mut [f32]);
 /// `(n, w, row stride, a, column stride, out)`: the dot products of `TILE_R` weight rows with
-/// `TILE_C` activation columns, `out[c * TILE_R + r]`, each bit-identical to the batch dot
-/// product (`vec_dot_gemm`, which is `vec_dot` except for Q4_K).
+/// `TILE_C` activation columns, `out[c * TILE_R + r]`, each bit-identical to `vec_dot`.
 pub(crate) type TileFn = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [f32; TILE_R * TILE_C]);
-/// From this many tokens on, llama.cpp runs Q2_K-Q6_K weights that it has not repacked
-/// through its tiled K-quant matmul, which rounds differently from the single-row dot.
-pub const KQ_TILED_MIN_BATCH: usize = 8;
+/// `(n, w, row stride, rows, a, column stride, cols, y, y stride, prompt columns)`: every
+/// weight row times every activation column, `y[c * ys + r]`, each bit-identical to `vec_dot`,
+/// except the first `prompt columns` ([`prompt_cols`]), which take the type's prompt
+/// arithmetic; see `arch::x86_64::kq_panel` for the length contract.
+pub(crate) type PanelFn =
+    unsafe fn(usize, &[u8], usize, usize, &[u8], usize, usize, *mut f32, usize, usize);
 
-/// How many of a batch's activation columns llama.cpp computes with its batch kernels, whose
-/// arithmetic [`Kernels::vec_dot_batch`] reproduces; the rest take [`Kernels::vec_dot`].
-/// Q4_K: its repacked GEMM takes all but the last `batch % 4` columns once there are 4+.
-/// Q6_K: its tiled matmul takes every column once there are [`KQ_TILED_MIN_BATCH`]+.
-/// (Q2_K, Q3_K and Q5_K batches also go through the tiled matmul in llama.cpp; kestrel keeps
-/// the single-row order for them, so their last bits can differ.)
-pub fn gemm_cols(ty: GgmlType, batch: usize) -> usize {
+/// How many of a prompt batch's columns take llama.cpp's batch (GEMM) arithmetic rather than
+/// the decode (GEMV) one ([`crate::Arith::Prompt`]): for Q4_K all but the last `batch % 4`
+/// once there are 4+ (what llama.cpp's repacked Q4_K GEMM covers); none for other types, whose
+/// two orders coincide.
+pub fn prompt_cols(ty: GgmlType, batch: usize) -> usize {
     match ty {
         GgmlType::Q4_K if batch > 3 => batch - batch % 4,
-        GgmlType::Q6_K if batch >= KQ_TILED_MIN_BATCH => batch,
         _ => 0,
     }
 }
@@ -53,12 +52,14 @@ const N_IDS: usize = 31; // GgmlType ids go up to 30 (BF16)
 pub struct Kernels {
     isa: &'static str,
     vec_dot: [Option<VecDotFn>; N_IDS],
-    /// For rows of a batch of 4+ that llama.cpp computes with its repacked GEMM: the same
-    /// dot product with that kernel's float arithmetic (differs from `vec_dot` for Q4_K only).
-    vec_dot_gemm: [Option<VecDotFn>; N_IDS],
+    /// The dot product of a prompt batch's columns where it differs from `vec_dot` (Q4_K,
+    /// see [`crate::Arith`]); only used by tables without a panel for the type.
+    vec_dot_prompt: [Option<VecDotFn>; N_IDS],
     quant: [Option<QuantFn>; N_IDS],
     /// Multi-row, multi-column kernels for prompt batches, where a type has one.
     tile: [Option<TileFn>; N_IDS],
+    /// Whole-matrix kernels (decode and prompt batches), where a type has one.
+    panel: [Option<PanelFn>; N_IDS],
     attn_dot: AttnDotFn,
     attn_dot_rows: AttnDotRowsFn,
     attn_mix: AttnMixFn,
@@ -73,7 +74,8 @@ impl std::fmt::Debug for Kernels {
 }
 
 impl Kernels {
-    /// The instruction set the table was built for: "avx2" or "scalar".
+    /// The instruction set the table was built for: "avx512-vnni" (AVX-512 F/BW/VL + VNNI),
+    /// "avx-vnni", "avx2" or "scalar".
     pub fn isa(&self) -> &'static str {
         self.isa
     }
@@ -163,28 +165,6 @@ impl Kernels {
         unsafe { (self.attn_mix)(lanes, out, p, v, pos0, acc) }
     }
 
-    /// [`Kernels::vec_dot`] as computed for the batch columns that llama.cpp sends through its
-    /// GEMM or tiled kernels ([`gemm_cols`]; a different float order for Q4_K and Q6_K, the
-    /// same for other types).
-    pub fn vec_dot_batch(&self, ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
-        let f = self.vec_dot_gemm_fn(ty);
-        check_lens(ty, n, w.len(), a.len(), 1);
-        // SAFETY: the table only holds functions this CPU supports; lengths checked above.
-        unsafe { f(n, w, a) }
-    }
-
-    /// Whether `ty` has batch arithmetic of its own (tiles then follow it, see `gemm_cols`).
-    #[inline]
-    pub(crate) fn has_gemm(&self, ty: GgmlType) -> bool {
-        self.vec_dot_gemm[ty as usize].is_some()
-    }
-
-    /// The dot product for rows of a 4+ batch that llama.cpp's GEMM computes (see `vec_dot_gemm`).
-    #[inline]
-    pub(crate) fn vec_dot_gemm_fn(&self, ty: GgmlType) -> VecDotFn {
-        self.vec_dot_gemm[ty as usize].unwrap_or_else(|| self.vec_dot_fn(ty))
-    }
-
     /// The tile kernel for `ty`, if this table has one. Calling it is sound on this CPU given
     /// the length requirements in `arch::x86_64::legacy_tile`.
     #[inline]
@@ -192,10 +172,16 @@ impl Kernels {
         self.tile[ty as usize]
     }
 
+    /// The whole-matrix kernel for `ty`, if this table has one. Calling it is sound on this CPU
+    /// given the length requirements in `arch::x86_64::kq_panel`.
+    #[inline]
+    pub(crate) fn panel_fn(&self, ty: GgmlType) -> Option<PanelFn> {
+        self.panel[ty as usize]
+    }
+
     /// [`TILE_R`] x [`TILE_C`] dot products at once (`out[c * TILE_R + r]` = row `r` of `w` ·
-    /// column `c` of `a`, rows `wrb` and columns `arb` bytes apart), bit-identical to the dot
-    /// product a batch of 4+ uses (as llama.cpp: [`Kernels::vec_dot`], except Q4_K's GEMM
-    /// order); computed pair by pair where the type has no tile kernel.
+    /// column `c` of `a`, rows `wrb` and columns `arb` bytes apart), bit-identical to
+    /// [`Kernels::vec_dot`]; computed pair by pair where the type has no tile kernel.
     pub fn vec_dot_tile(
         &self,
         ty: GgmlType,
@@ -224,7 +210,7 @@ impl Kernels {
             // SAFETY: supported by this CPU; every row and column checked above.
             Some(f) => unsafe { f(n, w, wrb, a, arb, out) },
             None => {
-                let dot = self.vec_dot_gemm_fn(ty);
+                let dot = self.vec_dot_fn(ty);
                 for c in 0..TILE_C {
                     for r in 0..TILE_R {
                         // SAFETY: as above; row r and column c are inside `w` and `a`.
@@ -233,6 +219,13 @@ impl Kernels {
                 }
             }
         }
+    }
+
+    /// The dot product of prompt-batch columns for `ty` (see [`crate::Arith`]). Calling it is
+    /// sound on this CPU given the length requirements of [`VecDotFn`].
+    #[inline]
+    pub(crate) fn vec_dot_prompt_fn(&self, ty: GgmlType) -> VecDotFn {
+        self.vec_dot_prompt[ty as usize].unwrap_or_else(|| self.vec_dot_fn(ty))
     }
 
     /// The dot-product function for `ty`. Calling it is sound on this CPU given the length
@@ -276,13 +269,14 @@ fn scalar_table() -> Kernels {
     Kernels {
         isa: "scalar",
         vec_dot: vd,
-        vec_dot_gemm: {
-            let mut g = [None; N_IDS];
-            crate::generic::gemm_wire(&mut g);
-            g
+        vec_dot_prompt: {
+            let mut p: [Option<VecDotFn>; N_IDS] = [None; N_IDS];
+            p[Q4_K as usize] = Some(crate::generic::kquants::vec_dot_q4_k_prompt as VecDotFn);
+            p
         },
         quant: q,
         tile: [None; N_IDS],
+        panel: [None; N_IDS],
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
         attn_dot_rows: crate::generic::attn::dot_f16_rows as AttnDotRowsFn,
         attn_mix: crate::generic::attn::mix_f16 as AttnMixFn,
@@ -315,7 +309,7 @@ fn avx2_table() -> Kernels {
     vd[Q5_1 as usize] = Some(x::legacy::vec_dot_q5_1 as VecDotFn);
     vd[Q8_0 as usize] = Some(x::legacy::vec_dot_q8_0 as VecDotFn);
     x::kquants_wire(vd);
-    x::gemm_wire(&mut k.vec_dot_gemm);
+    x::panel_wire_avx2(vd, &mut k.panel);
     x::tile_wire(&mut k.tile);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
     k.attn_dot_rows = x::attn::dot_f16_rows as AttnDotRowsFn;
@@ -328,17 +322,73 @@ fn avx2_table() -> Kernels {
     k
 }
 
-/// The best kernels for this CPU, detected once.
+#[cfg(target_arch = "x86_64")]
+fn avx512_vnni_detected() -> bool {
+    avx2_detected()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx_vnni_detected() -> bool {
+    avx2_detected() && is_x86_feature_detected!("avxvnni")
+}
+
+/// The AVX2 table with AVX-512 VNNI panels. Only after `avx512_vnni_detected()`.
+#[cfg(target_arch = "x86_64")]
+fn avx512_vnni_table() -> Kernels {
+    let mut k = avx2_table();
+    k.isa = "avx512-vnni";
+    crate::arch::x86_64::panel_wire_avx512(&mut k.vec_dot, &mut k.panel);
+    k
+}
+
+/// The AVX2 table with AVX-VNNI panels. Only after `avx_vnni_detected()`.
+#[cfg(target_arch = "x86_64")]
+fn avx_vnni_table() -> Kernels {
+    let mut k = avx2_table();
+    k.isa = "avx-vnni";
+    crate::arch::x86_64::panel_wire_avxvnni(&mut k.vec_dot, &mut k.panel);
+    k
+}
+
+/// Every kernel table, best first, whether or not this CPU can run it.
+pub const ISAS: [&str; 4] = ["avx512-vnni", "avx-vnni", "avx2", "scalar"];
+
+/// The table for instruction set `isa` (one of [`ISAS`]), or None where this CPU lacks it.
+pub fn kernels_for(isa: &str) -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: OnceLock<Kernels> = OnceLock::new();
+        static AVXVNNI: OnceLock<Kernels> = OnceLock::new();
+        static AVX2: OnceLock<Kernels> = OnceLock::new();
+        match isa {
+            "avx512-vnni" if avx512_vnni_detected() => {
+                return Some(AVX512.get_or_init(avx512_vnni_table))
+            }
+            "avx-vnni" if avx_vnni_detected() => return Some(AVXVNNI.get_or_init(avx_vnni_table)),
+            "avx2" if avx2_detected() => return Some(AVX2.get_or_init(avx2_table)),
+            _ => {}
+        }
+    }
+    (isa == "scalar").then(scalar_kernels)
+}
+
+/// The best kernels for this CPU, detected once. `KESTREL_ISA` (one of [`ISAS`]) picks a
+/// lower table instead, to measure or test it; a name this CPU cannot run is ignored.
 pub fn kernels() -> &'static Kernels {
-    static K: OnceLock<Kernels> = OnceLock::new();
+    static K: OnceLock<&'static Kernels> = OnceLock::new();
     K.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if avx2_detected() {
-                return avx2_table();
+        if let Ok(want) = std::env::var("KESTREL_ISA") {
+            if let Some(k) = kernels_for(want.trim()) {
+                return k;
             }
         }
-        scalar_table()
+        ISAS.iter()
+            .find_map(|isa| kernels_for(isa))
+            .unwrap_or_else(scalar_kernels)
     })
 }
 

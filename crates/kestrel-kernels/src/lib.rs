@@ -15,9 +15,9 @@ pub mod matmul;
 pub mod ops;
 pub mod pool;
 
-pub use dispatch::{gemm_cols, kernels, scalar_kernels, Kernels};
+pub use dispatch::{kernels, kernels_for, prompt_cols, scalar_kernels, Kernels, ISAS};
 pub use generic::attn::Lanes;
-pub use matmul::{matmul, matmul_many, QMatrix};
+pub use matmul::{matmul, matmul_many, Arith, QMatrix};
 pub use pool::ThreadPool;
 
 /// Activation type a weight type's dot product consumes: Q4_0/Q5_0/Q8_0 -> Q8_0,

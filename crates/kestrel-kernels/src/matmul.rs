@@ -26,6 +26,19 @@ impl QMatrix<'_> {
     }
 }
 
+/// Which float order a matmul follows where llama.cpp has two for one weight type (Q4_K: its
+/// GEMV's for a single column, its GEMM's for prompt batches). Every other type has one order,
+/// and a single column always takes the decode order. Either way each output depends only on
+/// its own row and column, never on the rest of the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arith {
+    /// Every column as a one-token decode step computes it: decode, several sessions' decode
+    /// steps batched together, speculative verification.
+    Decode,
+    /// Prompt batches: llama.cpp's batch order for every column when there are 2+.
+    Prompt,
+}
+
 /// Rows handled together for batch > 1: a tile of weight rows stays in cache while every batch
 /// column is multiplied with it.
 const ROW_TILE: usize = 16;
@@ -65,16 +78,18 @@ fn share(total: usize, t: usize, nt: usize) -> (usize, usize) {
 /// The activations are quantized once to `vec_dot_type(w.ty)` into `scratch` (grown only when
 /// too small), then the rows are split over the pool's threads in contiguous ranges.
 /// Panics if `x`, `y` or `w.data` are too short or `cols` is not a whole number of blocks.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul(
     pool: &ThreadPool,
     k: &Kernels,
+    arith: Arith,
     w: &QMatrix,
     x: &[f32],
     batch: usize,
     y: &mut [f32],
     scratch: &mut Vec<u8>,
 ) {
-    matmul_many(pool, k, &mut [(*w, y)], x, batch, scratch);
+    matmul_many(pool, k, arith, &mut [(*w, y)], x, batch, scratch);
 }
 
 /// Several products of the same input, `y_i = W_i x` (q, k and v of one layer; gate and up):
@@ -84,6 +99,7 @@ pub fn matmul(
 pub fn matmul_many(
     pool: &ThreadPool,
     k: &Kernels,
+    arith: Arith,
     mats: &mut [(QMatrix, &mut [f32])],
     x: &[f32],
     batch: usize,
@@ -97,7 +113,7 @@ pub fn matmul_many(
             .any(|(w, _)| w.cols != cols || vec_dot_type(w.ty) != vdt)
     {
         for (w, y) in mats.iter_mut() {
-            matmul_many(pool, k, &mut [(*w, &mut **y)], x, batch, scratch);
+            matmul_many(pool, k, arith, &mut [(*w, &mut **y)], x, batch, scratch);
         }
         return;
     }
@@ -140,7 +156,7 @@ pub fn matmul_many(
             if lo < hi {
                 // SAFETY: rows [lo, hi) of this matrix are in this thread's share alone, and
                 // `y` holds batch * w.rows elements (asserted above).
-                unsafe { rows_range(k, w, act, arb, batch, lo - base, hi - base, y.get()) };
+                unsafe { rows_range(k, arith, w, act, arb, batch, lo - base, hi - base, y.get()) };
             }
             base += w.rows;
         }
@@ -200,6 +216,7 @@ fn quantize_acts(
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows_range(
     k: &Kernels,
+    arith: Arith,
     w: &QMatrix,
     act: &[u8],
     arb: usize,
@@ -210,20 +227,40 @@ unsafe fn rows_range(
 ) {
     let (rows, cols, data) = (w.rows, w.cols, w.data);
     let wrb = w.row_bytes();
+    let slice_cols = match arith {
+        Arith::Prompt => crate::dispatch::prompt_cols(w.ty, batch),
+        Arith::Decode => 0,
+    };
+    if let Some(panel) = k.panel_fn(w.ty) {
+        // SAFETY: `panel` is from `k`, valid on this CPU; rows [r0, r1) and every column are
+        // full (`check_lens`), and y's rows [r0, r1) of each column are this call's alone.
+        unsafe {
+            panel(
+                cols,
+                &data[r0 * wrb..],
+                wrb,
+                r1 - r0,
+                act,
+                arb,
+                batch,
+                y.add(r0),
+                rows,
+                slice_cols,
+            )
+        };
+        return;
+    }
     let dot = k.vec_dot_fn(w.ty);
-    // As llama.cpp: the first `gemm_cols` columns go through its batch kernels' arithmetic.
-    let dot_gemm = k.vec_dot_gemm_fn(w.ty);
-    let gemm_cols = crate::dispatch::gemm_cols(w.ty, batch);
-    let tile = if batch >= TILE_C {
+    let dot_prompt = k.vec_dot_prompt_fn(w.ty);
+    // Tiles compute `vec_dot`'s bits: only for batches without prompt-arithmetic columns.
+    let tile = if batch >= TILE_C && slice_cols == 0 {
         k.tile_fn(w.ty)
     } else {
         None
     };
-    // Columns that go through the tile kernel; the rest take single dots. A tile computes what
-    // `dot_gemm` does, so for types with batch arithmetic it stays within the GEMM columns.
-    let tile_lim = if k.has_gemm(w.ty) { gemm_cols } else { batch };
+    // Columns that go through the tile kernel; the rest take single dots (the same bits).
     let tile_cols = if tile.is_some() {
-        tile_lim - tile_lim % TILE_C
+        batch - batch % TILE_C
     } else {
         0
     };
@@ -252,8 +289,7 @@ unsafe fn rows_range(
         }
         for b in 0..batch {
             let a = &act[b * arb..(b + 1) * arb];
-            let in_gemm = b < gemm_cols;
-            let dot = if in_gemm { dot_gemm } else { dot };
+            let dot = if b < slice_cols { dot_prompt } else { dot };
             // Rows the tiles above already wrote for this column.
             let first = if b < tile_cols { tile_end } else { r };
             for rr in first..re {

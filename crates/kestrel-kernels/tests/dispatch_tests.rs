@@ -1,20 +1,49 @@
 use std::time::Instant;
 
 use kestrel_kernels::{
-    kernels, matmul, quantize_row, scalar_kernels, vec_dot_type, GgmlType, QMatrix, ThreadPool,
+    kernels, matmul, quantize_row, scalar_kernels, vec_dot_type, Arith, GgmlType, QMatrix,
+    ThreadPool,
 };
 
 #[test]
 fn isa_names() {
     assert_eq!(scalar_kernels().isa(), "scalar");
     let isa = kernels().isa();
-    assert!(isa == "avx2" || isa == "scalar");
+    assert!(kestrel_kernels::ISAS.contains(&isa), "{isa}");
+    // The default table is the best one this CPU has (KESTREL_ISA may pick a lower one).
+    if std::env::var_os("KESTREL_ISA").is_none() {
+        let best = kestrel_kernels::ISAS
+            .iter()
+            .find(|i| kestrel_kernels::kernels_for(i).is_some())
+            .unwrap();
+        assert_eq!(isa, *best);
+    }
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
     {
-        assert_eq!(isa, "avx2");
+        let avx2 = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c");
+        assert_eq!(kestrel_kernels::kernels_for("avx2").is_some(), avx2);
+        let avx512 = avx2
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni");
+        assert_eq!(
+            kestrel_kernels::kernels_for("avx512-vnni").is_some(),
+            avx512
+        );
+        let avxvnni = avx2 && is_x86_feature_detected!("avxvnni");
+        assert_eq!(kestrel_kernels::kernels_for("avx-vnni").is_some(), avxvnni);
+        for (isa, have) in [
+            ("avx2", avx2),
+            ("avx512-vnni", avx512),
+            ("avx-vnni", avxvnni),
+        ] {
+            if !have {
+                eprintln!("note: this CPU has no {isa}: its kernels are not tested here");
+            }
+        }
     }
 }
 
@@ -69,12 +98,12 @@ fn bench_matvec() {
             let mut line = format!("{ty:>5} {rows}x{cols}:");
             for k in [scalar_kernels(), kernels()] {
                 let iters = if k.isa() == "scalar" { 20 } else { 200 };
-                matmul(&pool, k, &w, &src, 1, &mut y, &mut scratch);
+                matmul(&pool, k, Arith::Decode, &w, &src, 1, &mut y, &mut scratch);
                 // best of `iters` (the machine may be shared)
                 let mut s = f64::MAX;
                 for _ in 0..iters {
                     let t = Instant::now();
-                    matmul(&pool, k, &w, &src, 1, &mut y, &mut scratch);
+                    matmul(&pool, k, Arith::Decode, &w, &src, 1, &mut y, &mut scratch);
                     s = s.min(t.elapsed().as_secs_f64());
                 }
                 line += &format!(

@@ -295,7 +295,7 @@ proptest! {
                 eprintln!("note: no AVX2+FMA on this CPU; AVX2 k-quant dots not tested");
                 return Ok(());
             }
-            use kestrel_kernels::arch::x86_64::kquants as simd;
+            use kestrel_kernels::arch::x86_64::{kq_panel::avx2 as panel, kquants as simd};
             let (nb, bytes, scales, xs, xscale) = case;
             let x: Vec<f32> = xs.iter().map(|v| v * xscale).collect();
             let a = quantize_acts(&x);
@@ -305,9 +305,9 @@ proptest! {
             let simd_fns: [(&str, SimdDot); 5] = [
                 ("q2_k", simd::vec_dot_q2_k),
                 ("q3_k", simd::vec_dot_q3_k),
-                ("q4_k", simd::vec_dot_q4_k),
+                ("q4_k", panel::vec_dot_q4_k),
                 ("q5_k", simd::vec_dot_q5_k),
-                ("q6_k", simd::vec_dot_q6_k),
+                ("q6_k", panel::vec_dot_q6_k),
             ];
             for (fmt, sdot) in simd_fns {
                 let (deq, dot) = scalar_fns(fmt);

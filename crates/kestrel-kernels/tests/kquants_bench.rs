@@ -60,9 +60,9 @@ fn kquants_bench_vec_dot() {
             let f: unsafe fn(usize, &[u8], &[u8]) -> f32 = match name {
                 "q2_k" => simd::vec_dot_q2_k,
                 "q3_k" => simd::vec_dot_q3_k,
-                "q4_k" => simd::vec_dot_q4_k,
+                "q4_k" => kestrel_kernels::arch::x86_64::kq_panel::avx2::vec_dot_q4_k,
                 "q5_k" => simd::vec_dot_q5_k,
-                _ => simd::vec_dot_q6_k,
+                _ => kestrel_kernels::arch::x86_64::kq_panel::avx2::vec_dot_q6_k,
             };
             // SAFETY: features detected above.
             let (tv, _) = time(&|wr| unsafe { f(n, wr, &a) });

@@ -1,5 +1,6 @@
 use kestrel_kernels::{
-    dequantize_row, kernels, matmul, quantize_row, scalar_kernels, GgmlType, QMatrix, ThreadPool,
+    dequantize_row, kernels, matmul, quantize_row, scalar_kernels, Arith, GgmlType, QMatrix,
+    ThreadPool,
 };
 
 struct Rng(u64);
@@ -43,10 +44,10 @@ fn check(ty: GgmlType, rows: usize, cols: usize, batch: usize, threads: usize, s
     let k = if simd { kernels() } else { scalar_kernels() };
     let mut y = vec![f32::NAN; batch * rows];
     let mut scratch = Vec::new();
-    matmul(&pool, k, &w, &x, batch, &mut y, &mut scratch);
+    matmul(&pool, k, Arith::Prompt, &w, &x, batch, &mut y, &mut scratch);
     // a second call reuses the scratch
     let cap = scratch.capacity();
-    matmul(&pool, k, &w, &x, batch, &mut y, &mut scratch);
+    matmul(&pool, k, Arith::Prompt, &w, &x, batch, &mut y, &mut scratch);
     assert_eq!(scratch.capacity(), cap);
 
     // naive reference: dequantized weights and dequantized activations in f64

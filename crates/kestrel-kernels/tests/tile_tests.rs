@@ -1,10 +1,12 @@
-//! The multi-row kernels (tiles for prompt batches) must give exactly the
-//! bits of the single-row dot products they replace (which match llama.cpp's), and matmul must
-//! cover every row and column once whatever the shape.
+//! The multi-row kernels (tiles and panels) must give exactly the bits of the single-row dot
+//! products they replace, whatever the batch, and matmul must cover every row and column once
+//! whatever the shape. The Q4_K and Q6_K kernels of every instruction set give the scalar
+//! twin's bits.
 
 use kestrel_kernels::dispatch::{TILE_C, TILE_R};
 use kestrel_kernels::{
-    kernels, matmul, quantize_row, scalar_kernels, vec_dot_type, GgmlType, QMatrix, ThreadPool,
+    kernels, kernels_for, matmul, quantize_row, scalar_kernels, vec_dot_type, Arith, GgmlType,
+    QMatrix, ThreadPool, ISAS,
 };
 use GgmlType::*;
 
@@ -66,7 +68,7 @@ fn tiles_equal_single_dots_bitwise() {
             k.vec_dot_tile(ty, n, &w, rb, &a, ab, &mut out);
             for c in 0..TILE_C {
                 for r in 0..TILE_R {
-                    let want = k.vec_dot_batch(ty, n, &w[r * rb..], &a[c * ab..]);
+                    let want = k.vec_dot(ty, n, &w[r * rb..], &a[c * ab..]);
                     assert_eq!(
                         out[c * TILE_R + r].to_bits(),
                         want.to_bits(),
@@ -83,7 +85,7 @@ fn tiles_equal_single_dots_bitwise() {
 #[test]
 fn matmul_equals_single_dots_for_every_shape() {
     let k = kernels();
-    for ty in [Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
         let n = 256;
         let (rb, ab) = (
             ty.row_bytes(n).unwrap(),
@@ -111,21 +113,130 @@ fn matmul_equals_single_dots_for_every_shape() {
                 matmul(
                     &ThreadPool::new(threads),
                     k,
+                    Arith::Decode,
                     &m,
                     &x,
                     batch,
                     &mut y,
                     &mut Vec::new(),
                 );
-                let gemm_cols = kestrel_kernels::gemm_cols(ty, batch);
                 for b in 0..batch {
                     for r in 0..rows {
                         let (wr, ac) = (&w[r * rb..(r + 1) * rb], &a[b * ab..(b + 1) * ab]);
-                        let want = if b < gemm_cols {
-                            k.vec_dot_batch(ty, n, wr, ac)
-                        } else {
-                            k.vec_dot(ty, n, wr, ac)
-                        };
+                        let want = k.vec_dot(ty, n, wr, ac);
+                        assert_eq!(
+                            y[b * rows + r].to_bits(),
+                            want.to_bits(),
+                            "{ty} rows {rows} batch {batch} threads {threads}: row {r} col {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Q4_K and Q6_K matmuls of every instruction set this CPU has (decode and prompt
+/// shapes, remainders of every tile size) equal the scalar twin's single dots bit for bit.
+#[test]
+fn kquant_panels_equal_scalar_twin_bitwise_on_every_isa() {
+    let scalar = scalar_kernels();
+    for isa in ISAS {
+        let Some(k) = kernels_for(isa) else {
+            eprintln!("note: this CPU has no {isa}; its k-quant panels are not tested here");
+            continue;
+        };
+        for ty in [Q4_K, Q6_K] {
+            let n = 768;
+            let (rb, ab) = (
+                ty.row_bytes(n).unwrap(),
+                vec_dot_type(ty).row_bytes(n).unwrap(),
+            );
+            for (rows, batch) in [
+                (1, 1),
+                (13, 1),
+                (24, 1),
+                (19, 3),
+                (37, 7),
+                (16, 16),
+                (9, 33),
+            ] {
+                let (w, a, x) = data(ty, rows, batch, n, (rows * 31 + batch) as u64);
+                let m = QMatrix {
+                    ty,
+                    rows,
+                    cols: n,
+                    data: &w,
+                };
+                for arith in [Arith::Decode, Arith::Prompt] {
+                    let mut y = vec![f32::NAN; rows * batch];
+                    let pool = ThreadPool::new(1);
+                    matmul(&pool, k, arith, &m, &x, batch, &mut y, &mut Vec::new());
+                    for b in 0..batch {
+                        for r in 0..rows {
+                            let (wr, ac) = (&w[r * rb..(r + 1) * rb], &a[b * ab..(b + 1) * ab]);
+                            // Most of a Q4_K prompt batch takes llama.cpp's GEMM order.
+                            let slice = kestrel_kernels::prompt_cols(ty, batch);
+                            let want = if arith == Arith::Prompt && b < slice {
+                                kestrel_kernels::generic::kquants::vec_dot_q4_k_prompt(n, wr, ac)
+                            } else {
+                                scalar.vec_dot(ty, n, wr, ac)
+                            };
+                            assert_eq!(
+                                y[b * rows + r].to_bits(),
+                                want.to_bits(),
+                                "{isa} {ty} {arith:?} rows {rows} batch {batch}: row {r} col {b}"
+                            );
+                            let single = k.vec_dot(ty, n, wr, ac);
+                            let decode = scalar.vec_dot(ty, n, wr, ac);
+                            assert_eq!(single.to_bits(), decode.to_bits(), "{isa} {ty} vec_dot");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The AVX-512 VNNI panels of the signed legacy formats give the bits of the AVX2 dot products
+/// (llama.cpp's arithmetic), in decode and prompt shapes.
+#[test]
+fn legacy_vnni_panels_equal_avx2_dots_bitwise() {
+    let (Some(avx2), Some(k)) = (kernels_for("avx2"), kernels_for("avx512-vnni")) else {
+        eprintln!("note: this CPU has no AVX-512 VNNI; its legacy panels are not tested here");
+        return;
+    };
+    for ty in [Q4_0, Q5_0, Q8_0] {
+        let n = 512;
+        let (rb, ab) = (
+            ty.row_bytes(n).unwrap(),
+            vec_dot_type(ty).row_bytes(n).unwrap(),
+        );
+        for (rows, batch) in [(1, 1), (21, 1), (8, 2), (19, 5), (33, 9), (16, 16)] {
+            let (w, a, x) = data(ty, rows, batch, n, (rows * 7 + batch) as u64);
+            let m = QMatrix {
+                ty,
+                rows,
+                cols: n,
+                data: &w,
+            };
+            for threads in [1, 2] {
+                let mut y = vec![f32::NAN; rows * batch];
+                let pool = ThreadPool::new(threads);
+                matmul(
+                    &pool,
+                    k,
+                    Arith::Prompt,
+                    &m,
+                    &x,
+                    batch,
+                    &mut y,
+                    &mut Vec::new(),
+                );
+                for b in 0..batch {
+                    for r in 0..rows {
+                        let (wr, ac) = (&w[r * rb..(r + 1) * rb], &a[b * ab..(b + 1) * ab]);
+                        let want = avx2.vec_dot(ty, n, wr, ac);
                         assert_eq!(
                             y[b * rows + r].to_bits(),
                             want.to_bits(),
@@ -176,11 +287,21 @@ fn matmul_many_equals_separate_calls() {
                     (mats[1], &mut b[..]),
                     (mats[2], &mut c[..]),
                 ];
-                kestrel_kernels::matmul_many(&pool, k, &mut pairs, &x, batch, &mut Vec::new());
+                let ar = Arith::Prompt;
+                kestrel_kernels::matmul_many(&pool, k, ar, &mut pairs, &x, batch, &mut Vec::new());
             }
             for i in 0..3 {
                 let mut want = vec![f32::NAN; rows[i] * batch];
-                matmul(&pool, k, &mats[i], &x, batch, &mut want, &mut Vec::new());
+                matmul(
+                    &pool,
+                    k,
+                    Arith::Prompt,
+                    &mats[i],
+                    &x,
+                    batch,
+                    &mut want,
+                    &mut Vec::new(),
+                );
                 let same = ys[i]
                     .iter()
                     .zip(&want)

@@ -8,7 +8,7 @@ use crate::weights::Linear;
 use half::f16;
 use kestrel_gguf::GgufFile;
 use kestrel_kernels::ops::{self, RopeStyle};
-use kestrel_kernels::{matmul, matmul_many, Kernels, Lanes, ThreadPool};
+use kestrel_kernels::{matmul, matmul_many, Arith, Kernels, Lanes, ThreadPool};
 
 /// A raw pointer that threads of one pool run write through at disjoint offsets.
 #[derive(Clone, Copy)]
@@ -43,6 +43,8 @@ pub(crate) struct Ctx<'a> {
     /// Every row attends in the one-token lane order (speculative verification: each row then
     /// computes what a one-token decode step would; see `verify.rs`).
     pub decode_lanes: bool,
+    /// The matmuls' float order (decode steps, or a prompt batch: see `Arith`).
+    pub arith: Arith,
 }
 
 pub(crate) fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<u8>) {
@@ -56,6 +58,7 @@ pub(crate) fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8
         matmul(
             c.pool,
             c.k,
+            c.arith,
             &w,
             &x[..n * w.cols],
             n,
@@ -99,7 +102,7 @@ pub(crate) fn linear_many<const N: usize>(
     });
     let cols = mats[0].0.cols;
     let mut pairs = mats.each_mut().map(|(w, y, _)| (*w, &mut **y));
-    matmul_many(c.pool, c.k, &mut pairs, &x[..n * cols], n, q8);
+    matmul_many(c.pool, c.k, c.arith, &mut pairs, &x[..n * cols], n, q8);
     for (w, y, b) in mats.iter_mut() {
         if let Some(b) = b {
             for row in y.chunks_exact_mut(w.rows) {
@@ -261,7 +264,16 @@ pub(crate) fn output_head(c: &Ctx, sc: &mut Scratch, from: usize, n_out: usize, 
         o.observe(&d.output.name, &sc.h[..n_out * e], n_out, e);
     }
     let dst = &mut dst[..n_out * hp.n_vocab];
-    matmul(c.pool, c.k, &w, &sc.h[..n_out * e], n_out, dst, &mut sc.q8);
+    matmul(
+        c.pool,
+        c.k,
+        c.arith,
+        &w,
+        &sc.h[..n_out * e],
+        n_out,
+        dst,
+        &mut sc.q8,
+    );
     if let Some(cap) = d.final_softcap {
         for z in dst.iter_mut() {
             *z = cap * (*z / cap).tanh();

@@ -59,6 +59,6 @@ pub(crate) fn matmul_pair(
 ) {
     let r = b.rows;
     let mut mid = vec![0.0f32; n * r];
-    matmul(c.pool, c.k, b, &x[..n * b.cols], n, &mut mid, q8);
-    matmul(c.pool, c.k, a, &mid, n, &mut y[..n * a.rows], q8);
+    matmul(c.pool, c.k, c.arith, b, &x[..n * b.cols], n, &mut mid, q8);
+    matmul(c.pool, c.k, c.arith, a, &mid, n, &mut y[..n * a.rows], q8);
 }

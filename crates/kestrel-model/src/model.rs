@@ -10,7 +10,7 @@ use crate::registry;
 use crate::session::Session;
 use crate::weights::Loader;
 use kestrel_gguf::GgufFile;
-use kestrel_kernels::{Kernels, ThreadPool};
+use kestrel_kernels::{Arith, Kernels, ThreadPool};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -188,6 +188,8 @@ impl Model {
             k,
             obs,
             decode_lanes: false,
+            // One token is a decode step; more are a prompt batch (as llama.cpp's GEMV / GEMM).
+            arith: if n == 1 { Arith::Decode } else { Arith::Prompt },
         };
         let mut row = 0;
         let mut start = 0;

@@ -10,7 +10,7 @@ use crate::error::{ModelError, Result};
 use crate::forward::{attention_block, embed_rows, ffn_block, output_head, rope_tables, Ctx, Rows};
 use crate::model::Model;
 use crate::session::{Scratch, Session};
-use kestrel_kernels::ThreadPool;
+use kestrel_kernels::{Arith, ThreadPool};
 
 /// Activation buffers for a batched step over up to `capacity` sessions; reused across steps so
 /// a step allocates only a few pointers.
@@ -116,6 +116,7 @@ impl Model {
             k: kestrel_kernels::kernels(),
             obs: None,
             decode_lanes: false,
+            arith: Arith::Decode,
         })
     }
 }

@@ -1,39 +1,17 @@
 //! Speculative verification in decode arithmetic: a draft's tokens go through the model in
 //! one pass per micro-batch, yet every row computes bit for bit what a one-token decode step
-//! computes. A plain multi-token pass follows llama.cpp's batch arithmetic (the 8-lane
-//! attention order, and Q4_K / Q6_K tiled dot products from 4 / 8 rows on), whose last bits can
-//! flip a near-tie; verified output must equal unspeculated output token for token, so the
-//! verifier attends in the one-token lane order and keeps its micro-batches below the size where
-//! any of the model's weight formats would switch to batch arithmetic.
+//! computes. Every matmul kernel computes each output with the single-row arithmetic whatever
+//! the batch, but a plain multi-token pass attends in the 8-lane batch order (llama.cpp's),
+//! whose last bits can flip a near-tie; verified output must equal unspeculated output token
+//! for token, so the verifier attends in the one-token lane order.
 
 use crate::error::{ModelError, Result};
 use crate::forward::{forward_ubatch, Ctx, StageInput, StageOutput};
 use crate::model::Model;
 use crate::session::Session;
-use kestrel_kernels::{gemm_cols, GgmlType, ThreadPool};
-
-/// Checked up to this many rows; a draft is rarely longer.
-const MAX_EXACT_BATCH: usize = 64;
+use kestrel_kernels::{Arith, ThreadPool};
 
 impl Model {
-    /// The largest micro-batch whose every matmul computes the single-row dot product (so that
-    /// [`Model::forward_verify`] matches decode steps).
-    pub fn decode_exact_batch(&self) -> usize {
-        let d = &self.dec;
-        let mut types: Vec<GgmlType> = vec![d.output.ty];
-        for l in &d.layers {
-            for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down] {
-                types.push(m.w.ty);
-                types.extend(m.a.as_ref().map(|a| a.ty));
-            }
-        }
-        let mut b = 1;
-        while b < MAX_EXACT_BATCH && types.iter().all(|&t| gemm_cols(t, b + 1) == 0) {
-            b += 1;
-        }
-        b
-    }
-
     /// Append `tokens` and keep the logits of every one of them (rows `0..tokens.len()` of
     /// `Session::logits`), each equal to what `forward(s, pool, &[t], 0)` would give after the
     /// tokens before it.
@@ -64,8 +42,9 @@ impl Model {
             k: kestrel_kernels::kernels(),
             obs: None,
             decode_lanes: true,
+            arith: Arith::Decode,
         };
-        let step = self.decode_exact_batch().min(s.n_batch).max(1);
+        let step = s.n_batch.max(1);
         let mut out = StageOutput::Logits { from: 0 };
         let mut start = 0;
         while start < n {

@@ -3,7 +3,7 @@
 //! identity here is what keeps whole-model logits on llama.cpp's (see docs/correctness.md).
 
 use kestrel_gguf::GgufFile;
-use kestrel_kernels::{kernels, matmul, QMatrix, ThreadPool};
+use kestrel_kernels::{kernels, matmul, Arith, QMatrix, ThreadPool};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> Vec<f32> {
@@ -33,11 +33,10 @@ fn gemma() -> Option<GgufFile> {
     Some(GgufFile::open(&p).unwrap())
 }
 
-fn check_matmul(tensor: &str, input: &str, output: &str) {
-    if !kestrel_kernels::kernels().isa().starts_with("avx2") {
-        eprintln!("skipping: llama.cpp's reference was made with its AVX2 kernels");
-        return;
-    }
+/// Kestrel's matmul of `input` with `tensor` against llama.cpp's `output`: bit for bit with
+/// `exact`, else within `1e-5` of each token's largest output (the same sums, rounded in
+/// another order). The k-quant kernels give the same bits on every instruction set.
+fn check_matmul(tensor: &str, input: &str, output: &str, exact: bool) {
     let Some(g) = gemma() else { return };
     let t = g.tensor(tensor).unwrap();
     let w = QMatrix {
@@ -53,6 +52,7 @@ fn check_matmul(tensor: &str, input: &str, output: &str) {
     matmul(
         &ThreadPool::new(2),
         kernels(),
+        Arith::Prompt,
         &w,
         &x,
         n,
@@ -61,6 +61,18 @@ fn check_matmul(tensor: &str, input: &str, output: &str) {
     );
     for r in 0..n {
         let row = r * w.rows..(r + 1) * w.rows;
+        if !exact {
+            let peak = want[row.clone()].iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = y[row.clone()]
+                .iter()
+                .zip(&want[row])
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= 1e-5 * peak,
+                "{tensor}: token {r}: differs from llama.cpp by {worst} (largest output {peak})"
+            );
+            continue;
+        }
         let same = y[row.clone()]
             .iter()
             .zip(&want[row])
@@ -83,16 +95,19 @@ fn q4_k_matmul_is_bit_identical_to_llama_cpp() {
         "blk.0.attn_output.weight",
         "gemma3_blk0_kqv_out.f32",
         "gemma3_blk0_attn_out.f32",
+        true,
     );
 }
 
-/// Q6_K (gemma's FFN down projection): llama.cpp's AVX2 dot keeps the -32 offset out of the
-/// lane sums; ours must split the lanes the same way to round the same.
+/// Q6_K (gemma's FFN down projection): for these 6 tokens llama.cpp sums each super-block in 8
+/// float lanes; kestrel takes its exact integer sum first (the order of llama.cpp's tiled
+/// batches), so the two agree to rounding, not bit for bit.
 #[test]
-fn q6_k_matmul_is_bit_identical_to_llama_cpp() {
+fn q6_k_matmul_matches_llama_cpp() {
     check_matmul(
         "blk.0.ffn_down.weight",
         "gemma3_blk0_ffn_geglu.f32",
         "gemma3_blk0_ffn_out.f32",
+        false,
     );
 }

@@ -519,9 +519,12 @@ pub fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// Q4_K · Q8_K: per super-block the exact scale sum S and min sum M, then
+/// `acc = fma(S, d_w d_y, acc)` and `acc_min = fma(M, dmin_w d_y, acc_min)`, `acc - acc_min` at
+/// the end. Every SIMD kernel computes exactly these steps (bit-identical).
 pub fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = check_dot(n, w, Q4_K_BLOCK_BYTES, a, "vec_dot_q4_k");
-    let mut sum = 0.0f32;
+    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
     for i in 0..nb {
         let b = &w[i * Q4_K_BLOCK_BYTES..(i + 1) * Q4_K_BLOCK_BYTES];
         let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
@@ -549,11 +552,48 @@ pub fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
         }
         let dy = f32_at(y, off::Q8_D);
-        let d = dy * f16_at(b, off::Q4_D);
-        let dmin = dy * f16_at(b, off::Q4_DMIN);
-        sum += d * isum as f32 - dmin * msum as f32;
+        let d = f16_at(b, off::Q4_D) * dy;
+        let dmin = f16_at(b, off::Q4_DMIN) * dy;
+        acc = (isum as f32).mul_add(d, acc);
+        acc_min = (msum as f32).mul_add(dmin, acc_min);
     }
-    sum
+    acc - acc_min
+}
+
+/// Q4_K · Q8_K in the float order of llama.cpp's Q4_K GEMM, which it uses for prompt batches
+/// ([`crate::Arith::Prompt`]): the same exact integer sums as [`vec_dot_q4_k`], but taken per
+/// 64-element slice, each into `acc` and `acc_min` with its own FMA. Every SIMD kernel's prompt
+/// arithmetic computes exactly these steps (bit-identical).
+pub fn vec_dot_q4_k_prompt(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = check_dot(n, w, Q4_K_BLOCK_BYTES, a, "vec_dot_q4_k_prompt");
+    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+    for i in 0..nb {
+        let b = &w[i * Q4_K_BLOCK_BYTES..(i + 1) * Q4_K_BLOCK_BYTES];
+        let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
+        let s = &b[off::Q4_SCALES..off::Q4_SCALES + 12];
+        let yq = q8_qs(y);
+        let dy = f32_at(y, off::Q8_D);
+        let d = f16_at(b, off::Q4_D) * dy;
+        let dmin = f16_at(b, off::Q4_DMIN) * dy;
+        for c in 0..4 {
+            let qs = &b[off::Q4_QS + 32 * c..off::Q4_QS + 32 * c + 32];
+            let (ylo, yhi) = yq[64 * c..64 * c + 64].split_at(32);
+            let (mut s_lo, mut s_hi) = (0i32, 0i32);
+            for l in 0..32 {
+                s_lo += (qs[l] & 0x0f) as i32 * ylo[l] as i32;
+                s_hi += (qs[l] >> 4) as i32 * yhi[l] as i32;
+            }
+            let (sc0, m0) = scale_min_k4(2 * c, s);
+            let (sc1, m1) = scale_min_k4(2 * c + 1, s);
+            let isum = sc0 as i32 * s_lo + sc1 as i32 * s_hi;
+            let bs = |j: usize| q8_bsum(y, j) as i32;
+            let msum = m0 as i32 * (bs(4 * c) + bs(4 * c + 1))
+                + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
+            acc = (isum as f32).mul_add(d, acc);
+            acc_min = (msum as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
 }
 
 pub fn vec_dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -593,27 +633,11 @@ pub fn vec_dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// Q6_K · Q8_K: per super-block the exact integer sum `s`, then `acc = fma(d_w * s, d_y, acc)`
+/// (the arithmetic of llama.cpp's tiled K-quant matmul). Every SIMD kernel computes exactly
+/// these steps (bit-identical).
 pub fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = check_dot(n, w, Q6_K_BLOCK_BYTES, a, "vec_dot_q6_k");
-    let mut q = [0i8; QK_K];
-    let mut sum = 0.0f32;
-    for i in 0..nb {
-        let b = &w[i * Q6_K_BLOCK_BYTES..(i + 1) * Q6_K_BLOCK_BYTES];
-        let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
-        let sc = unpack_q6_k(b, &mut q);
-        let yq = q8_qs(y);
-        let isum = scaled_isum16(&sc, &q, yq);
-        let d = f32_at(y, off::Q8_D) * f16_at(b, off::Q6_D);
-        sum += d * isum as f32;
-    }
-    sum
-}
-
-/// Q6_K · Q8_K as llama.cpp's tiled K-quant matmul computes each output (batches of
-/// [`crate::dispatch::KQ_TILED_MIN_BATCH`]+ tokens): per super-block the exact integer sum
-/// `s`, then `acc = fma(d_w * s, d_y, acc)`.
-pub fn vec_dot_q6_k_tiled(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = check_dot(n, w, Q6_K_BLOCK_BYTES, a, "vec_dot_q6_k_tiled");
     let mut q = [0i8; QK_K];
     let mut acc = 0.0f32;
     for i in 0..nb {

@@ -36,9 +36,3 @@ pub(crate) fn kquants_wire(
     vd[Q6_K as usize] = Some(kquants::vec_dot_q6_k as VecDotFn);
     q[Q8_K as usize] = Some(kquants::quantize_row_q8_k as QuantFn);
 }
-
-/// Batch dot products where llama.cpp's batch kernels round differently (see `vec_dot_gemm`).
-pub(crate) fn gemm_wire(vd: &mut [Option<crate::dispatch::VecDotFn>]) {
-    use crate::dispatch::VecDotFn;
-    vd[kestrel_gguf::GgmlType::Q6_K as usize] = Some(kquants::vec_dot_q6_k_tiled as VecDotFn);
-}

@@ -27,8 +27,7 @@ use std::arch::x86_64::*;
 
 use super::{hsum_f32x8, hsum_i32x8};
 use crate::generic::kquants::{
-    off, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q4_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES,
-    Q8_K_BLOCK_BYTES, QK_K,
+    off, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K,
 };
 
 fn check(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
@@ -233,87 +232,6 @@ pub unsafe fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     hsum_f32x8(acc)
 }
 
-/// Integer dot of 64-element slice `c` (0..4) of a Q4_K block `x` with Q8_K block `y`, each
-/// 32-element half weighted by its 6-bit scale from `sm`; 8 i32 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn q4_k_slice(x: *const u8, y: *const u8, sm: __m128i, c: usize) -> __m256i {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let qs = load32(x.add(off::Q4_QS + 32 * c));
-    let lo = _mm256_and_si256(qs, m4);
-    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4);
-    let y_lo = load32(y.add(off::Q8_QS + 64 * c));
-    let y_hi = load32(y.add(off::Q8_QS + 64 * c + 32));
-    let s_lo = bcast_u8_i16(sm, 2 * c);
-    let s_hi = bcast_u8_i16(sm, 2 * c + 1);
-    _mm256_add_epi32(dot_scaled(lo, y_lo, s_lo), dot_scaled(hi, y_hi, s_hi))
-}
-
-/// Q4_K weights · Q8_K activations: `n` elements, `w` = n/256 Q4_K blocks,
-/// `a` = n/256 Q8_K blocks.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = check(n, w, Q4_K_BLOCK_BYTES, a);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    // llama.cpp runs Q4_K through its 8-row repacked kernels on AVX2, whose float arithmetic
-    // per output is: exact integer sums per super-block, then one FMA each into a scale and a
-    // min accumulator, subtracted at the end. Doing the same keeps our results bit-identical.
-    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
-    for i in 0..nb {
-        let x = wp.add(i * Q4_K_BLOCK_BYTES);
-        let y = ap.add(i * Q8_K_BLOCK_BYTES);
-        let blk = std::slice::from_raw_parts(x, Q4_K_BLOCK_BYTES);
-        let yd = q8_d(y);
-        let d = f16_at(blk, off::Q4_D) * yd;
-        let dmin = f16_at(blk, off::Q4_DMIN) * yd;
-        let sm = scales_mins_k4(&blk[off::Q4_SCALES..off::Q4_SCALES + 12]);
-        acc_min = (min_term_32(sm, y) as f32).mul_add(dmin, acc_min);
-
-        let mut sumi = _mm256_setzero_si256();
-        for c in 0..4 {
-            sumi = _mm256_add_epi32(sumi, q4_k_slice(x, y, sm, c));
-        }
-        acc = (hsum_i32x8(sumi) as f32).mul_add(d, acc);
-    }
-    acc - acc_min
-}
-
-/// Q4_K · Q8_K as llama.cpp's 4-row GEMM computes each output (batches of 4+ tokens): the
-/// scale and min terms are accumulated per 64-element slice rather than per super-block.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn vec_dot_q4_k_gemm(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = check(n, w, Q4_K_BLOCK_BYTES, a);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
-    for i in 0..nb {
-        let x = wp.add(i * Q4_K_BLOCK_BYTES);
-        let y = ap.add(i * Q8_K_BLOCK_BYTES);
-        let blk = std::slice::from_raw_parts(x, Q4_K_BLOCK_BYTES);
-        let yd = q8_d(y);
-        let d = f16_at(blk, off::Q4_D) * yd;
-        let dmin = f16_at(blk, off::Q4_DMIN) * yd;
-        let sc = &blk[off::Q4_SCALES..off::Q4_SCALES + 12];
-        let sm = scales_mins_k4(sc);
-        let ybs = std::slice::from_raw_parts(y.add(off::Q8_BSUMS) as *const i16, 16);
-        for c in 0..4 {
-            acc = (hsum_i32x8(q4_k_slice(x, y, sm, c)) as f32).mul_add(d, acc);
-            // Mins of the slice's two 32-element sub-blocks against their activation sums.
-            let m0 = crate::generic::kquants::scale_min_k4(2 * c, sc).1 as i32;
-            let m1 = crate::generic::kquants::scale_min_k4(2 * c + 1, sc).1 as i32;
-            let b0 = ybs[4 * c] as i32 + ybs[4 * c + 1] as i32;
-            let b1 = ybs[4 * c + 2] as i32 + ybs[4 * c + 3] as i32;
-            acc_min = ((m0 * b0 + m1 * b1) as f32).mul_add(dmin, acc_min);
-        }
-    }
-    acc - acc_min
-}
-
 /// Q5_K weights · Q8_K activations: `n` elements, `w` = n/256 Q5_K blocks,
 /// `a` = n/256 Q8_K blocks.
 ///
@@ -362,66 +280,6 @@ pub unsafe fn vec_dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_f32x8(acc) - acc_min
-}
-
-/// Q6_K weights · Q8_K activations: `n` elements, `w` = n/256 Q6_K blocks,
-/// `a` = n/256 Q8_K blocks.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = check(n, w, Q6_K_BLOCK_BYTES, a);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m3 = _mm256_set1_epi8(3);
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
-        let x = wp.add(i * Q6_K_BLOCK_BYTES);
-        let y = ap.add(i * Q8_K_BLOCK_BYTES);
-        let blk = std::slice::from_raw_parts(x, Q6_K_BLOCK_BYTES);
-        let d = q8_d(y) * f16_at(blk, off::Q6_D);
-        let scales = _mm_loadu_si128(x.add(off::Q6_SCALES) as *const __m128i);
-
-        let mut sumi = _mm256_setzero_si256();
-        for h in 0..2 {
-            let ql0 = load32(x.add(off::Q6_QL + 64 * h));
-            let ql1 = load32(x.add(off::Q6_QL + 64 * h + 32));
-            let qh = load32(x.add(off::Q6_QH + 32 * h));
-            // Four 32-element groups: (low/high nibble of ql0/ql1) | (bit pair k of qh) << 4.
-            let groups = [
-                (_mm256_and_si256(ql0, m4), _mm256_and_si256(qh, m3)),
-                (
-                    _mm256_and_si256(ql1, m4),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3),
-                ),
-                (
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(qh), m3),
-                ),
-                (
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                    _mm256_and_si256(_mm256_srli_epi16::<6>(qh), m3),
-                ),
-            ];
-            for (k, (lo, hb)) in groups.into_iter().enumerate() {
-                let q = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hb)); // 0..63
-                let yv = load32(y.add(off::Q8_QS + 128 * h + 32 * k));
-                // Unsigned q . y here; the -32 offset comes off per lane below.
-                let p = _mm256_maddubs_epi16(q, yv);
-                let sv = scale_pair_from(scales, 8 * h + 2 * k);
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sv));
-            }
-        }
-        // The -32 offset as llama.cpp applies it: lane l loses 32 * (bsum[2l] * scale[2l] +
-        // bsum[2l+1] * scale[2l+1]). The lane split decides the float rounding below, so it
-        // follows llama.cpp's exactly.
-        let bsums = _mm256_loadu_si256(y.add(off::Q8_BSUMS) as *const __m256i);
-        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, _mm256_cvtepi8_epi16(scales)));
-        let sumi = _mm256_sub_epi32(sumi, offset);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    hsum_f32x8(acc)
 }
 
 #[cfg(test)]

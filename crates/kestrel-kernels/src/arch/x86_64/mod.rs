@@ -7,10 +7,11 @@ use std::arch::x86_64::*;
 
 pub mod act;
 pub mod attn;
+pub mod kq_panel;
 pub mod kquants;
-pub mod kquants_tile;
 pub mod legacy;
 pub mod legacy_tile;
+pub mod legacy_vnni;
 
 /// Horizontal sum of 8 f32 lanes.
 #[inline]
@@ -106,24 +107,57 @@ pub unsafe fn vec_dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
     )
 }
 
-/// Puts the AVX2 k-quant kernels (from `kquants`, written separately) into the dispatch
-/// table; types without one keep their scalar entry.
+/// Puts the AVX2 k-quant kernels (from `kquants`, and `kq_panel` for Q4_K / Q6_K) into the
+/// dispatch table; types without one keep their scalar entry.
 pub(crate) fn kquants_wire(vd: &mut [Option<crate::dispatch::VecDotFn>]) {
     use crate::dispatch::VecDotFn;
     use kestrel_gguf::GgmlType::*;
     vd[Q2_K as usize] = Some(kquants::vec_dot_q2_k as VecDotFn);
     vd[Q3_K as usize] = Some(kquants::vec_dot_q3_k as VecDotFn);
-    vd[Q4_K as usize] = Some(kquants::vec_dot_q4_k as VecDotFn);
+    vd[Q4_K as usize] = Some(kq_panel::avx2::vec_dot_q4_k as VecDotFn);
     vd[Q5_K as usize] = Some(kquants::vec_dot_q5_k as VecDotFn);
-    vd[Q6_K as usize] = Some(kquants::vec_dot_q6_k as VecDotFn);
+    vd[Q6_K as usize] = Some(kq_panel::avx2::vec_dot_q6_k as VecDotFn);
 }
 
-/// Dot products for the rows of a batch that llama.cpp sends through its repacked GEMM
-/// kernels (where their per-output arithmetic differs from the single-row one).
-pub(crate) fn gemm_wire(vd: &mut [Option<crate::dispatch::VecDotFn>]) {
-    use crate::dispatch::VecDotFn;
-    vd[kestrel_gguf::GgmlType::Q4_K as usize] = Some(kquants::vec_dot_q4_k_gemm as VecDotFn);
-    vd[kestrel_gguf::GgmlType::Q6_K as usize] = Some(kquants_tile::vec_dot_q6_k_tiled as VecDotFn);
+/// The panel kernels of one instruction set (see `kq_panel`) into `vd` and `p`.
+macro_rules! wire_panels {
+    ($m:ident, $vd:expr, $p:expr) => {{
+        use crate::dispatch::{PanelFn, VecDotFn};
+        use kestrel_gguf::GgmlType::*;
+        $vd[Q4_K as usize] = Some(kq_panel::$m::vec_dot_q4_k as VecDotFn);
+        $vd[Q6_K as usize] = Some(kq_panel::$m::vec_dot_q6_k as VecDotFn);
+        $p[Q4_K as usize] = Some(kq_panel::$m::panel_q4_k as PanelFn);
+        $p[Q6_K as usize] = Some(kq_panel::$m::panel_q6_k as PanelFn);
+    }};
+}
+
+/// AVX2 panels. Only for a table whose CPU has AVX2, FMA and F16C.
+pub(crate) fn panel_wire_avx2(
+    vd: &mut [Option<crate::dispatch::VecDotFn>],
+    p: &mut [Option<crate::dispatch::PanelFn>],
+) {
+    wire_panels!(avx2, vd, p);
+}
+
+/// AVX-512 VNNI panels. Only for a table whose CPU has AVX-512 F/BW/VL and VNNI too.
+pub(crate) fn panel_wire_avx512(
+    vd: &mut [Option<crate::dispatch::VecDotFn>],
+    p: &mut [Option<crate::dispatch::PanelFn>],
+) {
+    wire_panels!(avx512, vd, p);
+    use crate::dispatch::PanelFn;
+    use kestrel_gguf::GgmlType::*;
+    p[Q4_0 as usize] = Some(legacy_vnni::panel_q4_0 as PanelFn);
+    p[Q5_0 as usize] = Some(legacy_vnni::panel_q5_0 as PanelFn);
+    p[Q8_0 as usize] = Some(legacy_vnni::panel_q8_0 as PanelFn);
+}
+
+/// AVX-VNNI panels. Only for a table whose CPU has AVX-VNNI too.
+pub(crate) fn panel_wire_avxvnni(
+    vd: &mut [Option<crate::dispatch::VecDotFn>],
+    p: &mut [Option<crate::dispatch::PanelFn>],
+) {
+    wire_panels!(avxvnni, vd, p);
 }
 
 /// Tile kernels for prompt batches (see `legacy_tile`).
@@ -135,6 +169,4 @@ pub(crate) fn tile_wire(t: &mut [Option<crate::dispatch::TileFn>]) {
     t[Q5_0 as usize] = Some(legacy_tile::tile_q5_0 as TileFn);
     t[Q5_1 as usize] = Some(legacy_tile::tile_q5_1 as TileFn);
     t[Q8_0 as usize] = Some(legacy_tile::tile_q8_0 as TileFn);
-    t[Q4_K as usize] = Some(kquants_tile::tile_q4_k_gemm as TileFn);
-    t[Q6_K as usize] = Some(kquants_tile::tile_q6_k as TileFn);
 }

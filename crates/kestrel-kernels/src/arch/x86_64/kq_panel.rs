@@ -1,0 +1,665 @@
+//! Q4_K and Q6_K matrix kernels: a panel of weight rows times every activation column, in
+//! register tiles of R rows x C columns, for decode (one column) and prompt batches alike.
+//!
+//! Every output is computed with one arithmetic, whatever the tile shape, the batch size or
+//! the instruction set: per super-block an exact integer sum (so the order of the integer
+//! additions cannot matter), then the float steps of the single-row dot product
+//! (the scalar twins `generic::kquants::vec_dot_q4_k` and `vec_dot_q6_k`), done for up to 8 outputs at
+//! once as the lanes of one vector FMA (one rounding per lane, exactly as the scalar
+//! `mul_add`). So a token's logits do not depend on what else is in its batch, and the
+//! AVX2, AVX-512 VNNI and AVX-VNNI tables give the same bits.
+//!
+//! The instruction sets differ in one step, the scaled widening add of the `maddubs` pair
+//! sums (AVX2: `madd` then `add`; VNNI: one `vpdpwssd`), and in the tile: with AVX-512's 32
+//! vector registers a 4 x 4 tile fits, with AVX2's 16 a 2 x 4 one.
+//!
+//! Safety (every `panel_*`): the CPU has the features of its table; `w` holds `rows` rows of
+//! `n / 256` blocks, `wrb` bytes apart; `a` holds `cols` rows of Q8_K blocks, `arb` bytes
+//! apart; `y` has `(cols - 1) * ys + rows` writable floats that no one else touches.
+
+#![allow(clippy::missing_safety_doc)] // the module docs state the contract
+#![allow(clippy::too_many_arguments)]
+#![allow(clippy::manual_is_multiple_of)] // MSRV 1.85
+#![allow(clippy::needless_range_loop)] // indexed loops over const-sized tiles read clearest
+
+use std::arch::x86_64::*;
+
+use crate::generic::kquants::{off, Q4_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K};
+
+/// Weight rows of a panel kept hot in cache while every column passes over them.
+const ROW_BLOCK: usize = 16;
+/// Most outputs of one tile (two 8-lane float vectors).
+const MAX_OUT: usize = 16;
+
+/// Whole super-blocks in `n`, with `w` and `a` holding one row of them (panics otherwise).
+fn check(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
+    assert!(
+        n % QK_K == 0,
+        "k-quant vec_dot: n = {n} not a multiple of {QK_K}"
+    );
+    let nb = n / QK_K;
+    assert!(
+        w.len() >= nb * wb && a.len() >= nb * Q8_K_BLOCK_BYTES,
+        "k-quant vec_dot: row too short"
+    );
+    nb
+}
+
+/// One panel call's operands: `nb` super-blocks per row, weight rows `wrb` and activation
+/// columns `arb` bytes apart, outputs `y[c * ys + r]`.
+struct Panel {
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    a: *const u8,
+    arb: usize,
+    y: *mut f32,
+    ys: usize,
+}
+
+/// Lane k of the result is the sum of `v[k]`; integer, so exact in any order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum8(v: &[__m256i]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    let a = _mm256_hadd_epi32(h01, h23);
+    let b = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(a, b),
+        _mm256_permute2x128_si256::<0x31>(a, b),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load32(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+#[inline]
+unsafe fn q8_d(y: *const u8) -> f32 {
+    (y.add(off::Q8_D) as *const f32).read_unaligned()
+}
+
+/// Two consecutive little-endian f16 at `p` as f32 (exact; F16C).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn f16_pair(p: *const u8) -> (f32, f32) {
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+/// One f16 at `p` as f32 (exact; F16C).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn f16_one(p: *const u8) -> f32 {
+    let h = (p as *const u16).read_unaligned() as i32;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
+}
+
+/// Q4_K's 12 packed scale bytes as 8 scales (bytes 0..8) and 8 mins (bytes 8..16).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q4_scales_mins(s: *const u8) -> __m128i {
+    let w = |i: usize| (s.add(4 * i) as *const u32).read_unaligned();
+    let (a, b, c) = (w(0), w(1), w(2));
+    let sc_lo = a & 0x3f3f_3f3f;
+    let mn_lo = b & 0x3f3f_3f3f;
+    let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
+    let mn_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
+    _mm_set_epi32(mn_hi as i32, mn_lo as i32, sc_hi as i32, sc_lo as i32)
+}
+
+/// Byte `idx` of `v` (< 128) broadcast to 16 i16 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bcast_u8_i16(v: __m128i, idx: usize) -> __m256i {
+    _mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, _mm_set1_epi8(idx as i8)))
+}
+
+/// Dword `j` (0..4) of `v` in all four dwords.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bcast_dword(v: __m128i, j: usize) -> __m128i {
+    match j {
+        0 => _mm_shuffle_epi32::<0x00>(v),
+        1 => _mm_shuffle_epi32::<0x55>(v),
+        2 => _mm_shuffle_epi32::<0xaa>(v),
+        _ => _mm_shuffle_epi32::<0xff>(v),
+    }
+}
+
+/// A Q8_K block's 8 activation sums of 32 elements as i16 (|B| <= 32 * 128 fits).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn sub_sums(y: *const u8) -> __m128i {
+    let p = y.add(off::Q8_BSUMS) as *const __m128i;
+    _mm_hadd_epi16(p.read_unaligned(), p.add(1).read_unaligned())
+}
+
+/// For four Q8_K blocks: vector j holds each block's pair (B[2j], B[2j+1]) of 32-element
+/// activation sums as i16, block c in dword c (a 4 x 4 transpose of the blocks' B vectors).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn pairs_by_slice(
+    y0: *const u8,
+    y1: *const u8,
+    y2: *const u8,
+    y3: *const u8,
+) -> [__m128i; 4] {
+    let (b0, b1, b2, b3) = (sub_sums(y0), sub_sums(y1), sub_sums(y2), sub_sums(y3));
+    let t0 = _mm_unpacklo_epi32(b0, b1);
+    let t1 = _mm_unpackhi_epi32(b0, b1);
+    let t2 = _mm_unpacklo_epi32(b2, b3);
+    let t3 = _mm_unpackhi_epi32(b2, b3);
+    [
+        _mm_unpacklo_epi64(t0, t2),
+        _mm_unpackhi_epi64(t0, t2),
+        _mm_unpacklo_epi64(t1, t3),
+        _mm_unpackhi_epi64(t1, t3),
+    ]
+}
+
+/// The 8 mins of `sm` as 16 i16, each twice (m0 m0 m1 m1 ...), to pair with the 16 bsums.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mins_dup(sm: __m128i) -> __m256i {
+    let idx = _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
+    _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, idx))
+}
+
+/// From 16 i8 scales, the i16 vector with scale `s` in the low lane and `s + 1` in the high.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn scale_pair(scales: __m128i, s: usize) -> __m256i {
+    let lo = (s as i64) * 0x0101_0101_0101_0101;
+    let hi = (s as i64 + 1) * 0x0101_0101_0101_0101;
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi, lo)))
+}
+
+/// The 32 6-bit weights of group `g` (0..8) of a Q6_K block as u8 0..63.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q6_group(x: *const u8, g: usize) -> __m256i {
+    let (h, k) = (g / 4, g % 4);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m3 = _mm256_set1_epi8(3);
+    let ql = load32(x.add(off::Q6_QL + 64 * h + 32 * (k % 2)));
+    let qh = load32(x.add(off::Q6_QH + 32 * h));
+    let lo = if k < 2 {
+        _mm256_and_si256(ql, m4)
+    } else {
+        _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4)
+    };
+    let hb = match k {
+        0 => qh,
+        1 => _mm256_srli_epi16::<2>(qh),
+        2 => _mm256_srli_epi16::<4>(qh),
+        _ => _mm256_srli_epi16::<6>(qh),
+    };
+    _mm256_or_si256(lo, _mm256_slli_epi16::<4>(_mm256_and_si256(hb, m3)))
+}
+
+/// Lanes `8 g..8 g + 8` of an R x C tile's outputs (k = r * C + c) as `f(r, c)`, zero past
+/// `R * C`; built in registers (a store-and-reload would stall on store forwarding).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lanes<const R: usize, const C: usize>(g: usize, f: impl Fn(usize, usize) -> f32) -> __m256 {
+    let v: [f32; 8] = std::array::from_fn(|l| {
+        let k = 8 * g + l;
+        if k < R * C {
+            f(k / C, k % C)
+        } else {
+            0.0
+        }
+    });
+    _mm256_set_ps(v[7], v[6], v[5], v[4], v[3], v[2], v[1], v[0])
+}
+
+/// Writes the first `R * C` lanes of `v` (lane k = r * C + c) to `y[c * ys + r]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_tile<const R: usize, const C: usize>(v: &[__m256; 2], y: *mut f32, ys: usize) {
+    let mut o = [0.0f32; MAX_OUT];
+    _mm256_storeu_ps(o.as_mut_ptr(), v[0]);
+    _mm256_storeu_ps(o.as_mut_ptr().add(8), v[1]);
+    for r in 0..R {
+        for c in 0..C {
+            y.add(c * ys + r).write(o[r * C + c]);
+        }
+    }
+}
+
+/// `acc + madd(p, s)` with AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mac_avx2(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+}
+
+/// `acc + madd(p, s)` in one AVX-512 VNNI instruction (256-bit form).
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+fn mac_vnni512(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpwssd_epi32(acc, p, s)
+}
+
+/// `acc + madd(p, s)` in one AVX-VNNI instruction.
+#[inline]
+#[target_feature(enable = "avx2,avxvnni")]
+fn mac_avxvnni(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpwssd_avx_epi32(acc, p, s)
+}
+
+/// The panel and tile functions of one instruction set: `$feat` its target features, `$mac`
+/// its scaled widening add, `$r4 x $c4` / `$r6 x $c6` its Q4_K / Q6_K prompt tiles and `$g4` /
+/// `$g6` the rows of its decode tiles (as large as the registers hold without spilling).
+macro_rules! panels {
+    ($feat:literal, $mac:path, $r4:literal x $c4:literal, $r6:literal x $c6:literal, $g4:literal, $g6:literal) => {
+        use super::*;
+
+        /// Q4_K: see the module docs.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn panel_q4_k(
+            n: usize,
+            w: &[u8],
+            wrb: usize,
+            rows: usize,
+            a: &[u8],
+            arb: usize,
+            cols: usize,
+            y: *mut f32,
+            ys: usize,
+            slice_cols: usize,
+        ) {
+            debug_assert!(rows == 0 || w.len() >= (rows - 1) * wrb + n / QK_K * Q4_K_BLOCK_BYTES);
+            debug_assert!(cols == 0 || a.len() >= (cols - 1) * arb + n / QK_K * Q8_K_BLOCK_BYTES);
+            let p = Panel {
+                nb: n / QK_K,
+                w: w.as_ptr(),
+                wrb,
+                a: a.as_ptr(),
+                arb,
+                y,
+                ys,
+            };
+            let sc = slice_cols.min(cols);
+            if sc > 0 {
+                panel::<false, true, $r4, $c4, $g4>(&p, rows, sc);
+            }
+            if sc < cols {
+                let rest = Panel {
+                    a: p.a.add(sc * arb),
+                    y: p.y.add(sc * ys),
+                    ..p
+                };
+                panel::<false, false, $r4, $c4, $g4>(&rest, rows, cols - sc);
+            }
+        }
+
+        /// Q6_K: see the module docs.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn panel_q6_k(
+            n: usize,
+            w: &[u8],
+            wrb: usize,
+            rows: usize,
+            a: &[u8],
+            arb: usize,
+            cols: usize,
+            y: *mut f32,
+            ys: usize,
+            _slice_cols: usize,
+        ) {
+            debug_assert!(rows == 0 || w.len() >= (rows - 1) * wrb + n / QK_K * Q6_K_BLOCK_BYTES);
+            debug_assert!(cols == 0 || a.len() >= (cols - 1) * arb + n / QK_K * Q8_K_BLOCK_BYTES);
+            let p = Panel {
+                nb: n / QK_K,
+                w: w.as_ptr(),
+                wrb,
+                a: a.as_ptr(),
+                arb,
+                y,
+                ys,
+            };
+            panel::<true, false, $r6, $c6, $g6>(&p, rows, cols)
+        }
+
+        /// One Q4_K row · one Q8_K column (the 1 x 1 tile).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let nb = check(n, w, Q4_K_BLOCK_BYTES, a);
+            let mut y = 0.0f32;
+            tile_q4_k::<false, 1, 1>(nb, w.as_ptr(), 0, a.as_ptr(), 0, &mut y, 1);
+            y
+        }
+
+        /// One Q6_K row · one Q8_K column (the 1 x 1 tile).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let nb = check(n, w, Q6_K_BLOCK_BYTES, a);
+            let mut y = 0.0f32;
+            tile_q6_k::<1, 1>(nb, w.as_ptr(), 0, a.as_ptr(), 0, &mut y, 1);
+            y
+        }
+
+        /// Decode: tiles of `G` rows. Batches: row blocks, then `TC`-column tiles, then
+        /// `TR`-row tiles; remainders in narrower tiles.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn panel<
+            const Q6: bool,
+            const SLICE: bool,
+            const TR: usize,
+            const TC: usize,
+            const G: usize,
+        >(
+            p: &Panel,
+            rows: usize,
+            cols: usize,
+        ) {
+            if cols == 1 {
+                let mut r = 0;
+                while r + G <= rows {
+                    tile::<Q6, SLICE, G, 1>(p, r, 0);
+                    r += G;
+                }
+                while r < rows {
+                    tile::<Q6, SLICE, 1, 1>(p, r, 0);
+                    r += 1;
+                }
+                return;
+            }
+            let mut r0 = 0;
+            while r0 < rows {
+                let r1 = (r0 + ROW_BLOCK).min(rows);
+                let mut c = 0;
+                while c + TC <= cols {
+                    tiles_down::<Q6, SLICE, TR, TC>(p, r0, r1, c);
+                    c += TC;
+                }
+                while c < cols {
+                    tiles_down::<Q6, SLICE, TR, 1>(p, r0, r1, c);
+                    c += 1;
+                }
+                r0 = r1;
+            }
+        }
+
+        /// Rows `r0..r1` against columns `c..c + C`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn tiles_down<const Q6: bool, const SLICE: bool, const TR: usize, const C: usize>(
+            p: &Panel,
+            r0: usize,
+            r1: usize,
+            c: usize,
+        ) {
+            let mut r = r0;
+            while r + TR <= r1 {
+                tile::<Q6, SLICE, TR, C>(p, r, c);
+                r += TR;
+            }
+            while r < r1 {
+                tile::<Q6, SLICE, 1, C>(p, r, c);
+                r += 1;
+            }
+        }
+
+        /// The R x C tile at row `r`, column `c`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn tile<const Q6: bool, const SLICE: bool, const R: usize, const C: usize>(
+            p: &Panel,
+            r: usize,
+            c: usize,
+        ) {
+            let (w, a, y) = (
+                p.w.add(r * p.wrb),
+                p.a.add(c * p.arb),
+                p.y.add(c * p.ys + r),
+            );
+            if Q6 {
+                tile_q6_k::<R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
+            } else {
+                tile_q4_k::<SLICE, R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
+            }
+        }
+
+        /// R x C outputs of Q4_K. Decode order (`SLICE` false, `vec_dot_q4_k`): per
+        /// super-block the exact scale sum S and min sum M of each output, then
+        /// `acc = fma(S, d_w d_y, acc)` and `acc_min = fma(M, dmin_w d_y, acc_min)`. Prompt order
+        /// (`SLICE` true, `vec_dot_q4_k_prompt`): the same per 64-element slice. `acc - acc_min`
+        /// at the end.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q4_k<const SLICE: bool, const R: usize, const C: usize>(
+            nb: usize,
+            w: *const u8,
+            wrb: usize,
+            a: *const u8,
+            arb: usize,
+            y: *mut f32,
+            ys: usize,
+        ) {
+            const { assert!(R * C <= MAX_OUT, "tile too large") };
+            let m4 = _mm256_set1_epi8(0x0f);
+            let groups = (R * C).div_ceil(8);
+            let mut acc = [_mm256_setzero_ps(); 2];
+            let mut acc_min = [_mm256_setzero_ps(); 2];
+            for i in 0..nb {
+                let x: [*const u8; R] =
+                    std::array::from_fn(|r| w.add(r * wrb + i * Q4_K_BLOCK_BYTES));
+                let yb: [*const u8; C] =
+                    std::array::from_fn(|c| a.add(c * arb + i * Q8_K_BLOCK_BYTES));
+                // Loops, not `from_fn`: a closure does not inherit the target features, so its
+                // calls to feature-gated helpers would not be inlined.
+                let mut sm = [_mm_setzero_si128(); R];
+                let mut dd = [(0.0f32, 0.0f32); R];
+                for r in 0..R {
+                    sm[r] = q4_scales_mins(x[r].add(off::Q4_SCALES));
+                    dd[r] = f16_pair(x[r].add(off::Q4_D));
+                }
+                let yd: [f32; C] = std::array::from_fn(|c| q8_d(yb[c]));
+                let mut dl = [_mm256_setzero_ps(); 2];
+                let mut ml = [_mm256_setzero_ps(); 2];
+                for g in 0..groups {
+                    dl[g] = lanes::<R, C>(g, |r, c| dd[r].0 * yd[c]);
+                    ml[g] = lanes::<R, C>(g, |r, c| dd[r].1 * yd[c]);
+                }
+                let mut m16 = [_mm_setzero_si128(); R];
+                let mut bt = [_mm_setzero_si128(); 4];
+                if SLICE && C == 4 {
+                    for r in 0..R {
+                        m16[r] = _mm_cvtepu8_epi16(_mm_srli_si128::<8>(sm[r]));
+                    }
+                    bt = pairs_by_slice(yb[0], yb[1 % C], yb[2 % C], yb[3 % C]);
+                }
+                let mut s = [[_mm256_setzero_si256(); C]; R];
+                for j in 0..4 {
+                    for r in 0..R {
+                        let qs = load32(x[r].add(off::Q4_QS + 32 * j));
+                        let lo = _mm256_and_si256(qs, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4);
+                        let s_lo = bcast_u8_i16(sm[r], 2 * j);
+                        let s_hi = bcast_u8_i16(sm[r], 2 * j + 1);
+                        for c in 0..C {
+                            let y_lo = load32(yb[c].add(off::Q8_QS + 64 * j));
+                            let y_hi = load32(yb[c].add(off::Q8_QS + 64 * j + 32));
+                            s[r][c] = $mac(s[r][c], _mm256_maddubs_epi16(lo, y_lo), s_lo);
+                            s[r][c] = $mac(s[r][c], _mm256_maddubs_epi16(hi, y_hi), s_hi);
+                        }
+                    }
+                    if SLICE {
+                        let mut fs = [_mm256_setzero_si256(); MAX_OUT];
+                        for r in 0..R {
+                            for c in 0..C {
+                                fs[r * C + c] = s[r][c];
+                                s[r][c] = _mm256_setzero_si256();
+                            }
+                        }
+                        let mj = slice_mins::<R, C>(&sm, &m16, &bt, &yb, j);
+                        for g in 0..groups {
+                            let sv = _mm256_cvtepi32_ps(hsum8(&fs[8 * g..8 * g + 8]));
+                            acc[g] = _mm256_fmadd_ps(sv, dl[g], acc[g]);
+                            acc_min[g] =
+                                _mm256_fmadd_ps(_mm256_cvtepi32_ps(mj[g]), ml[g], acc_min[g]);
+                        }
+                    }
+                }
+                if !SLICE {
+                    let mut fs = [_mm256_setzero_si256(); MAX_OUT];
+                    let mut fm = [_mm256_setzero_si256(); MAX_OUT];
+                    for r in 0..R {
+                        let md = mins_dup(sm[r]);
+                        for c in 0..C {
+                            let bsums = load32(yb[c].add(off::Q8_BSUMS));
+                            fs[r * C + c] = s[r][c];
+                            fm[r * C + c] = _mm256_madd_epi16(bsums, md);
+                        }
+                    }
+                    for g in 0..groups {
+                        let sv = _mm256_cvtepi32_ps(hsum8(&fs[8 * g..8 * g + 8]));
+                        let mv = _mm256_cvtepi32_ps(hsum8(&fm[8 * g..8 * g + 8]));
+                        acc[g] = _mm256_fmadd_ps(sv, dl[g], acc[g]);
+                        acc_min[g] = _mm256_fmadd_ps(mv, ml[g], acc_min[g]);
+                    }
+                }
+            }
+            let res = [
+                _mm256_sub_ps(acc[0], acc_min[0]),
+                _mm256_sub_ps(acc[1], acc_min[1]),
+            ];
+            store_tile::<R, C>(&res, y, ys);
+        }
+
+        /// Slice `j`'s min sums `m[2j] B[2j] + m[2j+1] B[2j+1]` of an R x C tile in output lanes
+        /// (k = r * C + c), B the activation sums of the 32-element sub-blocks. Four columns:
+        /// from `bt` ([`pairs_by_slice`]) and the rows' mins as i16 (`m16`), one `madd` per 8
+        /// outputs; other widths (remainder columns only) lane by lane.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn slice_mins<const R: usize, const C: usize>(
+            sm: &[__m128i; R],
+            m16: &[__m128i; R],
+            bt: &[__m128i; 4],
+            yb: &[*const u8; C],
+            j: usize,
+        ) -> [__m256i; 2] {
+            let mut out = [_mm256_setzero_si256(); 2];
+            if C == 4 {
+                let yj = _mm256_set_m128i(bt[j], bt[j]);
+                for g in 0..R.div_ceil(2) {
+                    let lo = bcast_dword(m16[2 * g], j);
+                    let hi = if 2 * g + 1 < R {
+                        bcast_dword(m16[2 * g + 1], j)
+                    } else {
+                        _mm_setzero_si128()
+                    };
+                    out[g] = _mm256_madd_epi16(_mm256_set_m128i(hi, lo), yj);
+                }
+            } else {
+                let mut v = [0i32; MAX_OUT];
+                for r in 0..R {
+                    let mut mb = [0u8; 16];
+                    _mm_storeu_si128(mb.as_mut_ptr() as *mut __m128i, sm[r]);
+                    for c in 0..C {
+                        let p = yb[c].add(off::Q8_BSUMS) as *const i16;
+                        let bs = |l: usize| p.add(l).read_unaligned() as i32;
+                        let b0 = bs(4 * j) + bs(4 * j + 1);
+                        let b1 = bs(4 * j + 2) + bs(4 * j + 3);
+                        v[r * C + c] = mb[8 + 2 * j] as i32 * b0 + mb[9 + 2 * j] as i32 * b1;
+                    }
+                }
+                out[0] = _mm256_loadu_si256(v.as_ptr() as *const __m256i);
+                out[1] = _mm256_loadu_si256(v.as_ptr().add(8) as *const __m256i);
+            }
+            out
+        }
+
+        /// R x C outputs of Q6_K: per super-block the exact sum S (the -32 offset taken off
+        /// through the bsums), then `acc = fma(d_w * S, d_y, acc)`, as `vec_dot_q6_k_tiled`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q6_k<const R: usize, const C: usize>(
+            nb: usize,
+            w: *const u8,
+            wrb: usize,
+            a: *const u8,
+            arb: usize,
+            y: *mut f32,
+            ys: usize,
+        ) {
+            const { assert!(R * C <= MAX_OUT, "tile too large") };
+            let groups = (R * C).div_ceil(8);
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for i in 0..nb {
+                let x: [*const u8; R] =
+                    std::array::from_fn(|r| w.add(r * wrb + i * Q6_K_BLOCK_BYTES));
+                let yb: [*const u8; C] =
+                    std::array::from_fn(|c| a.add(c * arb + i * Q8_K_BLOCK_BYTES));
+                let mut s = [[_mm256_setzero_si256(); C]; R];
+                for g in 0..8 {
+                    for r in 0..R {
+                        let q = q6_group(x[r], g);
+                        let scales = _mm_loadu_si128(x[r].add(off::Q6_SCALES) as *const __m128i);
+                        let sv = scale_pair(scales, 2 * g);
+                        for c in 0..C {
+                            let yv = load32(yb[c].add(off::Q8_QS + 32 * g));
+                            s[r][c] = $mac(s[r][c], _mm256_maddubs_epi16(q, yv), sv);
+                        }
+                    }
+                }
+                let mut fs = [_mm256_setzero_si256(); MAX_OUT];
+                let yd: [f32; C] = std::array::from_fn(|c| q8_d(yb[c]));
+                let mut bsums = [_mm256_setzero_si256(); C];
+                for c in 0..C {
+                    bsums[c] = load32(yb[c].add(off::Q8_BSUMS));
+                }
+                let mut d = [0.0f32; R];
+                for r in 0..R {
+                    d[r] = f16_one(x[r].add(off::Q6_D));
+                }
+                for r in 0..R {
+                    let scales = _mm_loadu_si128(x[r].add(off::Q6_SCALES) as *const __m128i);
+                    let sc16 = _mm256_cvtepi8_epi16(scales);
+                    for c in 0..C {
+                        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums[c], sc16));
+                        fs[r * C + c] = _mm256_sub_epi32(s[r][c], offset);
+                    }
+                }
+                for g in 0..groups {
+                    let sv = _mm256_cvtepi32_ps(hsum8(&fs[8 * g..8 * g + 8]));
+                    let t = _mm256_mul_ps(lanes::<R, C>(g, |r, _| d[r]), sv);
+                    acc[g] = _mm256_fmadd_ps(t, lanes::<R, C>(g, |_, c| yd[c]), acc[g]);
+                }
+            }
+            store_tile::<R, C>(&acc, y, ys);
+        }
+    };
+}
+
+/// AVX2 + FMA + F16C.
+pub mod avx2 {
+    panels!("avx2,fma,f16c", mac_avx2, 2 x 4, 2 x 4, 8, 4);
+}
+
+/// AVX-512 F/BW/VL + VNNI, on 256-bit vectors (32 registers, `vpdpwssd`).
+pub mod avx512 {
+    panels!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        mac_vnni512,
+        4 x 4,
+        4 x 4,
+        8,
+        8
+    );
+}
+
+/// AVX2 + AVX-VNNI (`vpdpwssd` in its VEX form; 16 registers).
+pub mod avxvnni {
+    panels!("avx2,fma,f16c,avxvnni", mac_avxvnni, 2 x 4, 2 x 4, 8, 4);
+}
