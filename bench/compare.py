@@ -19,92 +19,25 @@ Measured the same way on both sides:
 """
 
 import argparse
-import hashlib
 import json
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
-import urllib.request
 from pathlib import Path
 
-LLAMA_CPP_PYTHON = "0.3.36"
-SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("KESTREL_CACHE", Path.home() / ".cache" / "kestrel"))
-MODELS = Path(os.environ.get("KESTREL_MODELS", CACHE / "models"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The llama.cpp build is shared with the other bench scripts (they import it from here).
+from llamacpp import (CACHE, LLAMA_CPP_PYTHON, MODELS, ROOT, build_llama_tool,  # noqa: E402,F401
+                      fetch_sdist, log)
+
 DEFAULT_MODELS = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def fetch_sdist(dest: Path) -> Path:
-    """Download the llama-cpp-python sdist through PyPI's simple index and check its hash."""
-    tgz = dest / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
-    if tgz.exists() and hashlib.sha256(tgz.read_bytes()).hexdigest() == SDIST_SHA256:
-        return tgz
-    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
-    page = urllib.request.urlopen(f"{index}/llama-cpp-python/", timeout=60).read().decode()
-    name = f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
-    links = [l for l in re.findall(r'href="([^"]+)"', page) if name in l]
-    if not links:
-        sys.exit(f"compare: {name} not found in {index}/llama-cpp-python/")
-    url = links[0].split("#")[0]
-    if url.startswith("/"):
-        url = re.match(r"https?://[^/]+", index).group(0) + url
-    log(f"downloading {name} ...")
-    data = urllib.request.urlopen(url, timeout=600).read()
-    if hashlib.sha256(data).hexdigest() != SDIST_SHA256:
-        sys.exit(f"compare: {name}: sha256 mismatch")
-    dest.mkdir(parents=True, exist_ok=True)
-    tgz.write_bytes(data)
-    return tgz
 
 
 def build_llama_bench() -> Path:
     """llama-bench from the sdist's vendored llama.cpp, built once into the cache."""
     return build_llama_tool("llama-bench")
-
-
-def build_llama_tool(target: str) -> Path:
-    """A llama.cpp program (llama-bench, llama-server) from the sdist, built once into the cache."""
-    base = CACHE / f"llama.cpp-{LLAMA_CPP_PYTHON}"
-    exe = base / "build" / "bin" / target
-    if exe.exists():
-        return exe
-    tgz = fetch_sdist(CACHE / "downloads")
-    src = base / "src"
-    if not (src / "CMakeLists.txt").exists():
-        log(f"extracting {tgz.name} ...")
-        with tarfile.open(tgz) as t:
-            members = [m for m in t.getmembers() if "/vendor/llama.cpp/" in m.name]
-            t.extractall(base / "x", members=members, filter="data")
-        vendored = next((base / "x").glob("*/vendor/llama.cpp"))
-        if src.exists():
-            shutil.rmtree(src)
-        vendored.rename(src)
-        shutil.rmtree(base / "x")
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        log("installing cmake from PyPI ...")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--user", "cmake"], check=True)
-        cmake = shutil.which("cmake") or str(Path.home() / ".local" / "bin" / "cmake")
-    build = base / "build"
-    log(f"building {target} (several minutes, once) ...")
-    # Release, CPU only, tuned for this machine (GGML_NATIVE): llama.cpp at its best here.
-    subprocess.run([cmake, "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                    "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([cmake, "--build", str(build), "--target", target, "-j",
-                    str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
-    return exe
 
 
 def build_kestrel() -> Path:
