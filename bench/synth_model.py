@@ -319,8 +319,9 @@ def main():
         os.execv(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]])
     os.nice(10)  # others compile on the same cores; llama-quantize inherits it
     a.out.mkdir(parents=True, exist_ok=True)
-    if any(t != "F16" for s in shapes for t in (types or DEFAULT_TYPES[s])):
-        build_llama_tool("llama-quantize")
+    if any(t != "F16" and not (a.out / file_name(s, t)).exists()
+           for s in shapes for t in (types or DEFAULT_TYPES[s])):
+        build_llama_tool("llama-quantize")  # before the first base is written
     for s in shapes:
         make(s, types or DEFAULT_TYPES[s], a.out, a.keep_f16)
     for s in shapes:
