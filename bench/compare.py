@@ -7,7 +7,8 @@ benchmarks alternately, round after round, on the same models, thread counts and
 that both see the same machine noise. Prints the medians and the ratio kestrel / llama.cpp for
 prefill tok/s, decode tok/s, time to first token and peak resident memory.
 
-    bench/compare.py [-m MODEL ...] [-t 1,2] [-p 512] [-n 128] [-r 5] [--json]
+    bench/compare.py [-m MODEL ...] [-t 1,2] [-p 512] [-n 128] [-r 5] [--depth D] [--json]
+    bench/compare.py --suite real-sizes [--depth 4096] ...   # the reference models + real-size shapes
 
 Measured the same way on both sides:
   * prefill: a -p token prompt into an empty context (llama-bench `-p P -n 0`);
@@ -15,56 +16,39 @@ Measured the same way on both sides:
   * time to first token: kestrel's prefill plus choosing the token; for llama.cpp the prompt's
     evaluation time P / prefill tok/s (llama-bench does not sample);
   * peak RSS: the maximum resident set of the benchmark process (from wait4), model mapping
-    included, the larger of llama-bench's two processes.
+    included, the larger of llama-bench's two processes;
+  * with --depth D, also decode at depth: -n tokens after a context of D tokens that is filled
+    untimed (llama-bench `-p 0 -n N -d D`, kestrel bench `-p 0 -n N -d D`; not in peak RSS).
+
+--suite real-sizes runs both reference models, the synthetic real-size shapes of
+bench/synth_model.py in Q4_K_M (qwen3-0.6b, llama-3.2-1b, qwen2.5-1.5b, llama-3.2-3b,
+llama-3.1-8b) and llama-3.2-1b in Q4_0 and Q8_0, making the synthetic files first where missing.
+The output starts with the CPU model and its SIMD flags; kestrel's ISA is shown per row.
 """
 
 import argparse
-import hashlib
 import json
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
-import urllib.request
 from pathlib import Path
 
-LLAMA_CPP_PYTHON = "0.3.36"
-SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("KESTREL_CACHE", Path.home() / ".cache" / "kestrel"))
-MODELS = Path(os.environ.get("KESTREL_MODELS", CACHE / "models"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The llama.cpp build is shared with the other bench scripts (they import it from here).
+from llamacpp import (CACHE, LLAMA_CPP_PYTHON, MODELS, ROOT, build_llama_tool,  # noqa: E402,F401
+                      fetch_sdist, log)
+import synth_model  # noqa: E402
+
 DEFAULT_MODELS = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def fetch_sdist(dest: Path) -> Path:
-    """Download the llama-cpp-python sdist through PyPI's simple index and check its hash."""
-    tgz = dest / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
-    if tgz.exists() and hashlib.sha256(tgz.read_bytes()).hexdigest() == SDIST_SHA256:
-        return tgz
-    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
-    page = urllib.request.urlopen(f"{index}/llama-cpp-python/", timeout=60).read().decode()
-    name = f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
-    links = [l for l in re.findall(r'href="([^"]+)"', page) if name in l]
-    if not links:
-        sys.exit(f"compare: {name} not found in {index}/llama-cpp-python/")
-    url = links[0].split("#")[0]
-    if url.startswith("/"):
-        url = re.match(r"https?://[^/]+", index).group(0) + url
-    log(f"downloading {name} ...")
-    data = urllib.request.urlopen(url, timeout=600).read()
-    if hashlib.sha256(data).hexdigest() != SDIST_SHA256:
-        sys.exit(f"compare: {name}: sha256 mismatch")
-    dest.mkdir(parents=True, exist_ok=True)
-    tgz.write_bytes(data)
-    return tgz
+# Suites: (shape, type) pairs of bench/synth_model.py after the reference models.
+SUITES = {
+    "real-sizes": [(shape, t) for shape in synth_model.SHAPES
+                   for t in synth_model.DEFAULT_TYPES[shape]],
+}
+ISA_FLAGS = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "amx_int8"]
 
 
 def build_llama_bench() -> Path:
@@ -72,39 +56,37 @@ def build_llama_bench() -> Path:
     return build_llama_tool("llama-bench")
 
 
-def build_llama_tool(target: str) -> Path:
-    """A llama.cpp program (llama-bench, llama-server) from the sdist, built once into the cache."""
-    base = CACHE / f"llama.cpp-{LLAMA_CPP_PYTHON}"
-    exe = base / "build" / "bin" / target
-    if exe.exists():
-        return exe
-    tgz = fetch_sdist(CACHE / "downloads")
-    src = base / "src"
-    if not (src / "CMakeLists.txt").exists():
-        log(f"extracting {tgz.name} ...")
-        with tarfile.open(tgz) as t:
-            members = [m for m in t.getmembers() if "/vendor/llama.cpp/" in m.name]
-            t.extractall(base / "x", members=members, filter="data")
-        vendored = next((base / "x").glob("*/vendor/llama.cpp"))
-        if src.exists():
-            shutil.rmtree(src)
-        vendored.rename(src)
-        shutil.rmtree(base / "x")
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        log("installing cmake from PyPI ...")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--user", "cmake"], check=True)
-        cmake = shutil.which("cmake") or str(Path.home() / ".local" / "bin" / "cmake")
-    build = base / "build"
-    log(f"building {target} (several minutes, once) ...")
-    # Release, CPU only, tuned for this machine (GGML_NATIVE): llama.cpp at its best here.
-    subprocess.run([cmake, "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                    "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([cmake, "--build", str(build), "--target", target, "-j",
-                    str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
-    return exe
+def cpu_info():
+    """The CPU model and which of the SIMD flags that matter here it has (Linux /proc/cpuinfo)."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            k = k.strip()
+            if k == "model name" and model == "unknown":
+                model = v.strip()
+            elif k == "flags" and not flags:
+                flags = set(v.split())
+    except OSError:
+        pass
+    return {"model": model, "isa_flags": [f for f in ISA_FLAGS if f in flags],
+            "cores": os.cpu_count()}
+
+
+def suite_models(name):
+    """The models of a suite, making the synthetic ones that are missing."""
+    models = [MODELS / m for m in DEFAULT_MODELS]
+    missing = {}
+    for shape, t in SUITES[name]:
+        path = synth_model.OUT / synth_model.file_name(shape, t)
+        models.append(path)
+        if not path.exists():
+            missing.setdefault(shape, []).append(t)
+    for shape, types in missing.items():
+        log(f"making {shape} {','.join(types)} (bench/synth_model.py) ...")
+        subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "synth_model.py"),
+                        "--shapes", shape, "--types", ",".join(types)], check=True)
+    return models
 
 
 def build_kestrel() -> Path:
@@ -126,7 +108,7 @@ def run_measured(cmd, env=None):
     return out.decode(), ru.ru_maxrss * 1024  # Linux reports KiB
 
 
-def llama_round(exe, model, threads, p, n):
+def llama_round(exe, model, threads, p, n, depth=0):
     env = dict(os.environ, LD_LIBRARY_PATH=str(exe.parent))
     common = [str(exe), "-m", str(model), "-t", str(threads), "-r", "1", "-o", "json"]
     res = {}
@@ -140,24 +122,33 @@ def llama_round(exe, model, threads, p, n):
         out, r = run_measured(common + ["-p", "0", "-n", str(n), "-d", str(p)], env)
         res["decode_tps"] = json.loads(out)[0]["avg_ts"]
         rss = max(rss, r)
+    if n > 0 and depth > 0:
+        out, _ = run_measured(common + ["-p", "0", "-n", str(n), "-d", str(depth)], env)
+        res["decode_depth_tps"] = json.loads(out)[0]["avg_ts"]
     res["peak_rss_bytes"] = rss
     return res
 
 
-def kestrel_round(exe, model, threads, p, n):
-    out, rss = run_measured([str(exe), "bench", "-m", str(model), "-t", str(threads), "-p", str(p),
-                             "-n", str(n), "-r", "1", "--json"])
+def kestrel_round(exe, model, threads, p, n, depth=0):
+    common = [str(exe), "bench", "-m", str(model), "-t", str(threads), "-r", "1", "--json"]
+    out, rss = run_measured(common + ["-p", str(p), "-n", str(n)])
     j = json.loads(out.splitlines()[-1])
     res = {"peak_rss_bytes": rss}
+    if "isa" in j:
+        res["isa"] = j["isa"]
     if p > 0:
         res["prefill_tps"] = j["prefill_tps"]
         res["ttft_ms"] = j["ttft_ms"]
     if n > 0:
         res["decode_tps"] = j["decode_tps"]
+    if n > 0 and depth > 0:
+        out, _ = run_measured(common + ["-p", "0", "-n", str(n), "-d", str(depth)])
+        res["decode_depth_tps"] = json.loads(out.splitlines()[-1])["decode_tps"]
     return res
 
 
 FIGURES = [("prefill_tps", "prefill tok/s", True), ("decode_tps", "decode tok/s", True),
+           ("decode_depth_tps", "decode tok/s at depth", True),
            ("ttft_ms", "time to first token, ms", False), ("peak_rss_bytes", "peak RSS, MiB", False)]
 
 
@@ -168,14 +159,31 @@ def main():
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-r", "--rounds", type=int, default=5, help="alternating rounds per configuration")
+    ap.add_argument("-d", "--depth", type=int, default=0,
+                    help="also measure decode of -n tokens after an untimed context of D tokens")
+    ap.add_argument("--suite", choices=sorted(SUITES),
+                    help="run a suite of models (real-sizes: the reference models and the "
+                         "synthetic real-size shapes, made first where missing)")
+    ap.add_argument("--kestrel", type=Path, help="kestrel binary to use [build this checkout]")
     ap.add_argument("--json", action="store_true", help="one JSON object per configuration")
     a = ap.parse_args()
-    models = [Path(m) for m in a.model] if a.model else [MODELS / m for m in DEFAULT_MODELS]
-    for m in models:
+    if a.suite and a.model:
+        ap.error("--suite and -m are exclusive")
+    cpu = cpu_info()
+    print(f"CPU: {cpu['model']}, {cpu['cores']} cores; ISA flags: {' '.join(cpu['isa_flags']) or 'none'}",
+          file=sys.stderr if a.json else sys.stdout, flush=True)
+    for m in [MODELS / m for m in DEFAULT_MODELS] if a.suite or not a.model else []:
         if not m.exists():
             sys.exit(f"compare: {m} is missing (scripts/fetch-models.sh fetches the reference models)")
+    if a.suite:
+        models = suite_models(a.suite)
+    else:
+        models = [Path(m) for m in a.model] if a.model else [MODELS / m for m in DEFAULT_MODELS]
+    for m in models:
+        if not m.exists():
+            sys.exit(f"compare: {m} is missing")
     llama = build_llama_bench()
-    kestrel = build_kestrel()
+    kestrel = a.kestrel or build_kestrel()
     rows = []
     for model in models:
         for t in [int(x) for x in a.threads.split(",")]:
@@ -183,14 +191,16 @@ def main():
             for r in range(a.rounds):
                 log(f"{model.name} t={t}: round {r + 1}/{a.rounds}")
                 # Alternate which goes first so neither always runs on a warmer machine.
+                args = (model, t, a.n_prompt, a.n_gen, a.depth)
                 if r % 2 == 0:
-                    ks.append(kestrel_round(kestrel, model, t, a.n_prompt, a.n_gen))
-                    ls.append(llama_round(llama, model, t, a.n_prompt, a.n_gen))
+                    ks.append(kestrel_round(kestrel, *args))
+                    ls.append(llama_round(llama, *args))
                 else:
-                    ls.append(llama_round(llama, model, t, a.n_prompt, a.n_gen))
-                    ks.append(kestrel_round(kestrel, model, t, a.n_prompt, a.n_gen))
+                    ls.append(llama_round(llama, *args))
+                    ks.append(kestrel_round(kestrel, *args))
             row = {"model": model.name, "threads": t, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
-                   "rounds": a.rounds}
+                   "depth": a.depth, "rounds": a.rounds, "cpu": cpu,
+                   "kestrel_isa": ks[-1].get("isa")}
             for key, _, _ in FIGURES:
                 kv = [x[key] for x in ks if key in x]
                 lv = [x[key] for x in ls if key in x]
@@ -204,16 +214,20 @@ def main():
     if not a.json:
         print(f"\nMedians of {a.rounds} alternating rounds; ratio = kestrel / llama.cpp "
               f"(higher is better for tok/s, lower for time and memory).\n")
-        print("| model | threads | figure | kestrel | llama.cpp | ratio |")
-        print("| --- | ---: | --- | ---: | ---: | ---: |")
+        print("| model | threads | kestrel ISA | figure | kestrel | llama.cpp | ratio |")
+        print("| --- | ---: | --- | --- | ---: | ---: | ---: |")
         for row in rows:
             for key, label, _ in FIGURES:
                 if key not in row:
                     continue
+                if key == "decode_tps" and a.n_prompt > 0:
+                    label += f" @ d{a.n_prompt}"
+                elif key == "decode_depth_tps":
+                    label = f"decode tok/s @ d{a.depth}"
                 v = row[key]
                 scale = 1 / 2**20 if key == "peak_rss_bytes" else 1
-                print(f"| {row['model']} | {row['threads']} | {label} | {v['kestrel'] * scale:.1f} "
-                      f"| {v['llama_cpp'] * scale:.1f} | {v['ratio']:.2f} |")
+                print(f"| {row['model']} | {row['threads']} | {row['kestrel_isa'] or '?'} | {label} "
+                      f"| {v['kestrel'] * scale:.1f} | {v['llama_cpp'] * scale:.1f} | {v['ratio']:.2f} |")
     log(f"done at {time.strftime('%Y-%m-%d %H:%M:%S')}")
 
 

@@ -30,6 +30,16 @@ pub struct BenchArgs {
         default_value = "128"
     )]
     n_gen: Vec<usize>,
+    /// Context depths (comma-separated): random tokens put into the context, untimed and once
+    /// per configuration (as llama-bench's -d), before the timed prompt and decode; with -p 0,
+    /// decode tok/s is for -n tokens after a context of D tokens
+    #[arg(
+        short = 'd',
+        long = "depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    depth: Vec<usize>,
     /// Thread counts (comma-separated) [default: available cores]
     #[arg(short = 't', long = "threads", value_delimiter = ',')]
     threads: Vec<usize>,
@@ -96,6 +106,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         )?;
     }
     let tty = std::io::stderr().is_terminal();
+    // Each depth with each prompt length (depth-major, as llama-bench orders its tests).
+    let depth_prompt: Vec<(usize, usize)> = a
+        .depth
+        .iter()
+        .flat_map(|&d| a.n_prompt.iter().map(move |&p| (d, p)))
+        .collect();
     for path in &paths {
         let model = Model::load(path).with_context(|| format!("loading {}", path.display()))?;
         let name = path
@@ -105,16 +121,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let (size, params) = model_size(&model);
         for &t in &threads {
             let pool = ThreadPool::new(t);
-            for &np in &a.n_prompt {
+            for &(nd, np) in &depth_prompt {
                 for &ng in &a.n_gen {
                     let cfg = BenchConfig {
                         n_prompt: np,
                         n_gen: ng,
+                        n_depth: nd,
                         reps: a.reps,
                         n_batch: a.batch,
                         seed: 0x6b65_7374,
                     };
-                    let label = format!("{name} t={t} p={np} n={ng}");
+                    let label = match nd {
+                        0 => format!("{name} t={t} p={np} n={ng}"),
+                        _ => format!("{name} t={t} d={nd} p={np} n={ng}"),
+                    };
                     let r = bench::run(&model, &pool, &cfg, &mut |i| {
                         if tty {
                             eprint!("\r{label}: repetition {}/{}", i + 1, cfg.reps);
@@ -134,6 +154,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                             "threads": t,
                             "n_prompt": np,
                             "n_gen": ng,
+                            "depth": nd,
+                            "depth_fill_ms": r.depth_fill_ms,
                             "n_batch": a.batch,
                             "repetitions": a.reps,
                             "prefill_tps": r.prefill_tps.median,
@@ -155,16 +177,21 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                             human_count(params)
                         );
                         if np > 0 {
+                            let at = if nd > 0 {
+                                format!(" @ d{nd}")
+                            } else {
+                                String::new()
+                            };
                             writeln!(
                                 out,
-                                "{head} pp{np} | {} | {:.1} | {rss} |",
+                                "{head} pp{np}{at} | {} | {:.1} | {rss} |",
                                 cell(&r.prefill_tps),
                                 r.ttft_ms.median
                             )?;
                         }
                         if ng > 0 {
-                            let at = if np > 0 {
-                                format!(" @ d{np}")
+                            let at = if nd + np > 0 {
+                                format!(" @ d{}", nd + np)
                             } else {
                                 String::new()
                             };

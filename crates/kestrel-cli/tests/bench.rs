@@ -76,3 +76,39 @@ fn bench_table_and_errors() {
     let err = kestrel(&["bench", "-m", "/nonexistent.gguf"]).fails_cleanly();
     assert!(err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn bench_depth_decodes_after_an_untimed_context() {
+    let m = require_model!(SMOLLM2);
+    let m = path_str(&m);
+    let out = kestrel(&[
+        "bench", "-m", &m, "-p", "0", "-n", "4", "-d", "24", "-t", "1", "-r", "2", "--json",
+    ])
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["depth"], 24);
+    assert_eq!(v["n_prompt"], 0);
+    assert!(v["decode_tps"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["depth_fill_ms"].as_f64().unwrap() > 0.0, "{v}");
+    // The fill is not timed as prefill.
+    assert_eq!(v["prefill_tps"].as_f64().unwrap(), 0.0, "{v}");
+    // Without -d: depth 0 and no fill.
+    let out = kestrel(&[
+        "bench", "-m", &m, "-p", "8", "-n", "2", "-t", "1", "-r", "1", "--json",
+    ])
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(
+        (v["depth"].as_u64(), v["depth_fill_ms"].as_f64()),
+        (Some(0), Some(0.0))
+    );
+    // The table names the depth of each figure: the prompt after D, decode after D + P.
+    let out = kestrel(&[
+        "bench", "-m", &m, "-p", "8", "-n", "2", "-d", "16", "-t", "1", "-r", "1",
+    ])
+    .ok();
+    assert!(out.stdout.contains("pp8 @ d16"), "{}", out.stdout);
+    assert!(out.stdout.contains("tg2 @ d24"), "{}", out.stdout);
+    let err = kestrel(&["bench", "-m", &m, "-d", "100000"]).fails_cleanly();
+    assert!(err.contains("depth + prompt + generation"), "{err}");
+}

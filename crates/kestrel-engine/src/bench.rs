@@ -1,5 +1,7 @@
 //! Throughput measurement in the manner of llama-bench: a prompt of random tokens evaluated in
 //! one go (prefill), then single-token decode steps on top of it, repeated after a warm-up.
+//! With a depth, the context first holds that many random tokens (filled once, untimed, and
+//! kept for every repetition, as llama-bench's `-d` does), and both figures are measured on top.
 
 use crate::{EngineError, Result};
 use kestrel_kernels::ThreadPool;
@@ -11,6 +13,8 @@ use std::time::Instant;
 pub struct BenchConfig {
     pub n_prompt: usize,
     pub n_gen: usize,
+    /// Tokens already in the context before the timed prompt (0: an empty context).
+    pub n_depth: usize,
     pub reps: usize,
     /// Prompt tokens per forward micro-batch.
     pub n_batch: usize,
@@ -70,6 +74,8 @@ pub struct BenchResult {
     pub prefill_tps: Stat,
     pub decode_tps: Stat,
     pub ttft_ms: Stat,
+    /// The one untimed fill of the context to `n_depth` tokens (0 without a depth).
+    pub depth_fill_ms: f64,
 }
 
 /// A small deterministic generator for the prompt (xorshift64*): the tokens only need to be
@@ -96,15 +102,21 @@ fn argmax(xs: &[f32]) -> u32 {
     best as u32
 }
 
-/// One repetition: prefill `prompt` into a fresh sequence, then decode `n_gen` tokens greedily.
+/// One repetition: go back to the first `depth` positions of the sequence (0: a fresh one), prefill
+/// `prompt` on top, then decode `n_gen` tokens greedily.
 fn run_once(
     model: &Model,
     pool: &ThreadPool,
     s: &mut Session,
+    depth: usize,
     prompt: &[u32],
     n_gen: usize,
 ) -> Result<BenchSample> {
-    s.reset();
+    if depth == 0 {
+        s.reset();
+    } else {
+        s.truncate(depth);
+    }
     let mut out = BenchSample::default();
     let t0 = Instant::now();
     let mut next = prompt.first().copied().unwrap_or(0);
@@ -143,19 +155,39 @@ pub fn run(
         ));
     }
     // The context holds exactly what the test needs (as llama-bench sizes its own).
-    let n_ctx = cfg.n_prompt.max(1) + cfg.n_gen;
+    let n_ctx = cfg.n_depth + cfg.n_prompt.max(1) + cfg.n_gen;
     if n_ctx > hp.n_ctx_train {
+        let what = if cfg.n_depth > 0 {
+            "depth + prompt + generation"
+        } else {
+            "prompt + generation"
+        };
         return Err(EngineError::Invalid(format!(
-            "prompt + generation = {n_ctx} tokens exceeds the model's training context {}",
+            "{what} = {n_ctx} tokens exceeds the model's training context {}",
             hp.n_ctx_train
         )));
     }
     let prompt = random_tokens(cfg.n_prompt, hp.n_vocab, cfg.seed);
     let mut s = model.new_session(n_ctx, cfg.n_batch.max(1));
-    run_once(model, pool, &mut s, &prompt, cfg.n_gen.min(4))?;
+    let mut depth_fill_ms = 0.0;
+    if cfg.n_depth > 0 {
+        // Different tokens from the prompt's, so the prompt does not repeat its own context.
+        let fill = random_tokens(cfg.n_depth, hp.n_vocab, cfg.seed ^ 0x6465_7074_68);
+        let t0 = Instant::now();
+        model.forward(&mut s, pool, &fill, fill.len() - 1)?;
+        depth_fill_ms = t0.elapsed().as_secs_f64() * 1e3;
+    }
+    run_once(model, pool, &mut s, cfg.n_depth, &prompt, cfg.n_gen.min(4))?;
     let mut samples = Vec::with_capacity(cfg.reps);
     for r in 0..cfg.reps {
-        samples.push(run_once(model, pool, &mut s, &prompt, cfg.n_gen)?);
+        samples.push(run_once(
+            model,
+            pool,
+            &mut s,
+            cfg.n_depth,
+            &prompt,
+            cfg.n_gen,
+        )?);
         on_rep(r);
     }
     let tps = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
@@ -172,6 +204,7 @@ pub fn run(
         prefill_tps: Stat::of(&pre),
         decode_tps: Stat::of(&dec),
         ttft_ms: Stat::of(&ttft),
+        depth_fill_ms,
         samples,
     })
 }
