@@ -254,11 +254,33 @@ fn mac_avxvnni(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
     _mm256_dpwssd_avx_epi32(acc, p, s)
 }
 
+/// Per 4-byte group, the exact i32 sum of `u8 x i8` products, with AVX2 (`maddubs`, then
+/// `madd` by ones; no saturation for weights below 64).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dot4_avx2(u: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1))
+}
+
+/// The same in one AVX-512 VNNI instruction.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+fn dot4_vnni512(u: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y)
+}
+
+/// The same in one AVX-VNNI instruction.
+#[inline]
+#[target_feature(enable = "avx2,avxvnni")]
+fn dot4_avxvnni(u: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, y)
+}
+
 /// The panel and tile functions of one instruction set: `$feat` its target features, `$mac`
 /// its scaled widening add, `$r4 x $c4` / `$r6 x $c6` its Q4_K / Q6_K prompt tiles and `$g4` /
 /// `$g6` the rows of its decode tiles (as large as the registers hold without spilling).
 macro_rules! panels {
-    ($feat:literal, $mac:path, $r4:literal x $c4:literal, $r6:literal x $c6:literal, $g4:literal, $g6:literal) => {
+    ($feat:literal, $mac:path, $dot4:path, $r4:literal x $c4:literal, $r6:literal x $c6:literal, $g4:literal, $g6:literal) => {
         use super::*;
 
         /// Q4_K: see the module docs.
@@ -332,9 +354,7 @@ macro_rules! panels {
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let nb = check(n, w, Q4_K_BLOCK_BYTES, a);
-            let mut y = 0.0f32;
-            tile_q4_k::<false, 1, 1>(nb, w.as_ptr(), 0, a.as_ptr(), 0, &mut y, 1);
-            y
+            gemv_q4_k(nb, w.as_ptr(), a.as_ptr())
         }
 
         /// One Q6_K row · one Q8_K column (the 1 x 1 tile).
@@ -424,6 +444,8 @@ macro_rules! panels {
             );
             if Q6 {
                 tile_q6_k::<R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
+            } else if R == 1 && C == 1 && !SLICE {
+                y.write(gemv_q4_k(p.nb, w, a))
             } else {
                 tile_q4_k::<SLICE, R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
             }
@@ -536,6 +558,68 @@ macro_rules! panels {
             store_tile::<R, C>(&res, y, ys);
         }
 
+        /// One Q4_K row · one Q8_K column in decode order, bit-identical to the 1 x 1 tile but
+        /// cheaper where nothing is shared between outputs: each 32-element sub-block's plain
+        /// dot (`$dot4`) goes into a lane, the scales multiply the 8 lanes at once, and the
+        /// horizontal sums of four super-blocks (scale and min) come out of one reduction.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn gemv_q4_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
+            // Exact sums first, the float steps after, a chunk at a time: the super-blocks'
+            // integer work is then independent, not queued behind the FMA chain.
+            const CHUNK: usize = 64;
+            let m4 = _mm256_set1_epi8(0x0f);
+            let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+            let mut ss = [0i32; CHUNK];
+            let mut ms = [0i32; CHUNK];
+            let mut d = [0.0f32; CHUNK];
+            let mut dmin = [0.0f32; CHUNK];
+            let mut c0 = 0;
+            while c0 < nb {
+                let cn = (nb - c0).min(CHUNK);
+                let mut i = 0;
+                while i < cn {
+                    let m = (cn - i).min(4);
+                    // v[k]: super-block i + k's scaled sub-block sums; v[4 + k]: its min terms.
+                    let mut v = [_mm256_setzero_si256(); 8];
+                    for k in 0..m {
+                        let xb = x.add((c0 + i + k) * Q4_K_BLOCK_BYTES);
+                        let yb = y.add((c0 + i + k) * Q8_K_BLOCK_BYTES);
+                        let sm = q4_scales_mins(xb.add(off::Q4_SCALES));
+                        let mut t = [_mm256_setzero_si256(); 8];
+                        for j in 0..4 {
+                            let qs = load32(xb.add(off::Q4_QS + 32 * j));
+                            let lo = _mm256_and_si256(qs, m4);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4);
+                            t[2 * j] = $dot4(lo, load32(yb.add(off::Q8_QS + 64 * j)));
+                            t[2 * j + 1] = $dot4(hi, load32(yb.add(off::Q8_QS + 64 * j + 32)));
+                        }
+                        // Lane l: sub-block l's dot times its scale (|S| < 2^31: exact).
+                        v[k] = _mm256_mullo_epi32(hsum8(&t), _mm256_cvtepu8_epi32(sm));
+                        let bs = load32(yb.add(off::Q8_BSUMS));
+                        v[4 + k] = _mm256_madd_epi16(bs, mins_dup(sm));
+                        let (dw, dmw) = f16_pair(xb.add(off::Q4_D));
+                        let yd = q8_d(yb);
+                        d[i + k] = dw * yd;
+                        dmin[i + k] = dmw * yd;
+                    }
+                    let mut o = [0i32; 8];
+                    _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, hsum8(&v));
+                    for k in 0..m {
+                        ss[i + k] = o[k];
+                        ms[i + k] = o[4 + k];
+                    }
+                    i += m;
+                }
+                for i in 0..cn {
+                    acc = (ss[i] as f32).mul_add(d[i], acc);
+                    acc_min = (ms[i] as f32).mul_add(dmin[i], acc_min);
+                }
+                c0 += cn;
+            }
+            acc - acc_min
+        }
+
         /// Slice `j`'s min sums `m[2j] B[2j] + m[2j+1] B[2j+1]` of an R x C tile in output lanes
         /// (k = r * C + c), B the activation sums of the 32-element sub-blocks. Four columns:
         /// from `bt` ([`pairs_by_slice`]) and the rows' mins as i16 (`m16`), one `madd` per 8
@@ -644,7 +728,7 @@ macro_rules! panels {
 
 /// AVX2 + FMA + F16C.
 pub mod avx2 {
-    panels!("avx2,fma,f16c", mac_avx2, 2 x 4, 2 x 4, 8, 4);
+    panels!("avx2,fma,f16c", mac_avx2, dot4_avx2, 2 x 4, 2 x 4, 1, 1);
 }
 
 /// AVX-512 F/BW/VL + VNNI, on 256-bit vectors (32 registers, `vpdpwssd`).
@@ -652,14 +736,15 @@ pub mod avx512 {
     panels!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         mac_vnni512,
+        dot4_vnni512,
         4 x 4,
         4 x 4,
-        8,
-        8
+        1,
+        1
     );
 }
 
 /// AVX2 + AVX-VNNI (`vpdpwssd` in its VEX form; 16 registers).
 pub mod avxvnni {
-    panels!("avx2,fma,f16c,avxvnni", mac_avxvnni, 2 x 4, 2 x 4, 8, 4);
+    panels!("avx2,fma,f16c,avxvnni", mac_avxvnni, dot4_avxvnni, 2 x 4, 2 x 4, 1, 1);
 }
