@@ -160,6 +160,7 @@ fn kquant_panels_equal_scalar_twin_bitwise_on_every_isa() {
                 (37, 7),
                 (16, 16),
                 (9, 33),
+                (6, 70),
             ] {
                 let (w, a, x) = data(ty, rows, batch, n, (rows * 31 + batch) as u64);
                 let m = QMatrix {
@@ -212,7 +213,7 @@ fn legacy_vnni_panels_equal_avx2_dots_bitwise() {
             ty.row_bytes(n).unwrap(),
             vec_dot_type(ty).row_bytes(n).unwrap(),
         );
-        for (rows, batch) in [(1, 1), (21, 1), (8, 2), (19, 5), (33, 9), (16, 16)] {
+        for (rows, batch) in [(1, 1), (21, 1), (8, 2), (19, 5), (33, 9), (16, 16), (5, 70)] {
             let (w, a, x) = data(ty, rows, batch, n, (rows * 7 + batch) as u64);
             let m = QMatrix {
                 ty,

@@ -23,8 +23,10 @@ use super::hsum_f32x8;
 use super::legacy::{bits_32, load32, nibbles_32};
 use crate::generic::legacy::{Q4_0_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK};
 
-/// Weight rows kept hot in cache while every column passes over them.
+/// Weight rows kept hot in cache while a column block passes over them.
 const ROW_BLOCK: usize = 16;
+/// Activation columns kept in L2 while every row block passes over them.
+const COL_BLOCK: usize = 64;
 /// Decode tile rows: one, so each row streams from memory in order (interleaving rows defeats
 /// the hardware prefetcher: 8 rows at once ran 1.5x slower).
 const GEMV_R: usize = 1;
@@ -180,19 +182,24 @@ unsafe fn panel<F: Fmt>(p: &Panel, rows: usize, cols: usize) {
         }
         return;
     }
-    let mut r0 = 0;
-    while r0 < rows {
-        let r1 = (r0 + ROW_BLOCK).min(rows);
-        let mut c = 0;
-        while c + TC <= cols {
-            tiles_down::<F, TC>(p, r0, r1, c);
-            c += TC;
+    // Column blocks first: a block's activations stay in L2 while every row block passes
+    // over them (512 columns of a 2048-wide Q8_K row are 1.2 MB, past a 1 MB L2).
+    for cb in (0..cols).step_by(COL_BLOCK) {
+        let ce = (cb + COL_BLOCK).min(cols);
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + ROW_BLOCK).min(rows);
+            let mut c = cb;
+            while c + TC <= ce {
+                tiles_down::<F, TC>(p, r0, r1, c);
+                c += TC;
+            }
+            while c < ce {
+                tiles_down::<F, 1>(p, r0, r1, c);
+                c += 1;
+            }
+            r0 = r1;
         }
-        while c < cols {
-            tiles_down::<F, 1>(p, r0, r1, c);
-            c += 1;
-        }
-        r0 = r1;
     }
 }
 
