@@ -519,45 +519,65 @@ pub fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
-/// Q4_K · Q8_K: per super-block the exact scale sum S and min sum M, then
-/// `acc = fma(S, d_w d_y, acc)` and `acc_min = fma(M, dmin_w d_y, acc_min)`, `acc - acc_min` at
-/// the end. Every SIMD kernel computes exactly these steps (bit-identical).
-pub fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = check_dot(n, w, Q4_K_BLOCK_BYTES, a, "vec_dot_q4_k");
+/// The exact scale and min sums `(S, M)` of 64-element slice `c` (0..4) of Q4_K block `b`
+/// against Q8_K block `y`, straight from the packed bytes (same order as `unpack_q4_k`: 32
+/// bytes give 32 low-nibble then 32 high-nibble elements).
+fn q4_k_slice_sums(b: &[u8], y: &[u8], c: usize) -> (i32, i32) {
+    let s = &b[off::Q4_SCALES..off::Q4_SCALES + 12];
+    let qs = &b[off::Q4_QS + 32 * c..off::Q4_QS + 32 * c + 32];
+    let (ylo, yhi) = q8_qs(y)[64 * c..64 * c + 64].split_at(32);
+    let (mut s_lo, mut s_hi) = (0i32, 0i32);
+    for l in 0..32 {
+        s_lo += (qs[l] & 0x0f) as i32 * ylo[l] as i32;
+        s_hi += (qs[l] >> 4) as i32 * yhi[l] as i32;
+    }
+    let (sc0, m0) = scale_min_k4(2 * c, s);
+    let (sc1, m1) = scale_min_k4(2 * c + 1, s);
+    // The min term needs only the activation sums of each sub-block, which Q8_K precomputes
+    // per 16 elements.
+    let bs = |j: usize| q8_bsum(y, j) as i32;
+    let isum = sc0 as i32 * s_lo + sc1 as i32 * s_hi;
+    let msum =
+        m0 as i32 * (bs(4 * c) + bs(4 * c + 1)) + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
+    (isum, msum)
+}
+
+/// Q4_K · Q8_K, the float steps taken once per super-block (`per_slice` false: llama.cpp's
+/// GEMV, [`vec_dot_q4_k`]) or once per 64-element slice (true: its GEMM,
+/// [`vec_dot_q4_k_prompt`]), each into `acc` and `acc_min` by FMA.
+fn q4_k_dot(n: usize, w: &[u8], a: &[u8], per_slice: bool, what: &str) -> f32 {
+    let nb = check_dot(n, w, Q4_K_BLOCK_BYTES, a, what);
     let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
     for i in 0..nb {
         let b = &w[i * Q4_K_BLOCK_BYTES..(i + 1) * Q4_K_BLOCK_BYTES];
         let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
-        let s = &b[off::Q4_SCALES..off::Q4_SCALES + 12];
-        let yq = q8_qs(y);
-        let mut isum = 0i32;
-        let mut msum = 0i32;
-        // Straight from the packed bytes (same order as unpack_q4_k): 32 bytes
-        // give 32 low-nibble then 32 high-nibble elements.
-        for c in 0..4 {
-            let qs = &b[off::Q4_QS + 32 * c..off::Q4_QS + 32 * c + 32];
-            let (ylo, yhi) = yq[64 * c..64 * c + 64].split_at(32);
-            let (mut s_lo, mut s_hi) = (0i32, 0i32);
-            for l in 0..32 {
-                s_lo += (qs[l] & 0x0f) as i32 * ylo[l] as i32;
-                s_hi += (qs[l] >> 4) as i32 * yhi[l] as i32;
-            }
-            let (sc0, m0) = scale_min_k4(2 * c, s);
-            let (sc1, m1) = scale_min_k4(2 * c + 1, s);
-            isum += sc0 as i32 * s_lo + sc1 as i32 * s_hi;
-            // The min term needs only the activation sums of each sub-block,
-            // which Q8_K precomputes per 16 elements.
-            let bs = |j: usize| q8_bsum(y, j) as i32;
-            msum += m0 as i32 * (bs(4 * c) + bs(4 * c + 1))
-                + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
-        }
         let dy = f32_at(y, off::Q8_D);
         let d = f16_at(b, off::Q4_D) * dy;
         let dmin = f16_at(b, off::Q4_DMIN) * dy;
-        acc = (isum as f32).mul_add(d, acc);
-        acc_min = (msum as f32).mul_add(dmin, acc_min);
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for c in 0..4 {
+            let (si, sm) = q4_k_slice_sums(b, y, c);
+            if per_slice {
+                acc = (si as f32).mul_add(d, acc);
+                acc_min = (sm as f32).mul_add(dmin, acc_min);
+            } else {
+                isum += si;
+                msum += sm;
+            }
+        }
+        if !per_slice {
+            acc = (isum as f32).mul_add(d, acc);
+            acc_min = (msum as f32).mul_add(dmin, acc_min);
+        }
     }
     acc - acc_min
+}
+
+/// Q4_K · Q8_K: per super-block the exact scale sum S and min sum M, then
+/// `acc = fma(S, d_w d_y, acc)` and `acc_min = fma(M, dmin_w d_y, acc_min)`, `acc - acc_min` at
+/// the end. Every SIMD kernel computes exactly these steps (bit-identical).
+pub fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    q4_k_dot(n, w, a, false, "vec_dot_q4_k")
 }
 
 /// Q4_K · Q8_K in the float order of llama.cpp's Q4_K GEMM, which it uses for prompt batches
@@ -565,35 +585,7 @@ pub fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// 64-element slice, each into `acc` and `acc_min` with its own FMA. Every SIMD kernel's prompt
 /// arithmetic computes exactly these steps (bit-identical).
 pub fn vec_dot_q4_k_prompt(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = check_dot(n, w, Q4_K_BLOCK_BYTES, a, "vec_dot_q4_k_prompt");
-    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
-    for i in 0..nb {
-        let b = &w[i * Q4_K_BLOCK_BYTES..(i + 1) * Q4_K_BLOCK_BYTES];
-        let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
-        let s = &b[off::Q4_SCALES..off::Q4_SCALES + 12];
-        let yq = q8_qs(y);
-        let dy = f32_at(y, off::Q8_D);
-        let d = f16_at(b, off::Q4_D) * dy;
-        let dmin = f16_at(b, off::Q4_DMIN) * dy;
-        for c in 0..4 {
-            let qs = &b[off::Q4_QS + 32 * c..off::Q4_QS + 32 * c + 32];
-            let (ylo, yhi) = yq[64 * c..64 * c + 64].split_at(32);
-            let (mut s_lo, mut s_hi) = (0i32, 0i32);
-            for l in 0..32 {
-                s_lo += (qs[l] & 0x0f) as i32 * ylo[l] as i32;
-                s_hi += (qs[l] >> 4) as i32 * yhi[l] as i32;
-            }
-            let (sc0, m0) = scale_min_k4(2 * c, s);
-            let (sc1, m1) = scale_min_k4(2 * c + 1, s);
-            let isum = sc0 as i32 * s_lo + sc1 as i32 * s_hi;
-            let bs = |j: usize| q8_bsum(y, j) as i32;
-            let msum = m0 as i32 * (bs(4 * c) + bs(4 * c + 1))
-                + m1 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
-            acc = (isum as f32).mul_add(d, acc);
-            acc_min = (msum as f32).mul_add(dmin, acc_min);
-        }
-    }
-    acc - acc_min
+    q4_k_dot(n, w, a, true, "vec_dot_q4_k_prompt")
 }
 
 pub fn vec_dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {

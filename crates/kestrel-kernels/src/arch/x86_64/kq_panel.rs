@@ -24,6 +24,7 @@
 
 use std::arch::x86_64::*;
 
+use super::kquants::{bcast_u8_i16, load32, q8_d, scale_pair_from, scales_mins_k4};
 use crate::generic::kquants::{off, Q4_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K};
 
 /// Weight rows of a panel kept hot in cache while a column block passes over them.
@@ -76,17 +77,6 @@ fn hsum8(v: &[__m256i]) -> __m256i {
     )
 }
 
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn load32(p: *const u8) -> __m256i {
-    _mm256_loadu_si256(p as *const __m256i)
-}
-
-#[inline]
-unsafe fn q8_d(y: *const u8) -> f32 {
-    (y.add(off::Q8_D) as *const f32).read_unaligned()
-}
-
 /// Two consecutive little-endian f16 at `p` as f32 (exact; F16C).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
@@ -101,26 +91,6 @@ unsafe fn f16_pair(p: *const u8) -> (f32, f32) {
 unsafe fn f16_one(p: *const u8) -> f32 {
     let h = (p as *const u16).read_unaligned() as i32;
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
-}
-
-/// Q4_K's 12 packed scale bytes as 8 scales (bytes 0..8) and 8 mins (bytes 8..16).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn q4_scales_mins(s: *const u8) -> __m128i {
-    let w = |i: usize| (s.add(4 * i) as *const u32).read_unaligned();
-    let (a, b, c) = (w(0), w(1), w(2));
-    let sc_lo = a & 0x3f3f_3f3f;
-    let mn_lo = b & 0x3f3f_3f3f;
-    let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
-    let mn_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
-    _mm_set_epi32(mn_hi as i32, mn_lo as i32, sc_hi as i32, sc_lo as i32)
-}
-
-/// Byte `idx` of `v` (< 128) broadcast to 16 i16 lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn bcast_u8_i16(v: __m128i, idx: usize) -> __m256i {
-    _mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, _mm_set1_epi8(idx as i8)))
 }
 
 /// Dword `j` (0..4) of `v` in all four dwords.
@@ -172,15 +142,6 @@ unsafe fn pairs_by_slice(
 fn mins_dup(sm: __m128i) -> __m256i {
     let idx = _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
     _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, idx))
-}
-
-/// From 16 i8 scales, the i16 vector with scale `s` in the low lane and `s + 1` in the high.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn scale_pair(scales: __m128i, s: usize) -> __m256i {
-    let lo = (s as i64) * 0x0101_0101_0101_0101;
-    let hi = (s as i64 + 1) * 0x0101_0101_0101_0101;
-    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi, lo)))
 }
 
 /// The 32 6-bit weights of group `g` (0..8) of a Q6_K block as u8 0..63.
@@ -490,7 +451,8 @@ macro_rules! panels {
                 let mut sm = [_mm_setzero_si128(); R];
                 let mut dd = [(0.0f32, 0.0f32); R];
                 for r in 0..R {
-                    sm[r] = q4_scales_mins(x[r].add(off::Q4_SCALES));
+                    sm[r] =
+                        scales_mins_k4(std::slice::from_raw_parts(x[r].add(off::Q4_SCALES), 12));
                     dd[r] = f16_pair(x[r].add(off::Q4_D));
                 }
                 let yd: [f32; C] = std::array::from_fn(|c| q8_d(yb[c]));
@@ -593,7 +555,8 @@ macro_rules! panels {
                     for k in 0..m {
                         let xb = x.add((c0 + i + k) * Q4_K_BLOCK_BYTES);
                         let yb = y.add((c0 + i + k) * Q8_K_BLOCK_BYTES);
-                        let sm = q4_scales_mins(xb.add(off::Q4_SCALES));
+                        let sm =
+                            scales_mins_k4(std::slice::from_raw_parts(xb.add(off::Q4_SCALES), 12));
                         let mut t = [_mm256_setzero_si256(); 8];
                         for j in 0..4 {
                             let qs = load32(xb.add(off::Q4_QS + 32 * j));
@@ -698,7 +661,7 @@ macro_rules! panels {
                     for r in 0..R {
                         let q = q6_group(x[r], g);
                         let scales = _mm_loadu_si128(x[r].add(off::Q6_SCALES) as *const __m128i);
-                        let sv = scale_pair(scales, 2 * g);
+                        let sv = scale_pair_from(scales, 2 * g);
                         for c in 0..C {
                             let yv = load32(yb[c].add(off::Q8_QS + 32 * g));
                             s[r][c] = $mac(s[r][c], _mm256_maddubs_epi16(q, yv), sv);

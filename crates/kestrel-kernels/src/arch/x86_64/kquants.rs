@@ -126,7 +126,7 @@ pub(super) fn scales_mins_k4(s: &[u8]) -> __m128i {
 /// Byte `idx` of `v` (unsigned, < 128) broadcast to 16 i16 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn bcast_u8_i16(v: __m128i, idx: usize) -> __m256i {
+pub(super) fn bcast_u8_i16(v: __m128i, idx: usize) -> __m256i {
     _mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, _mm_set1_epi8(idx as i8)))
 }
 
