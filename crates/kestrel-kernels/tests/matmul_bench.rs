@@ -1,7 +1,9 @@
 //! Matmul throughput per weight type, instruction set and batch, one thread, best of several
 //! runs (a figure-printing benchmark, not a timed test):
 //! `cargo test --release -p kestrel-kernels --test matmul_bench -- --ignored --nocapture`
-//! `KESTREL_BENCH_TYPES=Q4_K,Q6_K` limits the types.
+//! `KESTREL_BENCH_TYPES=Q4_K,Q6_K` limits the types; `KESTREL_BENCH_SHAPE=8192x2048` and
+//! `KESTREL_BENCH_BATCHES=1,512` change the shape and the batches; `KESTREL_BENCH_ARITH=decode`
+//! takes the decode order for every column.
 
 use std::time::Instant;
 
@@ -17,7 +19,23 @@ fn matmul_throughput() {
     let want: Option<Vec<String>> = std::env::var("KESTREL_BENCH_TYPES")
         .ok()
         .map(|s| s.split(',').map(|t| t.trim().to_uppercase()).collect());
-    let (rows, cols) = (2048usize, 2048usize);
+    // KESTREL_BENCH_SHAPE=ROWSxCOLS and KESTREL_BENCH_BATCHES=1,8,... change the defaults.
+    let (rows, cols) = std::env::var("KESTREL_BENCH_SHAPE")
+        .ok()
+        .and_then(|s| {
+            let (r, c) = s.split_once('x')?;
+            Some((r.trim().parse().ok()?, c.trim().parse().ok()?))
+        })
+        .unwrap_or((2048usize, 2048usize));
+    let batches: Vec<usize> = std::env::var("KESTREL_BENCH_BATCHES")
+        .ok()
+        .and_then(|s| s.split(',').map(|b| b.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 64, 256]);
+    // KESTREL_BENCH_ARITH=decode measures the decode order of every column.
+    let arith = match std::env::var("KESTREL_BENCH_ARITH").as_deref() {
+        Ok("decode") => Arith::Decode,
+        _ => Arith::Prompt,
+    };
     for ty in [Q4_K, Q6_K, Q4_0, Q8_0, Q5_0, Q4_1] {
         if want.as_ref().is_some_and(|w| !w.contains(&ty.to_string())) {
             continue;
@@ -41,7 +59,7 @@ fn matmul_throughput() {
             cols,
             data: &data,
         };
-        for batch in [1usize, 8, 64, 256] {
+        for &batch in &batches {
             let x: Vec<f32> = (0..batch * cols)
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
@@ -58,7 +76,7 @@ fn matmul_throughput() {
                 for _ in 0..5 {
                     let t = Instant::now();
                     for _ in 0..reps {
-                        matmul(&pool, k, Arith::Prompt, &w, &x, batch, &mut y, &mut scratch);
+                        matmul(&pool, k, arith, &w, &x, batch, &mut y, &mut scratch);
                     }
                     best = best.min(t.elapsed().as_secs_f64() / reps as f64);
                 }
