@@ -557,16 +557,23 @@ macro_rules! panels {
                         let yb = y.add((c0 + i + k) * Q8_K_BLOCK_BYTES);
                         let sm =
                             scales_mins_k4(std::slice::from_raw_parts(xb.add(off::Q4_SCALES), 12));
-                        let mut t = [_mm256_setzero_si256(); 8];
+                        // The scales as i32 in memory, each broadcast by a load (no shuffle).
+                        let mut sc = [0i32; 8];
+                        let scv = _mm256_cvtepu8_epi32(sm);
+                        _mm256_storeu_si256(sc.as_mut_ptr() as *mut __m256i, scv);
+                        let mut sv = _mm256_setzero_si256();
                         for j in 0..4 {
                             let qs = load32(xb.add(off::Q4_QS + 32 * j));
                             let lo = _mm256_and_si256(qs, m4);
                             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4);
-                            t[2 * j] = $dot4(lo, load32(yb.add(off::Q8_QS + 64 * j)));
-                            t[2 * j + 1] = $dot4(hi, load32(yb.add(off::Q8_QS + 64 * j + 32)));
+                            let t0 = $dot4(lo, load32(yb.add(off::Q8_QS + 64 * j)));
+                            let t1 = $dot4(hi, load32(yb.add(off::Q8_QS + 64 * j + 32)));
+                            let s0 = _mm256_set1_epi32(sc[2 * j]);
+                            let s1 = _mm256_set1_epi32(sc[2 * j + 1]);
+                            sv = _mm256_add_epi32(sv, _mm256_mullo_epi32(t0, s0));
+                            sv = _mm256_add_epi32(sv, _mm256_mullo_epi32(t1, s1));
                         }
-                        // Lane l: sub-block l's dot times its scale (|S| < 2^31: exact).
-                        v[k] = _mm256_mullo_epi32(hsum8(&t), _mm256_cvtepu8_epi32(sm));
+                        v[k] = sv;
                         let bs = load32(yb.add(off::Q8_BSUMS));
                         v[4 + k] = _mm256_madd_epi16(bs, mins_dup(sm));
                         let (dw, dmw) = f16_pair(xb.add(off::Q4_D));
