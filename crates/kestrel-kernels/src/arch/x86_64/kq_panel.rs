@@ -136,6 +136,28 @@ unsafe fn pairs_by_slice(
     ]
 }
 
+/// From `v` (dword l = four rows' bytes), dword `l` spread to 16 i16: row r's byte in i16
+/// lanes 4 r..4 r + 4.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn row_scales(v: __m128i, l: usize) -> __m256i {
+    let b = (4 * l) as i64;
+    let pick = |k: i64| (b + k) * 0x0101_0101;
+    let idx = _mm_set_epi64x(pick(3) << 32 | pick(2), pick(1) << 32 | pick(0));
+    _mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, idx))
+}
+
+/// Qword `k` (0 or 1) of `v` in both qwords.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn pick_qword(v: __m128i, k: usize) -> __m128i {
+    if k == 0 {
+        _mm_unpacklo_epi64(v, v)
+    } else {
+        _mm_unpackhi_epi64(v, v)
+    }
+}
+
 /// The 8 mins of `sm` as 16 i16, each twice (m0 m0 m1 m1 ...), to pair with the 16 bsums.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -226,6 +248,13 @@ fn dot4_avx2(u: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1))
 }
 
+/// `acc + dot4_avx2(u, y)` (only the VNNI tables take this path; AVX2 keeps `maddubs` pairs).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dpb_avx2(acc: __m256i, u: __m256i, y: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, dot4_avx2(u, y))
+}
+
 /// The same in one AVX-512 VNNI instruction.
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
@@ -244,7 +273,7 @@ fn dot4_avxvnni(u: __m256i, y: __m256i) -> __m256i {
 /// its scaled widening add, `$r4 x $c4` / `$r6 x $c6` its Q4_K / Q6_K prompt tiles and `$g4` /
 /// `$g6` the rows of its decode tiles (as large as the registers hold without spilling).
 macro_rules! panels {
-    ($feat:literal, $mac:path, $dot4:path, $r4:literal x $c4:literal, $r6:literal x $c6:literal, $g4:literal, $g6:literal) => {
+    ($feat:literal, $mac:path, $dot4:path, $vnni:literal, $dpb:path, $r4:literal x $c4:literal, $r6:literal x $c6:literal, $g4:literal, $g6:literal) => {
         use super::*;
 
         /// Q4_K: see the module docs.
@@ -415,6 +444,8 @@ macro_rules! panels {
                 tile_q6_k::<R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
             } else if R == 1 && C == 1 && !SLICE {
                 y.write(gemv_q4_k(p.nb, w, a))
+            } else if SLICE && $vnni && R == 4 && C % 2 == 0 {
+                tile_q4_k_slices::<C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
             } else {
                 tile_q4_k::<SLICE, R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
             }
@@ -598,6 +629,161 @@ macro_rules! panels {
             acc - acc_min
         }
 
+        /// 4 x C outputs of Q4_K in prompt order (`vec_dot_q4_k_prompt`), `C` even, with the
+        /// outputs in the lanes: each 32-byte weight vector holds 8 bytes of each of the 4 rows
+        /// (a 4 x 4 transpose of their 8-byte chunks, once per tile and slice) against 8
+        /// activation bytes broadcast to all four, so a column's accumulator has two lanes per
+        /// row and one `hadd` of two columns gives 8 outputs' slice sums, where the row-major
+        /// tile needs a full horizontal sum per output and slice. Same bits as that tile.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn tile_q4_k_slices<const C: usize>(
+            nb: usize,
+            w: *const u8,
+            wrb: usize,
+            a: *const u8,
+            arb: usize,
+            y: *mut f32,
+            ys: usize,
+        ) {
+            debug_assert!(C % 2 == 0 && C <= 4, "two or four columns");
+            let m4 = _mm256_set1_epi8(0x0f);
+            // Lane l of group g is row 2 (l / 4) + l % 2, column 2 g + (l % 4) / 2.
+            let rc = |g: usize, l: usize| (2 * (l / 4) + l % 2, 2 * g + (l % 4) / 2);
+            let mut acc = [_mm256_setzero_ps(); 2];
+            let mut acc_min = [_mm256_setzero_ps(); 2];
+            for i in 0..nb {
+                let x: [*const u8; 4] =
+                    std::array::from_fn(|r| w.add(r * wrb + i * Q4_K_BLOCK_BYTES));
+                let yb: [*const u8; C] =
+                    std::array::from_fn(|c| a.add(c * arb + i * Q8_K_BLOCK_BYTES));
+                let mut sm = [_mm_setzero_si128(); 4];
+                let mut dd = [(0.0f32, 0.0f32); 4];
+                for r in 0..4 {
+                    sm[r] =
+                        scales_mins_k4(std::slice::from_raw_parts(x[r].add(off::Q4_SCALES), 12));
+                    dd[r] = f16_pair(x[r].add(off::Q4_D));
+                }
+                let yd: [f32; C] = std::array::from_fn(|c| q8_d(yb[c]));
+                let mut dl = [_mm256_setzero_ps(); 2];
+                let mut ml = [_mm256_setzero_ps(); 2];
+                for g in 0..C / 2 {
+                    let v: [f32; 8] = std::array::from_fn(|l| {
+                        let (r, c) = rc(g, l);
+                        dd[r].0 * yd[c]
+                    });
+                    dl[g] = _mm256_loadu_ps(v.as_ptr());
+                    let v: [f32; 8] = std::array::from_fn(|l| {
+                        let (r, c) = rc(g, l);
+                        dd[r].1 * yd[c]
+                    });
+                    ml[g] = _mm256_loadu_ps(v.as_ptr());
+                }
+                // Dword l of `sc[h]`: the 4 rows' scale bytes of sub-block 4 h + l.
+                let s01 = _mm_unpacklo_epi8(sm[0], sm[1]);
+                let s23 = _mm_unpacklo_epi8(sm[2], sm[3]);
+                let sc = [_mm_unpacklo_epi16(s01, s23), _mm_unpackhi_epi16(s01, s23)];
+                // The rows' mins as i16, pairs (m[2j], m[2j+1]) per dword.
+                let mut m16 = [_mm_setzero_si128(); 4];
+                for r in 0..4 {
+                    m16[r] = _mm_cvtepu8_epi16(_mm_srli_si128::<8>(sm[r]));
+                }
+                let m01 = [
+                    _mm_unpacklo_epi32(m16[0], m16[1]),
+                    _mm_unpackhi_epi32(m16[0], m16[1]),
+                ];
+                let m23 = [
+                    _mm_unpacklo_epi32(m16[2], m16[3]),
+                    _mm_unpackhi_epi32(m16[2], m16[3]),
+                ];
+                let bt = pairs_by_slice(yb[0], yb[1 % C], yb[2 % C], yb[3 % C]);
+                for j in 0..4 {
+                    let mut q = [_mm256_setzero_si256(); 4];
+                    for r in 0..4 {
+                        q[r] = load32(x[r].add(off::Q4_QS + 32 * j));
+                    }
+                    let t0 = _mm256_unpacklo_epi64(q[0], q[1]);
+                    let t1 = _mm256_unpackhi_epi64(q[0], q[1]);
+                    let t2 = _mm256_unpacklo_epi64(q[2], q[3]);
+                    let t3 = _mm256_unpackhi_epi64(q[2], q[3]);
+                    let wv = [
+                        _mm256_permute2x128_si256::<0x20>(t0, t2),
+                        _mm256_permute2x128_si256::<0x20>(t1, t3),
+                        _mm256_permute2x128_si256::<0x31>(t0, t2),
+                        _mm256_permute2x128_si256::<0x31>(t1, t3),
+                    ];
+                    // Loops, not `from_fn`: closures do not inherit the target features.
+                    let mut lo = [_mm256_setzero_si256(); 4];
+                    let mut hi = [_mm256_setzero_si256(); 4];
+                    for m in 0..4 {
+                        lo[m] = _mm256_and_si256(wv[m], m4);
+                        hi[m] = _mm256_and_si256(_mm256_srli_epi16::<4>(wv[m]), m4);
+                    }
+                    // i16 lanes 4 r..4 r + 4: row r's scale of sub-block 2 j (lo) / 2 j + 1 (hi).
+                    let s_lo = row_scales(sc[(2 * j) / 4], (2 * j) % 4);
+                    let s_hi = row_scales(sc[(2 * j + 1) / 4], (2 * j + 1) % 4);
+                    // The same scales in the low i16 of each dword (rows 2 lanes each), zero high.
+                    let keep_lo = _mm256_set1_epi32(0xffff);
+                    let (s_lo_w, s_hi_w) = (
+                        _mm256_and_si256(s_lo, keep_lo),
+                        _mm256_and_si256(s_hi, keep_lo),
+                    );
+                    let mut sums = [_mm256_setzero_si256(); C];
+                    for c in 0..C {
+                        let yq = yb[c].add(off::Q8_QS + 64 * j);
+                        let bc = |o: usize| {
+                            _mm256_set1_epi64x((yq.add(o) as *const i64).read_unaligned())
+                        };
+                        if $vnni {
+                            // Plain sums per sub-block (|lane| <= 16 * 15 * 128 fits i16), then
+                            // one `madd` by the scales in the low halves: 5 multiplies per
+                            // sub-block instead of 8.
+                            let (mut tl, mut th) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                            for m in 0..4 {
+                                tl = $dpb(tl, lo[m], bc(8 * m));
+                                th = $dpb(th, hi[m], bc(32 + 8 * m));
+                            }
+                            sums[c] = _mm256_add_epi32(
+                                _mm256_madd_epi16(tl, s_lo_w),
+                                _mm256_madd_epi16(th, s_hi_w),
+                            );
+                        } else {
+                            for m in 0..4 {
+                                let (alo, ahi) = (bc(8 * m), bc(32 + 8 * m));
+                                sums[c] = $mac(sums[c], _mm256_maddubs_epi16(lo[m], alo), s_lo);
+                                sums[c] = $mac(sums[c], _mm256_maddubs_epi16(hi[m], ahi), s_hi);
+                            }
+                        }
+                    }
+                    // (m[2j], m[2j+1]) of rows 0, 1, 0, 1 | 2, 3, 2, 3.
+                    let xj = _mm256_set_m128i(
+                        pick_qword(m23[j / 2], j % 2),
+                        pick_qword(m01[j / 2], j % 2),
+                    );
+                    for g in 0..C / 2 {
+                        let sv = _mm256_hadd_epi32(sums[2 * g], sums[2 * g + 1]);
+                        // (B[2j], B[2j+1]) of columns 2g, 2g, 2g+1, 2g+1 in both halves.
+                        let b = if g == 0 {
+                            _mm_unpacklo_epi32(bt[j], bt[j])
+                        } else {
+                            _mm_unpackhi_epi32(bt[j], bt[j])
+                        };
+                        let mv = _mm256_madd_epi16(xj, _mm256_set_m128i(b, b));
+                        acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sv), dl[g], acc[g]);
+                        acc_min[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mv), ml[g], acc_min[g]);
+                    }
+                }
+            }
+            for g in 0..C / 2 {
+                let mut o = [0.0f32; 8];
+                _mm256_storeu_ps(o.as_mut_ptr(), _mm256_sub_ps(acc[g], acc_min[g]));
+                for (l, v) in o.iter().enumerate() {
+                    let (r, c) = rc(g, l);
+                    y.add(c * ys + r).write(*v);
+                }
+            }
+        }
+
         /// Slice `j`'s min sums `m[2j] B[2j] + m[2j+1] B[2j+1]` of an R x C tile in output lanes
         /// (k = r * C + c), B the activation sums of the 32-element sub-blocks. Four columns:
         /// from `bt` ([`pairs_by_slice`]) and the rows' mins as i16 (`m16`), one `madd` per 8
@@ -706,7 +892,7 @@ macro_rules! panels {
 
 /// AVX2 + FMA + F16C.
 pub mod avx2 {
-    panels!("avx2,fma,f16c", mac_avx2, dot4_avx2, 2 x 4, 2 x 4, 1, 1);
+    panels!("avx2,fma,f16c", mac_avx2, dot4_avx2, false, dpb_avx2, 2 x 4, 2 x 4, 1, 1);
 }
 
 /// AVX-512 F/BW/VL + VNNI, on 256-bit vectors (32 registers, `vpdpwssd`).
@@ -715,6 +901,8 @@ pub mod avx512 {
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         mac_vnni512,
         dot4_vnni512,
+        true,
+        _mm256_dpbusd_epi32,
         4 x 4,
         4 x 4,
         1,
@@ -724,5 +912,15 @@ pub mod avx512 {
 
 /// AVX2 + AVX-VNNI (`vpdpwssd` in its VEX form; 16 registers).
 pub mod avxvnni {
-    panels!("avx2,fma,f16c,avxvnni", mac_avxvnni, dot4_avxvnni, 2 x 4, 2 x 4, 1, 1);
+    panels!(
+        "avx2,fma,f16c,avxvnni",
+        mac_avxvnni,
+        dot4_avxvnni,
+        true,
+        _mm256_dpbusd_avx_epi32,
+        4 x 2,
+        2 x 4,
+        1,
+        1
+    );
 }
