@@ -1,17 +1,22 @@
 //! Q4_K and Q6_K matrix kernels: a panel of weight rows times every activation column, in
 //! register tiles of R rows x C columns, for decode (one column) and prompt batches alike.
 //!
-//! Every output is computed with one arithmetic, whatever the tile shape, the batch size or
-//! the instruction set: per super-block an exact integer sum (so the order of the integer
-//! additions cannot matter), then the float steps of the single-row dot product
-//! (the scalar twins `generic::kquants::vec_dot_q4_k` and `vec_dot_q6_k`), done for up to 8 outputs at
-//! once as the lanes of one vector FMA (one rounding per lane, exactly as the scalar
-//! `mul_add`). So a token's logits do not depend on what else is in its batch, and the
-//! AVX2, AVX-512 VNNI and AVX-VNNI tables give the same bits.
+//! Every output is computed with a fixed arithmetic, whatever the tile shape, the batch size
+//! or the instruction set. Per super-block (or, for Q4_K in llama.cpp's prompt order, per
+//! 64-element slice) it takes an exact integer sum, so the order of the integer additions
+//! cannot matter. The float steps of the scalar twins (`generic::kquants::vec_dot_q4_k`,
+//! `vec_dot_q4_k_prompt`, `vec_dot_q6_k`) follow, up to 8 outputs at once as the lanes of one
+//! vector FMA, one rounding per lane exactly as the scalar `mul_add`. So a token's logits do not
+//! depend on what else is in its batch, and the AVX2, AVX-512 VNNI and AVX-VNNI tables give
+//! the same bits.
 //!
-//! The instruction sets differ in one step, the scaled widening add of the `maddubs` pair
-//! sums (AVX2: `madd` then `add`; VNNI: one `vpdpwssd`), and in the tile: with AVX-512's 32
-//! vector registers a 4 x 4 tile fits, with AVX2's 16 a 2 x 4 one.
+//! The instruction sets differ in three ways:
+//! - the scaled widening add of the `maddubs` pair sums: AVX2 uses `madd` then `add`, VNNI one
+//!   `vpdpwssd`;
+//! - the tiles: AVX-512's 32 vector registers hold a 4 x 4 tile, AVX2's 16 a 2 x 4 one;
+//! - the VNNI tables' Q4_K prompt tile (`tile_q4_k_slices`) keeps the outputs in the lanes.
+//!
+//! Decode tiles are one row: interleaving the streams of several rows defeats the prefetcher.
 //!
 //! Safety (every `panel_*`): the CPU has the features of its table; `w` holds `rows` rows of
 //! `n / 256` blocks, `wrb` bytes apart; `a` holds `cols` rows of Q8_K blocks, `arb` bytes
