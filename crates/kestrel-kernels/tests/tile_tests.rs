@@ -6,7 +6,7 @@
 use kestrel_kernels::dispatch::{TILE_C, TILE_R};
 use kestrel_kernels::{
     kernels, kernels_for, matmul, quantize_row, scalar_kernels, vec_dot_type, Arith, GgmlType,
-    QMatrix, ThreadPool, ISAS,
+    Kernels, QMatrix, ThreadPool, ISAS,
 };
 use GgmlType::*;
 
@@ -81,16 +81,55 @@ fn tiles_equal_single_dots_bitwise() {
     }
 }
 
+/// `k`'s matmul of a `rows` x `n` matrix of `ty` (made from `seed`) with `batch` activation
+/// columns, on `threads` threads in order `arith`: every output must have the bits of
+/// `want(weight row, activation column, column index)`. Returns the rows and columns.
+#[allow(clippy::too_many_arguments)]
+fn assert_matmul_bits(
+    k: &Kernels,
+    ty: GgmlType,
+    n: usize,
+    (rows, batch): (usize, usize),
+    threads: usize,
+    arith: Arith,
+    seed: u64,
+    want: impl Fn(&[u8], &[u8], usize) -> f32,
+    what: &str,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (rb, ab) = (
+        ty.row_bytes(n).unwrap(),
+        vec_dot_type(ty).row_bytes(n).unwrap(),
+    );
+    let (w, a, x) = data(ty, rows, batch, n, seed);
+    let m = QMatrix {
+        ty,
+        rows,
+        cols: n,
+        data: &w,
+    };
+    let mut y = vec![f32::NAN; rows * batch];
+    let pool = ThreadPool::new(threads);
+    matmul(&pool, k, arith, &m, &x, batch, &mut y, &mut Vec::new());
+    let wr: Vec<Vec<u8>> = w.chunks_exact(rb).map(<[u8]>::to_vec).collect();
+    let ac: Vec<Vec<u8>> = a.chunks_exact(ab).map(<[u8]>::to_vec).collect();
+    for b in 0..batch {
+        for r in 0..rows {
+            assert_eq!(
+                y[b * rows + r].to_bits(),
+                want(&wr[r], &ac[b], b).to_bits(),
+                "{what} {ty} {arith:?} rows {rows} batch {batch} threads {threads}: row {r} col {b}"
+            );
+        }
+    }
+    (wr, ac)
+}
+
 /// Every shape: rows and batch not multiples of the tile sizes, one and two threads.
 #[test]
 fn matmul_equals_single_dots_for_every_shape() {
     let k = kernels();
     for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
         let n = 256;
-        let (rb, ab) = (
-            ty.row_bytes(n).unwrap(),
-            vec_dot_type(ty).row_bytes(n).unwrap(),
-        );
         for (rows, batch) in [
             (1, 1),
             (5, 1),
@@ -101,36 +140,11 @@ fn matmul_equals_single_dots_for_every_shape() {
             (40, 12),
             (7, 3),
         ] {
-            let (w, a, x) = data(ty, rows, batch, n, (rows * 100 + batch) as u64);
-            let m = QMatrix {
-                ty,
-                rows,
-                cols: n,
-                data: &w,
-            };
             for threads in [1, 2] {
-                let mut y = vec![f32::NAN; rows * batch];
-                matmul(
-                    &ThreadPool::new(threads),
-                    k,
-                    Arith::Decode,
-                    &m,
-                    &x,
-                    batch,
-                    &mut y,
-                    &mut Vec::new(),
-                );
-                for b in 0..batch {
-                    for r in 0..rows {
-                        let (wr, ac) = (&w[r * rb..(r + 1) * rb], &a[b * ab..(b + 1) * ab]);
-                        let want = k.vec_dot(ty, n, wr, ac);
-                        assert_eq!(
-                            y[b * rows + r].to_bits(),
-                            want.to_bits(),
-                            "{ty} rows {rows} batch {batch} threads {threads}: row {r} col {b}"
-                        );
-                    }
-                }
+                let seed = (rows * 100 + batch) as u64;
+                let want = |wr: &[u8], ac: &[u8], _| k.vec_dot(ty, n, wr, ac);
+                let shape = (rows, batch);
+                assert_matmul_bits(k, ty, n, shape, threads, Arith::Decode, seed, want, k.isa());
             }
         }
     }
@@ -148,10 +162,6 @@ fn kquant_panels_equal_scalar_twin_bitwise_on_every_isa() {
         };
         for ty in [Q4_K, Q6_K] {
             let n = 768;
-            let (rb, ab) = (
-                ty.row_bytes(n).unwrap(),
-                vec_dot_type(ty).row_bytes(n).unwrap(),
-            );
             for (rows, batch) in [
                 (1, 1),
                 (13, 1),
@@ -162,34 +172,23 @@ fn kquant_panels_equal_scalar_twin_bitwise_on_every_isa() {
                 (9, 33),
                 (6, 70),
             ] {
-                let (w, a, x) = data(ty, rows, batch, n, (rows * 31 + batch) as u64);
-                let m = QMatrix {
-                    ty,
-                    rows,
-                    cols: n,
-                    data: &w,
-                };
                 for arith in [Arith::Decode, Arith::Prompt] {
-                    let mut y = vec![f32::NAN; rows * batch];
-                    let pool = ThreadPool::new(1);
-                    matmul(&pool, k, arith, &m, &x, batch, &mut y, &mut Vec::new());
-                    for b in 0..batch {
-                        for r in 0..rows {
-                            let (wr, ac) = (&w[r * rb..(r + 1) * rb], &a[b * ab..(b + 1) * ab]);
-                            // Most of a Q4_K prompt batch takes llama.cpp's GEMM order.
-                            let slice = kestrel_kernels::prompt_cols(ty, batch);
-                            let want = if arith == Arith::Prompt && b < slice {
-                                kestrel_kernels::generic::kquants::vec_dot_q4_k_prompt(n, wr, ac)
-                            } else {
-                                scalar.vec_dot(ty, n, wr, ac)
-                            };
-                            assert_eq!(
-                                y[b * rows + r].to_bits(),
-                                want.to_bits(),
-                                "{isa} {ty} {arith:?} rows {rows} batch {batch}: row {r} col {b}"
-                            );
-                            let single = k.vec_dot(ty, n, wr, ac);
-                            let decode = scalar.vec_dot(ty, n, wr, ac);
+                    // Most of a Q4_K prompt batch takes llama.cpp's GEMM order.
+                    let slice = kestrel_kernels::prompt_cols(ty, batch);
+                    let want = |wr: &[u8], ac: &[u8], b: usize| {
+                        if arith == Arith::Prompt && b < slice {
+                            kestrel_kernels::generic::kquants::vec_dot_q4_k_prompt(n, wr, ac)
+                        } else {
+                            scalar.vec_dot(ty, n, wr, ac)
+                        }
+                    };
+                    let seed = (rows * 31 + batch) as u64;
+                    let (wr, ac) =
+                        assert_matmul_bits(k, ty, n, (rows, batch), 1, arith, seed, want, isa);
+                    for a in &ac {
+                        for w in &wr {
+                            let single = k.vec_dot(ty, n, w, a);
+                            let decode = scalar.vec_dot(ty, n, w, a);
                             assert_eq!(single.to_bits(), decode.to_bits(), "{isa} {ty} vec_dot");
                         }
                     }
@@ -209,42 +208,12 @@ fn legacy_vnni_panels_equal_avx2_dots_bitwise() {
     };
     for ty in [Q4_0, Q5_0, Q8_0] {
         let n = 512;
-        let (rb, ab) = (
-            ty.row_bytes(n).unwrap(),
-            vec_dot_type(ty).row_bytes(n).unwrap(),
-        );
         for (rows, batch) in [(1, 1), (21, 1), (8, 2), (19, 5), (33, 9), (16, 16), (5, 70)] {
-            let (w, a, x) = data(ty, rows, batch, n, (rows * 7 + batch) as u64);
-            let m = QMatrix {
-                ty,
-                rows,
-                cols: n,
-                data: &w,
-            };
             for threads in [1, 2] {
-                let mut y = vec![f32::NAN; rows * batch];
-                let pool = ThreadPool::new(threads);
-                matmul(
-                    &pool,
-                    k,
-                    Arith::Prompt,
-                    &m,
-                    &x,
-                    batch,
-                    &mut y,
-                    &mut Vec::new(),
-                );
-                for b in 0..batch {
-                    for r in 0..rows {
-                        let (wr, ac) = (&w[r * rb..(r + 1) * rb], &a[b * ab..(b + 1) * ab]);
-                        let want = avx2.vec_dot(ty, n, wr, ac);
-                        assert_eq!(
-                            y[b * rows + r].to_bits(),
-                            want.to_bits(),
-                            "{ty} rows {rows} batch {batch} threads {threads}: row {r} col {b}"
-                        );
-                    }
-                }
+                let seed = (rows * 7 + batch) as u64;
+                let want = |wr: &[u8], ac: &[u8], _| avx2.vec_dot(ty, n, wr, ac);
+                let shape = (rows, batch);
+                assert_matmul_bits(k, ty, n, shape, threads, Arith::Prompt, seed, want, "vnni");
             }
         }
     }

@@ -29,42 +29,12 @@
 
 use std::arch::x86_64::*;
 
-use super::kquants::{bcast_u8_i16, load32, q8_d, scale_pair_from, scales_mins_k4};
+use super::kquants::{bcast_u8_i16, check, load32, q8_d, scale_pair_from, scales_mins_k4};
+use super::panel_walk::{walk, Panel, Tiles};
 use crate::generic::kquants::{off, Q4_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K};
 
-/// Weight rows of a panel kept hot in cache while a column block passes over them.
-const ROW_BLOCK: usize = 16;
-/// Activation columns kept in L2 while every row block passes over them (a multiple of every
-/// prompt tile's width).
-const COL_BLOCK: usize = 64;
 /// Most outputs of one tile (two 8-lane float vectors).
 const MAX_OUT: usize = 16;
-
-/// Whole super-blocks in `n`, with `w` and `a` holding one row of them (panics otherwise).
-fn check(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
-    assert!(
-        n % QK_K == 0,
-        "k-quant vec_dot: n = {n} not a multiple of {QK_K}"
-    );
-    let nb = n / QK_K;
-    assert!(
-        w.len() >= nb * wb && a.len() >= nb * Q8_K_BLOCK_BYTES,
-        "k-quant vec_dot: row too short"
-    );
-    nb
-}
-
-/// One panel call's operands: `nb` super-blocks per row, weight rows `wrb` and activation
-/// columns `arb` bytes apart, outputs `y[c * ys + r]`.
-struct Panel {
-    nb: usize,
-    w: *const u8,
-    wrb: usize,
-    a: *const u8,
-    arb: usize,
-    y: *mut f32,
-    ys: usize,
-}
 
 /// Lane k of the result is the sum of `v[k]`; integer, so exact in any order.
 #[inline]
@@ -275,10 +245,10 @@ fn dot4_avxvnni(u: __m256i, y: __m256i) -> __m256i {
 }
 
 /// The panel and tile functions of one instruction set: `$feat` its target features, `$mac`
-/// its scaled widening add, `$r4 x $c4` / `$r6 x $c6` its Q4_K / Q6_K prompt tiles and `$g4` /
-/// `$g6` the rows of its decode tiles (as large as the registers hold without spilling).
+/// its scaled widening add, `$dot4` / `$dpb` its plain 4-byte dot (with `$vnni`, one
+/// instruction), `$r4 x $c4` / `$r6 x $c6` its Q4_K / Q6_K prompt tiles.
 macro_rules! panels {
-    ($feat:literal, $mac:path, $dot4:path, $vnni:literal, $dpb:path, $r4:literal x $c4:literal, $r6:literal x $c6:literal, $g4:literal, $g6:literal) => {
+    ($feat:literal, $mac:path, $dot4:path, $vnni:literal, $dpb:path, $r4:literal x $c4:literal, $r6:literal x $c6:literal) => {
         use super::*;
 
         /// Q4_K: see the module docs.
@@ -297,18 +267,10 @@ macro_rules! panels {
         ) {
             debug_assert!(rows == 0 || w.len() >= (rows - 1) * wrb + n / QK_K * Q4_K_BLOCK_BYTES);
             debug_assert!(cols == 0 || a.len() >= (cols - 1) * arb + n / QK_K * Q8_K_BLOCK_BYTES);
-            let p = Panel {
-                nb: n / QK_K,
-                w: w.as_ptr(),
-                wrb,
-                a: a.as_ptr(),
-                arb,
-                y,
-                ys,
-            };
+            let p = Panel::new(n / QK_K, w, wrb, a, arb, y, ys);
             let sc = slice_cols.min(cols);
             if sc > 0 {
-                panel::<false, true, $r4, $c4, $g4>(&p, rows, sc);
+                walk::<Kq<false, true>, $r4, $c4>(&Kq(p), rows, sc);
             }
             if sc < cols {
                 let rest = Panel {
@@ -316,7 +278,7 @@ macro_rules! panels {
                     y: p.y.add(sc * ys),
                     ..p
                 };
-                panel::<false, false, $r4, $c4, $g4>(&rest, rows, cols - sc);
+                walk::<Kq<false, false>, $r4, $c4>(&Kq(rest), rows, cols - sc);
             }
         }
 
@@ -336,16 +298,8 @@ macro_rules! panels {
         ) {
             debug_assert!(rows == 0 || w.len() >= (rows - 1) * wrb + n / QK_K * Q6_K_BLOCK_BYTES);
             debug_assert!(cols == 0 || a.len() >= (cols - 1) * arb + n / QK_K * Q8_K_BLOCK_BYTES);
-            let p = Panel {
-                nb: n / QK_K,
-                w: w.as_ptr(),
-                wrb,
-                a: a.as_ptr(),
-                arb,
-                y,
-                ys,
-            };
-            panel::<true, false, $r6, $c6, $g6>(&p, rows, cols)
+            let p = Panel::new(n / QK_K, w, wrb, a, arb, y, ys);
+            walk::<Kq<true, false>, $r6, $c6>(&Kq(p), rows, cols)
         }
 
         /// One Q4_K row · one Q8_K column (the 1 x 1 tile).
@@ -364,95 +318,25 @@ macro_rules! panels {
             y
         }
 
-        /// Decode: tiles of `G` rows. Batches: row blocks, then `TC`-column tiles, then
-        /// `TR`-row tiles; remainders in narrower tiles.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn panel<
-            const Q6: bool,
-            const SLICE: bool,
-            const TR: usize,
-            const TC: usize,
-            const G: usize,
-        >(
-            p: &Panel,
-            rows: usize,
-            cols: usize,
-        ) {
-            if cols == 1 {
-                let mut r = 0;
-                while r + G <= rows {
-                    tile::<Q6, SLICE, G, 1>(p, r, 0);
-                    r += G;
-                }
-                while r < rows {
-                    tile::<Q6, SLICE, 1, 1>(p, r, 0);
-                    r += 1;
-                }
-                return;
-            }
-            // Column blocks first: a block's activations stay in L2 while every row block passes
-            // over them (512 columns of a 2048-wide Q8_K row are 1.2 MB, past a 1 MB L2).
-            for cb in (0..cols).step_by(COL_BLOCK) {
-                let ce = (cb + COL_BLOCK).min(cols);
-                let mut r0 = 0;
-                while r0 < rows {
-                    let r1 = (r0 + ROW_BLOCK).min(rows);
-                    let mut c = cb;
-                    while c + TC <= ce {
-                        tiles_down::<Q6, SLICE, TR, TC>(p, r0, r1, c);
-                        c += TC;
-                    }
-                    while c < ce {
-                        tiles_down::<Q6, SLICE, TR, 1>(p, r0, r1, c);
-                        c += 1;
-                    }
-                    r0 = r1;
-                }
-            }
-        }
+        /// A panel of one weight format (`Q6`: Q6_K, else Q4_K) in one Q4_K order (`SLICE`:
+        /// the prompt order).
+        struct Kq<const Q6: bool, const SLICE: bool>(Panel);
 
-        /// Rows `r0..r1` against columns `c..c + C`.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn tiles_down<const Q6: bool, const SLICE: bool, const TR: usize, const C: usize>(
-            p: &Panel,
-            r0: usize,
-            r1: usize,
-            c: usize,
-        ) {
-            let mut r = r0;
-            while r + TR <= r1 {
-                tile::<Q6, SLICE, TR, C>(p, r, c);
-                r += TR;
-            }
-            while r < r1 {
-                tile::<Q6, SLICE, 1, C>(p, r, c);
-                r += 1;
-            }
-        }
-
-        /// The R x C tile at row `r`, column `c`.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn tile<const Q6: bool, const SLICE: bool, const R: usize, const C: usize>(
-            p: &Panel,
-            r: usize,
-            c: usize,
-        ) {
-            let (w, a, y) = (
-                p.w.add(r * p.wrb),
-                p.a.add(c * p.arb),
-                p.y.add(c * p.ys + r),
-            );
-            if Q6 {
-                tile_q6_k::<R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
-            } else if R == 1 && C == 1 && !SLICE {
-                y.write(gemv_q4_k(p.nb, w, a))
-            } else if SLICE && $vnni && R == 4 && C % 2 == 0 {
-                tile_q4_k_slices::<C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
-            } else {
-                tile_q4_k::<SLICE, R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
+        impl<const Q6: bool, const SLICE: bool> Tiles for Kq<Q6, SLICE> {
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn tile<const R: usize, const C: usize>(&self, r: usize, c: usize) {
+                let p = &self.0;
+                let (w, a, y) = p.at(r, c);
+                if Q6 {
+                    tile_q6_k::<R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
+                } else if R == 1 && C == 1 && !SLICE {
+                    y.write(gemv_q4_k(p.nb, w, a))
+                } else if SLICE && $vnni && R == 4 && C % 2 == 0 {
+                    tile_q4_k_slices::<C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
+                } else {
+                    tile_q4_k::<SLICE, R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
+                }
             }
         }
 
@@ -897,7 +781,7 @@ macro_rules! panels {
 
 /// AVX2 + FMA + F16C.
 pub mod avx2 {
-    panels!("avx2,fma,f16c", mac_avx2, dot4_avx2, false, dpb_avx2, 2 x 4, 2 x 4, 1, 1);
+    panels!("avx2,fma,f16c", mac_avx2, dot4_avx2, false, dpb_avx2, 2 x 4, 2 x 4);
 }
 
 /// AVX-512 F/BW/VL + VNNI, on 256-bit vectors (32 registers, `vpdpwssd`).
@@ -909,9 +793,7 @@ pub mod avx512 {
         true,
         _mm256_dpbusd_epi32,
         4 x 4,
-        4 x 4,
-        1,
-        1
+        4 x 4
     );
 }
 
@@ -924,8 +806,6 @@ pub mod avxvnni {
         true,
         _mm256_dpbusd_avx_epi32,
         4 x 2,
-        2 x 4,
-        1,
-        1
+        2 x 4
     );
 }

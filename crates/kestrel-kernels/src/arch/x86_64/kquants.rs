@@ -30,7 +30,8 @@ use crate::generic::kquants::{
     off, Q2_K_BLOCK_BYTES, Q3_K_BLOCK_BYTES, Q5_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K,
 };
 
-fn check(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
+/// Whole super-blocks in `n`, with `w` and `a` holding one row of them (panics otherwise).
+pub(super) fn check(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
     assert!(
         n % QK_K == 0,
         "k-quant vec_dot: n = {n} not a multiple of {QK_K}"

@@ -19,17 +19,13 @@
 
 use std::arch::x86_64::*;
 
+use std::marker::PhantomData;
+
 use super::hsum_f32x8;
 use super::legacy::{bits_32, load32, nibbles_32};
+use super::panel_walk::{walk, Panel, Tiles};
 use crate::generic::legacy::{Q4_0_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK};
 
-/// Weight rows kept hot in cache while a column block passes over them.
-const ROW_BLOCK: usize = 16;
-/// Activation columns kept in L2 while every row block passes over them.
-const COL_BLOCK: usize = 64;
-/// Decode tile rows: one, so each row streams from memory in order (interleaving rows defeats
-/// the hardware prefetcher: 8 rows at once ran 1.5x slower).
-const GEMV_R: usize = 1;
 /// Prompt tile.
 const TR: usize = 4;
 const TC: usize = 4;
@@ -131,75 +127,16 @@ unsafe fn tile<F: Fmt, const R: usize, const C: usize>(
     }
 }
 
-/// Rows `r0..r1` against columns `c..c + C`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tiles_down<F: Fmt, const C: usize>(p: &Panel, r0: usize, r1: usize, c: usize) {
-    let mut r = r0;
-    while r + TR <= r1 {
-        p.tile::<F, TR, C>(r, c);
-        r += TR;
-    }
-    while r < r1 {
-        p.tile::<F, 1, C>(r, c);
-        r += 1;
-    }
-}
+/// A panel of format `F`.
+struct Legacy<F>(Panel, PhantomData<F>);
 
-/// One panel call's operands (see the module docs).
-struct Panel {
-    nb: usize,
-    w: *const u8,
-    wrb: usize,
-    a: *const u8,
-    arb: usize,
-    y: *mut f32,
-    ys: usize,
-}
-
-impl Panel {
+impl<F: Fmt> Tiles for Legacy<F> {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn tile<F: Fmt, const R: usize, const C: usize>(&self, r: usize, c: usize) {
-        let (w, a) = (self.w.add(r * self.wrb), self.a.add(c * self.arb));
-        let y = self.y.add(c * self.ys + r);
-        tile::<F, R, C>(self.nb, w, self.wrb, a, self.arb, y, self.ys)
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panel<F: Fmt>(p: &Panel, rows: usize, cols: usize) {
-    if cols == 1 {
-        let mut r = 0;
-        while r + GEMV_R <= rows {
-            p.tile::<F, GEMV_R, 1>(r, 0);
-            r += GEMV_R;
-        }
-        while r < rows {
-            p.tile::<F, 1, 1>(r, 0);
-            r += 1;
-        }
-        return;
-    }
-    // Column blocks first: a block's activations stay in L2 while every row block passes
-    // over them (512 columns of a 2048-wide Q8_K row are 1.2 MB, past a 1 MB L2).
-    for cb in (0..cols).step_by(COL_BLOCK) {
-        let ce = (cb + COL_BLOCK).min(cols);
-        let mut r0 = 0;
-        while r0 < rows {
-            let r1 = (r0 + ROW_BLOCK).min(rows);
-            let mut c = cb;
-            while c + TC <= ce {
-                tiles_down::<F, TC>(p, r0, r1, c);
-                c += TC;
-            }
-            while c < ce {
-                tiles_down::<F, 1>(p, r0, r1, c);
-                c += 1;
-            }
-            r0 = r1;
-        }
+    unsafe fn tile<const R: usize, const C: usize>(&self, r: usize, c: usize) {
+        let p = &self.0;
+        let (w, a, y) = p.at(r, c);
+        tile::<F, R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
     }
 }
 
@@ -223,16 +160,8 @@ macro_rules! panel_fn {
             let nb = n / QK;
             debug_assert!(rows == 0 || w.len() >= (rows - 1) * wrb + nb * <$fmt>::WB);
             debug_assert!(cols == 0 || a.len() >= (cols - 1) * arb + nb * Q8_0_BYTES);
-            let p = Panel {
-                nb,
-                w: w.as_ptr(),
-                wrb,
-                a: a.as_ptr(),
-                arb,
-                y,
-                ys,
-            };
-            panel::<$fmt>(&p, rows, cols)
+            let p = Panel::new(nb, w, wrb, a, arb, y, ys);
+            walk::<Legacy<$fmt>, TR, TC>(&Legacy(p, PhantomData), rows, cols)
         }
     };
 }

@@ -12,6 +12,7 @@ pub mod kquants;
 pub mod legacy;
 pub mod legacy_tile;
 pub mod legacy_vnni;
+mod panel_walk;
 
 /// Horizontal sum of 8 f32 lanes.
 #[inline]
