@@ -113,11 +113,22 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         .flat_map(|&d| a.n_prompt.iter().map(move |&p| (d, p)))
         .collect();
     for path in &paths {
+        let t_load = std::time::Instant::now();
         let model = Model::load(path).with_context(|| format!("loading {}", path.display()))?;
+        let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let rp = model.repack;
+        if !a.json {
+            eprintln!(
+                "{name}: loaded in {load_ms:.0} ms; repacked {} matrices ({}) in {:.0} ms",
+                rp.matrices,
+                human_bytes(rp.bytes as u64),
+                rp.seconds * 1e3
+            );
+        }
         let (size, params) = model_size(&model);
         for &t in &threads {
             let pool = ThreadPool::new(t);
@@ -166,6 +177,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                             "decode": st(&r.decode_tps),
                             "ttft": st(&r.ttft_ms),
                             "isa": kestrel_kernels::kernels().isa(),
+                            "load_ms": load_ms,
+                            "repacked_matrices": rp.matrices,
+                            "repacked_bytes": rp.bytes,
+                            "repack_ms": rp.seconds * 1e3,
                             "kestrel_version": env!("CARGO_PKG_VERSION"),
                         });
                         writeln!(out, "{v}")?;

@@ -37,6 +37,10 @@ use std::path::PathBuf;
     about = "On-device language-model engine: run GGUF models fast on the CPU."
 )]
 struct Cli {
+    /// Keep the weights in the file's layout instead of repacking Q4_K / Q6_K matrices into
+    /// 8-row interleaved panels at load (same results, slower; also KESTREL_NO_REPACK=1).
+    #[arg(long, global = true)]
+    no_repack: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -158,6 +162,9 @@ impl SampleArgs {
 
 fn main() {
     let cli = Cli::parse();
+    if cli.no_repack {
+        kestrel_model::set_repack_default(false);
+    }
     let r = match cli.cmd {
         Cmd::Run(a) => cmd_run::run(a),
         Cmd::Chat(a) => cmd_chat::run(a),

@@ -160,6 +160,27 @@ impl GgufFile {
         self.tensor(name).map(|t| self.tensor_data(t))
     }
 
+    /// Tells the kernel that bytes `start..start + len` of a mapped file will not be read
+    /// again soon, so their pages leave the resident set (the model keeps a repacked copy).
+    /// Reading them later still works: the pages come back from the file. A no-op for a file
+    /// parsed from bytes, and on failure (it is only advice).
+    pub fn release(&self, start: usize, len: usize) {
+        let Backing::Mmap(m) = &self.backing else {
+            return;
+        };
+        // Whole pages inside the range only: a page shared with a neighbour stays.
+        const PAGE: usize = 4096;
+        let lo = start.div_ceil(PAGE) * PAGE;
+        let hi = (start.saturating_add(len).min(m.len())) / PAGE * PAGE;
+        if lo < hi {
+            // SAFETY: the mapping is private and read-only, so dropping its pages loses
+            // nothing; the next read refaults them from the file.
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
+            };
+        }
+    }
+
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         self.backing.bytes()

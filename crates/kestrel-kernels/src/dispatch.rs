@@ -30,6 +30,12 @@ pub(crate) type TileFn = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [f32;
 pub(crate) type PanelFn =
     unsafe fn(usize, &[u8], usize, usize, &[u8], usize, usize, *mut f32, usize, usize);
 
+/// `(n, w, rows, r0, r1, a, column stride, cols, y, y stride, prompt columns)`: rows `r0..r1`
+/// of an interleaved matrix (`generic::repack`) times every activation column, as
+/// [`PanelFn`] computes them from the row-major layout; see `arch::x86_64::kq_x8`.
+pub(crate) type PanelX8Fn =
+    unsafe fn(usize, &[u8], usize, usize, usize, &[u8], usize, usize, *mut f32, usize, usize);
+
 /// How many of a prompt batch's columns take llama.cpp's batch (GEMM) arithmetic rather than
 /// the decode (GEMV) one ([`crate::Arith::Prompt`]): for Q4_K all but the last `batch % 4`
 /// once there are 4+ (what llama.cpp's repacked Q4_K GEMM covers); none for other types, whose
@@ -60,6 +66,8 @@ pub struct Kernels {
     tile: [Option<TileFn>; N_IDS],
     /// Whole-matrix kernels (decode and prompt batches), where a type has one.
     panel: [Option<PanelFn>; N_IDS],
+    /// Whole-matrix kernels for the interleaved layout, where a type has one.
+    panel_x8: [Option<PanelX8Fn>; N_IDS],
     attn_dot: AttnDotFn,
     attn_dot_rows: AttnDotRowsFn,
     attn_mix: AttnMixFn,
@@ -179,6 +187,13 @@ impl Kernels {
         self.panel[ty as usize]
     }
 
+    /// The interleaved-layout kernel for `ty`, if this table has one. Calling it is sound on
+    /// this CPU given the length requirements in `arch::x86_64::kq_x8`.
+    #[inline]
+    pub(crate) fn panel_x8_fn(&self, ty: GgmlType) -> Option<PanelX8Fn> {
+        self.panel_x8[ty as usize]
+    }
+
     /// [`TILE_R`] x [`TILE_C`] dot products at once (`out[c * TILE_R + r]` = row `r` of `w` ·
     /// column `c` of `a`, rows `wrb` and columns `arb` bytes apart), bit-identical to
     /// [`Kernels::vec_dot`]; computed pair by pair where the type has no tile kernel.
@@ -277,6 +292,12 @@ fn scalar_table() -> Kernels {
         quant: q,
         tile: [None; N_IDS],
         panel: [None; N_IDS],
+        panel_x8: {
+            let mut p: [Option<PanelX8Fn>; N_IDS] = [None; N_IDS];
+            p[Q4_K as usize] = Some(crate::generic::repack::panel_q4_k_x8 as PanelX8Fn);
+            p[Q6_K as usize] = Some(crate::generic::repack::panel_q6_k_x8 as PanelX8Fn);
+            p
+        },
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
         attn_dot_rows: crate::generic::attn::dot_f16_rows as AttnDotRowsFn,
         attn_mix: crate::generic::attn::mix_f16 as AttnMixFn,
@@ -310,6 +331,8 @@ fn avx2_table() -> Kernels {
     vd[Q8_0 as usize] = Some(x::legacy::vec_dot_q8_0 as VecDotFn);
     x::kquants_wire(vd);
     x::panel_wire_avx2(vd, &mut k.panel);
+    k.panel_x8[Q4_K as usize] = Some(x::kq_x8::avx2::panel_q4_k_x8 as PanelX8Fn);
+    k.panel_x8[Q6_K as usize] = Some(x::kq_x8::avx2::panel_q6_k_x8 as PanelX8Fn);
     x::tile_wire(&mut k.tile);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
     k.attn_dot_rows = x::attn::dot_f16_rows as AttnDotRowsFn;
@@ -342,6 +365,10 @@ fn avx512_vnni_table() -> Kernels {
     let mut k = avx2_table();
     k.isa = "avx512-vnni";
     crate::arch::x86_64::panel_wire_avx512(&mut k.vec_dot, &mut k.panel);
+    k.panel_x8[GgmlType::Q4_K as usize] =
+        Some(crate::arch::x86_64::kq_x8::avx512::panel_q4_k_x8 as PanelX8Fn);
+    k.panel_x8[GgmlType::Q6_K as usize] =
+        Some(crate::arch::x86_64::kq_x8::avx512::panel_q6_k_x8 as PanelX8Fn);
     k
 }
 
@@ -351,6 +378,10 @@ fn avx_vnni_table() -> Kernels {
     let mut k = avx2_table();
     k.isa = "avx-vnni";
     crate::arch::x86_64::panel_wire_avxvnni(&mut k.vec_dot, &mut k.panel);
+    k.panel_x8[GgmlType::Q4_K as usize] =
+        Some(crate::arch::x86_64::kq_x8::avxvnni::panel_q4_k_x8 as PanelX8Fn);
+    k.panel_x8[GgmlType::Q6_K as usize] =
+        Some(crate::arch::x86_64::kq_x8::avxvnni::panel_q6_k_x8 as PanelX8Fn);
     k
 }
 

@@ -17,7 +17,10 @@ pub mod pool;
 
 pub use dispatch::{kernels, kernels_for, prompt_cols, scalar_kernels, Kernels, ISAS};
 pub use generic::attn::Lanes;
-pub use matmul::{matmul, matmul_many, Arith, QMatrix};
+pub use generic::repack::{
+    can_repack, has_x8_layout, repack, repack_x8 as repack_into, x8_size as repacked_size,
+};
+pub use matmul::{matmul, matmul_many, Arith, Layout, QMatrix};
 pub use pool::ThreadPool;
 
 /// Activation type a weight type's dot product consumes: Q4_0/Q5_0/Q8_0 -> Q8_0,

@@ -4,17 +4,98 @@ use crate::dispatch::{check_lens, Kernels, TILE_C, TILE_R};
 use crate::pool::ThreadPool;
 use crate::{vec_dot_type, GgmlType};
 
-/// A row-major weight matrix in one of the block formats: row `r` is
+/// A weight matrix in one of the block formats. Row-major ([`Layout::RowMajor`]): row `r` is
 /// `data[r * row_bytes .. (r + 1) * row_bytes]` with `row_bytes = ty.row_bytes(cols)`.
+/// Interleaved ([`Layout::X8`]): as [`crate::repack`] wrote it.
 #[derive(Clone, Copy, Debug)]
 pub struct QMatrix<'a> {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    pub layout: Layout,
 }
 
-impl QMatrix<'_> {
+/// How a matrix's blocks are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// The file's layout: one row after another.
+    #[default]
+    RowMajor,
+    /// Groups of 8 rows interleaved block by block (`generic::repack`), then the rows past the
+    /// last whole group row-major.
+    X8,
+}
+
+impl<'a> QMatrix<'a> {
+    /// A row-major matrix.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Self {
+        QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+            layout: Layout::RowMajor,
+        }
+    }
+
+    /// Bytes the matrix takes in its layout.
+    pub fn size(&self) -> usize {
+        match self.layout {
+            Layout::RowMajor => self.row_bytes() * self.rows,
+            Layout::X8 => crate::generic::repack::x8_size(self.ty, self.rows, self.cols),
+        }
+    }
+
+    /// Row `r` as f32 into `out` (`cols` floats), from either layout (embedding lookups).
+    /// Panics if `r` or `out` is out of range.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        assert!(
+            r < self.rows && out.len() >= self.cols,
+            "dequantize_row: out of range"
+        );
+        let rb = self.row_bytes();
+        let out = &mut out[..self.cols];
+        let x8 = crate::generic::repack::X8_ROWS;
+        let groups = self.rows / x8;
+        if self.layout == Layout::RowMajor || r >= groups * x8 {
+            // Row-major, or one of the rows past an interleaved matrix's last group.
+            let start = match self.layout {
+                Layout::RowMajor => r * rb,
+                Layout::X8 => self.size() - (self.rows - r) * rb,
+            };
+            crate::dequantize_row(self.ty, &self.data[start..start + rb], out);
+            return;
+        }
+        let nb = self.cols / crate::generic::kquants::QK_K;
+        let xb = crate::generic::repack::x8_size(self.ty, x8, self.cols) / nb;
+        for (i, o) in out
+            .chunks_exact_mut(crate::generic::kquants::QK_K)
+            .enumerate()
+        {
+            let blk = &self.data[(r / x8 * nb + i) * xb..];
+            match self.ty {
+                GgmlType::Q4_K => {
+                    let b = crate::generic::repack::unpack_q4_k_x8_block(blk, r % x8);
+                    crate::dequantize_row(self.ty, &b, o);
+                }
+                _ => {
+                    let b = crate::generic::repack::unpack_q6_k_x8_block(blk, r % x8);
+                    crate::dequantize_row(self.ty, &b, o);
+                }
+            }
+        }
+    }
+
+    /// Rows one thread's share of the matrix starts and ends on: whole groups when
+    /// interleaved.
+    fn align(&self) -> usize {
+        match self.layout {
+            Layout::RowMajor => 1,
+            Layout::X8 => crate::generic::repack::X8_ROWS,
+        }
+    }
+
     /// Bytes per row. Panics if `cols` is not a whole number of blocks.
     pub fn row_bytes(&self) -> usize {
         self.ty.row_bytes(self.cols).unwrap_or_else(|| {
@@ -123,9 +204,11 @@ pub fn matmul_many(
     assert!(x.len() >= batch * cols, "matmul: x too short");
     for (w, y) in mats.iter() {
         let wrb = w.row_bytes();
+        assert!(w.data.len() >= w.size(), "matmul: weight data too short");
         assert!(
-            w.data.len() >= wrb * w.rows,
-            "matmul: weight data too short"
+            w.layout == Layout::RowMajor || k.panel_x8_fn(w.ty).is_some(),
+            "matmul: no kernel for interleaved {}",
+            w.ty
         );
         assert!(y.len() >= batch * w.rows, "matmul: y too short");
         // Every row and activation column below is a full slice of these sizes.
@@ -152,7 +235,18 @@ pub fn matmul_many(
         let (s0, s1) = share(total, t, nt);
         let mut base = 0;
         for (w, y) in outs.iter().flatten() {
-            let (lo, hi) = (s0.max(base), s1.min(base + w.rows));
+            // Share boundaries inside a matrix fall on whole groups of an interleaved one
+            // (each boundary rounds the same way for both threads it separates).
+            let end = base + w.rows;
+            let al = w.align();
+            let round = |b: usize| {
+                if b >= end {
+                    end
+                } else {
+                    base + (b - base) / al * al
+                }
+            };
+            let (lo, hi) = (round(s0.max(base)), round(s1.min(end)));
             if lo < hi {
                 // SAFETY: rows [lo, hi) of this matrix are in this thread's share alone, and
                 // `y` holds batch * w.rows elements (asserted above).
@@ -231,6 +325,18 @@ unsafe fn rows_range(
         Arith::Prompt => crate::dispatch::prompt_cols(w.ty, batch),
         Arith::Decode => 0,
     };
+    if w.layout == Layout::X8 {
+        let panel = k.panel_x8_fn(w.ty).expect("checked by matmul_many");
+        // SAFETY: `panel` is from `k`, valid on this CPU; the matrix is whole (size checked),
+        // r0 starts a group and r1 ends one or the matrix (`align`), and y's rows [r0, r1)
+        // of each column are this call's alone.
+        unsafe {
+            panel(
+                cols, data, rows, r0, r1, act, arb, batch, y, rows, slice_cols,
+            )
+        };
+        return;
+    }
     if let Some(panel) = k.panel_fn(w.ty) {
         // SAFETY: `panel` is from `k`, valid on this CPU; rows [r0, r1) and every column are
         // full (`check_lens`), and y's rows [r0, r1) of each column are this call's alone.

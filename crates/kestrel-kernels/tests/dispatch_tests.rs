@@ -92,6 +92,7 @@ fn bench_matvec() {
                 rows,
                 cols,
                 data: &data,
+                layout: kestrel_kernels::Layout::RowMajor,
             };
             let mut y = vec![0f32; rows];
             let mut scratch = Vec::new();

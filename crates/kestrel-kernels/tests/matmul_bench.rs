@@ -3,7 +3,8 @@
 //! `cargo test --release -p kestrel-kernels --test matmul_bench -- --ignored --nocapture`
 //! `KESTREL_BENCH_TYPES=Q4_K,Q6_K` limits the types; `KESTREL_BENCH_SHAPE=8192x2048` and
 //! `KESTREL_BENCH_BATCHES=1,512` change the shape and the batches; `KESTREL_BENCH_ARITH=decode`
-//! takes the decode order for every column.
+//! takes the decode order for every column. Types with an interleaved layout (Q4_K) are
+//! measured in the file's layout and repacked (`x8`).
 
 use std::time::Instant;
 
@@ -53,18 +54,27 @@ fn matmul_throughput() {
             }
             quantize_row(ty, &src, &mut data[r * rb..(r + 1) * rb]);
         }
-        let w = QMatrix {
-            ty,
-            rows,
-            cols,
-            data: &data,
-        };
-        for &batch in &batches {
+        let row_major = QMatrix::new(ty, rows, cols, &data);
+        // Types with an interleaved layout are measured in both.
+        let packed = kestrel_kernels::repack(ty, rows, cols, &data);
+        let mut layouts = vec![("", row_major)];
+        if let Some(p) = &packed {
+            let x8 = QMatrix {
+                data: p,
+                layout: kestrel_kernels::Layout::X8,
+                ..row_major
+            };
+            layouts.push((" x8", x8));
+        }
+        for (&batch, (tag, w)) in batches
+            .iter()
+            .flat_map(|b| layouts.iter().map(move |l| (b, *l)))
+        {
             let x: Vec<f32> = (0..batch * cols)
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
             let mut y = vec![0f32; batch * rows];
-            let mut line = format!("{ty:>5} {rows}x{cols} batch {batch:>3}:");
+            let mut line = format!("{ty:>5}{tag:3} {rows}x{cols} batch {batch:>3}:");
             for isa in ISAS {
                 let Some(k) = kernels_for(isa) else { continue };
                 if isa == "scalar" && batch > 8 {

@@ -39,6 +39,7 @@ fn check(ty: GgmlType, rows: usize, cols: usize, batch: usize, threads: usize, s
         rows,
         cols,
         data: &data,
+        layout: kestrel_kernels::Layout::RowMajor,
     };
     let pool = ThreadPool::new(threads);
     let k = if simd { kernels() } else { scalar_kernels() };

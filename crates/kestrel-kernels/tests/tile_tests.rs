@@ -5,8 +5,8 @@
 
 use kestrel_kernels::dispatch::{TILE_C, TILE_R};
 use kestrel_kernels::{
-    kernels, kernels_for, matmul, quantize_row, scalar_kernels, vec_dot_type, Arith, GgmlType,
-    Kernels, QMatrix, ThreadPool, ISAS,
+    kernels, kernels_for, matmul, quantize_row, repack, scalar_kernels, vec_dot_type, Arith,
+    GgmlType, Kernels, Layout, QMatrix, ThreadPool, ISAS,
 };
 use GgmlType::*;
 
@@ -82,7 +82,8 @@ fn tiles_equal_single_dots_bitwise() {
 }
 
 /// `k`'s matmul of a `rows` x `n` matrix of `ty` (made from `seed`) with `batch` activation
-/// columns, on `threads` threads in order `arith`: every output must have the bits of
+/// columns, on `threads` threads in order `arith`, the matrix in `layout` (repacked from the
+/// row-major one): every output must have the bits of
 /// `want(weight row, activation column, column index)`. Returns the rows and columns.
 #[allow(clippy::too_many_arguments)]
 fn assert_matmul_bits(
@@ -91,7 +92,7 @@ fn assert_matmul_bits(
     n: usize,
     (rows, batch): (usize, usize),
     threads: usize,
-    arith: Arith,
+    (arith, layout): (Arith, Layout),
     seed: u64,
     want: impl Fn(&[u8], &[u8], usize) -> f32,
     what: &str,
@@ -101,11 +102,14 @@ fn assert_matmul_bits(
         vec_dot_type(ty).row_bytes(n).unwrap(),
     );
     let (w, a, x) = data(ty, rows, batch, n, seed);
+    let packed = match layout {
+        Layout::RowMajor => None,
+        Layout::X8 => Some(repack(ty, rows, n, &w).expect("a type with an interleaved layout")),
+    };
     let m = QMatrix {
-        ty,
-        rows,
-        cols: n,
-        data: &w,
+        data: packed.as_deref().unwrap_or(&w),
+        layout,
+        ..QMatrix::new(ty, rows, n, &w)
     };
     let mut y = vec![f32::NAN; rows * batch];
     let pool = ThreadPool::new(threads);
@@ -144,7 +148,8 @@ fn matmul_equals_single_dots_for_every_shape() {
                 let seed = (rows * 100 + batch) as u64;
                 let want = |wr: &[u8], ac: &[u8], _| k.vec_dot(ty, n, wr, ac);
                 let shape = (rows, batch);
-                assert_matmul_bits(k, ty, n, shape, threads, Arith::Decode, seed, want, k.isa());
+                let mode = (Arith::Decode, Layout::RowMajor);
+                assert_matmul_bits(k, ty, n, shape, threads, mode, seed, want, k.isa());
             }
         }
     }
@@ -183,8 +188,9 @@ fn kquant_panels_equal_scalar_twin_bitwise_on_every_isa() {
                         }
                     };
                     let seed = (rows * 31 + batch) as u64;
+                    let mode = (arith, Layout::RowMajor);
                     let (wr, ac) =
-                        assert_matmul_bits(k, ty, n, (rows, batch), 1, arith, seed, want, isa);
+                        assert_matmul_bits(k, ty, n, (rows, batch), 1, mode, seed, want, isa);
                     for a in &ac {
                         for w in &wr {
                             let single = k.vec_dot(ty, n, w, a);
@@ -196,6 +202,87 @@ fn kquant_panels_equal_scalar_twin_bitwise_on_every_isa() {
             }
         }
     }
+}
+
+/// The repacked Q4_K and Q6_K layouts (8 rows interleaved) give, on every table this CPU has
+/// and on one or two threads, the bits of the scalar twin's single dots over the file's
+/// layout, in both orders; rows past the last whole group and column counts past every tile
+/// width too.
+#[test]
+fn repacked_kquants_equal_row_major_bitwise_on_every_isa() {
+    let scalar = scalar_kernels();
+    let n = 768;
+    for isa in ISAS {
+        let Some(k) = kernels_for(isa) else {
+            eprintln!("note: this CPU has no {isa}; its repacked panels are not tested here");
+            continue;
+        };
+        for ty in [Q4_K, Q6_K] {
+            for (rows, batch) in [
+                (8, 1),
+                (16, 1),
+                (27, 1),
+                (8, 2),
+                (24, 3),
+                (19, 4),
+                (40, 9),
+                (16, 70),
+            ] {
+                for arith in [Arith::Decode, Arith::Prompt] {
+                    let slice = kestrel_kernels::prompt_cols(ty, batch);
+                    let want = |wr: &[u8], ac: &[u8], b: usize| {
+                        if arith == Arith::Prompt && b < slice {
+                            kestrel_kernels::generic::kquants::vec_dot_q4_k_prompt(n, wr, ac)
+                        } else {
+                            scalar.vec_dot(ty, n, wr, ac)
+                        }
+                    };
+                    for threads in [1, 2] {
+                        let seed = (rows * 13 + batch) as u64;
+                        let mode = (arith, Layout::X8);
+                        let shape = (rows, batch);
+                        assert_matmul_bits(k, ty, n, shape, threads, mode, seed, want, isa);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Repacking is lossless: every block of every row comes back as the file's bytes, and the
+/// rows past the last whole group stay as they were.
+#[test]
+fn repack_round_trips() {
+    use kestrel_kernels::generic::repack::{
+        unpack_q4_k_x8_block, unpack_q6_k_x8_block, x8_size, X8_ROWS,
+    };
+    let n = 512;
+    for ty in [Q4_K, Q6_K] {
+        let (nb, rb) = (n / 256, ty.row_bytes(n).unwrap());
+        let (bb, xb) = (rb / nb, x8_size(ty, 8, n) / nb);
+        for rows in [8, 13, 32] {
+            let (w, _, _) = data(ty, rows, 1, n, rows as u64);
+            let p = repack(ty, rows, n, &w).unwrap();
+            assert_eq!(p.len(), x8_size(ty, rows, n));
+            let groups = rows / X8_ROWS;
+            for row in 0..groups * X8_ROWS {
+                for i in 0..nb {
+                    let blk = &p[(row / X8_ROWS * nb + i) * xb..];
+                    let got = match ty {
+                        Q4_K => unpack_q4_k_x8_block(blk, row % X8_ROWS).to_vec(),
+                        _ => unpack_q6_k_x8_block(blk, row % X8_ROWS).to_vec(),
+                    };
+                    let want = &w[row * rb + i * bb..row * rb + (i + 1) * bb];
+                    assert_eq!(&got[..], want, "{ty} row {row} block {i}");
+                }
+            }
+            assert_eq!(&p[groups * nb * xb..], &w[groups * X8_ROWS * rb..]);
+        }
+    }
+    assert!(
+        repack(Q8_0, 8, 256, &[0u8; 8 * 34]).is_none(),
+        "no interleaved Q8_0 layout"
+    );
 }
 
 /// The AVX-512 VNNI panels of the signed legacy formats give the bits of the AVX2 dot products
@@ -213,7 +300,8 @@ fn legacy_vnni_panels_equal_avx2_dots_bitwise() {
                 let seed = (rows * 7 + batch) as u64;
                 let want = |wr: &[u8], ac: &[u8], _| avx2.vec_dot(ty, n, wr, ac);
                 let shape = (rows, batch);
-                assert_matmul_bits(k, ty, n, shape, threads, Arith::Prompt, seed, want, "vnni");
+                let mode = (Arith::Prompt, Layout::RowMajor);
+                assert_matmul_bits(k, ty, n, shape, threads, mode, seed, want, "vnni");
             }
         }
     }
@@ -240,12 +328,7 @@ fn matmul_many_equals_separate_calls() {
         for threads in [1, 2] {
             let pool = ThreadPool::new(threads);
             let mats: Vec<QMatrix> = (0..3)
-                .map(|i| QMatrix {
-                    ty: types[i],
-                    rows: rows[i],
-                    cols: n,
-                    data: &ws[i],
-                })
+                .map(|i| QMatrix::new(types[i], rows[i], n, &ws[i]))
                 .collect();
             let mut ys: Vec<Vec<f32>> = rows.iter().map(|&r| vec![f32::NAN; r * batch]).collect();
             {

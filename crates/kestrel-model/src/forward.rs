@@ -218,10 +218,8 @@ pub(crate) fn embed_rows(c: &Ctx, sc: &mut Scratch, tokens: &[u32]) {
     let d = c.d;
     let e = d.hp.n_embd;
     let emb = d.tok_embd.view(c.g);
-    let rb = d.tok_embd.row_bytes();
     for (i, &t) in tokens.iter().enumerate() {
-        let row = &emb.data[t as usize * rb..(t as usize + 1) * rb];
-        kestrel_kernels::dequantize_row(emb.ty, row, &mut sc.x[i * e..(i + 1) * e]);
+        emb.dequantize_row(t as usize, &mut sc.x[i * e..(i + 1) * e]);
         if d.embd_scale != 1.0 {
             ops::scale_inplace(&mut sc.x[i * e..(i + 1) * e], d.embd_scale);
         }

@@ -7,6 +7,7 @@ use crate::forward::{forward_ubatch, Ctx, StageInput, StageOutput};
 use crate::hparams::Hparams;
 use crate::observer::MatmulObserver;
 use crate::registry;
+use crate::repack::{LoadOptions, RepackStats};
 use crate::session::Session;
 use crate::weights::Loader;
 use kestrel_gguf::GgufFile;
@@ -17,20 +18,34 @@ use std::sync::Arc;
 pub struct Model {
     pub gguf: Arc<GgufFile>,
     pub dec: Decoder,
+    /// What load-time repacking did (all zero when it was off).
+    pub repack: RepackStats,
 }
 
 impl Model {
+    /// Maps and loads a GGUF file with the default [`LoadOptions`].
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         Model::from_gguf(Arc::new(GgufFile::open(path)?))
     }
 
     pub fn from_gguf(gguf: Arc<GgufFile>) -> Result<Model> {
+        Model::from_gguf_with(gguf, LoadOptions::default())
+    }
+
+    /// [`Model::from_gguf`] with explicit options. Tools that change tensors in the file's
+    /// bytes after loading must not repack (the copies would not see the change).
+    pub fn from_gguf_with(gguf: Arc<GgufFile>, opts: LoadOptions) -> Result<Model> {
         // An unknown architecture is named before its hyperparameters are read: they may not
         // follow the keys this crate knows.
         let load = registry::find(gguf.architecture()?)?;
         let hp = Hparams::from_gguf(&gguf)?;
-        let dec = load(&Loader { g: &gguf }, hp)?;
-        Ok(Model { gguf, dec })
+        let mut dec = load(&Loader { g: &gguf }, hp)?;
+        let repack = if opts.repack {
+            crate::repack::repack_decoder(&gguf, &mut dec)
+        } else {
+            RepackStats::default()
+        };
+        Ok(Model { gguf, dec, repack })
     }
 
     pub fn hparams(&self) -> &Hparams {

@@ -3,7 +3,11 @@
 
 use crate::error::{ModelError, Result};
 use kestrel_gguf::{GgmlType, GgufFile};
-use kestrel_kernels::QMatrix;
+use kestrel_kernels::{Layout, QMatrix};
+use std::sync::Arc;
+
+/// Bytes of file rows repacked between two releases of their pages.
+const CHUNK_BYTES: usize = 4 << 20;
 
 /// A 2-D weight: `rows` output features, each a row of `cols` elements of type `ty`, at
 /// `offset..offset+size` in the file.
@@ -15,16 +19,70 @@ pub struct Matrix {
     pub cols: usize,
     offset: usize,
     size: usize,
+    /// The interleaved copy made at load ([`Matrix::repack`]), which the matmuls then read
+    /// instead of the file's bytes.
+    packed: Option<Arc<Vec<u8>>>,
 }
 
 impl Matrix {
-    pub fn view<'a>(&self, g: &'a GgufFile) -> QMatrix<'a> {
-        QMatrix {
-            ty: self.ty,
-            rows: self.rows,
-            cols: self.cols,
-            data: &g.bytes()[self.offset..self.offset + self.size],
+    pub fn view<'a>(&'a self, g: &'a GgufFile) -> QMatrix<'a> {
+        match &self.packed {
+            Some(p) => QMatrix {
+                ty: self.ty,
+                rows: self.rows,
+                cols: self.cols,
+                data: p,
+                layout: Layout::X8,
+            },
+            None => QMatrix::new(
+                self.ty,
+                self.rows,
+                self.cols,
+                &g.bytes()[self.offset..self.offset + self.size],
+            ),
         }
+    }
+
+    /// Whether the matmuls read an interleaved copy.
+    pub fn is_repacked(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// Makes the interleaved copy where the type has that layout (Q4_K, Q6_K), and lets the
+    /// file's pages go; returns the bytes of the copy (0 where nothing was packed). Every
+    /// reader of a matrix goes through [`Matrix::view`], which then gives the copy.
+    pub fn repack(&mut self, g: &GgufFile) -> usize {
+        if self.packed.is_some() {
+            return 0;
+        }
+        if !kestrel_kernels::can_repack(self.ty, self.rows, self.cols) {
+            return 0;
+        }
+        // A few MiB of rows at a time, each chunk's file pages released once it is copied:
+        // the resident set never holds both copies of a large matrix (an embedding table).
+        let rb = self.row_bytes();
+        let chunk = (CHUNK_BYTES / rb).max(8) / 8 * 8;
+        let size = |rows: usize| kestrel_kernels::repacked_size(self.ty, rows, self.cols);
+        let mut p = vec![0u8; size(self.rows)];
+        let (mut r0, mut d0) = (0, 0);
+        while r0 < self.rows {
+            // The last chunk takes the rows past the last whole group too.
+            let n = if self.rows - r0 < 2 * chunk {
+                self.rows - r0
+            } else {
+                chunk
+            };
+            let src = &g.bytes()[self.offset + r0 * rb..self.offset + (r0 + n) * rb];
+            let dn = size(n);
+            kestrel_kernels::repack_into(self.ty, n, self.cols, src, &mut p[d0..d0 + dn]);
+            g.release(self.offset + r0 * rb, n * rb);
+            r0 += n;
+            d0 += dn;
+        }
+        let n = p.len();
+        // Moved, not copied (an `Arc<[u8]>` would copy, holding both for a moment).
+        self.packed = Some(Arc::new(p));
+        n
     }
     pub fn row_bytes(&self) -> usize {
         self.size / self.rows
@@ -39,6 +97,8 @@ impl Matrix {
             cols: self.cols,
             offset: self.offset + r0 * rb,
             size: n * rb,
+            // Slices are taken at load, before any repacking; a slice reads the file.
+            packed: None,
         }
     }
 }
@@ -112,6 +172,7 @@ impl<'a> Loader<'a> {
             cols,
             offset: t.offset as usize,
             size: t.size,
+            packed: None,
         })
     }
 

@@ -44,6 +44,7 @@ fn check_matmul(tensor: &str, input: &str, output: &str, exact: bool) {
         rows: t.dims[1] as usize,
         cols: t.dims[0] as usize,
         data: g.tensor_data(t),
+        layout: kestrel_kernels::Layout::RowMajor,
     };
     let x = fixture(input);
     let want = fixture(output);

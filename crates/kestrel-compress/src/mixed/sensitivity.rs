@@ -162,7 +162,9 @@ impl Scratch {
     pub fn new(engine: &Engine, c: &Chunks) -> Result<Scratch> {
         let g = &engine.model.gguf;
         let copy = GgufFile::from_bytes(g.bytes().to_vec())?;
-        let model = Model::from_gguf(Arc::new(copy))?;
+        // Tensors are swapped in the copy's bytes: no repacked copies that would miss that.
+        let opts = kestrel_model::LoadOptions { repack: false };
+        let model = Model::from_gguf_with(Arc::new(copy), opts)?;
         let base = base_run(&model, engine, c)?;
         Ok(Scratch { model, base })
     }

@@ -239,6 +239,23 @@ pub(crate) fn unpack_q6_k(b: &[u8], q: &mut [i8; QK_K]) -> [i8; 16] {
     sc
 }
 
+/// The inverse of [`unpack_q6_k`]'s quants: 6-bit values `q` (0..64, element order) into a
+/// block's `ql` and `qh` bytes (`b[..192]`).
+pub(crate) fn pack_q6_k_quants(q: &[u8; QK_K], b: &mut [u8]) {
+    for half in 0..2 {
+        let e = &q[128 * half..128 * half + 128];
+        for l in 0..32 {
+            let ql = off::Q6_QL + 64 * half;
+            b[ql + l] = (e[l] & 0x0f) | ((e[l + 64] & 0x0f) << 4);
+            b[ql + l + 32] = (e[l + 32] & 0x0f) | ((e[l + 96] & 0x0f) << 4);
+            b[off::Q6_QH + 32 * half + l] = (e[l] >> 4)
+                | ((e[l + 32] >> 4) << 2)
+                | ((e[l + 64] >> 4) << 4)
+                | ((e[l + 96] >> 4) << 6);
+        }
+    }
+}
+
 #[inline(always)]
 fn q8_qs(a: &[u8]) -> &[i8] {
     let s = &a[off::Q8_QS..off::Q8_QS + QK_K];
@@ -546,10 +563,31 @@ fn q4_k_slice_sums(b: &[u8], y: &[u8], c: usize) -> (i32, i32) {
 /// GEMV, [`vec_dot_q4_k`]) or once per 64-element slice (true: its GEMM,
 /// [`vec_dot_q4_k_prompt`]), each into `acc` and `acc_min` by FMA.
 fn q4_k_dot(n: usize, w: &[u8], a: &[u8], per_slice: bool, what: &str) -> f32 {
-    let nb = check_dot(n, w, Q4_K_BLOCK_BYTES, a, what);
+    check_dot(n, w, Q4_K_BLOCK_BYTES, a, what);
+    let block = |i: usize| -> [u8; Q4_K_BLOCK_BYTES] {
+        w[i * Q4_K_BLOCK_BYTES..(i + 1) * Q4_K_BLOCK_BYTES]
+            .try_into()
+            .unwrap()
+    };
+    q4_k_dot_blocks(n, block, a, per_slice)
+}
+
+/// [`q4_k_dot`] with block `i` of the weight row given by `block(i)` (a repacked row).
+pub(crate) fn q4_k_dot_blocks(
+    n: usize,
+    block: impl Fn(usize) -> [u8; Q4_K_BLOCK_BYTES],
+    a: &[u8],
+    per_slice: bool,
+) -> f32 {
+    let nb = n / QK_K;
+    assert!(
+        a.len() >= nb * Q8_K_BLOCK_BYTES,
+        "q4_k dot: activation row too short"
+    );
     let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
     for i in 0..nb {
-        let b = &w[i * Q4_K_BLOCK_BYTES..(i + 1) * Q4_K_BLOCK_BYTES];
+        let blk = block(i);
+        let b = &blk[..];
         let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
         let dy = f32_at(y, off::Q8_D);
         let d = f16_at(b, off::Q4_D) * dy;
@@ -629,11 +667,31 @@ pub fn vec_dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// (the arithmetic of llama.cpp's tiled K-quant matmul). Every SIMD kernel computes exactly
 /// these steps (bit-identical).
 pub fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = check_dot(n, w, Q6_K_BLOCK_BYTES, a, "vec_dot_q6_k");
+    check_dot(n, w, Q6_K_BLOCK_BYTES, a, "vec_dot_q6_k");
+    let block = |i: usize| -> [u8; Q6_K_BLOCK_BYTES] {
+        w[i * Q6_K_BLOCK_BYTES..(i + 1) * Q6_K_BLOCK_BYTES]
+            .try_into()
+            .unwrap()
+    };
+    q6_k_dot_blocks(n, block, a)
+}
+
+/// [`vec_dot_q6_k`] with block `i` of the weight row given by `block(i)` (a repacked row).
+pub(crate) fn q6_k_dot_blocks(
+    n: usize,
+    block: impl Fn(usize) -> [u8; Q6_K_BLOCK_BYTES],
+    a: &[u8],
+) -> f32 {
+    let nb = n / QK_K;
+    assert!(
+        a.len() >= nb * Q8_K_BLOCK_BYTES,
+        "q6_k dot: activation row too short"
+    );
     let mut q = [0i8; QK_K];
     let mut acc = 0.0f32;
     for i in 0..nb {
-        let b = &w[i * Q6_K_BLOCK_BYTES..(i + 1) * Q6_K_BLOCK_BYTES];
+        let blk = block(i);
+        let b = &blk[..];
         let y = &a[i * Q8_K_BLOCK_BYTES..(i + 1) * Q8_K_BLOCK_BYTES];
         let sc = unpack_q6_k(b, &mut q);
         let yq = q8_qs(y);
@@ -798,7 +856,7 @@ fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
 
 /// Packs 8 (scale, min) 6-bit pairs into the 12-byte Q4_K/Q5_K layout; the
 /// inverse of [`scale_min_k4`].
-fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], s: &mut [u8]) {
+pub(crate) fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], s: &mut [u8]) {
     s[..12].fill(0);
     for j in 0..8 {
         if j < 4 {

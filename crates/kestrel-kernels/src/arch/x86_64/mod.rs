@@ -8,6 +8,7 @@ use std::arch::x86_64::*;
 pub mod act;
 pub mod attn;
 pub mod kq_panel;
+pub mod kq_x8;
 pub mod kquants;
 pub mod legacy;
 pub mod legacy_tile;

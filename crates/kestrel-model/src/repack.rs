@@ -1,0 +1,105 @@
+//! Load-time repacking of the weight matrices into the kernels' interleaved layout
+//! (`kestrel_kernels::repack`): 8 rows per stream, which decode and prompt kernels read with
+//! shared activation loads and outputs in the lanes. The results are bit-identical to the
+//! file's layout; the copy replaces the file's pages in memory (they are released).
+
+use crate::decoder::Decoder;
+use kestrel_gguf::GgufFile;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
+
+/// How a model is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Repack the matrices that have an interleaved layout (Q4_K). On by default; off with
+    /// `KESTREL_NO_REPACK=1` or [`set_repack_default`] (the CLI's `--no-repack`).
+    pub repack: bool,
+}
+
+/// 0: not set (read `KESTREL_NO_REPACK`), 1: off, 2: on.
+static REPACK_DEFAULT: AtomicU8 = AtomicU8::new(0);
+
+/// Sets whether [`LoadOptions::default`] repacks, for every later load in this process.
+pub fn set_repack_default(on: bool) {
+    REPACK_DEFAULT.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        let repack = match REPACK_DEFAULT.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => !std::env::var("KESTREL_NO_REPACK").is_ok_and(|v| !v.is_empty() && v != "0"),
+        };
+        LoadOptions { repack }
+    }
+}
+
+/// What repacking did at load.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RepackStats {
+    pub matrices: usize,
+    /// Bytes of the interleaved copies (resident instead of the file's pages).
+    pub bytes: usize,
+    pub seconds: f64,
+}
+
+/// Repacks every weight matrix of `d`: the layers' linear weights, the output head and the
+/// embedding table (its rows are looked up from either layout; a tied head shares its copy).
+/// Spread over the machine's cores; each matrix is one job.
+pub(crate) fn repack_decoder(g: &GgufFile, d: &mut Decoder) -> RepackStats {
+    let t0 = Instant::now();
+    let tied = d.output.name == d.tok_embd.name;
+    let mut mats: Vec<&mut crate::weights::Matrix> = Vec::new();
+    for l in d.layers.iter_mut() {
+        for lin in [
+            &mut l.wq,
+            &mut l.wk,
+            &mut l.wv,
+            &mut l.wo,
+            &mut l.gate,
+            &mut l.up,
+            &mut l.down,
+        ] {
+            mats.push(&mut lin.w);
+            if let Some(a) = lin.a.as_mut() {
+                mats.push(a);
+            }
+        }
+    }
+    mats.push(&mut d.tok_embd);
+    if !tied {
+        mats.push(&mut d.output);
+    }
+    mats.retain(|m| kestrel_kernels::has_x8_layout(m.ty));
+    let nt = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(mats.len().max(1));
+    let per = mats.len().div_ceil(nt).max(1);
+    let bytes: usize = std::thread::scope(|s| {
+        let jobs: Vec<_> = mats
+            .chunks_mut(per)
+            .map(|chunk| s.spawn(move || chunk.iter_mut().map(|m| m.repack(g)).sum::<usize>()))
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().expect("repack thread panicked"))
+            .sum()
+    });
+    if tied {
+        d.output = d.tok_embd.clone();
+    }
+    let matrices = d
+        .layers
+        .iter()
+        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+        .flat_map(|lin| std::iter::once(&lin.w).chain(lin.a.as_ref()))
+        .chain(std::iter::once(&d.tok_embd))
+        .chain((!tied).then_some(&d.output))
+        .filter(|m| m.is_repacked())
+        .count();
+    RepackStats {
+        matrices,
+        bytes,
+        seconds: t0.elapsed().as_secs_f64(),
+    }
+}
