@@ -141,6 +141,10 @@ def kestrel_round(exe, model, threads, p, n, depth=0):
         res["ttft_ms"] = j["ttft_ms"]
     if n > 0:
         res["decode_tps"] = j["decode_tps"]
+    # kestrel alone: decode's share of the measured memory read speed, and load time.
+    for key in ("decode_bw_fraction", "mem_read_bytes_per_s", "load_ms"):
+        if key in j and (n > 0 or key == "load_ms"):
+            res[key] = j[key]
     if n > 0 and depth > 0:
         out, _ = run_measured(common + ["-p", "0", "-n", str(n), "-d", str(depth)])
         res["decode_depth_tps"] = json.loads(out.splitlines()[-1])["decode_tps"]
@@ -150,6 +154,10 @@ def kestrel_round(exe, model, threads, p, n, depth=0):
 FIGURES = [("prefill_tps", "prefill tok/s", True), ("decode_tps", "decode tok/s", True),
            ("decode_depth_tps", "decode tok/s at depth", True),
            ("ttft_ms", "time to first token, ms", False), ("peak_rss_bytes", "peak RSS, MiB", False)]
+
+
+# Figures only kestrel bench reports (medians over the rounds, in each row as kestrel_KEY).
+KESTREL_ONLY = ["decode_bw_fraction", "mem_read_bytes_per_s", "load_ms"]
 
 
 def main():
@@ -201,6 +209,10 @@ def main():
             row = {"model": model.name, "threads": t, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
                    "depth": a.depth, "rounds": a.rounds, "cpu": cpu,
                    "kestrel_isa": ks[-1].get("isa")}
+            for key in KESTREL_ONLY:
+                kv = [x[key] for x in ks if key in x]
+                if kv:
+                    row["kestrel_" + key] = statistics.median(kv)
             for key, _, _ in FIGURES:
                 kv = [x[key] for x in ks if key in x]
                 lv = [x[key] for x in ls if key in x]
@@ -228,6 +240,15 @@ def main():
                 scale = 1 / 2**20 if key == "peak_rss_bytes" else 1
                 print(f"| {row['model']} | {row['threads']} | {row['kestrel_isa'] or '?'} | {label} "
                       f"| {v['kestrel'] * scale:.1f} | {v['llama_cpp'] * scale:.1f} | {v['ratio']:.2f} |")
+        print("\nkestrel alone: decode's share of the memory read speed measured in the same "
+              "process (the weights and KV cache one decode step reads, times tok/s), and load time.\n")
+        print("| model | threads | read speed, GB/s | decode, % of it | load ms |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for row in rows:
+            bw, frac = row.get("kestrel_mem_read_bytes_per_s"), row.get("kestrel_decode_bw_fraction")
+            load = row.get("kestrel_load_ms")
+            print(f"| {row['model']} | {row['threads']} | {bw / 1e9 if bw else float('nan'):.1f} "
+                  f"| {100 * frac if frac else float('nan'):.0f} | {load or float('nan'):.0f} |")
     log(f"done at {time.strftime('%Y-%m-%d %H:%M:%S')}")
 
 

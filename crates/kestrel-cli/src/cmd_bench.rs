@@ -132,6 +132,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let (size, params) = model_size(&model);
         for &t in &threads {
             let pool = ThreadPool::new(t);
+            // Memory read speed with these threads, over the weights decode reads.
+            let bw = bench::read_bandwidth(&model, &pool);
             for &(nd, np) in &depth_prompt {
                 for &ng in &a.n_gen {
                     let cfg = BenchConfig {
@@ -155,6 +157,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                         eprint!("\r\x1b[2K");
                     }
                     let rss = bench::peak_rss_bytes();
+                    // Decode's share of that speed, at its context depth.
+                    let per_tok = bench::decode_bytes_per_token(&model, nd + np + ng / 2);
+                    let bw_frac = r.decode_tps.median * per_tok as f64 / bw;
                     if a.json {
                         let st = |s: &Stat| serde_json::json!({"median": s.median, "min": s.min, "max": s.max, "stddev": s.stddev});
                         let v = serde_json::json!({
@@ -178,6 +183,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                             "ttft": st(&r.ttft_ms),
                             "isa": kestrel_kernels::kernels().isa(),
                             "load_ms": load_ms,
+                            "mem_read_bytes_per_s": bw,
+                            "decode_bytes_per_token": per_tok,
+                            "decode_bw_fraction": bw_frac,
                             "repacked_matrices": rp.matrices,
                             "repacked_bytes": rp.bytes,
                             "repack_ms": rp.seconds * 1e3,
@@ -215,6 +223,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                                 "{head} tg{ng}{at} | {} | | {rss} |",
                                 cell(&r.decode_tps)
                             )?;
+                            eprintln!(
+                                "  decode reads {}/token: {}/s, {:.0}% of the {}/s this machine reads with {t} threads",
+                                human_bytes(per_tok),
+                                human_bytes((r.decode_tps.median * per_tok as f64) as u64),
+                                100.0 * bw_frac,
+                                human_bytes(bw as u64)
+                            );
                         }
                     }
                     out.flush()?;

@@ -209,6 +209,69 @@ pub fn run(
     })
 }
 
+/// The weight bytes one decode step reads: every matrix of the layers and the output head, in
+/// the layout the matmuls use (the embedding table only for one row, so not counted unless it
+/// is the tied head), plus the f16 KV cache of `ctx` positions.
+pub fn decode_bytes_per_token(model: &Model, ctx: usize) -> u64 {
+    let mut bytes: u64 = weight_slices(model).iter().map(|s| s.len() as u64).sum();
+    let hp = &model.dec.hp;
+    bytes += (hp.n_layer * (hp.n_embd_k() + hp.n_embd_v()) * 2 * ctx) as u64;
+    bytes
+}
+
+/// The matrices one decode step reads, as byte slices (see [`decode_bytes_per_token`]).
+fn weight_slices(model: &Model) -> Vec<&[u8]> {
+    let (g, d) = (&*model.gguf, &model.dec);
+    let mut v = Vec::new();
+    for l in &d.layers {
+        for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down] {
+            v.push(lin.w.view(g).data);
+            if let Some(a) = &lin.a {
+                v.push(a.view(g).data);
+            }
+        }
+    }
+    v.push(d.output.view(g).data);
+    v
+}
+
+/// Read bandwidth of this machine with `pool`'s threads, in bytes per second: each thread sums
+/// its share of the model's weights (what decode reads, already resident), best of 3 passes.
+/// Decode tok/s times [`decode_bytes_per_token`] over this is how close decode runs to memory
+/// speed.
+pub fn read_bandwidth(model: &Model, pool: &ThreadPool) -> f64 {
+    let slices = weight_slices(model);
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let sink = std::sync::atomic::AtomicU64::new(0);
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        pool.run(&|tid, nt| {
+            let mut acc = [0u64; 4];
+            for s in &slices {
+                let (lo, hi) = (
+                    s.len() * tid / nt / 32 * 32,
+                    s.len() * (tid + 1) / nt / 32 * 32,
+                );
+                for c in s[lo..hi].chunks_exact(32) {
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let w = u64::from_le_bytes(c[8 * k..8 * k + 8].try_into().unwrap());
+                        *a = a.wrapping_add(w);
+                    }
+                }
+            }
+            // Keeps the sums (so the reads) from being optimized away.
+            sink.fetch_add(
+                acc.iter().fold(0, |x, &y| x ^ y),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(sink.load(std::sync::atomic::Ordering::Relaxed));
+    total as f64 / best
+}
+
 /// The process's peak resident set so far (VmHWM), where the OS reports it.
 pub fn peak_rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -9,9 +9,10 @@ fn f32_at(b: &[u8], i: usize) -> f32 {
     f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
 }
 
+/// Element `i` of an f16 array.
 #[inline(always)]
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])).to_f32()
+fn f16_el(b: &[u8], i: usize) -> f32 {
+    super::f16_at(b, 2 * i)
 }
 
 #[inline(always)]
@@ -39,7 +40,7 @@ pub fn dequantize_row_f32(src: &[u8], dst: &mut [f32]) {
 pub fn dequantize_row_f16(src: &[u8], dst: &mut [f32]) {
     assert!(src.len() >= 2 * dst.len());
     for (i, o) in dst.iter_mut().enumerate() {
-        *o = f16_at(src, i);
+        *o = f16_el(src, i);
     }
 }
 
@@ -89,7 +90,7 @@ pub fn vec_dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
     assert!(w.len() >= 2 * n && a.len() >= 4 * n);
     let mut s = 0.0f64;
     for i in 0..n {
-        s += (f16_at(w, i) * f32_at(a, i)) as f64;
+        s += (f16_el(w, i) * f32_at(a, i)) as f64;
     }
     s as f32
 }

@@ -44,7 +44,7 @@ pub fn dequantize_row_q4_0(src: &[u8], dst: &mut [f32]) {
     let nb = blocks(dst.len());
     assert!(src.len() >= nb * Q4_0_BYTES);
     for (b, y) in src.chunks_exact(Q4_0_BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let d = f16_at(b);
+        let d = f16_at(b, 0);
         for j in 0..16 {
             let q = b[2 + j];
             y[j] = ((q & 0xF) as i32 - 8) as f32 * d;
@@ -57,8 +57,8 @@ pub fn dequantize_row_q4_1(src: &[u8], dst: &mut [f32]) {
     let nb = blocks(dst.len());
     assert!(src.len() >= nb * Q4_1_BYTES);
     for (b, y) in src.chunks_exact(Q4_1_BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let d = f16_at(b);
-        let m = f16_at(&b[2..]);
+        let d = f16_at(b, 0);
+        let m = f16_at(b, 2);
         for j in 0..16 {
             let q = b[4 + j];
             y[j] = (q & 0xF) as f32 * d + m;
@@ -71,7 +71,7 @@ pub fn dequantize_row_q5_0(src: &[u8], dst: &mut [f32]) {
     let nb = blocks(dst.len());
     assert!(src.len() >= nb * Q5_0_BYTES);
     for (b, y) in src.chunks_exact(Q5_0_BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let d = f16_at(b);
+        let d = f16_at(b, 0);
         let qh = u32_at(&b[2..]);
         for j in 0..16 {
             let q = b[6 + j];
@@ -87,8 +87,8 @@ pub fn dequantize_row_q5_1(src: &[u8], dst: &mut [f32]) {
     let nb = blocks(dst.len());
     assert!(src.len() >= nb * Q5_1_BYTES);
     for (b, y) in src.chunks_exact(Q5_1_BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let d = f16_at(b);
-        let m = f16_at(&b[2..]);
+        let d = f16_at(b, 0);
+        let m = f16_at(b, 2);
         let qh = u32_at(&b[4..]);
         for j in 0..16 {
             let q = b[8 + j];
@@ -104,7 +104,7 @@ pub fn dequantize_row_q8_0(src: &[u8], dst: &mut [f32]) {
     let nb = blocks(dst.len());
     assert!(src.len() >= nb * Q8_0_BYTES);
     for (b, y) in src.chunks_exact(Q8_0_BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let d = f16_at(b);
+        let d = f16_at(b, 0);
         for j in 0..QK {
             y[j] = (b[2 + j] as i8) as f32 * d;
         }
@@ -115,7 +115,7 @@ pub fn dequantize_row_q8_1(src: &[u8], dst: &mut [f32]) {
     let nb = blocks(dst.len());
     assert!(src.len() >= nb * Q8_1_BYTES);
     for (b, y) in src.chunks_exact(Q8_1_BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let d = f16_at(b);
+        let d = f16_at(b, 0);
         for j in 0..QK {
             y[j] = (b[4 + j] as i8) as f32 * d;
         }
@@ -169,7 +169,7 @@ pub fn quantize_row_q4_0(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q4_0_BYTES)) {
         let d = signed_absmax(x) / -8.0;
         let id = inv(d);
-        put_f16(b, d);
+        put_f16(b, 0, d);
         for j in 0..16 {
             let q0 = ((x[j] * id + 8.5) as i32).min(15) as u8;
             let q1 = ((x[j + 16] * id + 8.5) as i32).min(15) as u8;
@@ -185,8 +185,8 @@ pub fn quantize_row_q4_1(src: &[f32], dst: &mut [u8]) {
         let (min, max) = min_max(x);
         let d = (max - min) / 15.0;
         let id = inv(d);
-        put_f16(b, d);
-        put_f16(&mut b[2..], min);
+        put_f16(b, 0, d);
+        put_f16(b, 2, min);
         for j in 0..16 {
             let q0 = (((x[j] - min) * id + 0.5) as i32).min(15) as u8;
             let q1 = (((x[j + 16] - min) * id + 0.5) as i32).min(15) as u8;
@@ -201,7 +201,7 @@ pub fn quantize_row_q5_0(src: &[f32], dst: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q5_0_BYTES)) {
         let d = signed_absmax(x) / -16.0;
         let id = inv(d);
-        put_f16(b, d);
+        put_f16(b, 0, d);
         let mut qh = 0u32;
         for j in 0..16 {
             let q0 = ((x[j] * id + 16.5) as i32).min(31) as u32;
@@ -221,8 +221,8 @@ pub fn quantize_row_q5_1(src: &[f32], dst: &mut [u8]) {
         let (min, max) = min_max(x);
         let d = (max - min) / 31.0;
         let id = inv(d);
-        put_f16(b, d);
-        put_f16(&mut b[2..], min);
+        put_f16(b, 0, d);
+        put_f16(b, 2, min);
         let mut qh = 0u32;
         for j in 0..16 {
             let q0 = (((x[j] - min) * id + 0.5) as i32).min(31) as u32;
@@ -243,7 +243,7 @@ pub fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = inv(d);
-        put_f16(b, d);
+        put_f16(b, 0, d);
         for j in 0..QK {
             b[2 + j] = ((x[j] * id).round() as i8) as u8;
         }
@@ -264,8 +264,8 @@ pub fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
             sum += q;
             b[4 + j] = (q as i8) as u8;
         }
-        put_f16(b, d);
-        put_f16(&mut b[2..], sum as f32 * d);
+        put_f16(b, 0, d);
+        put_f16(b, 2, sum as f32 * d);
     }
 }
 
@@ -277,7 +277,7 @@ pub fn quantize_act_q8_0(src: &[f32], dst: &mut [u8]) {
     assert!(dst.len() >= nb * Q8_0_BYTES);
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_0_BYTES)) {
         let (d, _) = act_block(x, &mut b[2..2 + QK]);
-        put_f16(b, d);
+        put_f16(b, 0, d);
     }
 }
 
@@ -288,8 +288,8 @@ pub fn quantize_act_q8_1(src: &[f32], dst: &mut [u8]) {
     assert!(dst.len() >= nb * Q8_1_BYTES);
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_1_BYTES)) {
         let (d, sum) = act_block(x, &mut b[4..4 + QK]);
-        put_f16(b, d);
-        put_f16(&mut b[2..], d * sum as f32);
+        put_f16(b, 0, d);
+        put_f16(b, 2, d * sum as f32);
     }
 }
 
@@ -326,7 +326,7 @@ pub fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             sumi += ((q & 0xF) as i32 - 8) * (y[2 + j] as i8) as i32;
             sumi += ((q >> 4) as i32 - 8) * (y[2 + j + 16] as i8) as i32;
         }
-        sumf += sumi as f32 * f16_at(x) * f16_at(y);
+        sumf += sumi as f32 * f16_at(x, 0) * f16_at(y, 0);
     }
     sumf
 }
@@ -347,7 +347,7 @@ pub fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
             sumi += (q & 0xF) as i32 * (y[4 + j] as i8) as i32;
             sumi += (q >> 4) as i32 * (y[4 + j + 16] as i8) as i32;
         }
-        sumf += (f16_at(x) * f16_at(y)) * sumi as f32 + f16_at(&x[2..]) * f16_at(&y[2..]);
+        sumf += (f16_at(x, 0) * f16_at(y, 0)) * sumi as f32 + f16_at(x, 2) * f16_at(y, 2);
     }
     sumf
 }
@@ -370,7 +370,7 @@ pub fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let q1 = ((q >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32 - 16;
             sumi += q0 * (y[2 + j] as i8) as i32 + q1 * (y[2 + j + 16] as i8) as i32;
         }
-        sumf += sumi as f32 * f16_at(x) * f16_at(y);
+        sumf += sumi as f32 * f16_at(x, 0) * f16_at(y, 0);
     }
     sumf
 }
@@ -393,7 +393,7 @@ pub fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let q1 = ((q >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32;
             sumi += q0 * (y[4 + j] as i8) as i32 + q1 * (y[4 + j + 16] as i8) as i32;
         }
-        sumf += (f16_at(x) * f16_at(y)) * sumi as f32 + f16_at(&x[2..]) * f16_at(&y[2..]);
+        sumf += (f16_at(x, 0) * f16_at(y, 0)) * sumi as f32 + f16_at(x, 2) * f16_at(y, 2);
     }
     sumf
 }
@@ -412,7 +412,7 @@ pub fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
         for j in 0..QK {
             sumi += (x[2 + j] as i8) as i32 * (y[2 + j] as i8) as i32;
         }
-        sumf += sumi as f32 * (f16_at(x) * f16_at(y));
+        sumf += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
     }
     sumf
 }

@@ -10,16 +10,17 @@ pub mod repack;
 
 use half::f16;
 
-/// Read a little-endian IEEE half at `b[0..2]` as f32.
+/// The little-endian IEEE half at byte `o` of `b`, as f32 (every scalar format reads its f16
+/// scales through this one).
 #[inline(always)]
-pub(crate) fn f16_at(b: &[u8]) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+pub(crate) fn f16_at(b: &[u8], o: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[o], b[o + 1]])).to_f32()
 }
 
-/// Write `v` rounded to an IEEE half (round to nearest even, as ggml) at `b[0..2]`.
+/// Writes `v` rounded to an IEEE half (round to nearest even, as ggml) at byte `o` of `b`.
 #[inline(always)]
-pub(crate) fn put_f16(b: &mut [u8], v: f32) {
-    b[..2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+pub(crate) fn put_f16(b: &mut [u8], o: usize, v: f32) {
+    b[o..o + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
 }
 
 /// Puts the k-quant scalar kernels (from `kquants`, written separately) into the dispatch

@@ -64,43 +64,10 @@ macro_rules! x8_panels {
             ys: usize,
             slice_cols: usize,
         ) {
-            let nb = n / QK_K;
-            let groups = rows / X8_ROWS;
-            debug_assert!(r0 % X8_ROWS == 0 && r0 <= r1 && r1 <= rows);
-            debug_assert!(
-                w.len() >= crate::generic::repack::x8_size(crate::GgmlType::Q4_K, rows, n)
-            );
-            let (g0, g1) = (r0 / X8_ROWS, (r1 / X8_ROWS).min(groups));
-            let gb = nb * Q4_K_X8_BYTES;
-            let sc = slice_cols.min(cols);
-            if g0 < g1 {
-                let wg = w.as_ptr().add(g0 * gb);
-                let yg = y.add(g0 * X8_ROWS);
-                walk::<false, true>(nb, wg, gb, g1 - g0, a.as_ptr(), arb, sc, yg, ys);
-                let (a2, y2) = (a.as_ptr().add(sc * arb), yg.add(sc * ys));
-                walk::<false, false>(nb, wg, gb, g1 - g0, a2, arb, cols - sc, y2, ys);
-            }
-            // The rows past the last group stay row-major.
-            let t0 = r0.max(groups * X8_ROWS);
-            if t0 < r1 {
-                let rb = nb * Q4_K_BLOCK_BYTES;
-                let tail = &w[groups * gb + (t0 - groups * X8_ROWS) * rb..];
-                $rowmajor(
-                    n,
-                    tail,
-                    rb,
-                    r1 - t0,
-                    a,
-                    arb,
-                    cols,
-                    y.add(t0),
-                    ys,
-                    slice_cols,
-                );
-            }
+            panel::<false>(n, w, rows, r0, r1, a, arb, cols, y, ys, slice_cols)
         }
 
-        /// Rows `r0..r1` of a repacked Q6_K matrix times every column: see the module docs.
+        /// Rows `r0..r1` of a repacked Q6_K matrix times every column (Q6_K has one order).
         #[target_feature(enable = $feat)]
         pub unsafe fn panel_q6_k_x8(
             n: usize,
@@ -115,24 +82,61 @@ macro_rules! x8_panels {
             ys: usize,
             _slice_cols: usize,
         ) {
+            panel::<true>(n, w, rows, r0, r1, a, arb, cols, y, ys, 0)
+        }
+
+        /// Both panels (`Q6`: Q6_K, else Q4_K): the whole groups in `r0..r1` in tiles, the
+        /// first `slice_cols` columns in the prompt order; the rows past the last group stay
+        /// row-major and go to the row-major panel.
+        #[inline(always)]
+        unsafe fn panel<const Q6: bool>(
+            n: usize,
+            w: &[u8],
+            rows: usize,
+            r0: usize,
+            r1: usize,
+            a: &[u8],
+            arb: usize,
+            cols: usize,
+            y: *mut f32,
+            ys: usize,
+            slice_cols: usize,
+        ) {
+            let (ty, xb, bb) = if Q6 {
+                (crate::GgmlType::Q6_K, Q6_K_X8_BYTES, Q6_K_BLOCK_BYTES)
+            } else {
+                (crate::GgmlType::Q4_K, Q4_K_X8_BYTES, Q4_K_BLOCK_BYTES)
+            };
             let nb = n / QK_K;
             let groups = rows / X8_ROWS;
             debug_assert!(r0 % X8_ROWS == 0 && r0 <= r1 && r1 <= rows);
-            debug_assert!(
-                w.len() >= crate::generic::repack::x8_size(crate::GgmlType::Q6_K, rows, n)
-            );
+            debug_assert!(w.len() >= crate::generic::repack::x8_size(ty, rows, n));
             let (g0, g1) = (r0 / X8_ROWS, (r1 / X8_ROWS).min(groups));
-            let gb = nb * Q6_K_X8_BYTES;
+            let gb = nb * xb;
+            let sc = slice_cols.min(cols);
             if g0 < g1 {
-                let wg = w.as_ptr().add(g0 * gb);
-                let yg = y.add(g0 * X8_ROWS);
-                walk::<true, false>(nb, wg, gb, g1 - g0, a.as_ptr(), arb, cols, yg, ys);
+                let (wg, yg, ng) = (w.as_ptr().add(g0 * gb), y.add(g0 * X8_ROWS), g1 - g0);
+                walk::<Q6, true>(nb, wg, gb, ng, a.as_ptr(), arb, sc, yg, ys);
+                let (a2, y2) = (a.as_ptr().add(sc * arb), yg.add(sc * ys));
+                walk::<Q6, false>(nb, wg, gb, ng, a2, arb, cols - sc, y2, ys);
             }
             let t0 = r0.max(groups * X8_ROWS);
             if t0 < r1 {
-                let rb = nb * Q6_K_BLOCK_BYTES;
+                let rb = nb * bb;
                 let tail = &w[groups * gb + (t0 - groups * X8_ROWS) * rb..];
-                $rowmajor6(n, tail, rb, r1 - t0, a, arb, cols, y.add(t0), ys, 0);
+                let row_major: crate::dispatch::PanelFn = if Q6 { $rowmajor6 } else { $rowmajor };
+                row_major(
+                    n,
+                    tail,
+                    rb,
+                    r1 - t0,
+                    a,
+                    arb,
+                    cols,
+                    y.add(t0),
+                    ys,
+                    slice_cols,
+                );
             }
         }
 
