@@ -11,7 +11,7 @@ use std::time::Instant;
 /// How a model is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Repack the matrices that have an interleaved layout (Q4_K). On by default; off with
+    /// Repack the matrices that have an interleaved layout (Q4_K, Q6_K). On by default; off with
     /// `KESTREL_NO_REPACK=1` or [`set_repack_default`] (the CLI's `--no-repack`).
     pub repack: bool,
 }
@@ -46,7 +46,7 @@ pub struct RepackStats {
 
 /// Repacks every weight matrix of `d`: the layers' linear weights, the output head and the
 /// embedding table (its rows are looked up from either layout; a tied head shares its copy).
-/// Spread over the machine's cores; each matrix is one job.
+/// Spread over the machine's cores, each thread taking a contiguous share of the matrices.
 pub(crate) fn repack_decoder(g: &GgufFile, d: &mut Decoder) -> RepackStats {
     let t0 = Instant::now();
     let tied = d.output.name == d.tok_embd.name;
