@@ -18,7 +18,7 @@ pub struct ImatrixArgs {
     /// Output file (llama.cpp's GGUF imatrix format; must not exist)
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
-    /// Tokens per chunk
+    /// Context length in tokens: the text is evaluated in chunks of this many
     #[arg(short = 'c', long = "ctx", default_value_t = 512)]
     ctx: usize,
     /// Use at most this many chunks (0 = all)
@@ -38,7 +38,7 @@ pub fn run(a: ImatrixArgs) -> anyhow::Result<()> {
     let engine = ModelArgs {
         model: a.model.clone(),
         threads: a.threads,
-        ctx: a.ctx,
+        ctx: Some(a.ctx),
         batch: a.ctx,
     }
     .load()?;

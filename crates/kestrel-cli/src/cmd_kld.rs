@@ -18,7 +18,7 @@ pub struct KldArgs {
     /// Text file to score
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    /// Tokens per chunk
+    /// Context length in tokens: the text is scored in chunks of this many
     #[arg(short = 'c', long = "ctx", default_value_t = 512)]
     ctx: usize,
     /// Score at most this many chunks (0 = all)
@@ -37,7 +37,7 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
         ModelArgs {
             model: Some(p.clone()),
             threads: a.threads,
-            ctx: a.ctx,
+            ctx: Some(a.ctx),
             batch: a.ctx,
         }
         .load()

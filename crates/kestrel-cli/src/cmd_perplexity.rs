@@ -13,7 +13,7 @@ pub struct PerplexityArgs {
     /// Text file to score
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    /// Tokens per chunk
+    /// Context length in tokens: the text is scored in chunks of this many
     #[arg(short = 'c', long = "ctx", default_value_t = 512)]
     ctx: usize,
     /// Score at most this many chunks (0 = all)
@@ -31,7 +31,7 @@ pub fn run(a: PerplexityArgs) -> anyhow::Result<()> {
     let margs = ModelArgs {
         model: a.model.clone(),
         threads: a.threads,
-        ctx: a.ctx,
+        ctx: Some(a.ctx),
         batch: a.ctx,
     };
     let engine = margs.load()?;

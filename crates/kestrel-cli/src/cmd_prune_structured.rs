@@ -29,7 +29,7 @@ pub struct StructuredArgs {
     /// Calibration chunks to use (0 = all)
     #[arg(long = "chunks", default_value_t = 8)]
     pub chunks: usize,
-    /// Tokens per calibration chunk
+    /// Context length in tokens: calibration text is evaluated in chunks of this many
     #[arg(short = 'c', long = "ctx", default_value_t = 512)]
     pub ctx: usize,
     /// Threads [default: available cores]
@@ -65,7 +65,7 @@ fn calibration(
     let engine = ModelArgs {
         model: Some(input.to_path_buf()),
         threads: a.threads,
-        ctx: a.ctx,
+        ctx: Some(a.ctx),
         batch: a.ctx,
     }
     .load()?;

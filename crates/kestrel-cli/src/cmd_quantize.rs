@@ -49,7 +49,7 @@ pub struct QuantizeArgs {
     /// GPTQ: calibration chunks to use (0 = all)
     #[arg(long = "chunks", default_value_t = 16)]
     chunks: usize,
-    /// GPTQ: tokens per calibration chunk
+    /// GPTQ: context length in tokens; calibration text is evaluated in chunks of this many
     #[arg(short = 'c', long = "ctx", default_value_t = 512)]
     ctx: usize,
     /// GPTQ: damping, as a fraction of the mean Hessian diagonal
@@ -59,8 +59,8 @@ pub struct QuantizeArgs {
     #[arg(long = "pure")]
     pure: bool,
     /// Threads [default: available cores]
-    #[arg(short = 't', long = "threads", default_value_t = 0)]
-    threads: usize,
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
     /// Print a JSON summary
     #[arg(long = "json")]
     json: bool,
@@ -95,7 +95,8 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
             output: &a.output,
             imatrix: a.imatrix.as_ref(),
             calib: a.calib.as_ref(),
-            threads: a.threads,
+            // 0: the available cores.
+            threads: a.threads.unwrap_or(0),
             verbose: a.verbose,
         };
         let (r, ftype) = crate::cmd_quantize_budget::run(c, &a.budget, budget)?;
@@ -130,7 +131,7 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         method,
         pure: a.pure,
         imatrix: im.as_ref(),
-        threads: a.threads,
+        threads: a.threads.unwrap_or(0),
         hessians: hessians.as_ref(),
         damp: a.damp,
         types: None,
@@ -153,11 +154,11 @@ fn gptq_hessians(a: &QuantizeArgs, calib: &Path) -> anyhow::Result<Hessians> {
         "{} already exists; refusing to overwrite it (remove it first or pick another name)",
         a.output.display()
     );
-    let threads = (a.threads > 0).then_some(a.threads);
+    let threads = a.threads.filter(|&t| t > 0);
     let engine = ModelArgs {
         model: Some(a.input.clone()),
         threads,
-        ctx: a.ctx,
+        ctx: Some(a.ctx),
         batch: a.ctx,
     }
     .load()?;

@@ -73,7 +73,7 @@ pub fn run(c: Common, a: &BudgetArgs, budget: Budget) -> anyhow::Result<(Report,
     let engine = ModelArgs {
         model: Some(c.input.to_path_buf()),
         threads,
-        ctx: a.sens_ctx,
+        ctx: Some(a.sens_ctx),
         batch: a.sens_ctx,
     }
     .load()?;

@@ -88,9 +88,9 @@ pub struct ModelArgs {
     /// Threads for the forward pass [default: available cores]
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
-    /// Context length [default: min(training context, 4096)]
-    #[arg(short = 'c', long = "ctx", default_value_t = 0)]
-    pub ctx: usize,
+    /// Context length in tokens [default: min(training context, 4096)]
+    #[arg(short = 'c', long = "ctx")]
+    pub ctx: Option<usize>,
     /// Prompt tokens per forward micro-batch
     #[arg(short = 'b', long = "batch", default_value_t = 512)]
     pub batch: usize,
@@ -106,7 +106,8 @@ impl ModelArgs {
         }
         let path = models::resolve(self.model.as_deref())?;
         let cfg = EngineConfig {
-            n_ctx: self.ctx,
+            // 0 asks the engine for its default.
+            n_ctx: self.ctx.unwrap_or(0),
             n_batch: self.batch,
             n_threads: self.threads.unwrap_or_else(kestrel_engine::default_threads),
         };
