@@ -4,8 +4,10 @@
 //! file's layout; the copy replaces the file's pages in memory (they are released).
 
 use crate::decoder::Decoder;
+use crate::weights::Matrix;
 use kestrel_gguf::GgufFile;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// How a model is loaded.
@@ -46,11 +48,11 @@ pub struct RepackStats {
 
 /// Repacks every weight matrix of `d`: the layers' linear weights, the output head and the
 /// embedding table (its rows are looked up from either layout; a tied head shares its copy).
-/// Spread over the machine's cores, each thread taking a contiguous share of the matrices.
+/// Spread over the machine's cores, largest matrices first, each thread taking the next.
 pub(crate) fn repack_decoder(g: &GgufFile, d: &mut Decoder) -> RepackStats {
     let t0 = Instant::now();
     let tied = d.output.name == d.tok_embd.name;
-    let mut mats: Vec<&mut crate::weights::Matrix> = Vec::new();
+    let mut mats: Vec<&mut Matrix> = Vec::new();
     for l in d.layers.iter_mut() {
         for lin in [
             &mut l.wq,
@@ -72,16 +74,30 @@ pub(crate) fn repack_decoder(g: &GgufFile, d: &mut Decoder) -> RepackStats {
         mats.push(&mut d.output);
     }
     mats.retain(|m| kestrel_kernels::has_x8_layout(m.ty));
+    // Largest first, each thread taking the next matrix as it finishes one: the embedding
+    // table alone can be a quarter of the work.
+    mats.sort_by_key(|m| std::cmp::Reverse(m.row_bytes() * m.rows));
     let nt = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(mats.len().max(1));
-    let per = mats.len().div_ceil(nt).max(1);
+    let jobs: Vec<Mutex<&mut Matrix>> = mats.into_iter().map(Mutex::new).collect();
+    let next = AtomicUsize::new(0);
     let bytes: usize = std::thread::scope(|s| {
-        let jobs: Vec<_> = mats
-            .chunks_mut(per)
-            .map(|chunk| s.spawn(move || chunk.iter_mut().map(|m| m.repack(g)).sum::<usize>()))
+        let workers: Vec<_> = (0..nt)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = 0;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(m) = jobs.get(i) else { break done };
+                        // Each index is taken once, so the lock is never contended.
+                        done += m.lock().expect("repack job").repack(g);
+                    }
+                })
+            })
             .collect();
-        jobs.into_iter()
+        workers
+            .into_iter()
             .map(|j| j.join().expect("repack thread panicked"))
             .sum()
     });
