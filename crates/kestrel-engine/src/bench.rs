@@ -224,7 +224,7 @@ fn weight_slices(model: &Model) -> Vec<&[u8]> {
     let (g, d) = (&*model.gguf, &model.dec);
     let mut v = Vec::new();
     for l in &d.layers {
-        for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down] {
+        for lin in l.linears() {
             v.push(lin.w.view(g).data);
             if let Some(a) = &lin.a {
                 v.push(a.view(g).data);

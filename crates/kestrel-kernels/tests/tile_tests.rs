@@ -128,6 +128,25 @@ fn assert_matmul_bits(
     (wr, ac)
 }
 
+/// What the scalar twin gives for weight row `wr` and activation column `ac` (column `b`) of a
+/// `ty` matmul of `batch` columns in order `arith`: most of a Q4_K prompt batch takes
+/// llama.cpp's GEMM order, the rest the single dot.
+fn scalar_twin(
+    ty: GgmlType,
+    n: usize,
+    arith: Arith,
+    batch: usize,
+) -> impl Fn(&[u8], &[u8], usize) -> f32 {
+    let slice = kestrel_kernels::prompt_cols(ty, batch);
+    move |wr, ac, b| {
+        if arith == Arith::Prompt && b < slice {
+            kestrel_kernels::generic::kquants::vec_dot_q4_k_prompt(n, wr, ac)
+        } else {
+            scalar_kernels().vec_dot(ty, n, wr, ac)
+        }
+    }
+}
+
 /// Every shape: rows and batch not multiples of the tile sizes, one and two threads.
 #[test]
 fn matmul_equals_single_dots_for_every_shape() {
@@ -178,15 +197,7 @@ fn kquant_panels_equal_scalar_twin_bitwise_on_every_isa() {
                 (6, 70),
             ] {
                 for arith in [Arith::Decode, Arith::Prompt] {
-                    // Most of a Q4_K prompt batch takes llama.cpp's GEMM order.
-                    let slice = kestrel_kernels::prompt_cols(ty, batch);
-                    let want = |wr: &[u8], ac: &[u8], b: usize| {
-                        if arith == Arith::Prompt && b < slice {
-                            kestrel_kernels::generic::kquants::vec_dot_q4_k_prompt(n, wr, ac)
-                        } else {
-                            scalar.vec_dot(ty, n, wr, ac)
-                        }
-                    };
+                    let want = scalar_twin(ty, n, arith, batch);
                     let seed = (rows * 31 + batch) as u64;
                     let mode = (arith, Layout::RowMajor);
                     let (wr, ac) =
@@ -210,7 +221,6 @@ fn kquant_panels_equal_scalar_twin_bitwise_on_every_isa() {
 /// width too.
 #[test]
 fn repacked_kquants_equal_row_major_bitwise_on_every_isa() {
-    let scalar = scalar_kernels();
     let n = 768;
     for isa in ISAS {
         let Some(k) = kernels_for(isa) else {
@@ -229,19 +239,12 @@ fn repacked_kquants_equal_row_major_bitwise_on_every_isa() {
                 (16, 70),
             ] {
                 for arith in [Arith::Decode, Arith::Prompt] {
-                    let slice = kestrel_kernels::prompt_cols(ty, batch);
-                    let want = |wr: &[u8], ac: &[u8], b: usize| {
-                        if arith == Arith::Prompt && b < slice {
-                            kestrel_kernels::generic::kquants::vec_dot_q4_k_prompt(n, wr, ac)
-                        } else {
-                            scalar.vec_dot(ty, n, wr, ac)
-                        }
-                    };
+                    let want = scalar_twin(ty, n, arith, batch);
                     for threads in [1, 2] {
                         let seed = (rows * 13 + batch) as u64;
                         let mode = (arith, Layout::X8);
                         let shape = (rows, batch);
-                        assert_matmul_bits(k, ty, n, shape, threads, mode, seed, want, isa);
+                        assert_matmul_bits(k, ty, n, shape, threads, mode, seed, &want, isa);
                     }
                 }
             }

@@ -37,6 +37,26 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// The layer's linear maps (q, k, v, o, gate, up, down).
+    pub fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.wq, &self.wk, &self.wv, &self.wo, &self.gate, &self.up, &self.down,
+        ]
+    }
+
+    /// [`Layer::linears`], mutably (load-time repacking).
+    pub fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        [
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ]
+    }
+
     /// A pre-norm layer (llama family): no per-head or post norms, full attention.
     #[allow(clippy::too_many_arguments)]
     pub fn pre_norm(

@@ -54,15 +54,7 @@ pub(crate) fn repack_decoder(g: &GgufFile, d: &mut Decoder) -> RepackStats {
     let tied = d.output.name == d.tok_embd.name;
     let mut mats: Vec<&mut Matrix> = Vec::new();
     for l in d.layers.iter_mut() {
-        for lin in [
-            &mut l.wq,
-            &mut l.wk,
-            &mut l.wv,
-            &mut l.wo,
-            &mut l.gate,
-            &mut l.up,
-            &mut l.down,
-        ] {
+        for lin in l.linears_mut() {
             mats.push(&mut lin.w);
             if let Some(a) = lin.a.as_mut() {
                 mats.push(a);
@@ -82,16 +74,21 @@ pub(crate) fn repack_decoder(g: &GgufFile, d: &mut Decoder) -> RepackStats {
         .min(mats.len().max(1));
     let jobs: Vec<Mutex<&mut Matrix>> = mats.into_iter().map(Mutex::new).collect();
     let next = AtomicUsize::new(0);
-    let bytes: usize = std::thread::scope(|s| {
+    // (matrices, bytes) each thread repacked.
+    let (matrices, bytes) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..nt)
             .map(|_| {
                 s.spawn(|| {
-                    let mut done = 0;
+                    let (mut n, mut bytes) = (0, 0);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(m) = jobs.get(i) else { break done };
+                        let Some(m) = jobs.get(i) else {
+                            break (n, bytes);
+                        };
                         // Each index is taken once, so the lock is never contended.
-                        done += m.lock().expect("repack job").repack(g);
+                        let b = m.lock().expect("repack job").repack(g);
+                        n += usize::from(b > 0);
+                        bytes += b;
                     }
                 })
             })
@@ -99,20 +96,11 @@ pub(crate) fn repack_decoder(g: &GgufFile, d: &mut Decoder) -> RepackStats {
         workers
             .into_iter()
             .map(|j| j.join().expect("repack thread panicked"))
-            .sum()
+            .fold((0, 0), |(n, b), (n1, b1)| (n + n1, b + b1))
     });
     if tied {
         d.output = d.tok_embd.clone();
     }
-    let matrices = d
-        .layers
-        .iter()
-        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
-        .flat_map(|lin| std::iter::once(&lin.w).chain(lin.a.as_ref()))
-        .chain(std::iter::once(&d.tok_embd))
-        .chain((!tied).then_some(&d.output))
-        .filter(|m| m.is_repacked())
-        .count();
     RepackStats {
         matrices,
         bytes,

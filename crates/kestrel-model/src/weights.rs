@@ -43,11 +43,6 @@ impl Matrix {
         }
     }
 
-    /// Whether the matmuls read an interleaved copy.
-    pub fn is_repacked(&self) -> bool {
-        self.packed.is_some()
-    }
-
     /// Makes the interleaved copy where the type has that layout (Q4_K, Q6_K), and lets the
     /// file's pages go; returns the bytes of the copy (0 where nothing was packed). Every
     /// reader of a matrix goes through [`Matrix::view`], which then gives the copy.

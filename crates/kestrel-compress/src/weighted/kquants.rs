@@ -8,9 +8,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{f16_round, put_f16, search};
-use kestrel_kernels::generic::kquants::{nearest_int, q3_k_scales, scale_min_k4};
-
-const QK_K: usize = 256;
+use kestrel_kernels::generic::kquants::{
+    nearest_int, pack_2bit, pack_scale_min_k4, q3_k_scales, scale_min_k4, QK_K,
+};
 
 /// Mean square of a super-block times `factor` (llama.cpp uses 2 for most k-quants).
 fn sigma2(x: &[f32], factor: f32) -> f32 {
@@ -24,31 +24,6 @@ fn weights(x: &[f32], qw: &[f32], s2: f32, out: &mut [f32]) -> f32 {
         sum += *o;
     }
     sum
-}
-
-/// Packs 8 six-bit (scale, min) pairs as Q4_K/Q5_K store them (inverse of `scale_min_k4`).
-fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], s: &mut [u8]) {
-    s[..12].fill(0);
-    for j in 0..8 {
-        if j < 4 {
-            s[j] = ls[j];
-            s[j + 4] = lm[j];
-        } else {
-            s[j + 4] = (ls[j] & 0x0f) | ((lm[j] & 0x0f) << 4);
-            s[j - 4] |= (ls[j] >> 4) << 6;
-            s[j] |= (lm[j] >> 4) << 6;
-        }
-    }
-}
-
-/// Element 128*h + 32*k + i -> bits 2k..2k+2 of qs[32h + i].
-fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
-    for h in 0..2 {
-        for i in 0..32 {
-            let b = 128 * h + i;
-            qs[32 * h + i] = l[b] | (l[b + 32] << 2) | (l[b + 64] << 4) | (l[b + 96] << 6);
-        }
-    }
 }
 
 /// Q4_K and Q5_K: 8 sub-blocks of 32 with asymmetric fits, their scales and mins quantized

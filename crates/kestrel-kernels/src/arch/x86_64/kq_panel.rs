@@ -226,7 +226,7 @@ fn dot4_avx2(u: __m256i, y: __m256i) -> __m256i {
 /// `acc + dot4_avx2(u, y)` (only the VNNI tables take this path; AVX2 keeps `maddubs` pairs).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dpb_avx2(acc: __m256i, u: __m256i, y: __m256i) -> __m256i {
+pub(super) fn dpb_avx2(acc: __m256i, u: __m256i, y: __m256i) -> __m256i {
     _mm256_add_epi32(acc, dot4_avx2(u, y))
 }
 

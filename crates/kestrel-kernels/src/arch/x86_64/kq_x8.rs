@@ -24,6 +24,7 @@
 
 use std::arch::x86_64::*;
 
+use super::kq_panel::dpb_avx2;
 use super::kquants::{load32, q8_d};
 use crate::generic::kquants::{off, Q4_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K};
 use crate::generic::repack::{x8off, x8off6, Q4_K_X8_BYTES, Q6_K_X8_BYTES, X8_ROWS};
@@ -35,14 +36,6 @@ const COL_BLOCK: usize = 64;
 #[inline(always)]
 unsafe fn bcast4(p: *const u8) -> __m256i {
     _mm256_set1_epi32((p as *const i32).read_unaligned())
-}
-
-/// `acc + ` the 4-byte dots of `u8 x i8` (AVX2; its table takes the `maddubs` path instead).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn dpb_avx2(acc: __m256i, u: __m256i, y: __m256i) -> __m256i {
-    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
-    _mm256_add_epi32(acc, p)
 }
 
 macro_rules! x8_panels {
@@ -418,7 +411,8 @@ macro_rules! x8_panels {
     };
 }
 
-/// AVX2 + FMA + F16C (16 registers: 2-column tiles).
+/// AVX2 + FMA + F16C (16 registers: 2-column tiles). Without VNNI the tiles take the
+/// `maddubs` path; `dpb_avx2` only fills the macro's slot.
 pub mod avx2 {
     x8_panels!(
         "avx2,fma,f16c",

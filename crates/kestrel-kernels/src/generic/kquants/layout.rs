@@ -147,7 +147,7 @@ pub(crate) fn q8_bsum(a: &[u8], j: usize) -> i16 {
 
 /// Packs 8 (scale, min) 6-bit pairs into the 12-byte Q4_K/Q5_K layout; the
 /// inverse of [`scale_min_k4`].
-pub(crate) fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], s: &mut [u8]) {
+pub fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], s: &mut [u8]) {
     s[..12].fill(0);
     for j in 0..8 {
         if j < 4 {

@@ -23,6 +23,8 @@ mod quantize;
 pub use dequant::*;
 pub use dot::*;
 pub(crate) use layout::*;
+// The weighted quantizers (kestrel-compress) pack scales the same way.
+pub use layout::pack_scale_min_k4;
 pub use quantize::*;
 
 /// Elements per super-block (the one definition: kestrel-gguf's).

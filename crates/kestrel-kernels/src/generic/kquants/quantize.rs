@@ -474,7 +474,7 @@ pub fn quantize_row_q2_k(src: &[f32], dst: &mut [u8]) {
 }
 
 /// Inverse of the 2-bit unpacking: element 128*h + 32*k + i -> bits 2k of qs[32h + i].
-fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
+pub fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
     for h in 0..2 {
         for i in 0..32 {
             let b = 128 * h + i;
