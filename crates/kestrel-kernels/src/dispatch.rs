@@ -296,6 +296,8 @@ fn scalar_table() -> Kernels {
             let mut p: [Option<PanelX8Fn>; N_IDS] = [None; N_IDS];
             p[Q4_K as usize] = Some(crate::generic::repack::panel_q4_k_x8 as PanelX8Fn);
             p[Q6_K as usize] = Some(crate::generic::repack::panel_q6_k_x8 as PanelX8Fn);
+            p[Q4_0 as usize] = Some(crate::generic::repack::panel_q4_0_x8 as PanelX8Fn);
+            p[Q8_0 as usize] = Some(crate::generic::repack::panel_q8_0_x8 as PanelX8Fn);
             p
         },
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
@@ -333,6 +335,8 @@ fn avx2_table() -> Kernels {
     x::panel_wire_avx2(vd, &mut k.panel);
     k.panel_x8[Q4_K as usize] = Some(x::kq_x8::avx2::panel_q4_k_x8 as PanelX8Fn);
     k.panel_x8[Q6_K as usize] = Some(x::kq_x8::avx2::panel_q6_k_x8 as PanelX8Fn);
+    k.panel_x8[Q4_0 as usize] = Some(x::legacy_x8::avx2::panel_q4_0_x8 as PanelX8Fn);
+    k.panel_x8[Q8_0 as usize] = Some(x::legacy_x8::avx2::panel_q8_0_x8 as PanelX8Fn);
     x::tile_wire(&mut k.tile);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
     k.attn_dot_rows = x::attn::dot_f16_rows as AttnDotRowsFn;
@@ -369,6 +373,10 @@ fn avx512_vnni_table() -> Kernels {
         Some(crate::arch::x86_64::kq_x8::avx512::panel_q4_k_x8 as PanelX8Fn);
     k.panel_x8[GgmlType::Q6_K as usize] =
         Some(crate::arch::x86_64::kq_x8::avx512::panel_q6_k_x8 as PanelX8Fn);
+    k.panel_x8[GgmlType::Q4_0 as usize] =
+        Some(crate::arch::x86_64::legacy_x8::avx512::panel_q4_0_x8 as PanelX8Fn);
+    k.panel_x8[GgmlType::Q8_0 as usize] =
+        Some(crate::arch::x86_64::legacy_x8::avx512::panel_q8_0_x8 as PanelX8Fn);
     k
 }
 
@@ -382,6 +390,10 @@ fn avx_vnni_table() -> Kernels {
         Some(crate::arch::x86_64::kq_x8::avxvnni::panel_q4_k_x8 as PanelX8Fn);
     k.panel_x8[GgmlType::Q6_K as usize] =
         Some(crate::arch::x86_64::kq_x8::avxvnni::panel_q6_k_x8 as PanelX8Fn);
+    k.panel_x8[GgmlType::Q4_0 as usize] =
+        Some(crate::arch::x86_64::legacy_x8::avxvnni::panel_q4_0_x8 as PanelX8Fn);
+    k.panel_x8[GgmlType::Q8_0 as usize] =
+        Some(crate::arch::x86_64::legacy_x8::avxvnni::panel_q8_0_x8 as PanelX8Fn);
     k
 }
 

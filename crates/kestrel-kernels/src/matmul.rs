@@ -67,23 +67,15 @@ impl<'a> QMatrix<'a> {
             crate::dequantize_row(self.ty, &self.data[start..start + rb], out);
             return;
         }
-        let nb = self.cols / crate::generic::kquants::QK_K;
-        let xb = crate::generic::repack::x8_size(self.ty, x8, self.cols) / nb;
-        for (i, o) in out
-            .chunks_exact_mut(crate::generic::kquants::QK_K)
-            .enumerate()
-        {
-            let blk = &self.data[(r / x8 * nb + i) * xb..];
-            match self.ty {
-                GgmlType::Q4_K => {
-                    let b = crate::generic::repack::unpack_q4_k_x8_block(blk, r % x8);
-                    crate::dequantize_row(self.ty, &b, o);
-                }
-                _ => {
-                    let b = crate::generic::repack::unpack_q6_k_x8_block(blk, r % x8);
-                    crate::dequantize_row(self.ty, &b, o);
-                }
-            }
+        // Block by block through a stack buffer: this runs once per token.
+        let (xb, bb, qk) = crate::generic::repack::x8_block_bytes(self.ty)
+            .expect("an interleaved matrix has an interleaved type");
+        let nb = self.cols / qk;
+        let mut blk = [0u8; 256];
+        for (i, o) in out.chunks_exact_mut(qk).enumerate() {
+            let x = &self.data[(r / x8 * nb + i) * xb..];
+            crate::generic::repack::unpack_x8_block(self.ty, x, r % x8, &mut blk[..bb]);
+            crate::dequantize_row(self.ty, &blk[..bb], o);
         }
     }
 

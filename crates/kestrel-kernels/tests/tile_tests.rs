@@ -215,19 +215,20 @@ fn kquant_panels_equal_scalar_twin_bitwise_on_every_isa() {
     }
 }
 
-/// The repacked Q4_K and Q6_K layouts (8 rows interleaved) give, on every table this CPU has
-/// and on one or two threads, the bits of the scalar twin's single dots over the file's
+/// The repacked layouts (8 rows interleaved: Q4_K, Q6_K, Q4_0, Q8_0) give, on every table this CPU
+/// has and on one or two threads, the bits of the scalar twin's single dots over the file's
 /// layout, in both orders; rows past the last whole group and column counts past every tile
-/// width too.
+/// width too. (Q4_K and Q6_K so keep the row-major SIMD bits as well; the row-major AVX2 dots
+/// of Q4_0 and Q8_0 have another float order.)
 #[test]
-fn repacked_kquants_equal_row_major_bitwise_on_every_isa() {
+fn repacked_layouts_give_the_scalar_twins_bits_on_every_isa() {
     let n = 768;
     for isa in ISAS {
         let Some(k) = kernels_for(isa) else {
             eprintln!("note: this CPU has no {isa}; its repacked panels are not tested here");
             continue;
         };
-        for ty in [Q4_K, Q6_K] {
+        for ty in [Q4_K, Q6_K, Q4_0, Q8_0] {
             for (rows, batch) in [
                 (8, 1),
                 (16, 1),
@@ -239,7 +240,7 @@ fn repacked_kquants_equal_row_major_bitwise_on_every_isa() {
                 (16, 70),
             ] {
                 for arith in [Arith::Decode, Arith::Prompt] {
-                    let want = scalar_twin(ty, n, arith, batch);
+                    let want = x8_twin(ty, n, arith, batch);
                     for threads in [1, 2] {
                         let seed = (rows * 13 + batch) as u64;
                         let mode = (arith, Layout::X8);
@@ -252,39 +253,79 @@ fn repacked_kquants_equal_row_major_bitwise_on_every_isa() {
     }
 }
 
-/// Repacking is lossless: every block of every row comes back as the file's bytes, and the
-/// rows past the last whole group stay as they were.
+/// The scalar twin of a repacked matrix: Q8_0 keeps the AVX2 dot's eight-lane order, the
+/// rest the scalar table's dots.
+fn x8_twin(
+    ty: GgmlType,
+    n: usize,
+    arith: Arith,
+    batch: usize,
+) -> Box<dyn Fn(&[u8], &[u8], usize) -> f32> {
+    if ty == Q8_0 {
+        Box::new(move |w: &[u8], a: &[u8], _| {
+            kestrel_kernels::generic::legacy::vec_dot_q8_0_lanes(n, w, a)
+        })
+    } else {
+        Box::new(scalar_twin(ty, n, arith, batch))
+    }
+}
+
+/// Repacking Q8_0 changes no bit on the SIMD tables: their row-major dot is the eight-lane
+/// order the repacked kernels keep.
+#[test]
+fn row_major_q8_0_dots_are_the_lane_order() {
+    let n = 1024;
+    for isa in ISAS.iter().filter(|&&i| i != "scalar") {
+        let Some(k) = kernels_for(isa) else { continue };
+        let (w, a, _) = data(Q8_0, 5, 3, n, 77);
+        let (rb, ab) = (Q8_0.row_bytes(n).unwrap(), Q8_0.row_bytes(n).unwrap());
+        for r in 0..5 {
+            for c in 0..3 {
+                let (wr, ac) = (&w[r * rb..(r + 1) * rb], &a[c * ab..(c + 1) * ab]);
+                let want = kestrel_kernels::generic::legacy::vec_dot_q8_0_lanes(n, wr, ac);
+                assert_eq!(
+                    k.vec_dot(Q8_0, n, wr, ac).to_bits(),
+                    want.to_bits(),
+                    "{isa}"
+                );
+            }
+        }
+    }
+}
+
+/// Repacking is lossless: every row comes back as the file's bytes (the rows past the last
+/// whole group stay as they were), and so does every block one at a time.
 #[test]
 fn repack_round_trips() {
-    use kestrel_kernels::generic::repack::{
-        unpack_q4_k_x8_block, unpack_q6_k_x8_block, x8_size, X8_ROWS,
-    };
+    use kestrel_kernels::generic::repack::{unpack_x8_block, x8_row, x8_size, X8_ROWS};
     let n = 512;
-    for ty in [Q4_K, Q6_K] {
-        let (nb, rb) = (n / 256, ty.row_bytes(n).unwrap());
+    for ty in [Q4_K, Q6_K, Q4_0, Q8_0] {
+        let rb = ty.row_bytes(n).unwrap();
+        let nb = n / ty.block_size();
         let (bb, xb) = (rb / nb, x8_size(ty, 8, n) / nb);
         for rows in [8, 13, 32] {
             let (w, _, _) = data(ty, rows, 1, n, rows as u64);
             let p = repack(ty, rows, n, &w).unwrap();
             assert_eq!(p.len(), x8_size(ty, rows, n));
             let groups = rows / X8_ROWS;
-            for row in 0..groups * X8_ROWS {
+            let mut row = vec![0u8; rb];
+            for r in 0..rows {
+                x8_row(ty, &p, rows, n, r, &mut row);
+                assert_eq!(&row[..], &w[r * rb..(r + 1) * rb], "{ty} row {r}");
+            }
+            let mut blk = vec![0u8; bb];
+            for r in 0..groups * X8_ROWS {
                 for i in 0..nb {
-                    let blk = &p[(row / X8_ROWS * nb + i) * xb..];
-                    let got = match ty {
-                        Q4_K => unpack_q4_k_x8_block(blk, row % X8_ROWS).to_vec(),
-                        _ => unpack_q6_k_x8_block(blk, row % X8_ROWS).to_vec(),
-                    };
-                    let want = &w[row * rb + i * bb..row * rb + (i + 1) * bb];
-                    assert_eq!(&got[..], want, "{ty} row {row} block {i}");
+                    unpack_x8_block(ty, &p[(r / X8_ROWS * nb + i) * xb..], r % X8_ROWS, &mut blk);
+                    assert_eq!(&blk[..], &w[r * rb + i * bb..r * rb + (i + 1) * bb]);
                 }
             }
             assert_eq!(&p[groups * nb * xb..], &w[groups * X8_ROWS * rb..]);
         }
     }
     assert!(
-        repack(Q8_0, 8, 256, &[0u8; 8 * 34]).is_none(),
-        "no interleaved Q8_0 layout"
+        repack(Q5_0, 8, 256, &[0u8; 8 * 8 * 22]).is_none(),
+        "no interleaved Q5_0 layout"
     );
 }
 
@@ -366,6 +407,54 @@ fn matmul_many_equals_separate_calls() {
                     same,
                     "{types:?} batch {batch} threads {threads}: matrix {i}"
                 );
+            }
+        }
+    }
+}
+
+/// The extremes of the integer paths: repacked Q4_0 weights all 0 or all 15 (-8 or +7) and
+/// Q8_0 weights all -128, -127 or +127, against activations all +127 or -127, where an i16 sum
+/// of `maddubs` products is closest to overflowing, give the scalar dot's bits on every table.
+#[test]
+fn repacked_legacy_extremes_do_not_overflow() {
+    let (n, rows) = (256, 8);
+    let one = 0x3C00u16.to_le_bytes(); // f16 1.0
+    let cases = [
+        (Q4_0, 0x00u8, 127i8),
+        (Q4_0, 0xFF, 127),
+        (Q4_0, 0x00, -127),
+        (Q4_0, 0xFF, -127),
+        (Q4_0, 0xF0, 127),
+        (Q8_0, 0x80, 127),
+        (Q8_0, 0x80, -127),
+        (Q8_0, 0x81, 127),
+        (Q8_0, 0x7F, 127),
+        (Q8_0, 0x7F, -127),
+    ];
+    for (ty, wq, aq) in cases {
+        let (rb, ab) = (ty.row_bytes(n).unwrap(), Q8_0.row_bytes(n).unwrap());
+        let bb = rb / (n / 32);
+        let mut w = vec![wq; rows * rb];
+        for b in 0..rows * n / 32 {
+            w[b * bb..b * bb + 2].copy_from_slice(&one);
+        }
+        // The activations go in as floats: all +-127 quantize to blocks of +-127 with d = 1.
+        let x: Vec<f32> = vec![aq as f32; n];
+        let mut a = vec![0u8; ab];
+        scalar_kernels().quantize_row(Q8_0, &x, &mut a);
+        let packed = repack(ty, rows, n, &w).unwrap();
+        let want = x8_twin(ty, n, Arith::Decode, 1)(&w[..rb], &a, 0);
+        for isa in ISAS {
+            let Some(k) = kernels_for(isa) else { continue };
+            let mut y = vec![f32::NAN; rows];
+            let m = QMatrix {
+                layout: Layout::X8,
+                ..QMatrix::new(ty, rows, n, &packed)
+            };
+            let pool = ThreadPool::new(1);
+            matmul(&pool, k, Arith::Decode, &m, &x, 1, &mut y, &mut Vec::new());
+            for v in &y {
+                assert_eq!(v.to_bits(), want.to_bits(), "{isa} {ty} w {wq:#x} a {aq}");
             }
         }
     }

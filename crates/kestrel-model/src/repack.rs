@@ -13,7 +13,7 @@ use std::time::Instant;
 /// How a model is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Repack the matrices that have an interleaved layout (Q4_K, Q6_K). On by default; off with
+    /// Repack the matrices that have an interleaved layout (Q4_K, Q6_K, Q4_0, Q8_0). On by default; off with
     /// `KESTREL_NO_REPACK=1` or [`set_repack_default`] (the CLI's `--no-repack`).
     pub repack: bool,
 }

@@ -43,7 +43,7 @@ impl Matrix {
         }
     }
 
-    /// Makes the interleaved copy where the type has that layout (Q4_K, Q6_K), and lets the
+    /// Makes the interleaved copy where the type has that layout (Q4_K, Q6_K, Q4_0, Q8_0), and lets the
     /// file's pages go; returns the bytes of the copy (0 where nothing was packed). Every
     /// reader of a matrix goes through [`Matrix::view`], which then gives the copy.
     pub fn repack(&mut self, g: &GgufFile) -> usize {

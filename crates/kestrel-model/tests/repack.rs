@@ -62,3 +62,49 @@ fn repacked_model_gives_the_file_layouts_logits() {
         }
     }
 }
+
+/// Repacked Q4_0 takes the scalar dot's float order instead of the row-major AVX2 dot's, so
+/// its logits are not the file layout's bit for bit on SIMD tables; they must stay as close as
+/// two summation orders can be, with the same top token everywhere, and a prompt batch must
+/// give what one token at a time gives.
+#[test]
+fn repacked_q4_0_model_stays_within_rounding_of_the_file_layout() {
+    let mut spec = Spec::tiny("llama", 2);
+    spec.n_embd = 256;
+    spec.n_ff = 512;
+    spec.head_dim = 64;
+    spec.n_rot = 64;
+    spec.n_vocab = 4096;
+    let o = Opts {
+        tied: false,
+        ty_embd: GgmlType::Q4_0,
+        ty_out: GgmlType::Q4_0,
+        ty_attn: GgmlType::Q4_0,
+        ty_ffn: GgmlType::Q4_0,
+        ty_down: GgmlType::Q4_0,
+        ..Opts::default()
+    };
+    let w = gen_weights(&spec, &o, 9);
+    let bytes = Synth::new(&spec, &w, Qkv::Split).bytes();
+    let (packed, plain) = (model(&bytes, true), model(&bytes, false));
+    // Every layer matrix, the embedding table and the separate output head.
+    assert_eq!(packed.repack.matrices, 2 * 7 + 2, "{:?}", packed.repack);
+    let tokens: Vec<u32> = (0..11).map(|i| (i * 397 + 5) % 4096).collect();
+    for threads in [1, 2] {
+        let a = engine_logits(&packed, &tokens, 8, threads);
+        let one = engine_logits_one_by_one(&packed, &tokens, threads);
+        let b = engine_logits(&plain, &tokens, 8, threads);
+        for (i, ((x, y), z)) in a.iter().zip(&b).zip(&one).enumerate() {
+            let argmax = |v: &[f32]| (0..v.len()).max_by(|&p, &q| v[p].total_cmp(&v[q])).unwrap();
+            let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(diff <= 1e-3 * scale, "position {i}: {diff} of {scale}");
+            assert_eq!(argmax(x), argmax(y), "position {i}: top token");
+            let close = x.iter().zip(z).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(
+                close <= 1e-4 * scale,
+                "position {i}: batch vs one by one {close}"
+            );
+        }
+    }
+}

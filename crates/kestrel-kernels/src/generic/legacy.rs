@@ -416,3 +416,28 @@ pub fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     sumf
 }
+
+/// Q8_0 weights · Q8_0 activations in the AVX2 dot's float order (llama.cpp's on x86): eight
+/// lane sums, lane `j` of block `i` the exact integer sum of elements `4 j..4 j + 4`, each
+/// `lane = fma(d_w d_y, S, lane)`, then `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`. The
+/// scalar twin of the repacked Q8_0 kernels, which keep these bits (a golden model, Gemma 3,
+/// holds Q8_0 matrices).
+pub fn vec_dot_q8_0_lanes(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n);
+    assert!(w.len() >= nb * Q8_0_BYTES && a.len() >= nb * Q8_0_BYTES);
+    let mut l = [0.0f32; 8];
+    for (x, y) in w
+        .chunks_exact(Q8_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
+        let d = f16_at(x, 0) * f16_at(y, 0);
+        for (j, lane) in l.iter_mut().enumerate() {
+            let s: i32 = (4 * j..4 * j + 4)
+                .map(|e| (x[2 + e] as i8) as i32 * (y[2 + e] as i8) as i32)
+                .sum();
+            *lane = d.mul_add(s as f32, *lane);
+        }
+    }
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}

@@ -1,11 +1,12 @@
-//! Weight repacking at load time: Q4_K and Q6_K rows interleaved 8 at a time ("x8"), so that
+//! Weight repacking at load time: Q4_K, Q6_K, Q4_0 and Q8_0 rows interleaved 8 at a time ("x8"),
+//! so that
 //! one contiguous stream feeds 8 outputs at once and every activation load, scale unpack and
 //! float step is shared by 8 rows (the idea of llama.cpp's CPU repack; the layouts are
 //! Kestrel's own, chosen for outputs-in-lanes kernels).
 //!
 //! A repacked matrix holds `rows / 8` groups, then the `rows % 8` remaining rows in the file's
-//! row-major layout. A group is `n / 256` interleaved blocks, super-block `i` of its 8 rows
-//! together.
+//! row-major layout. A group is `n / QK` interleaved blocks (QK = 256 for the k-quants, 32 for
+//! Q4_0), block `i` of its 8 rows together.
 //!
 //! Q4_K x8, [`Q4_K_X8_BYTES`] per block:
 //!
@@ -36,6 +37,27 @@
 //! `16 s + 4 k + b` in bits `2 k..2 k + 2`. A sub-block is then 4 vectors of 4 elements per row
 //! against 4 broadcast activation dwords.
 //!
+//! Q4_0 x8, [`Q4_0_X8_BYTES`] per block (the size of the file's 8 blocks):
+//!
+//! | bytes      | content                                                                |
+//! |------------|------------------------------------------------------------------------|
+//! | 0..16      | `d` of rows 0..8 (f16)                                                 |
+//! | 16..144    | quants: bytes `4 v..4 v + 4` (v = 0..4) of row `r`'s `qs` at `16 + 32 v + 4 r` |
+//!
+//! So a 32-byte load gives, in dword lane `r`, row `r`'s elements `4 v..4 v + 4` in the low
+//! nibbles and `16 + 4 v..` in the high ones.
+//!
+//! Q8_0 x8, [`Q8_0_X8_BYTES`] per block (the size of the file's 8 blocks): `d` of rows 0..8
+//! (f16) at 0..16, then bytes `4 v..4 v + 4` (v = 0..8) of row `r`'s quants at `16 + 32 v + 4 r`.
+//!
+//! The Q8_0 kernels keep the row-major AVX2 dot's bits, llama.cpp's eight-lane order
+//! ([`super::legacy::vec_dot_q8_0_lanes`]): Gemma 3's golden greedy tokens part from
+//! llama.cpp's with any other order. The Q4_0 kernels compute the scalar dot's cheaper
+//! arithmetic instead (the exact integer sum of each block, then `sum += (S d_w) d_y` in block
+//! order), which differs from the row-major AVX2 dot in the last bits, within the golden
+//! tolerances. The rows past the last group take the same dots, so a repacked matrix gives
+//! those bits on every table.
+//!
 //! Repacking is lossless ([`unpack_q4_k_x8_block`], [`unpack_q6_k_x8_block`] give back the
 //! file's bytes), and the kernels over the repacked layouts give the same bits as the
 //! row-major ones (tested).
@@ -47,6 +69,7 @@ use super::kquants::{
     off, pack_q6_k_quants, pack_scale_min_k4, q4_k_dot_blocks, q6_k_dot_blocks, scale_min_k4,
     unpack_q6_k, Q4_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, QK_K,
 };
+use super::legacy::{Q4_0_BYTES, Q8_0_BYTES, QK};
 use crate::GgmlType;
 
 /// Rows per interleaved group.
@@ -55,6 +78,10 @@ pub const X8_ROWS: usize = 8;
 pub const Q4_K_X8_BYTES: usize = 8 * Q4_K_BLOCK_BYTES + 32;
 /// Bytes of one Q6_K super-block of 8 rows.
 pub const Q6_K_X8_BYTES: usize = 8 * Q6_K_BLOCK_BYTES;
+/// Bytes of one Q4_0 block of 8 rows.
+pub const Q4_0_X8_BYTES: usize = 8 * Q4_0_BYTES;
+/// Bytes of one Q8_0 block of 8 rows.
+pub const Q8_0_X8_BYTES: usize = 8 * Q8_0_BYTES;
 
 /// Offsets in a Q4_K x8 block.
 pub(crate) mod x8off {
@@ -74,11 +101,19 @@ pub(crate) mod x8off6 {
     pub const SUB: usize = 96;
 }
 
-/// Bytes per 8-row super-block and per file block of an interleaved type.
-fn x8_block_bytes(ty: GgmlType) -> Option<(usize, usize)> {
+/// Offsets in a Q4_0 or Q8_0 x8 block.
+pub(crate) mod x8off40 {
+    pub const D: usize = 0;
+    pub const QS: usize = 16;
+}
+
+/// Bytes per 8-row block, bytes per file block and elements per block of an interleaved type.
+pub(crate) fn x8_block_bytes(ty: GgmlType) -> Option<(usize, usize, usize)> {
     match ty {
-        GgmlType::Q4_K => Some((Q4_K_X8_BYTES, Q4_K_BLOCK_BYTES)),
-        GgmlType::Q6_K => Some((Q6_K_X8_BYTES, Q6_K_BLOCK_BYTES)),
+        GgmlType::Q4_K => Some((Q4_K_X8_BYTES, Q4_K_BLOCK_BYTES, QK_K)),
+        GgmlType::Q6_K => Some((Q6_K_X8_BYTES, Q6_K_BLOCK_BYTES, QK_K)),
+        GgmlType::Q4_0 => Some((Q4_0_X8_BYTES, Q4_0_BYTES, QK)),
+        GgmlType::Q8_0 => Some((Q8_0_X8_BYTES, Q8_0_BYTES, QK)),
         _ => None,
     }
 }
@@ -88,17 +123,17 @@ pub fn has_x8_layout(ty: GgmlType) -> bool {
     x8_block_bytes(ty).is_some()
 }
 
-/// Bytes of a repacked `rows` x `n` matrix of `ty` (`n` a multiple of 256). Panics if `ty` has
-/// no interleaved layout.
+/// Bytes of a repacked `rows` x `n` matrix of `ty` (`n` a whole number of blocks). Panics if
+/// `ty` has no interleaved layout.
 pub fn x8_size(ty: GgmlType, rows: usize, n: usize) -> usize {
-    let (xb, bb) = x8_block_bytes(ty).expect("a type with an interleaved layout");
-    let nb = n / QK_K;
+    let (xb, bb, qk) = x8_block_bytes(ty).expect("a type with an interleaved layout");
+    let nb = n / qk;
     rows / X8_ROWS * nb * xb + rows % X8_ROWS * nb * bb
 }
 
 /// Whether a `rows` x `cols` matrix of `ty` has an interleaved layout (at least one group).
 pub fn can_repack(ty: GgmlType, rows: usize, cols: usize) -> bool {
-    has_x8_layout(ty) && cols % QK_K == 0 && rows >= X8_ROWS
+    x8_block_bytes(ty).is_some_and(|(_, _, qk)| cols % qk == 0 && cols > 0) && rows >= X8_ROWS
 }
 
 /// `data` (a row-major `rows` x `cols` matrix of type `ty`) in the interleaved layout, or None
@@ -112,12 +147,12 @@ pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<Vec
     Some(out)
 }
 
-/// Repacks `rows` row-major rows of `n` elements of `ty` (Q4_K or Q6_K; `src`, whole rows)
-/// into `dst` (`x8_size(ty, rows, n)` bytes). Panics on other types or lengths.
+/// Repacks `rows` row-major rows of `n` elements of `ty` (Q4_K, Q6_K, Q4_0 or Q8_0; `src`,
+/// whole rows) into `dst` (`x8_size(ty, rows, n)` bytes). Panics on other types or lengths.
 pub fn repack_x8(ty: GgmlType, rows: usize, n: usize, src: &[u8], dst: &mut [u8]) {
-    let (xb, bb) = x8_block_bytes(ty).expect("a type with an interleaved layout");
-    assert!(n % QK_K == 0, "repack_x8: {n} is not a multiple of {QK_K}");
-    let nb = n / QK_K;
+    let (xb, bb, qk) = x8_block_bytes(ty).expect("a type with an interleaved layout");
+    assert!(n % qk == 0, "repack_x8: {n} is not a multiple of {qk}");
+    let nb = n / qk;
     let rb = nb * bb;
     assert_eq!(src.len(), rows * rb, "repack_x8: source length");
     assert_eq!(
@@ -133,6 +168,7 @@ pub fn repack_x8(ty: GgmlType, rows: usize, n: usize, src: &[u8], dst: &mut [u8]
                 let b = &src[(g * X8_ROWS + r) * rb + i * bb..][..bb];
                 match ty {
                     GgmlType::Q4_K => pack_q4_k_row(b, r, out),
+                    GgmlType::Q4_0 | GgmlType::Q8_0 => pack_legacy_row(b, r, out),
                     _ => pack_q6_k_row(b, r, out),
                 }
             }
@@ -181,6 +217,136 @@ pub fn unpack_q4_k_x8_block(x8: &[u8], r: usize) -> [u8; Q4_K_BLOCK_BYTES] {
         }
     }
     b
+}
+
+/// Row `r`'s Q4_0 or Q8_0 block `b` into its places in an interleaved block: the scale, then
+/// the quants 4 bytes at a time.
+fn pack_legacy_row(b: &[u8], r: usize, out: &mut [u8]) {
+    use x8off40::*;
+    out[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b[..2]);
+    for v in 0..(b.len() - 2) / 4 {
+        out[QS + 32 * v + 4 * r..][..4].copy_from_slice(&b[2 + 4 * v..2 + 4 * v + 4]);
+    }
+}
+
+/// Row `r` (0..8) of a Q4_0 or Q8_0 x8 block as the file's block, into `b` (its size).
+fn unpack_legacy_x8_block(x8: &[u8], r: usize, b: &mut [u8]) {
+    use x8off40::*;
+    assert!(
+        x8.len() >= 8 * b.len() && r < X8_ROWS,
+        "unpack_legacy_x8_block: bounds"
+    );
+    b[..2].copy_from_slice(&x8[D + 2 * r..D + 2 * r + 2]);
+    for v in 0..(b.len() - 2) / 4 {
+        b[2 + 4 * v..2 + 4 * v + 4].copy_from_slice(&x8[QS + 32 * v + 4 * r..][..4]);
+    }
+}
+
+/// Row `r` (0..8) of the interleaved block `x8` of `ty` as the file's block, into `out`
+/// (the file's block size). Panics on a type without an interleaved layout.
+pub fn unpack_x8_block(ty: GgmlType, x8: &[u8], r: usize, out: &mut [u8]) {
+    match ty {
+        GgmlType::Q4_K => out.copy_from_slice(&unpack_q4_k_x8_block(x8, r)),
+        GgmlType::Q6_K => out.copy_from_slice(&unpack_q6_k_x8_block(x8, r)),
+        GgmlType::Q4_0 | GgmlType::Q8_0 => unpack_legacy_x8_block(x8, r, out),
+        _ => panic!("unpack_x8_block: {ty} has no interleaved layout"),
+    }
+}
+
+/// The scalar twin of the repacked Q4_0 panel kernels, and what they compute on every table:
+/// each row's blocks unpacked and through the scalar dot ([`super::legacy::vec_dot_q4_0`]).
+/// The contract of [`panel_q4_k_x8`].
+///
+/// # Safety
+/// As [`panel_q4_k_x8`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn panel_q4_0_x8(
+    n: usize,
+    w: &[u8],
+    rows: usize,
+    r0: usize,
+    r1: usize,
+    a: &[u8],
+    arb: usize,
+    cols: usize,
+    y: *mut f32,
+    ys: usize,
+    _slice_cols: usize,
+) {
+    let p = (n, w, rows, r0, r1, a, arb, cols);
+    legacy_x8_scalar(GgmlType::Q4_0, p, y, ys)
+}
+
+/// The scalar twin of the repacked Q8_0 panel kernels, as [`panel_q4_0_x8`] with
+/// [`super::legacy::vec_dot_q8_0_lanes`] (the AVX2 dot's order).
+///
+/// # Safety
+/// As [`panel_q4_k_x8`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn panel_q8_0_x8(
+    n: usize,
+    w: &[u8],
+    rows: usize,
+    r0: usize,
+    r1: usize,
+    a: &[u8],
+    arb: usize,
+    cols: usize,
+    y: *mut f32,
+    ys: usize,
+    _slice_cols: usize,
+) {
+    let p = (n, w, rows, r0, r1, a, arb, cols);
+    legacy_x8_scalar(GgmlType::Q8_0, p, y, ys)
+}
+
+/// Both legacy scalar twins: each row unpacked and through the scalar dot, every column.
+#[allow(clippy::type_complexity)]
+unsafe fn legacy_x8_scalar(
+    ty: GgmlType,
+    (n, w, rows, r0, r1, a, arb, cols): (usize, &[u8], usize, usize, usize, &[u8], usize, usize),
+    y: *mut f32,
+    ys: usize,
+) {
+    let nb = n / QK;
+    assert!(
+        n % QK == 0 && w.len() >= x8_size(ty, rows, n),
+        "x8 panel: weights too short"
+    );
+    let act_len = (cols.max(1) - 1) * arb + nb * Q8_0_BYTES;
+    assert!(
+        r1 <= rows && (cols == 0 || a.len() >= act_len),
+        "x8 panel: bounds"
+    );
+    let dot = if ty == GgmlType::Q4_0 {
+        super::legacy::vec_dot_q4_0
+    } else {
+        super::legacy::vec_dot_q8_0_lanes
+    };
+    let mut row = vec![0u8; ty.row_bytes(n).expect("whole blocks")];
+    for r in r0..r1 {
+        x8_row(ty, w, rows, n, r, &mut row);
+        for c in 0..cols {
+            y.add(c * ys + r).write(dot(n, &row, &a[c * arb..]));
+        }
+    }
+}
+
+/// Row `r` of a repacked `rows` x `n` matrix of `ty` in the file's layout, into `out` (one
+/// row's bytes).
+pub fn x8_row(ty: GgmlType, w: &[u8], rows: usize, n: usize, r: usize, out: &mut [u8]) {
+    let (xb, bb, qk) = x8_block_bytes(ty).expect("a type with an interleaved layout");
+    let nb = n / qk;
+    let groups = rows / X8_ROWS;
+    assert!(r < rows && out.len() == nb * bb, "x8_row: bounds");
+    if r >= groups * X8_ROWS {
+        let t = groups * nb * xb + (r - groups * X8_ROWS) * nb * bb;
+        out.copy_from_slice(&w[t..t + nb * bb]);
+        return;
+    }
+    for (i, o) in out.chunks_exact_mut(bb).enumerate() {
+        unpack_x8_block(ty, &w[(r / X8_ROWS * nb + i) * xb..], r % X8_ROWS, o);
+    }
 }
 
 /// Element `e` (0..16) of a Q6_K x8 sub-block: the low-bit vector (0 or 1), the byte in the
@@ -299,7 +465,7 @@ unsafe fn x8_panel_scalar(
     slice_cols: usize,
 ) {
     let nb = n / QK_K;
-    let (xb, bb) = x8_block_bytes(ty).expect("a type with an interleaved layout");
+    let (xb, bb, _) = x8_block_bytes(ty).expect("a type with an interleaved layout");
     assert!(
         w.len() >= x8_size(ty, rows, n),
         "x8 panel: weights too short"

@@ -13,6 +13,7 @@ pub mod kquants;
 pub mod legacy;
 pub mod legacy_tile;
 pub mod legacy_vnni;
+pub mod legacy_x8;
 mod panel_walk;
 
 /// Horizontal sum of 8 f32 lanes.
