@@ -37,8 +37,9 @@ use std::path::PathBuf;
     about = "On-device language-model engine: run GGUF models fast on the CPU."
 )]
 struct Cli {
-    /// Keep the weights in the file's layout instead of repacking Q4_K / Q6_K matrices into
-    /// 8-row interleaved panels at load (same results, slower; also KESTREL_NO_REPACK=1).
+    /// Keep the weights in the file's layout instead of repacking Q4_K / Q6_K / Q4_0 / Q8_0
+    /// matrices into 8-row interleaved panels at load (slower; the same bits except Q4_0, whose
+    /// repacked kernels sum in the scalar order; also KESTREL_NO_REPACK=1).
     #[arg(long, global = true)]
     no_repack: bool,
     #[command(subcommand)]
