@@ -34,7 +34,7 @@ const COL_BLOCK: usize = 64;
 
 /// Four activation bytes at `p`, in every dword.
 #[inline(always)]
-unsafe fn bcast4(p: *const u8) -> __m256i {
+pub(super) unsafe fn bcast4(p: *const u8) -> __m256i {
     _mm256_set1_epi32((p as *const i32).read_unaligned())
 }
 

@@ -32,6 +32,7 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 
 use super::hsum_i32x8;
+use super::kq_x8::bcast4;
 use super::legacy::{cvt4, f16_bits, load32};
 use crate::generic::legacy::{Q4_0_BYTES, Q8_0_BYTES, QK};
 use crate::generic::repack::{x8off40, Q4_0_X8_BYTES, Q8_0_X8_BYTES, X8_ROWS};
@@ -50,12 +51,6 @@ struct BlockSum {
 thread_local! {
     /// Each thread's table of block sums, grown as needed and kept between calls.
     static SUMS: Cell<Vec<BlockSum>> = const { Cell::new(Vec::new()) };
-}
-
-/// Four activation bytes at `p`, in every dword.
-#[inline(always)]
-unsafe fn bcast4(p: *const u8) -> __m256i {
-    _mm256_set1_epi32((p as *const i32).read_unaligned())
 }
 
 /// The block sums of `cols` Q8_0 columns of `nb` blocks (`arb` bytes apart) into `out`,
