@@ -18,8 +18,9 @@ pub(crate) type VecDotFn = unsafe fn(usize, &[u8], &[u8]) -> f32;
 pub(crate) type QuantFn = unsafe fn(&[f32], &mut [u8]);
 /// Attention over the f16 KV cache (see `generic::attn`).
 pub(crate) type AttnDotFn = unsafe fn(Lanes, &[half::f16], &[half::f16]) -> f32;
-pub(crate) type AttnDotRowsFn = unsafe fn(Lanes, &[half::f16], &[half::f16], &mut [f32]);
-pub(crate) type AttnMixFn = unsafe fn(Lanes, &mut [f32], &[f32], &[half::f16], usize, &mut [f32]);
+pub(crate) type AttnDotRowsFn = unsafe fn(Lanes, usize, &[half::f16], &[half::f16], &mut [f32]);
+pub(crate) type AttnMixFn =
+    unsafe fn(Lanes, usize, &mut [f32], &[f32], &[half::f16], usize, &mut [f32]);
 /// `(n, w, row stride, a, column stride, out)`: the dot products of `TILE_R` weight rows with
 /// `TILE_C` activation columns, `out[c * TILE_R + r]`, each bit-identical to `vec_dot`.
 pub(crate) type TileFn = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [f32; TILE_R * TILE_C]);
@@ -120,16 +121,28 @@ impl Kernels {
         unsafe { (self.attn_dot)(lanes, q, k) }
     }
 
-    /// `out[j] = q · rows[j]` ([`Kernels::dot_f16`]) for the first `out.len()` rows of
-    /// `q.len()` values in `rows`.
+    /// `out[g * n + j] = q_g · rows[j]` ([`Kernels::dot_f16`]) for the `G = q.len() / d`
+    /// queries of `d` values in `q` (query heads sharing one KV head) and the first
+    /// `n = out.len() / G` rows of `d` values in `rows`.
     #[inline]
-    pub fn dot_f16_rows(&self, lanes: Lanes, q: &[half::f16], rows: &[half::f16], out: &mut [f32]) {
+    pub fn dot_f16_rows(
+        &self,
+        lanes: Lanes,
+        d: usize,
+        q: &[half::f16],
+        rows: &[half::f16],
+        out: &mut [f32],
+    ) {
         assert!(
-            !q.is_empty() && rows.len() >= out.len() * q.len(),
+            d > 0 && !q.is_empty() && q.len() % d == 0 && out.len() % (q.len() / d) == 0,
+            "dot_f16_rows: queries and outputs do not tile"
+        );
+        assert!(
+            rows.len() >= out.len() / (q.len() / d) * d,
             "dot_f16_rows: too few rows"
         );
         // SAFETY: supported by this CPU; lengths checked.
-        unsafe { (self.attn_dot_rows)(lanes, q, rows, out) }
+        unsafe { (self.attn_dot_rows)(lanes, d, q, rows, out) }
     }
 
     /// `gate[i] = silu(gate[i]) * up[i]` as llama.cpp computes it (see `generic::act`).
@@ -148,13 +161,16 @@ impl Kernels {
         unsafe { (self.softmax)(s, cell0) }
     }
 
-    /// `out[d] = sum_j p[j] * v[j][d]`, row `j`'s partial sums in lane `(pos0 + j) % lanes`;
-    /// `v` holds at least `p.len()` rows of `out.len()` values, `acc` at least
-    /// `lanes * out.len()` floats of scratch.
+    /// `out[g * dv + d] = sum_j p[g * len + j] * v[j][d]` for the `G = out.len() / dv`
+    /// queries (`len = p.len() / G` weights each), row `j`'s partial sums in lane
+    /// `(pos0 + j) % lanes`; `v` holds at least `len` rows of `dv` values, `acc` at least
+    /// `G * lanes * dv` floats of scratch.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn mix_f16(
         &self,
         lanes: Lanes,
+        dv: usize,
         out: &mut [f32],
         p: &[f32],
         v: &[half::f16],
@@ -162,15 +178,21 @@ impl Kernels {
         acc: &mut [f32],
     ) {
         assert!(
-            v.len() >= p.len() * out.len(),
-            "mix_f16: too few value rows"
+            dv > 0 && !out.is_empty() && out.len() % dv == 0,
+            "mix_f16: outputs do not tile"
         );
+        let g = out.len() / dv;
         assert!(
-            acc.len() >= lanes.count() * out.len(),
+            !p.is_empty() && p.len() % g == 0,
+            "mix_f16: weights do not tile"
+        );
+        assert!(v.len() >= p.len() / g * dv, "mix_f16: too few value rows");
+        assert!(
+            acc.len() >= g * lanes.count() * dv,
             "mix_f16: scratch too small"
         );
         // SAFETY: supported by this CPU; sizes checked above.
-        unsafe { (self.attn_mix)(lanes, out, p, v, pos0, acc) }
+        unsafe { (self.attn_mix)(lanes, dv, out, p, v, pos0, acc) }
     }
 
     /// The tile kernel for `ty`, if this table has one. Calling it is sound on this CPU given

@@ -2,7 +2,7 @@
 //! activations. Written so the compiler vectorizes them; accumulations that ggml does in f64
 //! are done in f64 here too, so results track llama.cpp.
 
-use half::f16;
+use half::{f16, slice::HalfFloatSliceExt};
 
 /// `out = x / rms(x) * w`, mean of squares accumulated in f64 as ggml does.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -146,9 +146,26 @@ pub fn rope_apply(x: &mut [f32], cs: &[f32], n_rot: usize, style: RopeStyle) {
     }
 }
 
+/// `dst[i] = f16(src[i])` over the shorter of the two (half's slice conversion uses F16C when
+/// the CPU has it, eight at a time; per-element `f16::from_f32` pays a feature check per call).
 pub fn f32_to_f16_slice(src: &[f32], dst: &mut [f16]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = f16::from_f32(s);
+    let n = src.len().min(dst.len());
+    dst[..n].convert_from_f32_slice(&src[..n]);
+}
+
+/// `dst[i] = f32(src[i])` over the shorter of the two (exact).
+pub fn f16_to_f32_slice(src: &[f16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    src[..n].convert_to_f32_slice(&mut dst[..n]);
+}
+
+/// Rounds every value to the nearest f16 and back (round to nearest even, as `f16::from_f32`).
+pub fn round_to_f16(x: &mut [f32]) {
+    let mut h = [f16::ZERO; 64];
+    for c in x.chunks_mut(64) {
+        let h = &mut h[..c.len()];
+        h.convert_from_f32_slice(c);
+        h.convert_to_f32_slice(c);
     }
 }
 
@@ -166,6 +183,31 @@ pub fn argmax(x: &[f32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slice_conversions_match_per_element_rounding() {
+        // Normals, subnormals, halfway cases, overflow to infinity; lengths around the chunk.
+        let mut x: Vec<f32> = (0..1000)
+            .map(|i| {
+                let m = 1.0 + (i as f32) * 0.000_977;
+                m * 2f32.powi(i % 40 - 28) * if i % 3 == 0 { -1.0 } else { 1.0 }
+            })
+            .collect();
+        x.extend([65520.0, 1e9, 5.96e-8, 2.98e-8, 0.0, -0.0]);
+        let want: Vec<f32> = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+        let mut r = x.clone();
+        round_to_f16(&mut r);
+        assert_eq!(
+            r.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        let mut h = vec![f16::ZERO; x.len()];
+        f32_to_f16_slice(&x, &mut h);
+        let mut back = vec![0.0f32; x.len() + 3];
+        f16_to_f32_slice(&h, &mut back);
+        assert_eq!(&back[..x.len()], &want[..]);
+        assert_eq!(&back[x.len()..], &[0.0; 3]);
+    }
 
     #[test]
     fn rms_norm_unit() {

@@ -23,34 +23,39 @@ proptest! {
     }
 
     #[test]
-    fn dot_f16_rows_match_single_dots_bitwise(rows in 0usize..20, d in prop::sample::select(vec![8usize, 40, 64, 256]),
-                                              seed in prop::collection::vec(-8.0f32..8.0, 21 * 256), l32 in any::<bool>()) {
+    fn dot_f16_rows_match_single_dots_bitwise(rows in 0usize..20, d in prop::sample::select(vec![8usize, 40, 64, 128, 256, 264]),
+                                              g in 1usize..7, seed in prop::collection::vec(-8.0f32..8.0, 6 * 264 + 20 * 264), l32 in any::<bool>()) {
+        // g query heads against one KV head's rows; 264 is past the tiled path's longest head.
         let lanes = if l32 { Lanes::L32 } else { Lanes::L8 };
-        let (q, ks) = (h(&seed[..d]), h(&seed[256..256 + rows * d]));
+        let (q, ks) = (h(&seed[..g * d]), h(&seed[6 * 264..6 * 264 + rows * d]));
         for k in [kernels(), scalar_kernels()] {
-            let mut out = vec![f32::NAN; rows];
-            k.dot_f16_rows(lanes, &q, &ks, &mut out);
-            for (j, o) in out.iter().enumerate() {
-                let want = scalar_kernels().dot_f16(lanes, &q, &ks[j * d..(j + 1) * d]);
-                prop_assert_eq!(o.to_bits(), want.to_bits());
+            let mut out = vec![f32::NAN; g * rows];
+            k.dot_f16_rows(lanes, d, &q, &ks, &mut out);
+            for (i, o) in out.iter().enumerate() {
+                let (qi, j) = (i / rows.max(1), i % rows.max(1));
+                let want = scalar_kernels().dot_f16(lanes, &q[qi * d..(qi + 1) * d], &ks[j * d..(j + 1) * d]);
+                prop_assert_eq!(o.to_bits(), want.to_bits(), "{} query {} row {}", k.isa(), qi, j);
             }
         }
     }
 
     #[test]
-    fn mix_f16_matches_scalar_bitwise(rows in 1usize..70, dv in prop::sample::select(vec![8usize, 20, 64, 256]),
-                                      pos0 in 0usize..100, seed in prop::collection::vec(-4.0f32..4.0, 70 * 256 + 70), l32 in any::<bool>()) {
+    fn mix_f16_matches_scalar_bitwise(rows in 1usize..70, dv in prop::sample::select(vec![8usize, 20, 64, 128, 256]),
+                                      g in 1usize..7, pos0 in 0usize..100,
+                                      seed in prop::collection::vec(-4.0f32..4.0, 70 * 256 + 6 * 70), l32 in any::<bool>()) {
         let lanes = if l32 { Lanes::L32 } else { Lanes::L8 };
         let v = h(&seed[..rows * dv]);
-        let p: Vec<f32> = seed[70 * 256..70 * 256 + rows].iter().map(|x| f16::from_f32(x.abs() / 4.0).to_f32()).collect();
-        let mut acc = vec![0.0f32; 32 * dv];
-        let (mut o1, mut o2) = (vec![0.0f32; dv], vec![0.0f32; dv]);
-        scalar_kernels().mix_f16(lanes, &mut o1, &p, &v, pos0, &mut acc);
-        kernels().mix_f16(lanes, &mut o2, &p, &v, pos0, &mut acc);
-        for d in 0..dv {
-            prop_assert_eq!(o1[d].to_bits(), o2[d].to_bits(), "d {}: {} vs {}", d, o1[d], o2[d]);
-            let exact: f64 = (0..rows).map(|j| p[j] as f64 * v[j * dv + d].to_f64()).sum();
-            prop_assert!((o1[d] as f64 - exact).abs() <= 1e-5 * (1.0 + exact.abs()));
+        let p: Vec<f32> = seed[70 * 256..70 * 256 + g * rows].iter().map(|x| f16::from_f32(x.abs() / 4.0).to_f32()).collect();
+        let mut acc = vec![f32::NAN; g * 32 * dv];
+        let (mut o1, mut o2) = (vec![0.0f32; g * dv], vec![0.0f32; g * dv]);
+        scalar_kernels().mix_f16(lanes, dv, &mut o1, &p, &v, pos0, &mut acc);
+        acc.fill(f32::NAN);
+        kernels().mix_f16(lanes, dv, &mut o2, &p, &v, pos0, &mut acc);
+        for i in 0..g * dv {
+            let (qi, d) = (i / dv, i % dv);
+            prop_assert_eq!(o1[i].to_bits(), o2[i].to_bits(), "query {} d {}: {} vs {}", qi, d, o1[i], o2[i]);
+            let exact: f64 = (0..rows).map(|j| p[qi * rows + j] as f64 * v[j * dv + d].to_f64()).sum();
+            prop_assert!((o1[i] as f64 - exact).abs() <= 1e-5 * (1.0 + exact.abs()));
         }
     }
 }

@@ -435,12 +435,20 @@ pub(crate) fn attention_block(
     } else {
         rows.lanes(n)
     };
-    let per_thread = n_ctx + hd + lanes.count() * hdv;
+    // Query heads that share a KV head go together (`sg` of them per item), so each key and
+    // value vector is converted once for all of them; fewer items than two per thread would
+    // idle a thread, so decode on few KV heads splits the groups.
+    let group = hp.n_head / hp.n_head_kv;
+    let sg = (1..=group)
+        .rev()
+        .find(|&s| group % s == 0 && n * hp.n_head / s >= 2 * nt)
+        .unwrap_or(1);
+    let per_thread = sg * (n_ctx + hd + lanes.count() * hdv);
     if sc.attn.len() < nt * per_thread {
         sc.attn.resize(nt * per_thread, 0.0);
     }
-    let group = hp.n_head / hp.n_head_kv;
-    let items = n * hp.n_head;
+    let items_per_row = hp.n_head / sg;
+    let items = n * items_per_row;
     let scratch = SharedMut(sc.attn.as_mut_ptr());
     let out = SharedMut(sc.att.as_mut_ptr());
     let q = &sc.q;
@@ -455,42 +463,40 @@ pub(crate) fn attention_block(
     c.pool.run(&|tid, nth| {
         // SAFETY: thread `tid` owns scratch block `tid` and the output rows of its items.
         let mine = unsafe { scratch.slice(tid * per_thread, per_thread) };
-        let (sc_row, rest) = mine.split_at_mut(n_ctx);
-        let (q16f, acc) = rest.split_at_mut(hd);
-        // The f16 query lives in the first half of its f32 scratch.
-        let q16: &mut [f16] = f16_scratch(q16f, hd);
+        let (sc_rows, rest) = mine.split_at_mut(sg * n_ctx);
+        let (q16f, acc) = rest.split_at_mut(sg * hd);
+        // The f16 queries live in the first half of their f32 scratch.
+        let q16: &mut [f16] = f16_scratch(q16f, sg * hd);
         let mut item = tid;
         while item < items {
-            let (i, h) = (item / hp.n_head, item % hp.n_head);
+            // Row i, query heads h0..h0 + sg (contiguous in q and in the output), KV head g.
+            let (i, h0) = (item / items_per_row, item % items_per_row * sg);
             let (kv, p) = (rows.kv(i), rows.pos(i));
             let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
-            let g = h / group;
-            let qh = &q[(i * hp.n_head + h) * hd..(i * hp.n_head + h + 1) * hd];
-            for (d, &x) in q16.iter_mut().zip(qh) {
+            let g = h0 / group;
+            let qo = (i * hp.n_head + h0) * hd;
+            for (d, &x) in q16.iter_mut().zip(&q[qo..qo + sg * hd]) {
                 *d = f16::from_f32(x * q_scale);
             }
             let len = p + 1 - start;
-            kern.dot_f16_rows(
-                lanes,
-                q16,
-                kv.k_range(il, g, start, p + 1),
-                &mut sc_row[..len],
-            );
+            let scores = &mut sc_rows[..sg * len];
+            kern.dot_f16_rows(lanes, hd, q16, kv.k_range(il, g, start, p + 1), scores);
             if s_scale != 1.0 {
-                for v in sc_row[..len].iter_mut() {
+                for v in scores.iter_mut() {
                     *v *= s_scale;
                 }
             }
-            kern.softmax_cells(&mut sc_row[..len], start);
-            for w in sc_row[..len].iter_mut() {
-                *w = f16::from_f32(*w).to_f32();
+            for s in scores.chunks_exact_mut(len) {
+                kern.softmax_cells(s, start);
             }
-            // SAFETY: item (i, h) is this thread's alone, so is its output row.
-            let oh = unsafe { out.slice((i * hp.n_head + h) * hdv, hdv) };
+            kestrel_kernels::ops::round_to_f16(scores);
+            // SAFETY: item (i, h0) is this thread's alone, so are its heads' output rows.
+            let oh = unsafe { out.slice((i * hp.n_head + h0) * hdv, sg * hdv) };
             kern.mix_f16(
                 lanes,
+                hdv,
                 oh,
-                &sc_row[..len],
+                scores,
                 kv.v_range(il, g, start, p + 1),
                 start,
                 acc,

@@ -78,18 +78,44 @@ pub fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
     (head as f64 + tail) as f32
 }
 
-/// `out[j] = q · rows[j]` for consecutive rows of `q.len()` values, each as [`dot_f16`].
-pub fn dot_f16_rows(lanes: Lanes, q: &[f16], rows: &[f16], out: &mut [f32]) {
-    for (o, r) in out.iter_mut().zip(rows.chunks_exact(q.len())) {
-        *o = dot_f16(lanes, q, r);
+/// `out[g * n + j] = q_g · rows[j]`, each as [`dot_f16`], for the `G = q.len() / d` queries
+/// of `d` values in `q` (heads that share one KV head) and the `n = out.len() / G`
+/// consecutive rows of `d` values in `rows`.
+pub fn dot_f16_rows(lanes: Lanes, d: usize, q: &[f16], rows: &[f16], out: &mut [f32]) {
+    let n = out.len() / (q.len() / d);
+    if n == 0 {
+        return;
+    }
+    for (qg, out) in q.chunks_exact(d).zip(out.chunks_exact_mut(n)) {
+        for (o, r) in out.iter_mut().zip(rows.chunks_exact(d)) {
+            *o = dot_f16(lanes, qg, r);
+        }
     }
 }
 
-/// `out[d] = sum_j p[j] * v[j][d]` over rows `v[j]` of `out.len()` values, with the partial sum
+/// `out[d] = sum_j p[j] * v[j][d]` over rows `v[j]` of `dv` values, with the partial sum
 /// of row `j` kept in lane `(pos0 + j) % lanes` (the KV cell index decides the lane, as in
-/// llama.cpp's matmul over the cache). `p` must already be rounded to f16 precision.
-/// `acc` is scratch of at least `lanes * out.len()` floats.
-pub fn mix_f16(lanes: Lanes, out: &mut [f32], p: &[f32], v: &[f16], pos0: usize, acc: &mut [f32]) {
+/// llama.cpp's matmul over the cache), for each of the `G = out.len() / dv` queries: query
+/// `g`'s weights are `p[g * len..(g + 1) * len]` with `len = p.len() / G`, its outputs
+/// `out[g * dv..(g + 1) * dv]`. `p` must already be rounded to f16 precision. `acc` is
+/// scratch of at least `G * lanes * dv` floats.
+pub fn mix_f16(
+    lanes: Lanes,
+    dv: usize,
+    out: &mut [f32],
+    p: &[f32],
+    v: &[f16],
+    pos0: usize,
+    acc: &mut [f32],
+) {
+    let g = out.len() / dv;
+    let len = p.len() / g;
+    for (out, p) in out.chunks_exact_mut(dv).zip(p.chunks_exact(len)) {
+        mix_one(lanes, out, p, v, pos0, acc);
+    }
+}
+
+fn mix_one(lanes: Lanes, out: &mut [f32], p: &[f32], v: &[f16], pos0: usize, acc: &mut [f32]) {
     let dv = out.len();
     let w = lanes.count();
     let acc = &mut acc[..w * dv];

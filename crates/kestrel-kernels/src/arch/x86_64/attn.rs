@@ -72,49 +72,287 @@ pub unsafe fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
     dot_f16_one(lanes, a, b)
 }
 
-/// `out[j] = q · rows[j]` for consecutive rows of `q.len()` values, each as [`dot_f16`].
+/// Longest head the tiled dot takes (a tile's queries sit on the stack in f32); longer heads
+/// go one dot at a time.
+const MAX_TILE_D: usize = 256;
+
+/// `out[g * n + j] = q_g · rows[j]` for `G = q.len() / d` queries and `n = out.len() / G`
+/// consecutive rows of `d` values, each exactly as [`dot_f16`]. Queries and rows go in small
+/// tiles: each converted key vector feeds several queries, and the independent accumulation
+/// chains overlap (one row alone waits on FMA latency). Every output keeps its own
+/// single-dot order.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_f16_rows(lanes: Lanes, q: &[f16], rows: &[f16], out: &mut [f32]) {
-    let d = q.len();
-    for (o, r) in out.iter_mut().zip(rows.chunks_exact(d)) {
-        *o = dot_f16_one(lanes, q, r);
+pub unsafe fn dot_f16_rows(lanes: Lanes, d: usize, q: &[f16], rows: &[f16], out: &mut [f32]) {
+    let g = q.len() / d;
+    let n = out.len() / g;
+    if n == 0 {
+        return;
+    }
+    if d > MAX_TILE_D {
+        for (qi, o) in q.chunks_exact(d).zip(out.chunks_exact_mut(n)) {
+            for (o, r) in o.iter_mut().zip(rows.chunks_exact(d)) {
+                *o = dot_f16_one(lanes, qi, r);
+            }
+        }
+        return;
+    }
+    // The queries in f32 once (exact: they are f16 values), four at a time.
+    let mut qf = [0.0f32; 4 * MAX_TILE_D];
+    let t = DotTile {
+        d,
+        n,
+        q16: q.as_ptr(),
+        rows: rows.as_ptr(),
+        out: out.as_mut_ptr(),
+    };
+    let mut q0 = 0;
+    while q0 < g {
+        let qt = (g - q0).min(4);
+        crate::ops::f16_to_f32_slice(&q[q0 * d..(q0 + qt) * d], &mut qf);
+        let qp = qf.as_ptr();
+        match (lanes, qt) {
+            (Lanes::L8, 4) => t.queries_l8::<4, 2>(q0, qp),
+            (Lanes::L8, 3) => t.queries_l8::<3, 2>(q0, qp),
+            (Lanes::L8, 2) => t.queries_l8::<2, 4>(q0, qp),
+            (Lanes::L8, _) => t.queries_l8::<1, 4>(q0, qp),
+            (Lanes::L32, 1) => t.queries_l32::<1>(q0, qp),
+            (Lanes::L32, qt) => {
+                t.queries_l32::<2>(q0, qp);
+                if qt > 2 {
+                    let rest = qp.add(2 * d);
+                    if qt == 4 {
+                        t.queries_l32::<2>(q0 + 2, rest);
+                    } else {
+                        t.queries_l32::<1>(q0 + 2, rest);
+                    }
+                }
+            }
+        }
+        q0 += qt;
     }
 }
 
+/// One `dot_f16_rows` call's operands.
+struct DotTile {
+    d: usize,
+    n: usize,
+    q16: *const f16,
+    rows: *const f16,
+    out: *mut f32,
+}
+
+impl DotTile {
+    /// Queries `q0..q0 + QT` (their f32 copies at `qf`) against every row, `RT` rows a step.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn queries_l8<const QT: usize, const RT: usize>(&self, q0: usize, qf: *const f32) {
+        let mut j = 0;
+        while j + RT <= self.n {
+            self.block_l8::<QT, RT>(q0, qf, j);
+            j += RT;
+        }
+        while j < self.n {
+            self.block_l8::<QT, 1>(q0, qf, j);
+            j += 1;
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_l8<const QT: usize, const RT: usize>(&self, q0: usize, qf: *const f32, j: usize) {
+        let d = self.d;
+        let full = d / 8 * 8;
+        let rows = self.rows.add(j * d);
+        let mut acc = [[_mm256_setzero_ps(); RT]; QT];
+        let mut i = 0;
+        while i < full {
+            let mut k = [_mm256_setzero_ps(); RT];
+            for (r, k) in k.iter_mut().enumerate() {
+                *k = load8(rows.add(r * d + i));
+            }
+            for (qi, acc) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(qf.add(qi * d + i));
+                for (acc, k) in acc.iter_mut().zip(&k) {
+                    *acc = _mm256_fmadd_ps(qv, *k, *acc);
+                }
+            }
+            i += 8;
+        }
+        for (qi, acc) in acc.iter().enumerate() {
+            let q16 = self.q16.add((q0 + qi) * d);
+            for (r, acc) in acc.iter().enumerate() {
+                *self.out.add((q0 + qi) * self.n + j + r) =
+                    with_tail(hsum8_v(*acc), q16, rows.add(r * d), full, d);
+            }
+        }
+    }
+
+    /// Queries `q0..q0 + QT` against every row, one row a step, four accumulators each.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn queries_l32<const QT: usize>(&self, q0: usize, qf: *const f32) {
+        let d = self.d;
+        let full = d / 32 * 32;
+        for j in 0..self.n {
+            let row = self.rows.add(j * d);
+            let mut acc = [[_mm256_setzero_ps(); 4]; QT];
+            let mut i = 0;
+            while i < full {
+                for s in 0..4 {
+                    let k = load8(row.add(i + 8 * s));
+                    for (qi, acc) in acc.iter_mut().enumerate() {
+                        let qv = _mm256_loadu_ps(qf.add(qi * d + i + 8 * s));
+                        acc[s] = _mm256_fmadd_ps(qv, k, acc[s]);
+                    }
+                }
+                i += 32;
+            }
+            for (qi, acc) in acc.iter().enumerate() {
+                let q16 = self.q16.add((q0 + qi) * d);
+                *self.out.add((q0 + qi) * self.n + j) =
+                    with_tail(fold32_v(*acc), q16, row, full, d);
+            }
+        }
+    }
+}
+
+/// `head` plus the elements past the last full lane step, summed in f64 as ggml does (and
+/// as the scalar twin writes it, an empty tail included).
+#[inline(always)]
+unsafe fn with_tail(head: f32, q: *const f16, row: *const f16, full: usize, d: usize) -> f32 {
+    let tail: f64 = (full..d)
+        .map(|i| ((*q.add(i)).to_f32() * (*row.add(i)).to_f32()) as f64)
+        .sum();
+    (head as f64 + tail) as f32
+}
+
+/// `out[g * dv + d] = sum_j p[g * len + j] * v[j][d]` for `G = out.len() / dv` queries, as the
+/// scalar twin: row `j`'s partial sums in lane `(pos0 + j) % lanes`. The lane accumulators
+/// are built one lane at a time (lane `l` takes rows `j ≡ l - pos0` in increasing `j`) in
+/// registers, several queries sharing each converted value vector, instead of a
+/// load-FMA-store through memory per row. Same FMAs, same order.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn mix_f16(
     lanes: Lanes,
+    dv: usize,
     out: &mut [f32],
     p: &[f32],
     v: &[f16],
     pos0: usize,
     acc: &mut [f32],
 ) {
-    let dv = out.len();
+    let g = out.len() / dv;
+    let len = p.len() / g;
     let w = lanes.count();
-    let acc = &mut acc[..w * dv];
-    acc.fill(0.0);
-    let d8 = dv / 8 * 8;
-    for (j, row) in v.chunks_exact(dv).enumerate().take(p.len()) {
-        let l = (pos0 + j) % w;
-        let a = acc.as_mut_ptr().add(l * dv);
-        let pj = _mm256_set1_ps(p[j]);
-        let mut d = 0;
-        while d < d8 {
-            _mm256_storeu_ps(
-                a.add(d),
-                _mm256_fmadd_ps(load8(row.as_ptr().add(d)), pj, _mm256_loadu_ps(a.add(d))),
-            );
-            d += 8;
+    let m = MixTile {
+        dv,
+        len,
+        n: len.min(v.len() / dv),
+        w,
+        pos0,
+        v: v.as_ptr(),
+        p: p.as_ptr(),
+        acc: acc.as_mut_ptr(),
+    };
+    let mut q0 = 0;
+    while q0 < g {
+        let qt = (g - q0).min(4);
+        match qt {
+            4 => m.queries::<4, 2>(q0),
+            3 => m.queries::<3, 2>(q0),
+            2 => m.queries::<2, 4>(q0),
+            _ => m.queries::<1, 8>(q0),
         }
-        while d < dv {
-            *a.add(d) = row[d].to_f32().mul_add(p[j], *a.add(d));
-            d += 1;
+        q0 += qt;
+    }
+    for q in 0..g {
+        fold_lanes(w, dv, acc.as_ptr().add(q * w * dv), out.as_mut_ptr().add(q * dv));
+    }
+}
+
+/// One `mix_f16` call's operands; `acc` holds `lanes * dv` floats per query.
+struct MixTile {
+    dv: usize,
+    len: usize,
+    n: usize,
+    w: usize,
+    pos0: usize,
+    v: *const f16,
+    p: *const f32,
+    acc: *mut f32,
+}
+
+impl MixTile {
+    /// Every lane accumulator of queries `q0..q0 + QT`, `NB` vectors of outputs a pass.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn queries<const QT: usize, const NB: usize>(&self, q0: usize) {
+        let dv = self.dv;
+        let d8 = dv / 8 * 8;
+        for l in 0..self.w {
+            let j0 = (l + self.w - self.pos0 % self.w) % self.w;
+            let mut d = 0;
+            while d + 8 * NB <= dv {
+                self.lane::<QT, NB>(q0, l, j0, d);
+                d += 8 * NB;
+            }
+            while d < d8 {
+                self.lane::<QT, 1>(q0, l, j0, d);
+                d += 8;
+            }
+            for d in d..dv {
+                for qi in q0..q0 + QT {
+                    let p = self.p.add(qi * self.len);
+                    let mut s = 0.0f32;
+                    let mut j = j0;
+                    while j < self.n {
+                        s = (*self.v.add(j * dv + d)).to_f32().mul_add(*p.add(j), s);
+                        j += self.w;
+                    }
+                    *self.acc.add((qi * self.w + l) * dv + d) = s;
+                }
+            }
         }
     }
-    // The lane folds, eight outputs at a time (the same adds as the scalar twin, per element).
-    let ap = acc.as_ptr();
-    let at = |l: usize, d: usize| _mm256_loadu_ps(ap.add(l * dv + d));
+
+    /// Lane `l`'s accumulators for outputs `d..d + 8 * NB` of queries `q0..q0 + QT`: rows
+    /// `j0, j0 + w, ...`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn lane<const QT: usize, const NB: usize>(&self, q0: usize, l: usize, j0: usize, d: usize) {
+        let mut r = [[_mm256_setzero_ps(); NB]; QT];
+        let mut j = j0;
+        while j < self.n {
+            let row = self.v.add(j * self.dv + d);
+            let mut x = [_mm256_setzero_ps(); NB];
+            for (k, x) in x.iter_mut().enumerate() {
+                *x = load8(row.add(8 * k));
+            }
+            for (qi, r) in r.iter_mut().enumerate() {
+                let pj = _mm256_set1_ps(*self.p.add((q0 + qi) * self.len + j));
+                for (r, x) in r.iter_mut().zip(&x) {
+                    *r = _mm256_fmadd_ps(*x, pj, *r);
+                }
+            }
+            j += self.w;
+        }
+        for (qi, r) in r.iter().enumerate() {
+            let a = self.acc.add(((q0 + qi) * self.w + l) * self.dv + d);
+            for (k, r) in r.iter().enumerate() {
+                _mm256_storeu_ps(a.add(8 * k), *r);
+            }
+        }
+    }
+}
+
+/// One query's `w * dv` lane accumulators at `acc` folded into its `dv` outputs, eight at a
+/// time (the same adds as the scalar twin, per element).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fold_lanes(w: usize, dv: usize, acc: *const f32, out: *mut f32) {
+    let at = |l: usize, d: usize| _mm256_loadu_ps(acc.add(l * dv + d));
+    let d8 = dv / 8 * 8;
     let mut d = 0;
     while d < d8 {
         let mut x = [_mm256_setzero_ps(); 8];
@@ -139,15 +377,15 @@ pub unsafe fn mix_f16(
         } else {
             _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3))
         };
-        _mm256_storeu_ps(out.as_mut_ptr().add(d), r);
+        _mm256_storeu_ps(out.add(d), r);
         d += 8;
     }
     while d < dv {
         let mut x = [0.0f32; 32];
-        for l in 0..w {
-            x[l] = acc[l * dv + d];
+        for (l, x) in x.iter_mut().enumerate().take(w) {
+            *x = *acc.add(l * dv + d);
         }
-        out[d] = if w == 32 {
+        *out.add(d) = if w == 32 {
             fold32(&mut x)
         } else {
             hsum8(&[x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]])
