@@ -86,22 +86,38 @@ def llama_src() -> Path:
     return src
 
 
+# Release, CPU only, tuned for this machine (GGML_NATIVE): llama.cpp at its best here. AMX off:
+# 0.3.36's AMX matmul dies of SIGILL (`tilezero` before a tile config, seen on a Xeon whose
+# kernel grants AMX), and kestrel has no AMX path, so both sides run AVX-512 VNNI at most.
+# Under GGML_NATIVE only the compiler flags turn it off (gcc keeps an explicit -mno-* against
+# -march=native); ggml's GGML_AMX_* options apply to non-native builds.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+CMAKE_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", f"-DCMAKE_C_FLAGS={NO_AMX}",
+               f"-DCMAKE_CXX_FLAGS={NO_AMX}", "-DLLAMA_CURL=OFF",
+               "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON"]
+
+
 def build_llama_tool(target: str) -> Path:
     """A llama.cpp program (llama-bench, llama-server, llama-quantize, ...) from the sdist,
-    built once into the cache."""
+    built once into the cache (again when CMAKE_FLAGS change)."""
     base = CACHE / f"llama.cpp-{LLAMA_CPP_PYTHON}"
-    exe = base / "build" / "bin" / target
-    if exe.exists():
+    build = base / "build"
+    exe = build / "bin" / target
+    stamp = build / ".kestrel-cmake-flags"
+    flags = "\n".join(CMAKE_FLAGS)
+    configured = stamp.exists() and stamp.read_text() == flags
+    if exe.exists() and configured:
         return exe
     src = llama_src()
     cmake = shutil.which("cmake") or str(bench_venv() / "cmake")
-    build = base / "build"
     log(f"building {target} (several minutes, once) ...")
-    # Release, CPU only, tuned for this machine (GGML_NATIVE): llama.cpp at its best here.
-    subprocess.run([cmake, "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                    "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON"],
-                   check=True, stdout=subprocess.DEVNULL)
+    if not configured:
+        subprocess.run([cmake, "-S", str(src), "-B", str(build), *CMAKE_FLAGS],
+                       check=True, stdout=subprocess.DEVNULL)
+        # Programs built under other flags are stale; each is rebuilt when next asked for.
+        for old in (build / "bin").glob("llama-*"):
+            old.unlink()
+        stamp.write_text(flags)
     subprocess.run([cmake, "--build", str(build), "--target", target, "-j",
                     str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
     return exe

@@ -392,9 +392,9 @@ fn avx512_vnni_table() -> Kernels {
     k.isa = "avx512-vnni";
     crate::arch::x86_64::panel_wire_avx512(&mut k.vec_dot, &mut k.panel);
     k.panel_x8[GgmlType::Q4_K as usize] =
-        Some(crate::arch::x86_64::kq_x8::avx512::panel_q4_k_x8 as PanelX8Fn);
+        Some(crate::arch::x86_64::kq_x16::panel_q4_k_x8 as PanelX8Fn);
     k.panel_x8[GgmlType::Q6_K as usize] =
-        Some(crate::arch::x86_64::kq_x8::avx512::panel_q6_k_x8 as PanelX8Fn);
+        Some(crate::arch::x86_64::kq_x16::panel_q6_k_x8 as PanelX8Fn);
     k.panel_x8[GgmlType::Q4_0 as usize] =
         Some(crate::arch::x86_64::legacy_x8::avx512::panel_q4_0_x8 as PanelX8Fn);
     k.panel_x8[GgmlType::Q8_0 as usize] =

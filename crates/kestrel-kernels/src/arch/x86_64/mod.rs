@@ -9,6 +9,7 @@ pub mod act;
 pub mod attn;
 pub mod kq_panel;
 pub mod kq_x8;
+pub mod kq_x16;
 pub mod kquants;
 pub mod legacy;
 pub mod legacy_tile;
