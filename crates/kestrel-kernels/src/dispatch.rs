@@ -396,9 +396,9 @@ fn avx512_vnni_table() -> Kernels {
     k.panel_x8[GgmlType::Q6_K as usize] =
         Some(crate::arch::x86_64::kq_x16::panel_q6_k_x8 as PanelX8Fn);
     k.panel_x8[GgmlType::Q4_0 as usize] =
-        Some(crate::arch::x86_64::legacy_x8::avx512::panel_q4_0_x8 as PanelX8Fn);
+        Some(crate::arch::x86_64::legacy_x16::panel_q4_0_x8 as PanelX8Fn);
     k.panel_x8[GgmlType::Q8_0 as usize] =
-        Some(crate::arch::x86_64::legacy_x8::avx512::panel_q8_0_x8 as PanelX8Fn);
+        Some(crate::arch::x86_64::legacy_x16::panel_q8_0_x8 as PanelX8Fn);
     k
 }
 

@@ -159,7 +159,12 @@ impl DotTile {
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block_l8<const QT: usize, const RT: usize>(&self, q0: usize, qf: *const f32, j: usize) {
+    unsafe fn block_l8<const QT: usize, const RT: usize>(
+        &self,
+        q0: usize,
+        qf: *const f32,
+        j: usize,
+    ) {
         let d = self.d;
         let full = d / 8 * 8;
         let rows = self.rows.add(j * d);
@@ -267,7 +272,12 @@ pub unsafe fn mix_f16(
         q0 += qt;
     }
     for q in 0..g {
-        fold_lanes(w, dv, acc.as_ptr().add(q * w * dv), out.as_mut_ptr().add(q * dv));
+        fold_lanes(
+            w,
+            dv,
+            acc.as_ptr().add(q * w * dv),
+            out.as_mut_ptr().add(q * dv),
+        );
     }
 }
 
@@ -320,7 +330,13 @@ impl MixTile {
     /// `j0, j0 + w, ...`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn lane<const QT: usize, const NB: usize>(&self, q0: usize, l: usize, j0: usize, d: usize) {
+    unsafe fn lane<const QT: usize, const NB: usize>(
+        &self,
+        q0: usize,
+        l: usize,
+        j0: usize,
+        d: usize,
+    ) {
         let mut r = [[_mm256_setzero_ps(); NB]; QT];
         let mut j = j0;
         while j < self.n {

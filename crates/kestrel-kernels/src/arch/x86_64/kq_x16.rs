@@ -30,7 +30,7 @@ const TILE_COLS: usize = 4;
 
 /// 32 bytes at `p` (group g) and at `p + gap` (group g + 1) as one vector.
 #[inline(always)]
-unsafe fn join32(p: *const u8, gap: usize) -> __m512i {
+pub(super) unsafe fn join32(p: *const u8, gap: usize) -> __m512i {
     let lo = _mm256_loadu_si256(p as *const __m256i);
     let hi = _mm256_loadu_si256(p.add(gap) as *const __m256i);
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
@@ -54,13 +54,13 @@ unsafe fn join8(p: *const u8, gap: usize) -> __m128i {
 
 /// The 16 rows' f16 values at `p` and `p + gap` (8 each) in f32.
 #[inline(always)]
-unsafe fn halves16(p: *const u8, gap: usize) -> __m512 {
+pub(super) unsafe fn halves16(p: *const u8, gap: usize) -> __m512 {
     _mm512_cvtph_ps(join16(p, gap))
 }
 
 /// Four activation bytes at `p`, in every dword.
 #[inline(always)]
-unsafe fn bcast4(p: *const u8) -> __m512i {
+pub(super) unsafe fn bcast4(p: *const u8) -> __m512i {
     _mm512_set1_epi32((p as *const i32).read_unaligned())
 }
 
@@ -126,7 +126,7 @@ pub unsafe fn panel_q6_k_x8(
 }
 
 /// Whole pairs of interleaved groups in rows `r0..r1` (`r0` a multiple of 8).
-fn pairs_in(rows: usize, r0: usize, r1: usize) -> usize {
+pub(super) fn pairs_in(rows: usize, r0: usize, r1: usize) -> usize {
     debug_assert!(r0 % X8_ROWS == 0 && r0 <= r1 && r1 <= rows);
     let (g0, g1) = (r0 / X8_ROWS, (r1 / X8_ROWS).min(rows / X8_ROWS));
     g1.saturating_sub(g0) / 2

@@ -39,25 +39,31 @@ use crate::generic::repack::{x8off40, Q4_0_X8_BYTES, Q8_0_X8_BYTES, X8_ROWS};
 
 /// Activation columns whose block sums are tabled at once (and stay in L2 while every row
 /// group passes over them).
-const COL_BLOCK: usize = 64;
+pub(super) const COL_BLOCK: usize = 64;
 
 /// One activation block: the sum of its quants, and its scale.
 #[derive(Clone, Copy, Default)]
-struct BlockSum {
-    s: i32,
-    d: f32,
+pub(super) struct BlockSum {
+    pub(super) s: i32,
+    pub(super) d: f32,
 }
 
 thread_local! {
     /// Each thread's table of block sums, grown as needed and kept between calls.
-    static SUMS: Cell<Vec<BlockSum>> = const { Cell::new(Vec::new()) };
+    pub(super) static SUMS: Cell<Vec<BlockSum>> = const { Cell::new(Vec::new()) };
 }
 
 /// The block sums of `cols` Q8_0 columns of `nb` blocks (`arb` bytes apart) into `out`,
 /// column after column.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_sums(nb: usize, a: *const u8, arb: usize, cols: usize, out: &mut [BlockSum]) {
+pub(super) unsafe fn block_sums(
+    nb: usize,
+    a: *const u8,
+    arb: usize,
+    cols: usize,
+    out: &mut [BlockSum],
+) {
     let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
     for c in 0..cols {
         for i in 0..nb {

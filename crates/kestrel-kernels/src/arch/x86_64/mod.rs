@@ -8,12 +8,13 @@ use std::arch::x86_64::*;
 pub mod act;
 pub mod attn;
 pub mod kq_panel;
-pub mod kq_x8;
 pub mod kq_x16;
+pub mod kq_x8;
 pub mod kquants;
 pub mod legacy;
 pub mod legacy_tile;
 pub mod legacy_vnni;
+pub mod legacy_x16;
 pub mod legacy_x8;
 mod panel_walk;
 
