@@ -424,7 +424,8 @@ pub mod avx2 {
     );
 }
 
-/// AVX-512 F/BW/VL + VNNI on 256-bit vectors (32 registers: 4-column tiles).
+/// AVX-512 F/BW/VL + VNNI on 256-bit vectors (32 registers: 4-column tiles): the group left
+/// over when `kq_x16`'s 512-bit panels have taken the pairs.
 pub mod avx512 {
     x8_panels!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",

@@ -138,6 +138,10 @@ impl<F: Fmt> Tiles for Legacy<F> {
         let (w, a, y) = p.at(r, c);
         tile::<F, R, C>(p.nb, w, p.wrb, a, p.arb, y, p.ys)
     }
+
+    fn decode_row_bytes(&self) -> Option<usize> {
+        Some(self.0.wrb)
+    }
 }
 
 macro_rules! panel_fn {

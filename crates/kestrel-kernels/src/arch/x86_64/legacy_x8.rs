@@ -312,7 +312,7 @@ pub mod avx2 {
 }
 
 /// AVX-512 F/BW/VL + VNNI on 256-bit vectors (32 registers: 4-column Q4_0 tiles, 2-column
-/// Q8_0 ones).
+/// Q8_0 ones): the group left over when `legacy_x16`'s 512-bit panels have taken the pairs.
 pub mod avx512 {
     legacy_x8_panels!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
