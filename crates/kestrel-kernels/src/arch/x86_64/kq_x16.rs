@@ -79,21 +79,7 @@ pub unsafe fn panel_q4_k_x8(
     ys: usize,
     slice_cols: usize,
 ) {
-    let pairs = pairs_in(rows, r0, r1);
-    if pairs > 0 {
-        let nb = n / QK_K;
-        debug_assert!(w.len() >= crate::generic::repack::x8_size(crate::GgmlType::Q4_K, rows, n));
-        let gb = nb * Q4_K_X8_BYTES;
-        let (wg, yg) = (w.as_ptr().add(r0 / X8_ROWS * gb), y.add(r0));
-        let sc = slice_cols.min(cols);
-        walk::<false, true>(nb, wg, gb, pairs, a.as_ptr(), arb, sc, yg, ys);
-        let (a2, y2) = (a.as_ptr().add(sc * arb), yg.add(sc * ys));
-        walk::<false, false>(nb, wg, gb, pairs, a2, arb, cols - sc, y2, ys);
-    }
-    let rest = r0 + 2 * X8_ROWS * pairs;
-    if rest < r1 {
-        super::kq_x8::avx512::panel_q4_k_x8(n, w, rows, rest, r1, a, arb, cols, y, ys, slice_cols);
-    }
+    panel::<false>(n, w, rows, r0, r1, a, arb, cols, y, ys, slice_cols)
 }
 
 /// Rows `r0..r1` of a repacked Q6_K matrix times every column (`kq_x8`'s contract).
@@ -111,17 +97,49 @@ pub unsafe fn panel_q6_k_x8(
     ys: usize,
     slice_cols: usize,
 ) {
+    panel::<true>(n, w, rows, r0, r1, a, arb, cols, y, ys, slice_cols)
+}
+
+/// Both panels (`Q6`: Q6_K, else Q4_K, whose first `slice_cols` columns take the prompt
+/// order): the group pairs here, the rest in `kq_x8`'s 256-bit panel.
+#[inline(always)]
+unsafe fn panel<const Q6: bool>(
+    n: usize,
+    w: &[u8],
+    rows: usize,
+    r0: usize,
+    r1: usize,
+    a: &[u8],
+    arb: usize,
+    cols: usize,
+    y: *mut f32,
+    ys: usize,
+    slice_cols: usize,
+) {
+    let (ty, xb) = if Q6 {
+        (crate::GgmlType::Q6_K, Q6_K_X8_BYTES)
+    } else {
+        (crate::GgmlType::Q4_K, Q4_K_X8_BYTES)
+    };
     let pairs = pairs_in(rows, r0, r1);
     if pairs > 0 {
         let nb = n / QK_K;
-        debug_assert!(w.len() >= crate::generic::repack::x8_size(crate::GgmlType::Q6_K, rows, n));
-        let gb = nb * Q6_K_X8_BYTES;
+        debug_assert!(w.len() >= crate::generic::repack::x8_size(ty, rows, n));
+        let gb = nb * xb;
         let (wg, yg) = (w.as_ptr().add(r0 / X8_ROWS * gb), y.add(r0));
-        walk::<true, false>(nb, wg, gb, pairs, a.as_ptr(), arb, cols, yg, ys);
+        let sc = if Q6 { 0 } else { slice_cols.min(cols) };
+        walk::<Q6, true>(nb, wg, gb, pairs, a.as_ptr(), arb, sc, yg, ys);
+        let (a2, y2) = (a.as_ptr().add(sc * arb), yg.add(sc * ys));
+        walk::<Q6, false>(nb, wg, gb, pairs, a2, arb, cols - sc, y2, ys);
     }
     let rest = r0 + 2 * X8_ROWS * pairs;
     if rest < r1 {
-        super::kq_x8::avx512::panel_q6_k_x8(n, w, rows, rest, r1, a, arb, cols, y, ys, slice_cols);
+        let tail = if Q6 {
+            super::kq_x8::avx512::panel_q6_k_x8
+        } else {
+            super::kq_x8::avx512::panel_q4_k_x8
+        };
+        tail(n, w, rows, rest, r1, a, arb, cols, y, ys, slice_cols);
     }
 }
 

@@ -36,14 +36,7 @@ pub unsafe fn panel_q4_0_x8(
     ys: usize,
     slice_cols: usize,
 ) {
-    let pairs = pairs_in(rows, r0, r1);
-    walk::<false>(n, w, r0, pairs, a, arb, cols, y, ys);
-    let rest = r0 + 2 * X8_ROWS * pairs;
-    if rest < r1 {
-        super::legacy_x8::avx512::panel_q4_0_x8(
-            n, w, rows, rest, r1, a, arb, cols, y, ys, slice_cols,
-        );
-    }
+    panel::<false>(n, w, rows, r0, r1, a, arb, cols, y, ys, slice_cols)
 }
 
 /// Rows `r0..r1` of a repacked Q8_0 matrix times every column (`legacy_x8`'s contract).
@@ -61,13 +54,35 @@ pub unsafe fn panel_q8_0_x8(
     ys: usize,
     slice_cols: usize,
 ) {
+    panel::<true>(n, w, rows, r0, r1, a, arb, cols, y, ys, slice_cols)
+}
+
+/// Both panels (`Q8`: Q8_0, else Q4_0): the group pairs here, the rest in `legacy_x8`'s 256-bit
+/// panel.
+#[inline(always)]
+unsafe fn panel<const Q8: bool>(
+    n: usize,
+    w: &[u8],
+    rows: usize,
+    r0: usize,
+    r1: usize,
+    a: &[u8],
+    arb: usize,
+    cols: usize,
+    y: *mut f32,
+    ys: usize,
+    slice_cols: usize,
+) {
     let pairs = pairs_in(rows, r0, r1);
-    walk::<true>(n, w, r0, pairs, a, arb, cols, y, ys);
+    walk::<Q8>(n, w, r0, pairs, a, arb, cols, y, ys);
     let rest = r0 + 2 * X8_ROWS * pairs;
     if rest < r1 {
-        super::legacy_x8::avx512::panel_q8_0_x8(
-            n, w, rows, rest, r1, a, arb, cols, y, ys, slice_cols,
-        );
+        let tail = if Q8 {
+            super::legacy_x8::avx512::panel_q8_0_x8
+        } else {
+            super::legacy_x8::avx512::panel_q4_0_x8
+        };
+        tail(n, w, rows, rest, r1, a, arb, cols, y, ys, slice_cols);
     }
 }
 
