@@ -24,6 +24,9 @@ pub(crate) type AttnMixFn =
 /// `(n, w, row stride, a, column stride, out)`: the dot products of `TILE_R` weight rows with
 /// `TILE_C` activation columns, `out[c * TILE_R + r]`, each bit-identical to `vec_dot`.
 pub(crate) type TileFn = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [f32; TILE_R * TILE_C]);
+/// `(n, w, row stride, a)`: four weight rows times one activation column, each output
+/// bit-identical to `vec_dot` (decode of short rows on tables without a panel for the type).
+pub(crate) type VecDot4Fn = unsafe fn(usize, &[u8], usize, &[u8]) -> [f32; 4];
 /// `(n, w, row stride, rows, a, column stride, cols, y, y stride, prompt columns)`: every
 /// weight row times every activation column, `y[c * ys + r]`, each bit-identical to `vec_dot`,
 /// except the first `prompt columns` ([`prompt_cols`]), which take the type's prompt
@@ -63,6 +66,8 @@ pub struct Kernels {
     /// see [`crate::Arith`]); only used by tables without a panel for the type.
     vec_dot_prompt: [Option<VecDotFn>; N_IDS],
     quant: [Option<QuantFn>; N_IDS],
+    /// Four-row decode dots, where a type has one.
+    vec_dot4: [Option<VecDot4Fn>; N_IDS],
     /// Multi-row, multi-column kernels for prompt batches, where a type has one.
     tile: [Option<TileFn>; N_IDS],
     /// Whole-matrix kernels (decode and prompt batches), where a type has one.
@@ -195,6 +200,13 @@ impl Kernels {
         unsafe { (self.attn_mix)(lanes, dv, out, p, v, pos0, acc) }
     }
 
+    /// The four-row decode dot for `ty`, if this table has one. Calling it is sound on this
+    /// CPU given `vec_dot`'s length requirements for each of the four rows.
+    #[inline]
+    pub(crate) fn vec_dot4_fn(&self, ty: GgmlType) -> Option<VecDot4Fn> {
+        self.vec_dot4[ty as usize]
+    }
+
     /// The tile kernel for `ty`, if this table has one. Calling it is sound on this CPU given
     /// the length requirements in `arch::x86_64::legacy_tile`.
     #[inline]
@@ -312,6 +324,7 @@ fn scalar_table() -> Kernels {
             p
         },
         quant: q,
+        vec_dot4: [None; N_IDS],
         tile: [None; N_IDS],
         panel: [None; N_IDS],
         panel_x8: {
@@ -351,6 +364,7 @@ fn avx2_table() -> Kernels {
     vd[Q4_0 as usize] = Some(x::legacy::vec_dot_q4_0 as VecDotFn);
     vd[Q4_1 as usize] = Some(x::legacy::vec_dot_q4_1 as VecDotFn);
     vd[Q5_0 as usize] = Some(x::legacy::vec_dot_q5_0 as VecDotFn);
+    k.vec_dot4[Q5_0 as usize] = Some(x::legacy::vec_dot4_q5_0 as VecDot4Fn);
     vd[Q5_1 as usize] = Some(x::legacy::vec_dot_q5_1 as VecDotFn);
     vd[Q8_0 as usize] = Some(x::legacy::vec_dot_q8_0 as VecDotFn);
     x::kquants_wire(vd);

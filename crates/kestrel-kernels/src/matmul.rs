@@ -115,6 +115,9 @@ pub enum Arith {
 /// Rows handled together for batch > 1: a tile of weight rows stays in cache while every batch
 /// column is multiplied with it.
 const ROW_TILE: usize = 16;
+/// Decode takes four rows at a time where a type has a four-row dot and four rows span at
+/// most this many bytes (as the panel walk does).
+const SHORT_ROWS: usize = 4096;
 /// Below this many activation elements, quantize on the calling thread (a pool round-trip
 /// costs more).
 const PAR_QUANT_MIN: usize = 1 << 15;
@@ -350,6 +353,10 @@ unsafe fn rows_range(
     }
     let dot = k.vec_dot_fn(w.ty);
     let dot_prompt = k.vec_dot_prompt_fn(w.ty);
+    // Decode of short rows four at a time (one prefetch stream still, four FMA chains).
+    let dot4 = k
+        .vec_dot4_fn(w.ty)
+        .filter(|_| batch == 1 && 4 * wrb <= SHORT_ROWS);
     // Tiles compute `vec_dot`'s bits: only for batches without prompt-arithmetic columns.
     let tile = if batch >= TILE_C && slice_cols == 0 {
         k.tile_fn(w.ty)
@@ -389,7 +396,18 @@ unsafe fn rows_range(
             let a = &act[b * arb..(b + 1) * arb];
             let dot = if b < slice_cols { dot_prompt } else { dot };
             // Rows the tiles above already wrote for this column.
-            let first = if b < tile_cols { tile_end } else { r };
+            let mut first = if b < tile_cols { tile_end } else { r };
+            if let (Some(dot4), true) = (dot4, b >= slice_cols) {
+                while first + 4 <= re {
+                    // SAFETY: `dot4` is from `k`, valid on this CPU; rows first..first + 4 and
+                    // the column are full (`check_lens` above).
+                    let v = unsafe { dot4(cols, &data[first * wrb..], wrb, a) };
+                    for (i, v) in v.into_iter().enumerate() {
+                        put(b, first + i, v);
+                    }
+                    first += 4;
+                }
+            }
             for rr in first..re {
                 // SAFETY: `dot` is from `k`, valid on this CPU; the row and column are full
                 // (`check_lens` above).

@@ -154,23 +154,47 @@ pub unsafe fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Q5_0 weights · Q8_0 activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    debug_assert!(w.len() >= n / QK * Q5_0_BYTES && a.len() >= n / QK * Q8_0_BYTES);
+    dot_q5_0_rows::<1>(n, w.as_ptr(), 0, a.as_ptr())[0]
+}
+
+/// Four Q5_0 rows `wrb` bytes apart · one Q8_0 column: each output `vec_dot_q5_0`'s bits, in
+/// four independent chains (decode of short rows, where one row's chain is the bottleneck).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot4_q5_0(n: usize, w: &[u8], wrb: usize, a: &[u8]) -> [f32; 4] {
     let nb = n / QK;
-    debug_assert!(w.len() >= nb * Q5_0_BYTES && a.len() >= nb * Q8_0_BYTES);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let mut acc = _mm256_setzero_ps();
+    debug_assert!(w.len() >= 3 * wrb + nb * Q5_0_BYTES && a.len() >= nb * Q8_0_BYTES);
+    dot_q5_0_rows::<4>(n, w.as_ptr(), wrb, a.as_ptr())
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_0_rows<const R: usize>(
+    n: usize,
+    wp: *const u8,
+    wrb: usize,
+    ap: *const u8,
+) -> [f32; R] {
+    let nb = n / QK;
+    let mut acc = [_mm256_setzero_ps(); R];
     let hi = _mm256_set1_epi8(0xF0u8 as i8);
     for i in 0..nb {
-        let xb = wp.add(i * Q5_0_BYTES);
         let yb = ap.add(i * Q8_0_BYTES);
-        let d = _mm256_set1_ps(h_mul(xb, yb));
-        let x = wp.add(i * Q5_0_BYTES);
-        // q - 16 as i8: the nibble, with the top four bits set where the 5th bit is clear.
-        let h = _mm256_andnot_si256(bits_32(x.add(2)), hi);
-        let qx = _mm256_or_si256(nibbles_32(x.add(6)), h);
-        let q = dot_i8_i8(qx, load32(ap.add(i * Q8_0_BYTES + 2)));
-        acc = _mm256_fmadd_ps(d, q, acc);
+        let y = load32(yb.add(2));
+        for r in 0..R {
+            let x = wp.add(r * wrb + i * Q5_0_BYTES);
+            let d = _mm256_set1_ps(h_mul(x, yb));
+            // q - 16 as i8: the nibble, with the top four bits set where the 5th bit is clear.
+            let h = _mm256_andnot_si256(bits_32(x.add(2)), hi);
+            let qx = _mm256_or_si256(nibbles_32(x.add(6)), h);
+            acc[r] = _mm256_fmadd_ps(d, dot_i8_i8(qx, y), acc[r]);
+        }
     }
-    hsum_f32x8(acc)
+    let mut out = [0.0; R];
+    for r in 0..R {
+        out[r] = hsum_f32x8(acc[r]);
+    }
+    out
 }
 
 /// Q5_1 weights · Q8_1 activations.
