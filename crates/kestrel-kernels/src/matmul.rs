@@ -115,9 +115,11 @@ pub enum Arith {
 /// Rows handled together for batch > 1: a tile of weight rows stays in cache while every batch
 /// column is multiplied with it.
 const ROW_TILE: usize = 16;
-/// Decode takes four rows at a time where a type has a four-row dot and four rows span at
-/// most this many bytes (as the panel walk does).
-const SHORT_ROWS: usize = 4096;
+/// Decode takes four rows at a time where a kernel can and four rows span at most this many
+/// bytes: one stream to the prefetcher still, and four independent sums instead of one short
+/// FMA chain per row (640-wide Q5_0 rows, 440 bytes: one at a time ran at 4 GB/s from
+/// memory). The four-row dots here and the panel walk's decode tiles share it.
+pub(crate) const SHORT_ROWS: usize = 4096;
 /// Below this many activation elements, quantize on the calling thread (a pool round-trip
 /// costs more).
 const PAR_QUANT_MIN: usize = 1 << 15;
@@ -356,7 +358,7 @@ unsafe fn rows_range(
     // Decode of short rows four at a time (one prefetch stream still, four FMA chains).
     let dot4 = k
         .vec_dot4_fn(w.ty)
-        .filter(|_| batch == 1 && 4 * wrb <= SHORT_ROWS);
+        .filter(|_| batch == 1 && slice_cols == 0 && 4 * wrb <= SHORT_ROWS);
     // Tiles compute `vec_dot`'s bits: only for batches without prompt-arithmetic columns.
     let tile = if batch >= TILE_C && slice_cols == 0 {
         k.tile_fn(w.ty)
@@ -397,7 +399,7 @@ unsafe fn rows_range(
             let dot = if b < slice_cols { dot_prompt } else { dot };
             // Rows the tiles above already wrote for this column.
             let mut first = if b < tile_cols { tile_end } else { r };
-            if let (Some(dot4), true) = (dot4, b >= slice_cols) {
+            if let Some(dot4) = dot4 {
                 while first + 4 <= re {
                     // SAFETY: `dot4` is from `k`, valid on this CPU; rows first..first + 4 and
                     // the column are full (`check_lens` above).

@@ -61,10 +61,7 @@ unsafe fn dot_f16_one(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
             (fold32_v(acc), full)
         }
     };
-    let tail: f64 = (full..n)
-        .map(|i| (a[i].to_f32() * b[i].to_f32()) as f64)
-        .sum();
-    (head as f64 + tail) as f32
+    with_tail(head, ap, bp, full, n)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

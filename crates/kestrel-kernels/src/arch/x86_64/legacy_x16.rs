@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::kq_x16::{bcast4, halves16, join32, pairs_in};
-use super::legacy_x8::{block_sums, BlockSum, COL_BLOCK, SUMS};
+use super::legacy_x8::{by_column_blocks, BlockSum};
 use crate::generic::legacy::{Q8_0_BYTES, QK};
 use crate::generic::repack::{x8off40, Q4_0_X8_BYTES, Q8_0_X8_BYTES, X8_ROWS};
 
@@ -106,17 +106,9 @@ unsafe fn walk<const Q8: bool>(
     let nb = n / QK;
     let gb = nb * if Q8 { Q8_0_X8_BYTES } else { Q4_0_X8_BYTES };
     let (w, y) = (w.as_ptr().add(r0 / X8_ROWS * gb), y.add(r0));
-    let mut sums = SUMS.take();
-    let need = nb * cols.min(COL_BLOCK);
-    if sums.len() < need {
-        sums.resize(need, BlockSum::default());
-    }
     let ap = a.as_ptr();
     let step = if Q8 { Q8_COLS } else { Q4_COLS };
-    for cb in (0..cols).step_by(COL_BLOCK) {
-        let ce = (cb + COL_BLOCK).min(cols);
-        block_sums(nb, ap.add(cb * arb), arb, ce - cb, &mut sums);
-        let sp = sums.as_ptr();
+    by_column_blocks(nb, ap, arb, cols, |cb, ce, sp| {
         for p in 0..pairs {
             let (wp, yp) = (w.add(2 * p * gb), y.add(2 * p * X8_ROWS));
             let mut c = cb;
@@ -132,8 +124,7 @@ unsafe fn walk<const Q8: bool>(
                 c += if whole { step } else { 1 };
             }
         }
-    }
-    SUMS.set(sums);
+    });
 }
 
 /// Q4_0: the 16 rows of groups `w`, `w + gb` times columns `a .. a + C arb` (block sums at

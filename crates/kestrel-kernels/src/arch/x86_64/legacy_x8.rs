@@ -39,7 +39,7 @@ use crate::generic::repack::{x8off40, Q4_0_X8_BYTES, Q8_0_X8_BYTES, X8_ROWS};
 
 /// Activation columns whose block sums are tabled at once (and stay in L2 while every row
 /// group passes over them).
-pub(super) const COL_BLOCK: usize = 64;
+const COL_BLOCK: usize = 64;
 
 /// One activation block: the sum of its quants, and its scale.
 #[derive(Clone, Copy, Default)]
@@ -50,20 +50,14 @@ pub(super) struct BlockSum {
 
 thread_local! {
     /// Each thread's table of block sums, grown as needed and kept between calls.
-    pub(super) static SUMS: Cell<Vec<BlockSum>> = const { Cell::new(Vec::new()) };
+    static SUMS: Cell<Vec<BlockSum>> = const { Cell::new(Vec::new()) };
 }
 
 /// The block sums of `cols` Q8_0 columns of `nb` blocks (`arb` bytes apart) into `out`,
 /// column after column.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn block_sums(
-    nb: usize,
-    a: *const u8,
-    arb: usize,
-    cols: usize,
-    out: &mut [BlockSum],
-) {
+unsafe fn block_sums(nb: usize, a: *const u8, arb: usize, cols: usize, out: &mut [BlockSum]) {
     let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
     for c in 0..cols {
         for i in 0..nb {
@@ -75,6 +69,30 @@ pub(super) unsafe fn block_sums(
             };
         }
     }
+}
+
+/// `cols` Q8_0 columns of `nb` blocks (`arb` bytes apart at `a`) in blocks of `COL_BLOCK`,
+/// each block's activation sums tabled first: `f(cb, ce, sums)` for columns `cb..ce`, their
+/// sums `nb` per column from column `cb` on. Shared by the 256- and 512-bit panels.
+#[inline(always)]
+pub(super) unsafe fn by_column_blocks(
+    nb: usize,
+    a: *const u8,
+    arb: usize,
+    cols: usize,
+    mut f: impl FnMut(usize, usize, *const BlockSum),
+) {
+    let mut sums = SUMS.take();
+    let need = nb * cols.min(COL_BLOCK);
+    if sums.len() < need {
+        sums.resize(need, BlockSum::default());
+    }
+    for cb in (0..cols).step_by(COL_BLOCK) {
+        let ce = (cb + COL_BLOCK).min(cols);
+        block_sums(nb, a.add(cb * arb), arb, ce - cb, &mut sums);
+        f(cb, ce, sums.as_ptr());
+    }
+    SUMS.set(sums);
 }
 
 macro_rules! legacy_x8_panels {
@@ -144,16 +162,8 @@ macro_rules! legacy_x8_panels {
             debug_assert!(w.len() >= crate::generic::repack::x8_size(ty, rows, n));
             let (g0, g1) = (r0 / X8_ROWS, (r1 / X8_ROWS).min(groups));
             if g0 < g1 && cols > 0 {
-                let mut sums = SUMS.take();
-                let need = nb * cols.min(COL_BLOCK);
-                if sums.len() < need {
-                    sums.resize(need, BlockSum::default());
-                }
                 let ap = a.as_ptr();
-                for cb in (0..cols).step_by(COL_BLOCK) {
-                    let ce = (cb + COL_BLOCK).min(cols);
-                    block_sums(nb, ap.add(cb * arb), arb, ce - cb, &mut sums);
-                    let sp = sums.as_ptr();
+                by_column_blocks(nb, ap, arb, cols, |cb, ce, sp| {
                     for g in g0..g1 {
                         let (wg, yg) = (w.as_ptr().add(g * gb), y.add(g * X8_ROWS));
                         let mut c = cb;
@@ -177,8 +187,7 @@ macro_rules! legacy_x8_panels {
                             c += 1;
                         }
                     }
-                }
-                SUMS.set(sums);
+                });
             }
             let dot = if Q8 {
                 crate::generic::legacy::vec_dot_q8_0_lanes

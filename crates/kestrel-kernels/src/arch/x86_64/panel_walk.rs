@@ -4,14 +4,10 @@
 //!
 //! Decode (one column) goes one row at a time: a tile of several rows interleaves their memory
 //! streams, which defeats the hardware prefetcher (8-row tiles ran decode 1.5x slower), unless
-//! the tile's rows are short enough to be one stream (`SHORT_ROWS`).
+//! the tile's rows are short enough to be one stream (`matmul::SHORT_ROWS`).
 //! Batches go by column blocks that stay in L2, then row blocks that stay in L1/L2, then
 //! `TC`-column and `TR`-row tiles, the remainders in narrower tiles.
 
-/// Decode takes `TR` rows at a time when they span at most this many bytes: one stream to the
-/// prefetcher still, and `TR` independent sums instead of one short FMA chain per row (640-wide
-/// Q5_0 rows, 440 bytes: 1 row at a time ran at 4 GB/s from memory).
-const SHORT_ROWS: usize = 4096;
 /// Weight rows kept hot in cache while a column block passes over them.
 const ROW_BLOCK: usize = 16;
 /// Activation columns kept in L2 while every row block passes over them (a multiple of every
@@ -94,7 +90,9 @@ pub(super) unsafe fn walk<T: Tiles, const TR: usize, const TC: usize>(
     cols: usize,
 ) {
     if cols == 1 {
-        if t.decode_row_bytes().is_some_and(|b| b * TR <= SHORT_ROWS) {
+        if t.decode_row_bytes()
+            .is_some_and(|b| b * TR <= crate::matmul::SHORT_ROWS)
+        {
             tiles_down::<T, TR, 1>(t, 0, rows, 0);
         } else {
             for r in 0..rows {
