@@ -7,7 +7,7 @@ benchmarks alternately, round after round, on the same models, thread counts and
 that both see the same machine noise. Prints the medians and the ratio kestrel / llama.cpp for
 prefill tok/s, decode tok/s, time to first token and peak resident memory.
 
-    bench/compare.py [-m MODEL ...] [-t 1,2] [-p 512] [-n 128] [-r 5] [--depth D] [--json]
+    bench/compare.py [-m MODEL ...] [-t 1,2] [-p 512] [-n 128] [-r 5] [--depth D [--depth-prefill]] [--json]
     bench/compare.py --suite real-sizes [--depth 4096] ...   # the reference models + real-size shapes
 
 Measured the same way on both sides:
@@ -18,7 +18,9 @@ Measured the same way on both sides:
   * peak RSS: the maximum resident set of the benchmark process (from wait4), model mapping
     included, the larger of llama-bench's two processes;
   * with --depth D, also decode at depth: -n tokens after a context of D tokens that is filled
-    untimed (llama-bench `-p 0 -n N -d D`, kestrel bench `-p 0 -n N -d D`; not in peak RSS).
+    untimed (llama-bench `-p 0 -n N -d D`, kestrel bench `-p 0 -n N -d D`; not in peak RSS);
+  * with --depth-prefill as well, prefill of the -p token prompt after that context
+    (`-p P -n 0 -d D` on both sides), where attention over the cache outweighs the weights.
 
 --suite real-sizes runs both reference models, the synthetic real-size shapes of
 bench/synth_model.py in Q4_K_M (qwen3-0.6b, llama-3.2-1b, qwen2.5-1.5b, llama-3.2-3b,
@@ -108,7 +110,7 @@ def run_measured(cmd, env=None):
     return out.decode(), ru.ru_maxrss * 1024  # Linux reports KiB
 
 
-def llama_round(exe, model, threads, p, n, depth=0):
+def llama_round(exe, model, threads, p, n, depth=0, depth_prefill=False):
     env = dict(os.environ, LD_LIBRARY_PATH=str(exe.parent))
     common = [str(exe), "-m", str(model), "-t", str(threads), "-r", "1", "-o", "json"]
     res = {}
@@ -125,11 +127,14 @@ def llama_round(exe, model, threads, p, n, depth=0):
     if n > 0 and depth > 0:
         out, _ = run_measured(common + ["-p", "0", "-n", str(n), "-d", str(depth)], env)
         res["decode_depth_tps"] = json.loads(out)[0]["avg_ts"]
+    if p > 0 and depth > 0 and depth_prefill:
+        out, _ = run_measured(common + ["-p", str(p), "-n", "0", "-d", str(depth)], env)
+        res["prefill_depth_tps"] = json.loads(out)[0]["avg_ts"]
     res["peak_rss_bytes"] = rss
     return res
 
 
-def kestrel_round(exe, model, threads, p, n, depth=0):
+def kestrel_round(exe, model, threads, p, n, depth=0, depth_prefill=False):
     common = [str(exe), "bench", "-m", str(model), "-t", str(threads), "-r", "1", "--json"]
     out, rss = run_measured(common + ["-p", str(p), "-n", str(n)])
     j = json.loads(out.splitlines()[-1])
@@ -148,11 +153,15 @@ def kestrel_round(exe, model, threads, p, n, depth=0):
     if n > 0 and depth > 0:
         out, _ = run_measured(common + ["-p", "0", "-n", str(n), "-d", str(depth)])
         res["decode_depth_tps"] = json.loads(out.splitlines()[-1])["decode_tps"]
+    if p > 0 and depth > 0 and depth_prefill:
+        out, _ = run_measured(common + ["-p", str(p), "-n", "0", "-d", str(depth)])
+        res["prefill_depth_tps"] = json.loads(out.splitlines()[-1])["prefill_tps"]
     return res
 
 
 FIGURES = [("prefill_tps", "prefill tok/s", True), ("decode_tps", "decode tok/s", True),
            ("decode_depth_tps", "decode tok/s at depth", True),
+           ("prefill_depth_tps", "prefill tok/s at depth", True),
            ("ttft_ms", "time to first token, ms", False), ("peak_rss_bytes", "peak RSS, MiB", False)]
 
 
@@ -169,6 +178,8 @@ def main():
     ap.add_argument("-r", "--rounds", type=int, default=5, help="alternating rounds per configuration")
     ap.add_argument("-d", "--depth", type=int, default=0,
                     help="also measure decode of -n tokens after an untimed context of D tokens")
+    ap.add_argument("--depth-prefill", action="store_true",
+                    help="with --depth, also measure prefill of -p tokens after that context")
     ap.add_argument("--suite", choices=sorted(SUITES),
                     help="run a suite of models (real-sizes: the reference models and the "
                          "synthetic real-size shapes, made first where missing)")
@@ -199,7 +210,7 @@ def main():
             for r in range(a.rounds):
                 log(f"{model.name} t={t}: round {r + 1}/{a.rounds}")
                 # Alternate which goes first so neither always runs on a warmer machine.
-                args = (model, t, a.n_prompt, a.n_gen, a.depth)
+                args = (model, t, a.n_prompt, a.n_gen, a.depth, a.depth_prefill)
                 if r % 2 == 0:
                     ks.append(kestrel_round(kestrel, *args))
                     ls.append(llama_round(llama, *args))
@@ -207,7 +218,7 @@ def main():
                     ls.append(llama_round(llama, *args))
                     ks.append(kestrel_round(kestrel, *args))
             row = {"model": model.name, "threads": t, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
-                   "depth": a.depth, "rounds": a.rounds, "cpu": cpu,
+                   "depth": a.depth, "depth_prefill": a.depth_prefill, "rounds": a.rounds, "cpu": cpu,
                    "kestrel_isa": ks[-1].get("isa")}
             for key in KESTREL_ONLY:
                 kv = [x[key] for x in ks if key in x]
@@ -236,6 +247,8 @@ def main():
                     label += f" @ d{a.n_prompt}"
                 elif key == "decode_depth_tps":
                     label = f"decode tok/s @ d{a.depth}"
+                elif key == "prefill_depth_tps":
+                    label = f"prefill tok/s @ d{a.depth}"
                 v = row[key]
                 scale = 1 / 2**20 if key == "peak_rss_bytes" else 1
                 print(f"| {row['model']} | {row['threads']} | {row['kestrel_isa'] or '?'} | {label} "

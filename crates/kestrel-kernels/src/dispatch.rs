@@ -19,8 +19,10 @@ pub(crate) type QuantFn = unsafe fn(&[f32], &mut [u8]);
 /// Attention over the f16 KV cache (see `generic::attn`).
 pub(crate) type AttnDotFn = unsafe fn(Lanes, &[half::f16], &[half::f16]) -> f32;
 pub(crate) type AttnDotRowsFn = unsafe fn(Lanes, usize, &[half::f16], &[half::f16], &mut [f32]);
-pub(crate) type AttnMixFn =
-    unsafe fn(Lanes, usize, &mut [f32], &[f32], &[half::f16], usize, &mut [f32]);
+/// `(lanes, dv, p, v, pos0, acc)`: value rows weighted into lane sums (`generic::attn::mix_f16_add`).
+pub(crate) type AttnMixAddFn = unsafe fn(Lanes, usize, &[f32], &[half::f16], usize, &mut [f32]);
+/// `(lanes, dv, acc, out)`: lane sums folded into outputs (`generic::attn::fold_lanes`).
+pub(crate) type AttnFoldFn = unsafe fn(Lanes, usize, &[f32], &mut [f32]);
 /// `(n, w, row stride, a, column stride, out)`: the dot products of `TILE_R` weight rows with
 /// `TILE_C` activation columns, `out[c * TILE_R + r]`, each bit-identical to `vec_dot`.
 pub(crate) type TileFn = unsafe fn(usize, &[u8], usize, &[u8], usize, &mut [f32; TILE_R * TILE_C]);
@@ -76,7 +78,8 @@ pub struct Kernels {
     panel_x8: [Option<PanelX8Fn>; N_IDS],
     attn_dot: AttnDotFn,
     attn_dot_rows: AttnDotRowsFn,
-    attn_mix: AttnMixFn,
+    attn_mix_add: AttnMixAddFn,
+    attn_fold: AttnFoldFn,
     softmax: SoftmaxFn,
     swiglu: GluFn,
 }
@@ -196,8 +199,59 @@ impl Kernels {
             acc.len() >= g * lanes.count() * dv,
             "mix_f16: scratch too small"
         );
+        let acc = &mut acc[..g * lanes.count() * dv];
+        acc.fill(0.0);
         // SAFETY: supported by this CPU; sizes checked above.
-        unsafe { (self.attn_mix)(lanes, dv, out, p, v, pos0, acc) }
+        unsafe {
+            (self.attn_mix_add)(lanes, dv, p, v, pos0, acc);
+            (self.attn_fold)(lanes, dv, acc, out);
+        }
+    }
+
+    /// [`Kernels::mix_f16`]'s lane sums added onto `acc` (`lanes * dv` floats per query,
+    /// `acc[(g * lanes + l) * dv + d]`, `G = acc.len() / (lanes * dv)` queries, `len =
+    /// p.len() / G` weights each), row `j` of `v` in lane `(pos0 + j) % lanes`: calls over
+    /// consecutive runs of KV cells, in order, give one call's sums. [`Kernels::fold_lanes`]
+    /// then makes the outputs.
+    #[inline]
+    pub fn mix_f16_add(
+        &self,
+        lanes: Lanes,
+        dv: usize,
+        p: &[f32],
+        v: &[half::f16],
+        pos0: usize,
+        acc: &mut [f32],
+    ) {
+        let per = lanes.count() * dv;
+        assert!(
+            dv > 0 && !acc.is_empty() && acc.len() % per == 0,
+            "mix_f16_add: lane sums do not tile"
+        );
+        let g = acc.len() / per;
+        assert!(p.len() % g == 0, "mix_f16_add: weights do not tile");
+        assert!(
+            v.len() >= p.len() / g * dv,
+            "mix_f16_add: too few value rows"
+        );
+        // SAFETY: supported by this CPU; sizes checked above.
+        unsafe { (self.attn_mix_add)(lanes, dv, p, v, pos0, acc) }
+    }
+
+    /// Each query's lane sums (as [`Kernels::mix_f16_add`] lays them out) folded into its
+    /// `dv` outputs, `G = out.len() / dv` queries, in llama.cpp's order for `lanes`.
+    #[inline]
+    pub fn fold_lanes(&self, lanes: Lanes, dv: usize, acc: &[f32], out: &mut [f32]) {
+        assert!(
+            dv > 0 && out.len() % dv == 0,
+            "fold_lanes: outputs do not tile"
+        );
+        assert!(
+            acc.len() >= out.len() * lanes.count(),
+            "fold_lanes: too few lane sums"
+        );
+        // SAFETY: supported by this CPU; sizes checked above.
+        unsafe { (self.attn_fold)(lanes, dv, acc, out) }
     }
 
     /// The four-row decode dot for `ty`, if this table has one. Calling it is sound on this
@@ -337,7 +391,8 @@ fn scalar_table() -> Kernels {
         },
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
         attn_dot_rows: crate::generic::attn::dot_f16_rows as AttnDotRowsFn,
-        attn_mix: crate::generic::attn::mix_f16 as AttnMixFn,
+        attn_mix_add: crate::generic::attn::mix_f16_add as AttnMixAddFn,
+        attn_fold: crate::generic::attn::fold_lanes as AttnFoldFn,
         softmax: crate::generic::attn::softmax_cells as SoftmaxFn,
         swiglu: crate::generic::act::swiglu as GluFn,
     }
@@ -376,7 +431,8 @@ fn avx2_table() -> Kernels {
     x::tile_wire(&mut k.tile);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
     k.attn_dot_rows = x::attn::dot_f16_rows as AttnDotRowsFn;
-    k.attn_mix = x::attn::mix_f16 as AttnMixFn;
+    k.attn_mix_add = x::attn::mix_f16_add as AttnMixAddFn;
+    k.attn_fold = x::attn::fold_lanes_all as AttnFoldFn;
     k.softmax = x::attn::softmax_cells as SoftmaxFn;
     k.swiglu = x::act::swiglu as GluFn;
     let q = &mut k.quant;

@@ -58,6 +58,37 @@ proptest! {
             prop_assert!((o1[i] as f64 - exact).abs() <= 1e-5 * (1.0 + exact.abs()));
         }
     }
+
+    #[test]
+    fn mix_f16_add_in_runs_equals_one_mix(rows in 1usize..70, dv in prop::sample::select(vec![8usize, 20, 64, 128]),
+                                          g in 1usize..6, pos0 in 0usize..100, cut in prop::collection::vec(1usize..20, 1..6),
+                                          seed in prop::collection::vec(-4.0f32..4.0, 70 * 128 + 6 * 70), l32 in any::<bool>()) {
+        // The lane sums over consecutive runs of cells, added in order, then folded: the same
+        // bits as one mix over all of them, on every table.
+        let lanes = if l32 { Lanes::L32 } else { Lanes::L8 };
+        let w = lanes.count();
+        let v = h(&seed[..rows * dv]);
+        let p: Vec<f32> = seed[70 * 128..70 * 128 + g * rows].iter().map(|x| f16::from_f32(x.abs() / 4.0).to_f32()).collect();
+        let mut want = vec![0.0f32; g * dv];
+        let mut acc = vec![f32::NAN; g * w * dv];
+        scalar_kernels().mix_f16(lanes, dv, &mut want, &p, &v, pos0, &mut acc);
+        for k in [kernels(), scalar_kernels()] {
+            let mut lane_sums = vec![0.0f32; g * w * dv];
+            let (mut j, mut c) = (0, 0);
+            while j < rows {
+                let m = cut[c % cut.len()].min(rows - j);
+                let pr: Vec<f32> = (0..g).flat_map(|q| p[q * rows + j..q * rows + j + m].to_vec()).collect();
+                k.mix_f16_add(lanes, dv, &pr, &v[j * dv..(j + m) * dv], pos0 + j, &mut lane_sums);
+                j += m;
+                c += 1;
+            }
+            let mut got = vec![f32::NAN; g * dv];
+            k.fold_lanes(lanes, dv, &lane_sums, &mut got);
+            for i in 0..g * dv {
+                prop_assert_eq!(want[i].to_bits(), got[i].to_bits(), "{} output {}: {} vs {}", k.isa(), i, want[i], got[i]);
+            }
+        }
+    }
 }
 
 proptest! {

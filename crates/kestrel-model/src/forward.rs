@@ -1,5 +1,6 @@
 //! One forward pass of a [`Decoder`] over a micro-batch of tokens.
 
+use crate::attend::{self, Attend};
 use crate::decoder::{Activation, Decoder, Layer};
 use crate::kv::KvCache;
 use crate::observer::MatmulObserver;
@@ -173,14 +174,14 @@ pub(crate) enum Rows<'a, 'b> {
 }
 
 impl Rows<'_, '_> {
-    fn pos(&self, i: usize) -> usize {
+    pub(crate) fn pos(&self, i: usize) -> usize {
         match self {
             Rows::One { pos0, .. } => pos0 + i,
             Rows::PerSeq { pos, .. } => pos[i],
         }
     }
 
-    fn kv(&self, i: usize) -> &KvCache {
+    pub(crate) fn kv(&self, i: usize) -> &KvCache {
         match self {
             Rows::One { kv, .. } => kv,
             Rows::PerSeq { seqs, .. } => &seqs[i].kv,
@@ -205,7 +206,7 @@ impl Rows<'_, '_> {
     }
 
     /// The largest context among the rows' caches (the score scratch per thread).
-    fn max_ctx(&self) -> usize {
+    pub(crate) fn max_ctx(&self) -> usize {
         match self {
             Rows::One { kv, .. } => kv.n_ctx,
             Rows::PerSeq { seqs, .. } => seqs.iter().map(|s| s.kv.n_ctx).max().unwrap_or(0),
@@ -425,85 +426,38 @@ pub(crate) fn attention_block(
         );
     }
 
-    // Scaled dot-product attention, (row, head) pairs spread over the pool. The arithmetic
-    // follows llama.cpp's CPU path (see kestrel_kernels::generic::attn): that is what keeps
-    // the logits on llama.cpp's, since 8-bit activations amplify last-bit differences.
-    let n_ctx = rows.max_ctx();
-    let nt = c.pool.n_threads();
+    // Scaled dot-product attention over each row's cache (see `attend`).
     let lanes = if c.decode_lanes {
         Lanes::L32
     } else {
         rows.lanes(n)
     };
-    // Query heads that share a KV head go together (`sg` of them per item), so each key and
-    // value vector is converted once for all of them; fewer items than two per thread would
-    // idle a thread, so decode on few KV heads splits the groups.
-    let group = hp.n_head / hp.n_head_kv;
-    let sg = (1..=group)
-        .rev()
-        .find(|&s| group % s == 0 && n * hp.n_head / s >= 2 * nt)
-        .unwrap_or(1);
-    let per_thread = sg * (n_ctx + hd + lanes.count() * hdv);
-    if sc.attn.len() < nt * per_thread {
-        sc.attn.resize(nt * per_thread, 0.0);
-    }
-    let items_per_row = hp.n_head / sg;
-    let items = n * items_per_row;
-    let scratch = SharedMut(sc.attn.as_mut_ptr());
-    let out = SharedMut(sc.att.as_mut_ptr());
-    let q = &sc.q;
-    let rows: &Rows = rows;
     let (q_scale, s_scale) = if d.scale_q {
         (d.attn_scale, 1.0)
     } else {
         (1.0, d.attn_scale)
     };
-    let window = layer.window;
-    let kern = c.k;
-    c.pool.run(&|tid, nth| {
-        // SAFETY: thread `tid` owns scratch block `tid` and the output rows of its items.
-        let mine = unsafe { scratch.slice(tid * per_thread, per_thread) };
-        let (sc_rows, rest) = mine.split_at_mut(sg * n_ctx);
-        let (q16f, acc) = rest.split_at_mut(sg * hd);
-        // The f16 queries live in the first half of their f32 scratch.
-        let q16: &mut [f16] = f16_scratch(q16f, sg * hd);
-        let mut item = tid;
-        while item < items {
-            // Row i, query heads h0..h0 + sg (contiguous in q and in the output), KV head g.
-            let (i, h0) = (item / items_per_row, item % items_per_row * sg);
-            let (kv, p) = (rows.kv(i), rows.pos(i));
-            let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
-            let g = h0 / group;
-            let qo = (i * hp.n_head + h0) * hd;
-            for (d, &x) in q16.iter_mut().zip(&q[qo..qo + sg * hd]) {
-                *d = f16::from_f32(x * q_scale);
-            }
-            let len = p + 1 - start;
-            let scores = &mut sc_rows[..sg * len];
-            kern.dot_f16_rows(lanes, hd, q16, kv.k_range(il, g, start, p + 1), scores);
-            if s_scale != 1.0 {
-                for v in scores.iter_mut() {
-                    *v *= s_scale;
-                }
-            }
-            for s in scores.chunks_exact_mut(len) {
-                kern.softmax_cells(s, start);
-            }
-            kestrel_kernels::ops::round_to_f16(scores);
-            // SAFETY: item (i, h0) is this thread's alone, so are its heads' output rows.
-            let oh = unsafe { out.slice((i * hp.n_head + h0) * hdv, sg * hdv) };
-            kern.mix_f16(
-                lanes,
-                hdv,
-                oh,
-                scores,
-                kv.v_range(il, g, start, p + 1),
-                start,
-                acc,
-            );
-            item += nth;
-        }
-    });
+    let q = std::mem::take(&mut sc.q);
+    let a = Attend {
+        k: c.k,
+        il,
+        n_head: hp.n_head,
+        group: hp.n_head / hp.n_head_kv,
+        hd,
+        hdv,
+        lanes,
+        q: &q,
+        q_scale,
+        s_scale,
+        window: layer.window,
+    };
+    let how = if attend::use_blocked(rows, n) {
+        attend::blocked
+    } else {
+        attend::per_row
+    };
+    how(c.pool, &mut sc.attn, &mut sc.att, rows, &a, n);
+    sc.q = q;
 
     linear(c, &layer.wo, &sc.att, n, &mut sc.o, &mut sc.q8);
     if let Some(w) = &layer.post_attn_norm {

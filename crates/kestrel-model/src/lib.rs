@@ -1,6 +1,7 @@
 //! Model architectures built from shared transformer blocks, the KV cache, sessions and sampling.
 
 pub mod arch;
+mod attend;
 pub mod decoder;
 mod embed;
 mod error;

@@ -72,10 +72,8 @@ pub fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
         ]),
         Lanes::L32 => fold32(&mut acc),
     };
-    let tail: f64 = (full..n)
-        .map(|i| (a[i].to_f32() * b[i].to_f32()) as f64)
-        .sum();
-    (head as f64 + tail) as f32
+    // ggml adds each leftover product onto the reduced head, in double.
+    (full..n).fold(head as f64, |s, i| s + (a[i].to_f32() * b[i].to_f32()) as f64) as f32
 }
 
 /// `out[g * n + j] = q_g · rows[j]`, each as [`dot_f16`], for the `G = q.len() / d` queries
@@ -93,49 +91,46 @@ pub fn dot_f16_rows(lanes: Lanes, d: usize, q: &[f16], rows: &[f16], out: &mut [
     }
 }
 
-/// `out[d] = sum_j p[j] * v[j][d]` over rows `v[j]` of `dv` values, with the partial sum
-/// of row `j` kept in lane `(pos0 + j) % lanes` (the KV cell index decides the lane, as in
-/// llama.cpp's matmul over the cache), for each of the `G = out.len() / dv` queries: query
-/// `g`'s weights are `p[g * len..(g + 1) * len]` with `len = p.len() / G`, its outputs
-/// `out[g * dv..(g + 1) * dv]`. `p` must already be rounded to f16 precision. `acc` is
-/// scratch of at least `G * lanes * dv` floats.
-pub fn mix_f16(
-    lanes: Lanes,
-    dv: usize,
-    out: &mut [f32],
-    p: &[f32],
-    v: &[f16],
-    pos0: usize,
-    acc: &mut [f32],
-) {
-    let g = out.len() / dv;
+/// The value mix `out[d] = sum_j p[j] * v[j][d]` in two steps (the dispatch table's
+/// `mix_f16` is both): the lane sums, the partial sum of row `j` kept in lane `(pos0 + j) %
+/// lanes` (the KV cell index decides the lane, as in llama.cpp's matmul over the cache), added
+/// onto `acc`, which holds `lanes * dv` floats per query (`acc[(g * lanes + l) * dv + d]`,
+/// `G = acc.len() / (lanes * dv)` queries; query `g`'s weights are `p[g * len..(g + 1) * len]`,
+/// `len = p.len() / G`, already rounded to f16 precision). Calls over consecutive runs of
+/// cells, in order, make the same sums as one call over all of them.
+pub fn mix_f16_add(lanes: Lanes, dv: usize, p: &[f32], v: &[f16], pos0: usize, acc: &mut [f32]) {
+    let w = lanes.count();
+    let g = acc.len() / (w * dv);
+    if g == 0 {
+        return;
+    }
     let len = p.len() / g;
-    for (out, p) in out.chunks_exact_mut(dv).zip(p.chunks_exact(len)) {
-        mix_one(lanes, out, p, v, pos0, acc);
+    for (acc, p) in acc.chunks_exact_mut(w * dv).zip(p.chunks_exact(len)) {
+        for (j, row) in v.chunks_exact(dv).enumerate().take(len) {
+            let l = (pos0 + j) % w;
+            let a = &mut acc[l * dv..(l + 1) * dv];
+            for d in 0..dv {
+                a[d] = row[d].to_f32().mul_add(p[j], a[d]);
+            }
+        }
     }
 }
 
-fn mix_one(lanes: Lanes, out: &mut [f32], p: &[f32], v: &[f16], pos0: usize, acc: &mut [f32]) {
-    let dv = out.len();
+/// Each query's lane sums in `acc` (as [`mix_f16_add`] lays them out) folded into its `dv`
+/// outputs, `G = out.len() / dv` queries, in llama.cpp's order for `lanes`.
+pub fn fold_lanes(lanes: Lanes, dv: usize, acc: &[f32], out: &mut [f32]) {
     let w = lanes.count();
-    let acc = &mut acc[..w * dv];
-    acc.fill(0.0);
-    for (j, row) in v.chunks_exact(dv).enumerate().take(p.len()) {
-        let l = (pos0 + j) % w;
-        let a = &mut acc[l * dv..(l + 1) * dv];
+    for (out, acc) in out.chunks_exact_mut(dv).zip(acc.chunks_exact(w * dv)) {
         for d in 0..dv {
-            a[d] = row[d].to_f32().mul_add(p[j], a[d]);
+            let mut x = [0.0f32; 32];
+            for l in 0..w {
+                x[l] = acc[l * dv + d];
+            }
+            out[d] = match lanes {
+                Lanes::L8 => hsum8(&[x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]),
+                Lanes::L32 => fold32(&mut x),
+            };
         }
-    }
-    for d in 0..dv {
-        let mut x = [0.0f32; 32];
-        for l in 0..w {
-            x[l] = acc[l * dv + d];
-        }
-        out[d] = match lanes {
-            Lanes::L8 => hsum8(&[x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]),
-            Lanes::L32 => fold32(&mut x),
-        };
     }
 }
 

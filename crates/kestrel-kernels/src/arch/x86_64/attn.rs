@@ -180,6 +180,16 @@ impl DotTile {
             }
             i += 8;
         }
+        if full == d {
+            // No tail (every head size in use): the sums as they are, without the f64 step.
+            for (qi, acc) in acc.iter().enumerate() {
+                let o = self.out.add((q0 + qi) * self.n + j);
+                for (r, acc) in acc.iter().enumerate() {
+                    *o.add(r) = hsum8_v(*acc);
+                }
+            }
+            return;
+        }
         for (qi, acc) in acc.iter().enumerate() {
             let q16 = self.q16.add((q0 + qi) * d);
             for (r, acc) in acc.iter().enumerate() {
@@ -210,43 +220,46 @@ impl DotTile {
                 i += 32;
             }
             for (qi, acc) in acc.iter().enumerate() {
-                let q16 = self.q16.add((q0 + qi) * d);
-                *self.out.add((q0 + qi) * self.n + j) =
-                    with_tail(fold32_v(*acc), q16, row, full, d);
+                let o = self.out.add((q0 + qi) * self.n + j);
+                *o = if full == d {
+                    fold32_v(*acc)
+                } else {
+                    with_tail(fold32_v(*acc), self.q16.add((q0 + qi) * d), row, full, d)
+                };
             }
         }
     }
 }
 
-/// `head` plus the elements past the last full lane step, summed in f64 as ggml does (and
-/// as the scalar twin writes it, an empty tail included).
+/// `head` plus the elements past the last full lane step, each product added onto it in f64
+/// as ggml does (and as the scalar twin writes it); without a tail, `head` itself.
 #[inline(always)]
 unsafe fn with_tail(head: f32, q: *const f16, row: *const f16, full: usize, d: usize) -> f32 {
-    let tail: f64 = (full..d)
-        .map(|i| ((*q.add(i)).to_f32() * (*row.add(i)).to_f32()) as f64)
-        .sum();
-    (head as f64 + tail) as f32
+    (full..d).fold(head as f64, |s, i| {
+        s + ((*q.add(i)).to_f32() * (*row.add(i)).to_f32()) as f64
+    }) as f32
 }
 
-/// `out[g * dv + d] = sum_j p[g * len + j] * v[j][d]` for `G = out.len() / dv` queries, as the
-/// scalar twin: row `j`'s partial sums in lane `(pos0 + j) % lanes`. The lane accumulators
-/// are built one lane at a time (lane `l` takes rows `j ≡ l - pos0` in increasing `j`) in
-/// registers, several queries sharing each converted value vector, instead of a
-/// load-FMA-store through memory per row. Same FMAs, same order.
+/// `acc[(g * lanes + l) * dv + d] += sum p[g * len + j] * v[j][d]` over the rows `j` of lane
+/// `l = (pos0 + j) % lanes`, for the `G = acc.len() / (lanes * dv)` queries, as the scalar twin.
+/// The lane accumulators are built one lane at a time (lane `l` takes rows `j ≡ l - pos0` in
+/// increasing `j`) in registers, several queries sharing each converted value vector, instead
+/// of a load-FMA-store through memory per row. Same FMAs, same order.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn mix_f16(
+pub unsafe fn mix_f16_add(
     lanes: Lanes,
     dv: usize,
-    out: &mut [f32],
     p: &[f32],
     v: &[f16],
     pos0: usize,
     acc: &mut [f32],
 ) {
-    let g = out.len() / dv;
-    let len = p.len() / g;
     let w = lanes.count();
+    let g = acc.len() / (w * dv);
+    if g == 0 {
+        return;
+    }
+    let len = p.len() / g;
     let m = MixTile {
         dv,
         len,
@@ -268,7 +281,14 @@ pub unsafe fn mix_f16(
         }
         q0 += qt;
     }
-    for q in 0..g {
+}
+
+/// Every query's lane sums folded into its `dv` outputs (`G = out.len() / dv`), as the scalar
+/// twin.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn fold_lanes_all(lanes: Lanes, dv: usize, acc: &[f32], out: &mut [f32]) {
+    let w = lanes.count();
+    for q in 0..out.len() / dv {
         fold_lanes(
             w,
             dv,
@@ -278,7 +298,7 @@ pub unsafe fn mix_f16(
     }
 }
 
-/// One `mix_f16` call's operands; `acc` holds `lanes * dv` floats per query.
+/// One `mix_f16_add` call's operands; `acc` holds `lanes * dv` floats per query.
 struct MixTile {
     dv: usize,
     len: usize,
@@ -311,20 +331,21 @@ impl MixTile {
             for d in d..dv {
                 for qi in q0..q0 + QT {
                     let p = self.p.add(qi * self.len);
-                    let mut s = 0.0f32;
+                    let a = self.acc.add((qi * self.w + l) * dv + d);
+                    let mut s = *a;
                     let mut j = j0;
                     while j < self.n {
                         s = (*self.v.add(j * dv + d)).to_f32().mul_add(*p.add(j), s);
                         j += self.w;
                     }
-                    *self.acc.add((qi * self.w + l) * dv + d) = s;
+                    *a = s;
                 }
             }
         }
     }
 
-    /// Lane `l`'s accumulators for outputs `d..d + 8 * NB` of queries `q0..q0 + QT`: rows
-    /// `j0, j0 + w, ...`.
+    /// Lane `l`'s accumulators for outputs `d..d + 8 * NB` of queries `q0..q0 + QT`, added
+    /// onto: rows `j0, j0 + w, ...`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn lane<const QT: usize, const NB: usize>(
@@ -334,7 +355,13 @@ impl MixTile {
         j0: usize,
         d: usize,
     ) {
+        let at = |qi: usize| self.acc.add(((q0 + qi) * self.w + l) * self.dv + d);
         let mut r = [[_mm256_setzero_ps(); NB]; QT];
+        for (qi, r) in r.iter_mut().enumerate() {
+            for (k, r) in r.iter_mut().enumerate() {
+                *r = _mm256_loadu_ps(at(qi).add(8 * k));
+            }
+        }
         let mut j = j0;
         while j < self.n {
             let row = self.v.add(j * self.dv + d);
@@ -351,9 +378,8 @@ impl MixTile {
             j += self.w;
         }
         for (qi, r) in r.iter().enumerate() {
-            let a = self.acc.add(((q0 + qi) * self.w + l) * self.dv + d);
             for (k, r) in r.iter().enumerate() {
-                _mm256_storeu_ps(a.add(8 * k), *r);
+                _mm256_storeu_ps(at(qi).add(8 * k), *r);
             }
         }
     }
