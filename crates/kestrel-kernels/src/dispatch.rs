@@ -76,6 +76,9 @@ pub struct Kernels {
     panel: [Option<PanelFn>; N_IDS],
     /// Whole-matrix kernels for the interleaved layout, where a type has one.
     panel_x8: [Option<PanelX8Fn>; N_IDS],
+    /// The Q5_0 dot keeps the eight-lane order of the Q8_0 panel (`panel_x8[Q8_0]`), so prompt
+    /// batches may expand Q5_0 rows to Q8_0 on the fly and take that panel (same bits).
+    q5_0_as_q8_0: bool,
     attn_dot: AttnDotFn,
     attn_dot_rows: AttnDotRowsFn,
     attn_mix_add: AttnMixAddFn,
@@ -282,6 +285,13 @@ impl Kernels {
         self.panel_x8[ty as usize]
     }
 
+    /// Whether prompt batches of Q5_0 may take the Q8_0 panel over rows expanded to Q8_0 (the
+    /// Q5_0 dot's bits; see `generic::repack::q5_0_as_q8_0_x8`).
+    #[inline]
+    pub(crate) fn q5_0_as_q8_0(&self) -> bool {
+        self.q5_0_as_q8_0
+    }
+
     /// [`TILE_R`] x [`TILE_C`] dot products at once (`out[c * TILE_R + r]` = row `r` of `w` ·
     /// column `c` of `a`, rows `wrb` and columns `arb` bytes apart), bit-identical to
     /// [`Kernels::vec_dot`]; computed pair by pair where the type has no tile kernel.
@@ -389,6 +399,8 @@ fn scalar_table() -> Kernels {
             p[Q8_0 as usize] = Some(crate::generic::repack::panel_q8_0_x8 as PanelX8Fn);
             p
         },
+        // The scalar Q5_0 dot sums each block exactly (not in lanes).
+        q5_0_as_q8_0: false,
         attn_dot: crate::generic::attn::dot_f16 as AttnDotFn,
         attn_dot_rows: crate::generic::attn::dot_f16_rows as AttnDotRowsFn,
         attn_mix_add: crate::generic::attn::mix_f16_add as AttnMixAddFn,
@@ -428,6 +440,8 @@ fn avx2_table() -> Kernels {
     k.panel_x8[Q6_K as usize] = Some(x::kq_x8::avx2::panel_q6_k_x8 as PanelX8Fn);
     k.panel_x8[Q4_0 as usize] = Some(x::legacy_x8::avx2::panel_q4_0_x8 as PanelX8Fn);
     k.panel_x8[Q8_0 as usize] = Some(x::legacy_x8::avx2::panel_q8_0_x8 as PanelX8Fn);
+    // `legacy::vec_dot_q5_0` and the Q8_0 panels share the eight-lane order.
+    k.q5_0_as_q8_0 = true;
     x::tile_wire(&mut k.tile);
     k.attn_dot = x::attn::dot_f16 as AttnDotFn;
     k.attn_dot_rows = x::attn::dot_f16_rows as AttnDotRowsFn;

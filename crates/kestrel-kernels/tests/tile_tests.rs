@@ -167,6 +167,8 @@ fn matmul_equals_single_dots_for_every_shape() {
                 (33, 9),
                 (40, 12),
                 (7, 3),
+                // A prompt batch: Q5_0 takes the Q8_0 panel over expanded rows.
+                (43, 70),
             ] {
                 for threads in [1, 2] {
                     let seed = (rows * 100 + batch) as u64;

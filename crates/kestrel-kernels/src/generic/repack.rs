@@ -219,6 +219,37 @@ pub fn unpack_q4_k_x8_block(x8: &[u8], r: usize) -> [u8; Q4_K_BLOCK_BYTES] {
     b
 }
 
+/// `rows` (a multiple of 8) row-major Q5_0 rows of `n` elements, `wrb` bytes apart in `src`,
+/// as a repacked Q8_0 matrix in `dst` (`x8_size(Q8_0, rows, n)` bytes): each block keeps its
+/// `d` and holds its 32 values `q - 16` as i8, the same numbers exactly. Over it the Q8_0
+/// panels compute the eight-lane Q5_0 dot's bits (the AVX2 Q5_0 and Q8_0 dots are the same
+/// sign-trick sums of 4 products per lane, FMA'd with `d_w d_y`).
+pub(crate) fn q5_0_as_q8_0_x8(n: usize, src: &[u8], wrb: usize, rows: usize, dst: &mut [u8]) {
+    use super::legacy::Q5_0_BYTES;
+    assert!(n % QK == 0 && rows % X8_ROWS == 0, "q5_0_as_q8_0_x8: shape");
+    let nb = n / QK;
+    assert!(rows == 0 || src.len() >= (rows - 1) * wrb + nb * Q5_0_BYTES);
+    assert_eq!(dst.len(), x8_size(GgmlType::Q8_0, rows, n));
+    let mut b = [0u8; Q8_0_BYTES];
+    for g in 0..rows / X8_ROWS {
+        for i in 0..nb {
+            let out = &mut dst[(g * nb + i) * Q8_0_X8_BYTES..][..Q8_0_X8_BYTES];
+            for r in 0..X8_ROWS {
+                let x = &src[(g * X8_ROWS + r) * wrb + i * Q5_0_BYTES..][..Q5_0_BYTES];
+                let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+                b[..2].copy_from_slice(&x[..2]);
+                for j in 0..16 {
+                    let lo = (x[6 + j] & 0xF) | (((qh >> j) & 1) << 4) as u8;
+                    let hi = (x[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+                    b[2 + j] = (lo as i8 - 16) as u8;
+                    b[2 + 16 + j] = (hi as i8 - 16) as u8;
+                }
+                pack_legacy_row(&b, r, out);
+            }
+        }
+    }
+}
+
 /// Row `r`'s Q4_0 or Q8_0 block `b` into its places in an interleaved block: the scale, then
 /// the quants 4 bytes at a time.
 fn pack_legacy_row(b: &[u8], r: usize, out: &mut [u8]) {
