@@ -304,8 +304,8 @@ fn quantize_acts(
 /// thread, AVX2 Zen 3: 16-20 -> 25-27 GMAC/s at 512 columns, but 16-19 -> 14-18 at 16, where
 /// the row-major tile stays).
 const Q5_0_X8_MIN_BATCH: usize = 64;
-/// Q5_0 rows expanded per panel call: ~40 KiB of Q8_0 at 640 columns, in L2 while every column
-/// goes over it.
+/// Q5_0 rows expanded per panel call: ~170 KiB of Q8_0 at 640 columns, in L2 while every
+/// column goes over it (64 rows a call measured slower: the panel's per-call column set-up).
 const Q5_0_X8_ROWS: usize = 256;
 
 thread_local! {
@@ -367,13 +367,15 @@ unsafe fn rows_range(
         };
         return;
     }
-    // Prompt batches of Q5_0 (no panel of its own on this table): 8-row groups expanded to
+    // Prompt batches of Q5_0 (no panel of its own on this table: AVX2, AVX-VNNI; the
+    // AVX-512 table has `legacy_vnni`'s): 8-row groups expanded to
     // Q8_0 on the fly, a few at a time, for the Q8_0 panel, which gives the Q5_0 dot's bits at
     // 8 rows per vector lane set; the rows past the last group go on below.
     let mut r0 = r0;
-    if w.ty == GgmlType::Q5_0 && k.q5_0_as_q8_0() && batch >= Q5_0_X8_MIN_BATCH && slice_cols == 0
-    {
-        let panel = k.panel_x8_fn(GgmlType::Q8_0).expect("every table has a Q8_0 panel");
+    if w.ty == GgmlType::Q5_0 && k.q5_0_as_q8_0() && batch >= Q5_0_X8_MIN_BATCH && slice_cols == 0 {
+        let panel = k
+            .panel_x8_fn(GgmlType::Q8_0)
+            .expect("every table has a Q8_0 panel");
         let g_end = r0 + (r1 - r0) / X8_ROWS * X8_ROWS;
         EXPANDED.with(|buf| {
             let mut buf = buf.borrow_mut();

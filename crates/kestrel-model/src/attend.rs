@@ -331,7 +331,15 @@ mod tests {
                 a.k.dot_f16_rows(a.lanes, hd, &q16, kv.k_range(a.il, g, start, p + 1), &mut s);
                 a.weights(&mut s, start);
                 let o = &mut out[(i * a.n_head + h) * hdv..(i * a.n_head + h + 1) * hdv];
-                a.k.mix_f16(a.lanes, hdv, o, &s, kv.v_range(a.il, g, start, p + 1), start, &mut acc);
+                a.k.mix_f16(
+                    a.lanes,
+                    hdv,
+                    o,
+                    &s,
+                    kv.v_range(a.il, g, start, p + 1),
+                    start,
+                    &mut acc,
+                );
             }
         }
         out

@@ -73,7 +73,9 @@ pub fn dot_f16(lanes: Lanes, a: &[f16], b: &[f16]) -> f32 {
         Lanes::L32 => fold32(&mut acc),
     };
     // ggml adds each leftover product onto the reduced head, in double.
-    (full..n).fold(head as f64, |s, i| s + (a[i].to_f32() * b[i].to_f32()) as f64) as f32
+    (full..n).fold(head as f64, |s, i| {
+        s + (a[i].to_f32() * b[i].to_f32()) as f64
+    }) as f32
 }
 
 /// `out[g * n + j] = q_g · rows[j]`, each as [`dot_f16`], for the `G = q.len() / d` queries
