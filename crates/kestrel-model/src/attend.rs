@@ -82,23 +82,19 @@ pub(crate) fn per_row(
         .unwrap_or(1);
     let w = a.lanes.count();
     let per_thread = sg * (n_ctx + hd + w * hdv + MIX_RUN);
-    if scratch.len() < nt * per_thread {
-        scratch.resize(nt * per_thread, 0.0);
-    }
     let items_per_row = a.n_head / sg;
-    let items = n * items_per_row;
-    let scratch = SharedMut(scratch.as_mut_ptr());
     let out = SharedMut(out.as_mut_ptr());
-    pool.run(&|tid, nth| {
-        // SAFETY: thread `tid` owns scratch block `tid` and the output rows of its items.
-        let mine = unsafe { scratch.slice(tid * per_thread, per_thread) };
-        let (sc_rows, rest) = mine.split_at_mut(sg * n_ctx);
-        let (q16f, rest) = rest.split_at_mut(sg * hd);
-        let (acc, tmp) = rest.split_at_mut(sg * w * hdv);
-        // The f16 queries live in the first half of their f32 scratch.
-        let q16: &mut [f16] = f16_scratch(q16f, sg * hd);
-        let mut item = tid;
-        while item < items {
+    for_items(
+        pool,
+        scratch,
+        per_thread,
+        n * items_per_row,
+        &|mine, item| {
+            let (sc_rows, rest) = mine.split_at_mut(sg * n_ctx);
+            let (q16f, rest) = rest.split_at_mut(sg * hd);
+            let (acc, tmp) = rest.split_at_mut(sg * w * hdv);
+            // The f16 queries live in the first half of their f32 scratch.
+            let q16: &mut [f16] = f16_scratch(q16f, sg * hd);
             // Row i, query heads h0..h0 + sg (contiguous in q and in the output), KV head g.
             let (i, h0) = (item / items_per_row, item % items_per_row * sg);
             let (kv, p) = (rows.kv(i), rows.pos(i));
@@ -134,6 +130,30 @@ pub(crate) fn per_row(
                 }
                 a.k.fold_lanes(a.lanes, hdv, acc, oh);
             }
+        },
+    );
+}
+
+/// Runs `f(mine, item)` for every item of `0..items` on the pool, thread `t` taking items `t,
+/// t + nth, ...` in order, `mine` its own `per_thread` floats of `scratch` (grown to fit).
+fn for_items(
+    pool: &ThreadPool,
+    scratch: &mut Vec<f32>,
+    per_thread: usize,
+    items: usize,
+    f: &(dyn Fn(&mut [f32], usize) + Sync),
+) {
+    let nt = pool.n_threads();
+    if scratch.len() < nt * per_thread {
+        scratch.resize(nt * per_thread, 0.0);
+    }
+    let scratch = SharedMut(scratch.as_mut_ptr());
+    pool.run(&|tid, nth| {
+        // SAFETY: thread `tid` alone uses scratch block `tid`.
+        let mine = unsafe { scratch.slice(tid * per_thread, per_thread) };
+        let mut item = tid;
+        while item < items {
+            f(mine, item);
             item += nth;
         }
     });
@@ -181,22 +201,17 @@ pub(crate) fn blocked(
         None => kv.n_ctx,
     };
     let per_thread = gq * (ld + hd.div_ceil(2) + kc + w * hdv);
-    if scratch.len() < nt * per_thread {
-        scratch.resize(nt * per_thread, 0.0);
-    }
-    let blocks = n.div_ceil(qb);
-    let items = blocks * n_kv;
-    let scratch = SharedMut(scratch.as_mut_ptr());
     let out = SharedMut(out.as_mut_ptr());
-    pool.run(&|tid, nth| {
-        // SAFETY: thread `tid` owns scratch block `tid` and the output rows of its items.
-        let mine = unsafe { scratch.slice(tid * per_thread, per_thread) };
-        let (scores, rest) = mine.split_at_mut(gq * ld);
-        let (q16f, rest) = rest.split_at_mut(gq * hd.div_ceil(2));
-        let (tmp, acc) = rest.split_at_mut(gq * kc);
-        let q16: &mut [f16] = f16_scratch(q16f, gq * hd);
-        let mut item = tid;
-        while item < items {
+    for_items(
+        pool,
+        scratch,
+        per_thread,
+        n.div_ceil(qb) * n_kv,
+        &|mine, item| {
+            let (scores, rest) = mine.split_at_mut(gq * ld);
+            let (q16f, rest) = rest.split_at_mut(gq * hd.div_ceil(2));
+            let (tmp, acc) = rest.split_at_mut(gq * kc);
+            let q16: &mut [f16] = f16_scratch(q16f, gq * hd);
             // Rows i0..i1, KV head g and its query heads g * group.. (the block's queries are
             // row-major: query (r, s) is head g * group + s of row i0 + r).
             let (b, g) = (item / n_kv, item % n_kv);
@@ -209,6 +224,11 @@ pub(crate) fn blocked(
             for r in 0..nr {
                 a.load_queries(i0 + r, g * group, group, &mut q16[r * group * hd..]);
             }
+            // Where query `qi` of rows r0.. keeps its score for cell c0.
+            let at = |qi: usize, r0: usize, c0: usize| {
+                let r = r0 + qi / group;
+                (r * group + qi % group) * ld + c0 - span(r).0
+            };
             let (lo, hi) = (span(0).0, span(nr - 1).1);
             // Pass 1: scores, chunk by chunk; rows whose span covers the whole chunk share one
             // call, the rest (the block's first and last few cells) go row by row.
@@ -219,8 +239,7 @@ pub(crate) fn blocked(
                 let keys = kv.k_range(a.il, g, c0, c1);
                 a.k.dot_f16_rows(a.lanes, hd, &q16[r0 * group * hd..r1 * group * hd], keys, t);
                 for (qi, t) in t.chunks_exact(m).enumerate() {
-                    let r = r0 + qi / group;
-                    let o = (r * group + qi % group) * ld + c0 - span(r).0;
+                    let o = at(qi, r0, c0);
                     scores[o..o + m].copy_from_slice(t);
                 }
             });
@@ -239,8 +258,7 @@ pub(crate) fn blocked(
                 let nq = (r1 - r0) * group;
                 let t = &mut tmp[..nq * m];
                 for (qi, t) in t.chunks_exact_mut(m).enumerate() {
-                    let r = r0 + qi / group;
-                    let o = (r * group + qi % group) * ld + c0 - span(r).0;
+                    let o = at(qi, r0, c0);
                     t.copy_from_slice(&scores[o..o + m]);
                 }
                 let v = kv.v_range(a.il, g, c0, c1);
@@ -253,9 +271,8 @@ pub(crate) fn blocked(
                 let lanes = &acc[r * group * w * hdv..(r + 1) * group * w * hdv];
                 a.k.fold_lanes(a.lanes, hdv, lanes, oh);
             }
-            item += nth;
-        }
-    });
+        },
+    );
 }
 
 /// Walk cells `lo..hi` in chunks of `kc`; for each chunk call `f(c0, c1, r0, r1)` once for the
