@@ -1,8 +1,8 @@
 //! `kestrel prune --drop-layers N | --ffn-keep F --calib TEXT`: structured pruning (whole blocks
 //! or FFN channels), which makes the model smaller rather than sparse.
 
+use crate::args::EvalArgs;
 use crate::util::{human_bytes, human_count, Progress};
-use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use kestrel_compress::gptq;
@@ -29,12 +29,8 @@ pub struct StructuredArgs {
     /// Calibration chunks to use (0 = all)
     #[arg(long = "chunks", default_value_t = 8)]
     pub chunks: usize,
-    /// Context length in tokens: calibration text is evaluated in chunks of this many
-    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
-    pub ctx: usize,
-    /// Threads [default: available cores]
-    #[arg(short = 't', long = "threads")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub eval: EvalArgs,
 }
 
 impl StructuredArgs {
@@ -62,13 +58,7 @@ fn calibration(
     );
     let text =
         std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?;
-    let engine = ModelArgs {
-        model: Some(input.to_path_buf()),
-        threads: a.threads,
-        ctx: Some(a.ctx),
-        batch: a.ctx,
-    }
-    .load()?;
+    let engine = a.eval.load(Some(input.to_path_buf()))?;
     Ok((engine, text))
 }
 
@@ -78,7 +68,7 @@ pub fn run(input: &Path, output: &Path, a: &StructuredArgs, json: bool) -> anyho
         drop_layers: a.drop_layers.unwrap_or(0),
         ffn_keep: a.ffn_keep,
         ffn_multiple: a.ffn_multiple,
-        n_ctx: a.ctx,
+        n_ctx: a.eval.ctx,
         max_chunks: a.chunks,
     };
     let mut bar = Progress::new("calibrate", 1);
@@ -131,12 +121,22 @@ pub fn run_sparsegpt(
     a: &StructuredArgs,
 ) -> anyhow::Result<PruneReport> {
     let (engine, text) = calibration(input, output, a, "--method sparsegpt needs")?;
-    let threads = a.threads.unwrap_or_else(kestrel_engine::default_threads);
+    let threads = a
+        .eval
+        .threads
+        .unwrap_or_else(kestrel_engine::default_threads);
     let mut bar = Progress::new("calibrate", 1);
-    let (h, _) = gptq::collect(&engine, &text, a.ctx, a.chunks, threads, &mut |d, t| {
-        bar.set_total(t);
-        bar.update(d, "")
-    })?;
+    let (h, _) = gptq::collect(
+        &engine,
+        &text,
+        a.eval.ctx,
+        a.chunks,
+        threads,
+        &mut |d, t| {
+            bar.set_total(t);
+            bar.update(d, "")
+        },
+    )?;
     drop(bar);
     drop(engine);
     let mut bar = Progress::new("sparsegpt", 1);

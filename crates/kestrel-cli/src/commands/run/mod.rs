@@ -1,5 +1,11 @@
-use crate::spec_args::SpecArgs;
-use crate::{ModelArgs, SampleArgs};
+//! `kestrel run`: generate a continuation of a prompt, locally or with a server (routing,
+//! split inference, remote verification).
+
+mod route;
+mod split;
+mod verify;
+
+use crate::args::{ModelArgs, SampleArgs, SpecArgs};
 use clap::Args;
 use kestrel_engine::GenParams;
 use std::io::Write;
@@ -29,13 +35,13 @@ pub struct RunArgs {
     #[arg(long = "json")]
     json: bool,
     #[command(flatten)]
-    route: crate::route_args::RouteArgs,
+    route: crate::args::RouteArgs,
     #[command(flatten)]
     spec: SpecArgs,
     #[command(flatten)]
-    split: crate::cmd_split::SplitArgs,
+    split: crate::args::SplitArgs,
     #[command(flatten)]
-    verify: crate::run_verify::VerifyArgs,
+    verify: crate::args::VerifyArgs,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -56,19 +62,18 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             a.split.split_remote.is_none(),
             "--verify-remote and --split-remote do not go together"
         );
-        let show = crate::run_verify::Show {
+        let show = verify::Show {
             json: a.json,
             echo: a.echo.then_some(a.prompt.as_str()),
         };
-        return crate::run_verify::run(&engine, &a.verify, &a.spec, &prompt, &params, show);
+        return verify::run(&engine, &a.verify, &a.spec, &prompt, &params, show);
     }
     let (mut seq, route) = match a.route.load()? {
         None => (engine.new_sequence(), None),
         Some((remote, policy)) => {
-            match crate::run_route::decide(&engine, &a.prompt, &prompt, &params, &remote, &policy)?
-            {
-                crate::run_route::Routed::Local(seq, d) => (*seq, Some(d)),
-                crate::run_route::Routed::Remote(answer, d) => return print_remote(&a, answer, &d),
+            match route::decide(&engine, &a.prompt, &prompt, &params, &remote, &policy)? {
+                route::Routed::Local(seq, d) => (*seq, Some(d)),
+                route::Routed::Remote(answer, d) => return print_remote(&a, answer, &d),
             }
         }
     };
@@ -99,7 +104,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         None if split_on => {
             let batch = a.model.batch;
-            let (g, meta) = crate::cmd_split::generate(
+            let (g, meta) = split::generate(
                 &engine,
                 &a.split,
                 batch,
@@ -167,7 +172,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             eprintln!("[{}]", d.log_line("prompt"));
         }
         if let Some(s) = &split {
-            eprintln!("{}", crate::cmd_split::summary(s));
+            eprintln!("{}", split::summary(s));
         }
     }
     Ok(())

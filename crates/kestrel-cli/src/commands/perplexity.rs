@@ -1,5 +1,5 @@
+use crate::args::EvalArgs;
 use crate::util::Progress;
-use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use kestrel_engine::eval;
@@ -7,49 +7,43 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct PerplexityArgs {
-    /// GGUF model file [default: the default model]
+    /// GGUF model file [default: SmolLM2-135M-Instruct Q4_1, fetched into the cache if missing]
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
     /// Text file to score
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    /// Context length in tokens: the text is scored in chunks of this many
-    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
-    ctx: usize,
+    #[command(flatten)]
+    eval: EvalArgs,
     /// Score at most this many chunks (0 = all)
     #[arg(long = "chunks", default_value_t = 0)]
     chunks: usize,
-    /// Threads [default: available cores]
-    #[arg(short = 't', long = "threads")]
-    threads: Option<usize>,
     /// Print a JSON object
     #[arg(long = "json")]
     json: bool,
 }
 
 pub fn run(a: PerplexityArgs) -> anyhow::Result<()> {
-    let margs = ModelArgs {
-        model: a.model.clone(),
-        threads: a.threads,
-        ctx: Some(a.ctx),
-        batch: a.ctx,
-    };
-    let engine = margs.load()?;
+    let engine = a.eval.load(a.model.clone())?;
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let t0 = std::time::Instant::now();
     let tokens = eval::tokenize_for_perplexity(&engine, &text)?;
     let tok_s = t0.elapsed().as_secs_f64();
     let total = if a.chunks == 0 {
-        tokens.len() / a.ctx.max(1)
+        tokens.len() / a.eval.ctx.max(1)
     } else {
-        a.chunks.min(tokens.len() / a.ctx.max(1))
+        a.chunks.min(tokens.len() / a.eval.ctx.max(1))
     };
     let mut bar = Progress::new("perplexity", total);
     let t1 = std::time::Instant::now();
-    let r = eval::perplexity(&engine, &tokens, a.ctx, a.chunks, &mut |done, _, ppl| {
-        bar.update(done, &format!("ppl {ppl:.4}"))
-    })?;
+    let r = eval::perplexity(
+        &engine,
+        &tokens,
+        a.eval.ctx,
+        a.chunks,
+        &mut |done, _, ppl| bar.update(done, &format!("ppl {ppl:.4}")),
+    )?;
     let secs = t1.elapsed().as_secs_f64();
     if a.json {
         let v = serde_json::json!({

@@ -3,34 +3,12 @@
 //! (docs/speculative.md). When the remote fails, the local model finishes the text and the
 //! output says from which token on.
 
-use crate::spec_args::SpecArgs;
-use clap::Args;
+use crate::args::{SpecArgs, VerifyArgs};
 use kestrel_engine::speculative::{Drafter, ModelDrafter};
 use kestrel_engine::{Engine, GenParams};
 use kestrel_verify::{remote_generate, RemoteOptions, VerifyClient};
 use std::io::Write;
 use std::time::Duration;
-
-#[derive(Args, Clone, Debug)]
-pub struct VerifyArgs {
-    /// Draft locally and have this kestrel server (http://host:port) verify every draft with its model
-    #[arg(long = "verify-remote", value_name = "URL")]
-    pub verify_remote: Option<String>,
-    /// Longest wait for one verification answer before the local model takes over, in milliseconds
-    #[arg(
-        long = "verify-timeout-ms",
-        default_value_t = 10_000,
-        value_name = "MS"
-    )]
-    pub verify_timeout_ms: u64,
-    /// API key for the verify server, sent as 'Authorization: Bearer KEY' (default: $KESTREL_VERIFY_API_KEY)
-    #[arg(
-        long = "verify-api-key",
-        value_name = "KEY",
-        requires = "verify_remote"
-    )]
-    pub verify_api_key: Option<String>,
-}
 
 /// What `run` prints around the text.
 pub struct Show<'a> {

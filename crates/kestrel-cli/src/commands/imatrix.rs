@@ -1,7 +1,7 @@
 //! `kestrel imatrix`: collect an importance matrix over calibration text.
 
+use crate::args::EvalArgs;
 use crate::util::Progress;
-use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use kestrel_compress::imatrix::collect;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct ImatrixArgs {
-    /// GGUF model file [default: the default model]
+    /// GGUF model file [default: SmolLM2-135M-Instruct Q4_1, fetched into the cache if missing]
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
     /// Calibration text
@@ -18,15 +18,11 @@ pub struct ImatrixArgs {
     /// Output file (llama.cpp's GGUF imatrix format; must not exist)
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
-    /// Context length in tokens: the text is evaluated in chunks of this many
-    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
-    ctx: usize,
+    #[command(flatten)]
+    eval: EvalArgs,
     /// Use at most this many chunks (0 = all)
     #[arg(long = "chunks", default_value_t = 0)]
     chunks: usize,
-    /// Threads [default: available cores]
-    #[arg(short = 't', long = "threads")]
-    threads: Option<usize>,
 }
 
 pub fn run(a: ImatrixArgs) -> anyhow::Result<()> {
@@ -35,20 +31,21 @@ pub fn run(a: ImatrixArgs) -> anyhow::Result<()> {
         "{} already exists; refusing to overwrite it",
         a.output.display()
     );
-    let engine = ModelArgs {
-        model: a.model.clone(),
-        threads: a.threads,
-        ctx: Some(a.ctx),
-        batch: a.ctx,
-    }
-    .load()?;
+    let engine = a.eval.load(a.model.clone())?;
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let mut bar = Progress::new("imatrix", 1);
-    let im = collect(&engine, &text, &a.file, a.ctx, a.chunks, &mut |d, t| {
-        bar.set_total(t);
-        bar.update(d, "")
-    })?;
+    let im = collect(
+        &engine,
+        &text,
+        &a.file,
+        a.eval.ctx,
+        a.chunks,
+        &mut |d, t| {
+            bar.set_total(t);
+            bar.update(d, "")
+        },
+    )?;
     im.save(&a.output)?;
     println!(
         "wrote {}: {} matrices from {} chunks of {} tokens",

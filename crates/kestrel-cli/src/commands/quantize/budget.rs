@@ -1,8 +1,8 @@
 //! `kestrel quantize IN OUT --target-bpw B | --target-size SIZE --calib TEXT [--imatrix F]`:
 //! per-tensor types from measured sensitivity, meeting a size budget with the least loss.
 
+use crate::args::ModelArgs;
 use crate::util::{human_bytes, Progress};
-use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use kestrel_compress::imatrix::Imatrix;

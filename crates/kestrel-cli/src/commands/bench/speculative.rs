@@ -2,7 +2,7 @@
 //! answer) with and without speculation, reporting acceptance and effective decode speed.
 //! Random-token prompts, as the plain benchmark uses, would leave a drafter nothing to predict.
 
-use crate::spec_args::SpecArgs;
+use crate::args::SpecArgs;
 use anyhow::Context;
 use kestrel_engine::bench::Stat;
 use kestrel_engine::{ChatMessage, Engine, EngineConfig, GenParams, SamplerConfig};

@@ -1,4 +1,4 @@
-use crate::{ModelArgs, SampleArgs};
+use crate::args::{ModelArgs, SampleArgs};
 use clap::Args;
 use kestrel_engine::{ChatMessage, GenParams};
 use std::io::{BufRead, IsTerminal, Write};

@@ -1,4 +1,5 @@
-use crate::{models, ModelArgs};
+use crate::args::ModelArgs;
+use crate::models;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -40,7 +41,7 @@ pub struct ServeArgs {
     #[arg(long = "split-idle", default_value_t = 120)]
     split_idle: u64,
     #[command(flatten)]
-    route: crate::route_args::RouteArgs,
+    route: crate::args::RouteArgs,
     /// POST /v1/verify sessions open at once (each holds a KV cache of --ctx positions)
     #[arg(long = "verify-sessions", default_value_t = 4)]
     verify_sessions: usize,
@@ -48,10 +49,10 @@ pub struct ServeArgs {
     #[arg(long = "verify-idle-s", default_value_t = 60)]
     verify_idle_s: u64,
     #[command(flatten)]
-    spec: crate::spec_args::SpecArgs,
+    spec: crate::args::SpecArgs,
     /// Device-side split: layers 0..K of every generation here, K.. on a split server
     #[command(flatten)]
-    split: crate::cmd_split::SplitArgs,
+    split: crate::args::SplitArgs,
     /// Longest draft one POST /v1/verify call may carry, in tokens
     #[arg(long = "verify-max-draft", default_value_t = 64)]
     verify_max_draft: usize,

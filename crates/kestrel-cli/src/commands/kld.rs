@@ -1,7 +1,7 @@
 //! `kestrel kld`: KL-divergence, top-1 agreement and perplexities of a model against a base.
 
+use crate::args::EvalArgs;
 use crate::util::Progress;
-use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use kestrel_compress::kld::kl_divergence;
@@ -18,30 +18,18 @@ pub struct KldArgs {
     /// Text file to score
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    /// Context length in tokens: the text is scored in chunks of this many
-    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
-    ctx: usize,
+    #[command(flatten)]
+    eval: EvalArgs,
     /// Score at most this many chunks (0 = all)
     #[arg(long = "chunks", default_value_t = 0)]
     chunks: usize,
-    /// Threads [default: available cores]
-    #[arg(short = 't', long = "threads")]
-    threads: Option<usize>,
     /// Print a JSON object
     #[arg(long = "json")]
     json: bool,
 }
 
 pub fn run(a: KldArgs) -> anyhow::Result<()> {
-    let load = |p: &PathBuf| {
-        ModelArgs {
-            model: Some(p.clone()),
-            threads: a.threads,
-            ctx: Some(a.ctx),
-            batch: a.ctx,
-        }
-        .load()
-    };
+    let load = |p: &PathBuf| a.eval.load(Some(p.clone()));
     let base = load(&a.base)?;
     let models = a
         .model
@@ -53,10 +41,17 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", a.file.display()))?;
     let mut bar = Progress::new("kld", 1);
     let t0 = std::time::Instant::now();
-    let rs = kl_divergence(&base, &refs, &text, a.ctx, a.chunks, &mut |d, t, kl| {
-        bar.set_total(t);
-        bar.update(d, &format!("mean KLD {kl:.5}"))
-    })?;
+    let rs = kl_divergence(
+        &base,
+        &refs,
+        &text,
+        a.eval.ctx,
+        a.chunks,
+        &mut |d, t, kl| {
+            bar.set_total(t);
+            bar.update(d, &format!("mean KLD {kl:.5}"))
+        },
+    )?;
     let secs = t0.elapsed().as_secs_f64();
     for (path, r) in a.model.iter().zip(&rs) {
         if a.json {

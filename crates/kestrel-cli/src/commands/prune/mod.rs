@@ -1,11 +1,13 @@
 //! `kestrel prune`: zero the least important weights of the block matrices.
 
-use crate::cmd_prune_structured::StructuredArgs;
+mod structured;
+
 use crate::util::{human_count, Progress};
 use clap::Args;
 use kestrel_compress::imatrix::Imatrix;
 use kestrel_compress::prune::{prune_file, Pattern, PruneMethod, PruneReport};
 use std::path::PathBuf;
+use structured::StructuredArgs;
 
 #[derive(Args)]
 pub struct PruneArgs {
@@ -39,7 +41,7 @@ pub fn run(a: PruneArgs) -> anyhow::Result<()> {
             a.pattern.is_none() && a.imatrix.is_none(),
             "--drop-layers / --ffn-keep are structured pruning: --pattern and --imatrix do not apply"
         );
-        return crate::cmd_prune_structured::run(&a.input, &a.output, &a.structured, a.json);
+        return structured::run(&a.input, &a.output, &a.structured, a.json);
     }
     let pattern = match &a.pattern {
         Some(p) => Pattern::parse_nm(p)?,
@@ -49,12 +51,7 @@ pub fn run(a: PruneArgs) -> anyhow::Result<()> {
         "magnitude" => PruneMethod::Magnitude,
         "wanda" => PruneMethod::Wanda,
         "sparsegpt" => {
-            let r = crate::cmd_prune_structured::run_sparsegpt(
-                &a.input,
-                &a.output,
-                pattern,
-                &a.structured,
-            )?;
+            let r = structured::run_sparsegpt(&a.input, &a.output, pattern, &a.structured)?;
             print_report(&r, &a.output, a.json);
             return Ok(());
         }

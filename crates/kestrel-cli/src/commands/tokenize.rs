@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct TokenizeArgs {
-    /// GGUF model file [default: the default model]
+    /// GGUF model file [default: SmolLM2-135M-Instruct Q4_1, fetched into the cache if missing]
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
     /// Add BOS/EOS as the model's metadata asks

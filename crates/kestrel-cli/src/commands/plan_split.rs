@@ -2,7 +2,8 @@
 //! model the time per token for every split layer and wire format over a given network, print
 //! the whole curve and the best choice.
 
-use crate::{models, ModelArgs};
+use crate::args::ModelArgs;
+use crate::models;
 use anyhow::Context;
 use clap::Args;
 use kestrel_split::plan::{self, Link, Profile};

@@ -1,5 +1,9 @@
+//! `kestrel bench`: prefill and decode speed, time to first token and peak memory.
+
+mod speculative;
+
+use crate::args::SpecArgs;
 use crate::models;
-use crate::spec_args::SpecArgs;
 use crate::util::{human_bytes, human_count};
 use anyhow::{ensure, Context};
 use clap::Args;
@@ -11,7 +15,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// GGUF model file; repeat for several [default: the default model]
+    /// GGUF model file; repeat for several [default: SmolLM2-135M-Instruct Q4_1, fetched into the cache if missing]
     #[arg(short = 'm', long = "model")]
     models: Vec<PathBuf>,
     /// Prompt lengths to measure prefill on (comma-separated; 0 skips prefill)
@@ -238,7 +242,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if a.spec.enabled() {
-        let b = crate::bench_spec::SpecBench {
+        let b = speculative::SpecBench {
             spec: &a.spec,
             prompts: &a.spec_prompts,
             n_gen: a.n_gen.iter().copied().max().unwrap_or(128).max(1),
@@ -247,7 +251,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             json: a.json,
         };
         for path in &paths {
-            crate::bench_spec::run(&b, path, &mut out)?;
+            speculative::run(&b, path, &mut out)?;
         }
     }
     Ok(())

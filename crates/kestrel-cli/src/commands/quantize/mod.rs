@@ -1,29 +1,16 @@
-//! `kestrel convert` and `kestrel quantize`: write a new GGUF with other tensor types.
+//! `kestrel quantize`: write a copy of a model with its weights quantized.
 
+mod budget;
+
+use crate::args::EvalArgs;
 use crate::util::{human_bytes, human_count, Progress};
-use crate::ModelArgs;
 use anyhow::Context;
 use clap::Args;
-use kestrel_compress::convert::convert_file;
 use kestrel_compress::gptq::{self, Hessians};
 use kestrel_compress::imatrix::Imatrix;
 use kestrel_compress::quantize::{quantize_file, Method, QuantizeOptions, Report};
 use kestrel_compress::Ftype;
 use std::path::{Path, PathBuf};
-
-#[derive(Args)]
-pub struct ConvertArgs {
-    /// Input GGUF (any supported tensor types; never modified)
-    input: PathBuf,
-    /// Output GGUF (must not exist)
-    output: PathBuf,
-    /// f32, f16 or bf16
-    #[arg(long = "type", default_value = "f32")]
-    ty: String,
-    /// Print a JSON summary
-    #[arg(long = "json")]
-    json: bool,
-}
 
 #[derive(Args)]
 pub struct QuantizeArgs {
@@ -49,18 +36,14 @@ pub struct QuantizeArgs {
     /// GPTQ: calibration chunks to use (0 = all)
     #[arg(long = "chunks", default_value_t = 16)]
     chunks: usize,
-    /// GPTQ: context length in tokens; calibration text is evaluated in chunks of this many
-    #[arg(short = 'c', long = "ctx", default_value_t = 512)]
-    ctx: usize,
+    #[command(flatten)]
+    eval: EvalArgs,
     /// GPTQ: damping, as a fraction of the mean Hessian diagonal
     #[arg(long = "damp", default_value_t = kestrel_compress::gptq::DEFAULT_DAMP)]
     damp: f64,
     /// The base type for every quantized tensor, no llama.cpp-style mix
     #[arg(long = "pure")]
     pure: bool,
-    /// Threads [default: available cores]
-    #[arg(short = 't', long = "threads")]
-    threads: Option<usize>,
     /// Print a JSON summary
     #[arg(long = "json")]
     json: bool,
@@ -68,38 +51,26 @@ pub struct QuantizeArgs {
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
     #[command(flatten)]
-    budget: crate::cmd_quantize_budget::BudgetArgs,
+    budget: budget::BudgetArgs,
 }
 
-pub fn run_convert(a: ConvertArgs) -> anyhow::Result<()> {
-    let ftype = Ftype::parse(&a.ty)?;
-    let mut bar = Progress::new("convert", 1);
-    let r = convert_file(&a.input, &a.output, ftype, &mut |d, t, _| {
-        bar.set_total(t);
-        bar.update(d, "")
-    })
-    .with_context(|| format!("converting {}", a.input.display()))?;
-    summary(&r, ftype, &a.output, a.json, false);
-    Ok(())
-}
-
-pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
+pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     if let Some(budget) = a.budget.budget()? {
         anyhow::ensure!(
             a.ty.is_none() && a.method == "rtn" && !a.pure,
             "--target-bpw / --target-size choose the types themselves (round to nearest, \
              importance-weighted with --imatrix): --type, --method and --pure do not apply"
         );
-        let c = crate::cmd_quantize_budget::Common {
+        let c = budget::Common {
             input: &a.input,
             output: &a.output,
             imatrix: a.imatrix.as_ref(),
             calib: a.calib.as_ref(),
             // 0: the available cores.
-            threads: a.threads.unwrap_or(0),
+            threads: a.eval.threads.unwrap_or(0),
             verbose: a.verbose,
         };
-        let (r, ftype) = crate::cmd_quantize_budget::run(c, &a.budget, budget)?;
+        let (r, ftype) = budget::run(c, &a.budget, budget)?;
         summary(&r, ftype, &a.output, a.json, false);
         return Ok(());
     }
@@ -131,7 +102,7 @@ pub fn run_quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         method,
         pure: a.pure,
         imatrix: im.as_ref(),
-        threads: a.threads.unwrap_or(0),
+        threads: a.eval.threads.unwrap_or(0),
         hessians: hessians.as_ref(),
         damp: a.damp,
         types: None,
@@ -154,31 +125,34 @@ fn gptq_hessians(a: &QuantizeArgs, calib: &Path) -> anyhow::Result<Hessians> {
         "{} already exists; refusing to overwrite it (remove it first or pick another name)",
         a.output.display()
     );
-    let threads = a.threads.filter(|&t| t > 0);
-    let engine = ModelArgs {
-        model: Some(a.input.clone()),
-        threads,
-        ctx: Some(a.ctx),
-        batch: a.ctx,
-    }
-    .load()?;
+    let threads = a.eval.threads.filter(|&t| t > 0);
+    let eval = EvalArgs { threads, ..a.eval };
+    let engine = eval.load(Some(a.input.clone()))?;
     let text =
         std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?;
     let mut bar = Progress::new("calibrate", 1);
     let threads = threads.unwrap_or_else(kestrel_engine::default_threads);
-    let (h, chunks) = gptq::collect(&engine, &text, a.ctx, a.chunks, threads, &mut |d, t| {
-        bar.set_total(t);
-        bar.update(d, "")
-    })?;
+    let (h, chunks) = gptq::collect(
+        &engine,
+        &text,
+        a.eval.ctx,
+        a.chunks,
+        threads,
+        &mut |d, t| {
+            bar.set_total(t);
+            bar.update(d, "")
+        },
+    )?;
     eprintln!(
         "GPTQ: Hessians of {} inputs from {chunks} chunks of {} tokens",
         h.map.len(),
-        a.ctx
+        a.eval.ctx
     );
     Ok(h)
 }
 
-fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
+/// What was written, on stdout (or as JSON); shared with `convert`.
+pub(crate) fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose: bool) {
     let n: u64 = r.tensors.iter().map(|t| t.n_elements).sum();
     let mut by_type = std::collections::BTreeMap::<String, usize>::new();
     for t in &r.tensors {

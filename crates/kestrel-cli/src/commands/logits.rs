@@ -1,4 +1,4 @@
-use crate::ModelArgs;
+use crate::args::ModelArgs;
 use clap::Args;
 use kestrel_kernels::ops;
 

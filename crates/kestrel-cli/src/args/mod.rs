@@ -1,0 +1,11 @@
+//! Flag groups shared by several verbs, one definition each.
+
+mod collaboration;
+mod model;
+mod sampling;
+mod speculative;
+
+pub use collaboration::{RouteArgs, SplitArgs, VerifyArgs};
+pub use model::{EvalArgs, ModelArgs};
+pub use sampling::SampleArgs;
+pub use speculative::SpecArgs;
