@@ -59,7 +59,7 @@ pub fn decode<S: Stepper>(
     let mut out = Output::new(params, on_text);
     let mut t_first = None;
     let reason = loop {
-        if out.tokens.len() >= params.max_tokens {
+        if out.tokens().len() >= params.max_tokens {
             break StopReason::MaxTokens;
         }
         let tok = sampler.sample(s.logits());
@@ -67,7 +67,7 @@ pub fn decode<S: Stepper>(
             t_first = Some(Instant::now());
             timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
         }
-        if let Some(r) = out.token(tokenizer, params, tok, Some(&mut sampler)) {
+        if let Some(r) = out.token(tokenizer, tok, Some(&mut sampler)) {
             break r;
         }
         if s.is_full() {

@@ -111,7 +111,7 @@ pub fn remote_generate(
             break StopReason::MaxTokens;
         }
         // The server adds its own token after the draft: leave room for it.
-        let left = params.max_tokens - out.tokens.len();
+        let left = params.max_tokens - out.tokens().len();
         let room = n_ctx.saturating_sub(history.len() + 1);
         let k = length.next().min(left - 1).min(room);
         if k > 0 {
@@ -162,7 +162,7 @@ pub fn remote_generate(
         let resp = match answer {
             Ok(r) => r,
             Err(e) => {
-                stats.local_from = Some(out.tokens.len());
+                stats.local_from = Some(out.tokens().len());
                 stats.fallback_reason = Some(e.to_string());
                 if let Some(id) = &session {
                     let _ = client.close(id);
@@ -183,7 +183,7 @@ pub fn remote_generate(
         for t in joined {
             ttft_ms.get_or_insert_with(|| t0.elapsed().as_secs_f64() * 1e3);
             stats.remote_tokens += 1;
-            if let Some(r) = out.token(&engine.tokenizer, params, t, None) {
+            if let Some(r) = out.token(&engine.tokenizer, t, None) {
                 break 'gen r;
             }
             history.push(t);
@@ -237,7 +237,7 @@ fn finish_locally(
     history: &[u32],
     params: &GenParams,
 ) -> Result<StopReason, VerifyError> {
-    let left = params.max_tokens - out.tokens.len();
+    let left = params.max_tokens - out.tokens().len();
     if history.len() >= engine.n_ctx() {
         return Ok(StopReason::ContextFull);
     }
@@ -257,6 +257,6 @@ fn finish_locally(
         stop = out.text(t);
         stop.is_none()
     })?;
-    out.tokens.extend_from_slice(&g.tokens);
+    out.push_tokens(&g.tokens);
     Ok(stop.unwrap_or(g.stop_reason))
 }

@@ -63,7 +63,7 @@ impl Engine {
         let mut out = Output::new(params, on_text);
         // Emit a token chosen when the cache held `n_past` positions.
         let emit = |out: &mut Output, sampler: &mut Sampler, tok: u32, n_past: usize| {
-            let r = out.token(&self.tokenizer, params, tok, Some(sampler));
+            let r = out.token(&self.tokenizer, tok, Some(sampler));
             r.or((n_past >= n_ctx).then_some(StopReason::ContextFull))
         };
         let mut stats = SpecStats::default();
@@ -91,7 +91,7 @@ impl Engine {
             }
             // Room for the token and its draft, and no draft past the token limit.
             let room = n_ctx - base - 1;
-            let left = params.max_tokens - out.tokens.len();
+            let left = params.max_tokens - out.tokens().len();
             let k = spec.length.next().min(room).min(left.saturating_sub(1));
             history.clear();
             history.extend_from_slice(&seq.tokens);

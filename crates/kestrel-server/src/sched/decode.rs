@@ -1,12 +1,15 @@
-//! One sequence's token-by-token state: the sampler, the streaming detokenizer and the stop
-//! strings, as in `Engine::generate`, but driven one step at a time by the scheduler so many
-//! sequences can share a forward pass.
+//! One sequence's token-by-token state: its sampler and the engine's `TextStream` (the
+//! detokenizer, stop strings and token limit `Engine::generate` uses), driven one step at a
+//! time by the scheduler so many sequences can share a forward pass.
 
 use super::{Event, FinishReason, GenJob};
-use kestrel_engine::stop::{StopMatcher, StopStep};
-use kestrel_engine::{StreamDecoder, Tokenizer};
+use crate::metrics::Metrics;
+use kestrel_engine::output::TextStream;
+use kestrel_engine::{StopReason, Tokenizer};
 use kestrel_kernels::ops;
 use kestrel_model::Sampler;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Clone, Debug)]
@@ -75,15 +78,14 @@ pub(crate) enum Outcome {
 
 pub(crate) struct Decoding {
     sampler: Sampler,
-    decoder: StreamDecoder,
-    stops: StopMatcher,
-    pub generated: usize,
-    max_tokens: usize,
+    stream: TextStream,
     logprobs: Option<usize>,
     /// Tokens whose confidence is still to be reported.
     confidence: usize,
     /// The split report to send with `Done` (kept current by the scheduler).
     pub split: Option<serde_json::Value>,
+    /// When the last token came (metrics: time to first token, then per-token latency).
+    last_token: Option<Instant>,
 }
 
 impl Decoding {
@@ -92,14 +94,61 @@ impl Decoding {
             .with_bias(job.bias.clone());
         Decoding {
             sampler,
-            decoder: StreamDecoder::new(),
-            stops: StopMatcher::new(&job.stop),
-            generated: 0,
-            max_tokens: job.max_tokens,
+            stream: TextStream::new(&job.stop, job.max_tokens, false),
             logprobs: job.logprobs,
             confidence: job.confidence,
             split: None,
+            last_token: None,
         }
+    }
+
+    /// The sequence's next token, after the checks every kind of step makes first: none when
+    /// its client left (`Gone`) or its time ran out (finished at `Length`), else the token
+    /// verification already chose (`pending`), else one sampled from `logits` (`room`: the
+    /// context has a position for it). Generated tokens are counted in `metrics`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn advance(
+        &mut self,
+        job: &GenJob,
+        pending: &mut Option<u32>,
+        now: Instant,
+        tok: &Tokenizer,
+        metrics: &Metrics,
+        logits: &[f32],
+        room: bool,
+    ) -> Outcome {
+        if job.events.is_closed() {
+            Outcome::Gone
+        } else if now >= job.deadline {
+            self.finish(FinishReason::Length, &job.events)
+        } else if let Some(t) = pending.take() {
+            Outcome::Feed(t)
+        } else {
+            self.sample(job, tok, metrics, logits, room)
+        }
+    }
+
+    /// [`Decoding::step`], with a generated token counted in `metrics`.
+    pub fn sample(
+        &mut self,
+        job: &GenJob,
+        tok: &Tokenizer,
+        metrics: &Metrics,
+        logits: &[f32],
+        room: bool,
+    ) -> Outcome {
+        let before = self.generated();
+        let outcome = self.step(tok, logits, room, &job.events);
+        if self.generated() > before {
+            let now = Instant::now();
+            match self.last_token {
+                None => metrics.ttft.observe((now - job.arrived).as_secs_f64()),
+                Some(t) => metrics.token_latency.observe((now - t).as_secs_f64()),
+            }
+            self.last_token = Some(now);
+            metrics.generated_tokens.fetch_add(1, Relaxed);
+        }
+        outcome
     }
 
     /// Choose the next token from `logits` and stream it. `room`: whether the context has a
@@ -119,17 +168,12 @@ impl Decoding {
             }
         }
         let id = self.sampler.sample(logits);
-        if tok.is_eog(id) {
+        let (emit, stop) = self.stream.token(tok, id);
+        if stop == Some(StopReason::Eos) {
             return self.finish(FinishReason::Stop, events);
         }
         self.sampler.accept(id);
-        self.generated += 1;
         let logprob = self.logprobs.map(|n| logprob_of(tok, logits, id, n));
-        let text = self.decoder.push(tok, id);
-        let (emit, stopped) = match self.stops.push(&text) {
-            StopStep::Emit(t) => (t, false),
-            StopStep::Stop(t) => (t, true),
-        };
         if events
             .send(Event::Token {
                 text: emit,
@@ -139,24 +183,28 @@ impl Decoding {
         {
             return Outcome::Gone;
         }
-        if stopped {
-            return self.done(FinishReason::Stop, events);
-        }
-        if self.generated >= self.max_tokens || !room {
-            return self.finish(FinishReason::Length, events);
+        match stop {
+            Some(StopReason::StopString) => return self.done(FinishReason::Stop, events),
+            Some(_) => return self.finish(FinishReason::Length, events),
+            None if !room => return self.finish(FinishReason::Length, events),
+            None => {}
         }
         Outcome::Feed(id)
     }
 
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.stream.tokens().len()
+    }
+
     /// Tokens still allowed.
     pub fn left(&self) -> usize {
-        self.max_tokens.saturating_sub(self.generated)
+        self.stream.left()
     }
 
     /// End now: flush held-back text, then `Done`.
     pub fn finish(&mut self, reason: FinishReason, events: &UnboundedSender<Event>) -> Outcome {
-        let mut rest = self.decoder.finish();
-        rest.push_str(&self.stops.finish());
+        let rest = self.stream.rest();
         if !rest.is_empty() && events.send(Event::Text(rest)).is_err() {
             return Outcome::Gone;
         }
@@ -166,7 +214,7 @@ impl Decoding {
     fn done(&mut self, reason: FinishReason, events: &UnboundedSender<Event>) -> Outcome {
         let _ = events.send(Event::Done {
             reason,
-            completion_tokens: self.generated,
+            completion_tokens: self.generated(),
             split: self.split.take(),
         });
         Outcome::Finished

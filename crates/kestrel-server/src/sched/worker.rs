@@ -4,7 +4,7 @@
 use super::decode::{logprob_of, piece, Decoding, Outcome, TokenLogprob};
 use super::slots::{choose, choose_for_restore, common_prefix, Slot};
 use super::verify::VerifySessions;
-use super::{Event, FinishReason, GenJob, Job, SchedConfig, SessionInfo};
+use super::{Event, GenJob, Job, SchedConfig, SessionInfo};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store;
@@ -23,7 +23,6 @@ struct Active {
     slot: usize,
     job: GenJob,
     dec: Decoding,
-    last_token: Option<Instant>,
     /// A token chosen from verification rows, to be fed next (speculation only).
     pending: Option<u32>,
     /// Draft length for this sequence (speculation only).
@@ -221,7 +220,6 @@ impl Worker {
             slot: si,
             dec: Decoding::new(&job),
             job,
-            last_token: None,
             pending: None,
             length: match &self.spec {
                 Some(s) => s.length(),
@@ -238,23 +236,12 @@ impl Worker {
         let mut feed: Vec<(usize, u32)> = Vec::new();
         let mut keep = Vec::with_capacity(self.active.len());
         for mut a in std::mem::take(&mut self.active) {
-            let before = a.dec.generated;
-            let slot = &self.slots[a.slot];
-            let outcome = if a.job.events.is_closed() {
-                Outcome::Gone
-            } else if now >= a.job.deadline {
-                a.dec.finish(FinishReason::Length, &a.job.events)
-            } else if let Some(t) = a.pending.take() {
-                Outcome::Feed(t)
-            } else {
-                let s = &slot.seq.session;
-                let room = s.n_past() < s.n_ctx();
-                a.dec
-                    .step(&self.engine.tokenizer, s.last_logits(), room, &a.job.events)
-            };
-            if a.dec.generated > before {
-                observe(&self.metrics, &mut a);
-            }
+            let s = &self.slots[a.slot].seq.session;
+            let (tok, m) = (&self.engine.tokenizer, &self.metrics);
+            let room = s.n_past() < s.n_ctx();
+            let outcome = a
+                .dec
+                .advance(&a.job, &mut a.pending, now, tok, m, s.last_logits(), room);
             match outcome {
                 Outcome::Feed(t) => {
                     feed.push((a.slot, t));
@@ -384,17 +371,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// Count a generated token and its latency (first: time to first token).
-fn observe(metrics: &Metrics, a: &mut Active) {
-    let now = Instant::now();
-    match a.last_token {
-        None => metrics.ttft.observe((now - a.job.arrived).as_secs_f64()),
-        Some(t) => metrics.token_latency.observe((now - t).as_secs_f64()),
-    }
-    a.last_token = Some(now);
-    metrics.generated_tokens.fetch_add(1, Relaxed);
 }
 
 /// Evaluate the part of the prompt not already in the slot's cache. Returns the reused prefix

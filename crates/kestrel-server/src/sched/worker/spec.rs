@@ -73,23 +73,12 @@ impl Worker {
     /// One speculative step for the only active sequence.
     pub(super) fn spec_step(&mut self, mut a: Active) {
         let now = std::time::Instant::now();
-        let before = a.dec.generated;
-        let outcome = if a.job.events.is_closed() {
-            Outcome::Gone
-        } else if now >= a.job.deadline {
-            a.dec
-                .finish(crate::sched::FinishReason::Length, &a.job.events)
-        } else if let Some(t) = a.pending.take() {
-            Outcome::Feed(t)
-        } else {
-            let s = &self.slots[a.slot].seq.session;
-            let room = s.n_past() < s.n_ctx();
-            a.dec
-                .step(&self.engine.tokenizer, s.last_logits(), room, &a.job.events)
-        };
-        if a.dec.generated > before {
-            super::observe(&self.metrics, &mut a);
-        }
+        let s = &self.slots[a.slot].seq.session;
+        let (tok, m) = (&self.engine.tokenizer, &self.metrics);
+        let room = s.n_past() < s.n_ctx();
+        let outcome = a
+            .dec
+            .advance(&a.job, &mut a.pending, now, tok, m, s.last_logits(), room);
         let Outcome::Feed(t) = outcome else {
             self.release(a.slot);
             return;
@@ -150,17 +139,9 @@ impl Worker {
         let mut accepted = 0;
         let mut alive = true;
         for i in 0..=draft.len() {
-            let before = a.dec.generated;
             let room = base + 1 + i < n_ctx;
-            let outcome = a.dec.step(
-                &engine.tokenizer,
-                seq.session.logits(i),
-                room,
-                &a.job.events,
-            );
-            if a.dec.generated > before {
-                super::observe(&self.metrics, a);
-            }
+            let (tok, m) = (&engine.tokenizer, &self.metrics);
+            let outcome = a.dec.sample(&a.job, tok, m, seq.session.logits(i), room);
             match outcome {
                 Outcome::Feed(s) if i < draft.len() && s == draft.tokens[i] => accepted += 1,
                 Outcome::Feed(s) => {

@@ -11,11 +11,11 @@
 //! slot's cache holds only layers `0..k` while split, so nothing in it is reused by a later
 //! request.
 
-use super::{observe, Active, Worker};
+use super::{Active, Worker};
 use crate::error::ApiError;
 use crate::sched::decode::Outcome;
 use crate::sched::slots::Slot;
-use crate::sched::{Event, FinishReason, GenJob};
+use crate::sched::{Event, GenJob};
 use kestrel_engine::Engine;
 use kestrel_model::Session;
 use kestrel_split::{SplitConfig, SplitLink};
@@ -124,21 +124,18 @@ impl Worker {
             };
             // Current before any step that may end the sequence (its `Done` carries it).
             a.dec.split = Some(link.report(n_layer, a.job.prompt.len()));
-            let before = a.dec.generated;
-            let outcome = if a.job.events.is_closed() {
-                Outcome::Gone
-            } else if now >= a.job.deadline {
-                a.dec.finish(FinishReason::Length, &a.job.events)
-            } else {
-                let s = &self.slots[a.slot].seq.session;
-                let room = s.n_past() < s.n_ctx();
-                let logits = link.last_logits();
-                a.dec
-                    .step(&self.engine.tokenizer, logits, room, &a.job.events)
-            };
-            if a.dec.generated > before {
-                observe(&self.metrics, &mut a);
-            }
+            let s = &self.slots[a.slot].seq.session;
+            let (tok, m) = (&self.engine.tokenizer, &self.metrics);
+            let room = s.n_past() < s.n_ctx();
+            let outcome = a.dec.advance(
+                &a.job,
+                &mut a.pending,
+                now,
+                tok,
+                m,
+                link.last_logits(),
+                room,
+            );
             match outcome {
                 Outcome::Feed(t) => fed.push((a, t)),
                 _ => ended.push(a),
