@@ -11,7 +11,7 @@ mod proxy;
 #[path = "split/serve.rs"]
 mod split_server;
 
-use common::{kestrel, path_str, workspace_root, TempDir, SMOLLM2, THREADS};
+use common::{kestrel, kestrel_with, path_str, workspace_root, TempDir, SMOLLM2, THREADS};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -163,6 +163,50 @@ fn openai_client_against_the_default_model() {
         served["tokens"].as_u64(),
         run["tokens"].as_array().map(|t| t.len() as u64)
     );
+}
+
+/// One request, three front ends: a completion through `kestrel run` and a chat message
+/// through `kestrel chat` give the same greedy text as `kestrel serve`, where each is asked
+/// alone and then beside three others in one batch (the scenario checks those two agree).
+#[test]
+fn same_greedy_answer_through_run_chat_and_serve() {
+    let m = require_model!(SMOLLM2);
+    let s = Server::start(&m, &[]);
+    let prompts = [
+        "The three primary colours are",
+        "Once upon a time, in a small village,",
+        "def fibonacci(n):",
+        "The capital of France is",
+    ];
+    let served = s.scenario("many", &[&["complete", "32"], &prompts[..]].concat());
+    for (i, p) in prompts.iter().enumerate() {
+        let run = greedy_run(&m, p, &[]);
+        assert_eq!(
+            served["answers"][i], run["text"],
+            "serve vs kestrel run on {p:?}"
+        );
+    }
+    let messages = [
+        "What is 2+2?",
+        "Name a colour.",
+        "Write one sentence about the sea.",
+        "Say hello.",
+    ];
+    let served = s.scenario("many", &[&["chat", "32"], &messages[..]].concat());
+    let mp = path_str(&m);
+    let args = ["chat", "-m", &mp, "-t", THREADS, "-n", "32", "--temp", "0"];
+    for (i, msg) in messages.iter().enumerate() {
+        let out = kestrel_with(&args, Some(&format!("{msg}\n")), &[])
+            .ok()
+            .stdout;
+        // `chat` ends each reply with a newline of its own.
+        let reply = out.strip_suffix('\n').unwrap_or(&out);
+        assert_eq!(
+            served["answers"][i].as_str(),
+            Some(reply),
+            "serve vs kestrel chat on {msg:?}"
+        );
+    }
 }
 
 /// `kestrel serve --split-remote`: a device-side server that runs layers 0..k and has a split

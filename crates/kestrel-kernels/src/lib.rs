@@ -17,6 +17,7 @@ pub mod pool;
 
 pub use dispatch::{kernels, kernels_for, prompt_cols, scalar_kernels, Kernels, ISAS};
 pub use generic::attn::Lanes;
+pub use generic::f16_at;
 pub use generic::repack::{
     can_repack, has_x8_layout, repack, repack_x8 as repack_into, x8_size as repacked_size,
 };

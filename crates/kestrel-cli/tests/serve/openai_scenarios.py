@@ -219,6 +219,41 @@ def scenario_concurrent():
     print(json.dumps({"seconds": time.time() - t0}))
 
 
+def scenario_many():
+    """ARGS: "complete" or "chat", a token count, then prompts (4 of them). Greedy answers to
+    each alone, then all at once (one batch); fails when together differs from alone, and
+    prints the answers for the Rust test to compare with `kestrel run` / `kestrel chat`."""
+    c = client()
+    m = model_id(c)
+    kind, n, prompts = ARGS[0], int(ARGS[1]), ARGS[2:]
+
+    def ask(p):
+        if kind == "chat":
+            return chat(c, m, p, max_tokens=n).choices[0].message.content
+        r = c.completions.create(model=m, prompt=p, temperature=0, max_tokens=n)
+        return r.choices[0].text
+
+    alone = [ask(p) for p in prompts]
+    together = [None] * len(prompts)
+    errors = []
+
+    def run(i):
+        try:
+            together[i] = ask(prompts[i])
+        except Exception as ex:  # noqa: BLE001 - reported below
+            errors.append(repr(ex))
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    expect(not errors, f"errors: {errors}")
+    for i, p in enumerate(prompts):
+        expect(together[i] == alone[i], f"{kind} {p!r}: together {together[i]!r} != alone {alone[i]!r}")
+    print(json.dumps({"answers": alone}))
+
+
 def scenario_disconnect():
     c = client()
     m = model_id(c)

@@ -6,18 +6,14 @@
 //! Layouts are ggml's (see `kestrel-kernels`' dequantizers); a test checks both functions
 //! against `kestrel_kernels::dequantize_row` on every supported type.
 
-use half::f16;
 use kestrel_gguf::GgmlType;
+use kestrel_kernels::f16_at;
 
 /// Types GPTQ can write here: legacy 32-element blocks and the Q4_K/Q5_K/Q6_K super-blocks.
 /// (Q2_K and Q3_K pack their codes more intricately and stay with the scale-only quantizers.)
 pub fn supports(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
-}
-
-fn f16_at(b: &[u8], o: usize) -> f32 {
-    f16::from_le_bytes([b[o], b[o + 1]]).to_f32()
 }
 
 /// Unpacks the 6-bit (scale, min) pair `j` of Q4_K/Q5_K (ggml's `get_scale_min_k4`).

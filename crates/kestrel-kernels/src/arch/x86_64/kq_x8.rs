@@ -24,7 +24,7 @@
 
 use std::arch::x86_64::*;
 
-use super::kq_panel::dpb_avx2;
+use super::kq_ops::dpb_avx2;
 use super::kquants::{load32, q8_d};
 use crate::generic::kquants::{off, Q4_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K};
 use crate::generic::repack::{x8off, x8off6, Q4_K_X8_BYTES, Q6_K_X8_BYTES, X8_ROWS};

@@ -44,23 +44,7 @@ pub(super) fn check(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
     nb
 }
 
-/// Little-endian f16 at `b[o..o + 2]` as f32, inline and without F16C (these
-/// kernels only require AVX2 + FMA; `half` would make an out-of-line call per
-/// scale). Shifting the f16 exponent/mantissa into f32 position and
-/// multiplying by 2^112 re-biases the exponent exactly, subnormals included;
-/// inf/NaN are patched separately.
-#[inline(always)]
-pub(super) fn f16_at(b: &[u8], o: usize) -> f32 {
-    let h = u16::from_le_bytes([b[o], b[o + 1]]) as u32;
-    let sign = (h & 0x8000) << 16;
-    let em = h & 0x7fff;
-    let mag = if em >= 0x7c00 {
-        f32::from_bits(0x7f80_0000 | ((em & 0x3ff) << 13))
-    } else {
-        f32::from_bits(em << 13) * f32::from_bits(0x7780_0000) // 2^112
-    };
-    f32::from_bits(mag.to_bits() | sign)
-}
+pub(super) use crate::generic::f16_at;
 
 #[inline(always)]
 pub(super) unsafe fn load32(p: *const u8) -> __m256i {

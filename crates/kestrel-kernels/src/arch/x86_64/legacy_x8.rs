@@ -314,7 +314,7 @@ pub mod avx2 {
     legacy_x8_panels!(
         "avx2,fma,f16c",
         false,
-        crate::arch::x86_64::kq_panel::dpb_avx2,
+        crate::arch::x86_64::kq_ops::dpb_avx2,
         2,
         1
     );

@@ -7,6 +7,7 @@ use std::arch::x86_64::*;
 
 pub mod act;
 pub mod attn;
+mod kq_ops;
 pub mod kq_panel;
 pub mod kq_x16;
 pub mod kq_x8;
