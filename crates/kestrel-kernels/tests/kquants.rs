@@ -7,7 +7,7 @@ use half::f16;
 use kestrel_kernels::generic::kquants as kq;
 use proptest::prelude::*;
 
-const QK_K: usize = 256;
+use kestrel_kernels::generic::kquants::QK_K;
 
 struct Fixture {
     raw: Vec<u8>,

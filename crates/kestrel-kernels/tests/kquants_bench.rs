@@ -4,7 +4,7 @@
 use kestrel_kernels::generic::kquants as kq;
 use std::time::Instant;
 
-const QK_K: usize = 256;
+use kestrel_kernels::generic::kquants::QK_K;
 
 fn lcg(seed: &mut u64) -> u32 {
     *seed = seed
