@@ -167,7 +167,8 @@ fn openai_client_against_the_default_model() {
 
 /// One request, three front ends: a completion through `kestrel run` and a chat message
 /// through `kestrel chat` give the same greedy text as `kestrel serve`, where each is asked
-/// alone and then beside three others in one batch (the scenario checks those two agree).
+/// alone and then beside three others in one batch (the scenario checks those two agree);
+/// and a three-turn `kestrel chat` gives the server's replies to the same conversation.
 #[test]
 fn same_greedy_answer_through_run_chat_and_serve() {
     let m = require_model!(SMOLLM2);
@@ -207,6 +208,19 @@ fn same_greedy_answer_through_run_chat_and_serve() {
             "serve vs kestrel chat on {msg:?}"
         );
     }
+    // Later turns: `chat` reuses its cache of the earlier ones, the server evaluates the
+    // conversation it is sent; one prefix-reuse rule gives the same replies.
+    let turns = ["What is 2+2?", "And what is 3+3?", "Name a fruit."];
+    let served = s.scenario("conversation", &[&["32"], &turns[..]].concat());
+    let input: String = turns.iter().map(|t| format!("{t}\n")).collect();
+    let out = kestrel_with(&args, Some(&input), &[]).ok().stdout;
+    let want: String = served["replies"]
+        .as_array()
+        .expect("replies")
+        .iter()
+        .map(|r| format!("{}\n", r.as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(out, want, "kestrel chat vs serve over three turns");
 }
 
 /// `kestrel serve --split-remote`: a device-side server that runs layers 0..k and has a split

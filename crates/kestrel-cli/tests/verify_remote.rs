@@ -354,11 +354,27 @@ fn serve_with_a_drafter_answers_as_without() {
     .ok()
     .json()["text"]
         .clone();
+    // Sampled, with the server's fixed truncations (no top-k, no min-p, no penalty) and a
+    // seed: `run`, `run --draft` and `serve --draft` must draw the same text.
+    let sampled = |extra: &[&str]| {
+        let mut args = vec![
+            "run", "-m", &m, "-t", THREADS, "-c", "512", "-p", PROMPT, "-n", N, "--temp", "0.8",
+            "--top-k", "0", "--top-p", "0.9", "--min-p", "0", "--seed", "5", "--json",
+        ];
+        args.extend_from_slice(extra);
+        kestrel(&args).ok().json()["text"].clone()
+    };
+    let want_sampled = sampled(&[]);
+    assert_ne!(
+        want_sampled, want,
+        "the sampled settings should not give the greedy text"
+    );
     let q8s = path_str(&q8);
     for drafter in [
         vec!["--draft-model", q8s.as_str()],
         vec!["--draft", "ngram"],
     ] {
+        assert_eq!(sampled(&drafter), want_sampled, "run {drafter:?}: sampled");
         let mut extra = drafter.clone();
         extra.extend_from_slice(&["--parallel", "2"]);
         let server = Server::start(&target, &extra);
@@ -373,6 +389,16 @@ fn serve_with_a_drafter_answers_as_without() {
             v["choices"][0]["text"].clone()
         };
         assert_eq!(ask(PROMPT), want, "{drafter:?}: alone");
+        let (st, v) = post(
+            &server.base,
+            "/v1/completions",
+            &json!({"prompt": PROMPT, "max_tokens": 40, "temperature": 0.8, "top_p": 0.9, "seed": 5}),
+        );
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            v["choices"][0]["text"], want_sampled,
+            "serve {drafter:?}: sampled, as run"
+        );
         let a2 = ask.clone();
         let t = std::thread::spawn(move || a2(other));
         assert_eq!(ask(PROMPT), want, "{drafter:?}: beside another request");

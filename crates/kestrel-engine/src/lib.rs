@@ -6,12 +6,14 @@ pub mod decode;
 mod error;
 pub mod eval;
 pub mod output;
+mod sequence;
 pub mod speculative;
 pub mod stop;
 
 pub use error::{EngineError, Result};
 pub use kestrel_model::{Model, SamplerConfig, Session};
 pub use kestrel_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
+pub use sequence::{common_prefix, Sequence};
 
 use kestrel_gguf::GgufFile;
 use kestrel_kernels::ThreadPool;
@@ -52,12 +54,6 @@ pub struct Engine {
     pub pool: ThreadPool,
     n_ctx: usize,
     n_batch: usize,
-}
-
-/// A session plus the tokens it holds, so a later prompt that starts the same way reuses them.
-pub struct Sequence {
-    pub session: Session,
-    pub tokens: Vec<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -180,10 +176,7 @@ impl Engine {
     }
 
     pub fn new_sequence(&self) -> Sequence {
-        Sequence {
-            session: self.model.new_session(self.n_ctx, self.n_batch),
-            tokens: Vec::new(),
-        }
+        Sequence::new(self.model.new_session(self.n_ctx, self.n_batch))
     }
 
     /// Tokenize a plain prompt the way `run` does: special tokens as the metadata asks, and
@@ -218,21 +211,9 @@ impl Engine {
     ) -> Result<(Instant, Timings)> {
         decode::check_request(params, prompt, seq.session.n_ctx())?;
         let t0 = Instant::now();
-        let mut common = seq
-            .tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
-        common = common.min(prompt.len() - 1).min(seq.session.n_past());
-        seq.session.truncate(common);
-        seq.tokens.truncate(common);
-        let todo = &prompt[common..];
-        self.model
-            .forward(&mut seq.session, &self.pool, todo, todo.len() - 1)?;
-        seq.tokens.extend_from_slice(todo);
+        let common = seq.prefill(&self.model, &self.pool, prompt)?;
         let timings = Timings {
-            n_prompt_eval: todo.len(),
+            n_prompt_eval: prompt.len() - common,
             n_prompt_reused: common,
             prompt_ms: t0.elapsed().as_secs_f64() * 1e3,
             ..Default::default()

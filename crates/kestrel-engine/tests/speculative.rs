@@ -1,6 +1,7 @@
 //! Speculative decoding against plain decoding: on the golden prompts of both reference
-//! models (llama.cpp's prompt ids from ../shared/golden), greedy output with each drafter must
-//! equal greedy output without one, token for token.
+//! models (llama.cpp's prompt ids from ../shared/golden), output with each drafter must equal
+//! output without one, token for token: greedy, and sampled with the same settings and seed
+//! (every token is drawn by the sequence's own sampler from a row bit-identical to decode's).
 
 use kestrel_engine::speculative::{Drafter, ModelDrafter, NgramDrafter, SpecStats, Speculator};
 use kestrel_engine::{Engine, EngineConfig, GenParams, SamplerConfig};
@@ -66,13 +67,35 @@ fn greedy() -> GenParams {
     }
 }
 
+/// Sampled: the usual truncations, a repetition penalty (its history must follow the emitted
+/// tokens through every round) and `seed`.
+fn sampled(seed: u64) -> GenParams {
+    GenParams {
+        sampler: SamplerConfig {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            seed,
+        },
+        ..greedy()
+    }
+}
+
 /// Plain greedy output for every prompt.
 fn plain(e: &Engine, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    plain_with(e, prompts, &greedy())
+}
+
+/// Plain output for every prompt with `params`.
+fn plain_with(e: &Engine, prompts: &[Vec<u32>], params: &GenParams) -> Vec<Vec<u32>> {
     prompts
         .iter()
         .map(|p| {
             let mut seq = e.new_sequence();
-            e.generate(&mut seq, p, &greedy(), &mut |_| true)
+            e.generate(&mut seq, p, params, &mut |_| true)
                 .unwrap()
                 .tokens
         })
@@ -87,12 +110,24 @@ fn check(
     make: &dyn Fn() -> Box<dyn Drafter>,
     max_draft: usize,
 ) -> SpecStats {
+    check_with(e, prompts, want, make, max_draft, &greedy())
+}
+
+/// Speculative output with `params` must equal `want` for every prompt.
+fn check_with(
+    e: &Engine,
+    prompts: &[Vec<u32>],
+    want: &[Vec<u32>],
+    make: &dyn Fn() -> Box<dyn Drafter>,
+    max_draft: usize,
+    params: &GenParams,
+) -> SpecStats {
     let mut total = SpecStats::default();
     for (i, (p, w)) in prompts.iter().zip(want).enumerate() {
         let mut seq = e.new_sequence();
         let mut spec = Speculator::new(make(), max_draft, true);
         let g = e
-            .generate_speculative(&mut seq, p, &greedy(), &mut spec, &mut |_| true)
+            .generate_speculative(&mut seq, p, params, &mut spec, &mut |_| true)
             .unwrap();
         let name = spec.drafter.name();
         assert_eq!(&g.generation.tokens, w, "{name}: prompt {i} differs");
@@ -180,6 +215,42 @@ fn greedy_speculation_equals_plain_gemma3() {
     );
     report("gemma3", "early-exit 12/18", &s);
     assert!(s.accepted > 0);
+}
+
+#[test]
+fn sampled_speculation_equals_plain_sampling() {
+    let Some(e) = load("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let mut prompts = golden_prompts("smollm2-135m-instruct-q4_1");
+    prompts.truncate(3);
+    let m = e.model.clone();
+    let n_ctx = e.n_ctx();
+    let tok = e.tokenizer.clone();
+    let drafters: [(&str, Box<dyn Fn() -> Box<dyn Drafter>>); 3] = [
+        ("ngram", Box::new(|| Box::new(NgramDrafter::default()))),
+        (
+            "early-exit 20/30",
+            Box::new(|| Box::new(ModelDrafter::early_exit(m.clone(), 20, n_ctx).unwrap())),
+        ),
+        (
+            "itself as draft model",
+            Box::new(|| Box::new(ModelDrafter::draft_model(m.clone(), &tok, &tok, n_ctx).unwrap())),
+        ),
+    ];
+    for seed in [1, 7, 42] {
+        let params = sampled(seed);
+        let want = plain_with(&e, &prompts, &params);
+        // Different seeds draw different texts (the settings really sample).
+        if seed == 1 {
+            assert_ne!(want, plain_with(&e, &prompts, &sampled(2)));
+        }
+        for (name, make) in &drafters {
+            let s = check_with(&e, &prompts, &want, make.as_ref(), 6, &params);
+            report("smollm2 sampled", name, &s);
+            assert!(s.accepted > 0, "{name}, seed {seed}: no draft token held");
+        }
+    }
 }
 
 #[test]

@@ -8,10 +8,8 @@ use crate::error::VerifyError;
 use crate::fingerprint::vocab_fingerprint;
 use crate::proto::{Prompt, VerifyRequest, VerifyResponse, Vocab};
 use kestrel_engine::output::Output;
-use kestrel_engine::speculative::{Draft, DraftCtx, DraftLength, DraftSampling, Drafter};
+use kestrel_engine::speculative::{Draft, DraftCtx, DraftLength, Drafter};
 use kestrel_engine::{Engine, GenParams, StopReason};
-use kestrel_model::sampler::Rng;
-use kestrel_model::{Sampler, SamplerConfig};
 use std::time::Instant;
 
 pub struct RemoteOptions {
@@ -95,12 +93,6 @@ pub fn remote_generate(
     let mut session: Option<String> = None;
     let mut history = prompt.to_vec();
     let n_vocab = engine.tokenizer.vocab_size();
-    // Drafts are chosen greedily: a deterministic proposal is exact under any target sampling.
-    let mut sampling = DraftSampling {
-        greedy: true,
-        sampler: Sampler::new(SamplerConfig::greedy()),
-        rng: Rng::new(0),
-    };
     let mut length = DraftLength::new(opts.draft_max, opts.adaptive);
     let mut draft = Draft::default();
     let n_ctx = engine.n_ctx();
@@ -115,10 +107,7 @@ pub fn remote_generate(
         let room = n_ctx.saturating_sub(history.len() + 1);
         let k = length.next().min(left - 1).min(room);
         if k > 0 {
-            let mut cx = DraftCtx {
-                pool: &engine.pool,
-                sampling: &mut sampling,
-            };
+            let mut cx = DraftCtx { pool: &engine.pool };
             drafter.draft(&history, k, &mut cx, &mut draft)?;
             draft.tokens.truncate(k);
             // Nothing after an end-of-generation token would be used.

@@ -254,6 +254,21 @@ def scenario_many():
     print(json.dumps({"answers": alone}))
 
 
+def scenario_conversation():
+    """ARGS: a token count, then user turns. Greedy replies to the growing conversation, each
+    reply kept (whitespace-trimmed, as `kestrel chat` keeps it) as the assistant's turn."""
+    c = client()
+    m = model_id(c)
+    n, msgs, replies = int(ARGS[0]), [], []
+    for turn in ARGS[1:]:
+        msgs.append({"role": "user", "content": turn})
+        r = c.chat.completions.create(model=m, messages=msgs, temperature=0, max_tokens=n)
+        text = r.choices[0].message.content
+        replies.append(text)
+        msgs.append({"role": "assistant", "content": text.strip()})
+    print(json.dumps({"replies": replies}))
+
+
 def scenario_disconnect():
     c = client()
     m = model_id(c)

@@ -2,12 +2,11 @@
 //! [`Engine::generate`], with each decode step replaced by draft, verify, accept.
 
 use super::round::{verify_round, Judge, Round};
-use super::{Draft, DraftCtx, DraftLength, DraftSampling, Drafter, SpecStats};
+use super::{Draft, DraftCtx, DraftLength, Drafter, SpecStats};
 use crate::decode::primed_sampler;
 use crate::output::Output;
 use crate::{Engine, GenParams, Generation, Result, Sequence, StopReason};
-use kestrel_model::sampler::Rng;
-use kestrel_model::{Sampler, SamplerConfig};
+use kestrel_model::Sampler;
 use std::time::Instant;
 
 /// A drafter with its draft-length policy; lives as long as its sequence (a model drafter's
@@ -34,8 +33,9 @@ pub struct SpecGeneration {
 }
 
 impl Engine {
-    /// [`Engine::generate`] with speculative decoding. Greedy output is token for token what
-    /// `generate` gives; sampled output follows the same distribution (not the same draws).
+    /// [`Engine::generate`] with speculative decoding: the same tokens as `generate` with the
+    /// same settings and seed, greedy or sampled (each is chosen by the sequence's own sampler
+    /// from a row bit-identical to the decode step's).
     pub fn generate_speculative(
         &self,
         seq: &mut Sequence,
@@ -47,19 +47,7 @@ impl Engine {
         let (t0, mut timings) = self.eval_prompt(seq, prompt, params)?;
         let n_ctx = seq.session.n_ctx();
 
-        let greedy = params.sampler.temperature <= 0.0;
-        let sampler = primed_sampler(&params.sampler, prompt);
-        let mut judge = Judge::new(sampler, greedy, params.sampler.seed);
-        // The drafter samples from the same settings without the history-dependent penalty
-        // (any draft distribution is exact as long as it is the one the token was drawn from).
-        let mut sampling = DraftSampling {
-            greedy,
-            sampler: Sampler::new(SamplerConfig {
-                repeat_penalty: 1.0,
-                ..params.sampler.clone()
-            }),
-            rng: Rng::new(params.sampler.seed ^ 0x5eed_d4af),
-        };
+        let mut judge = Judge::new(primed_sampler(&params.sampler, prompt));
         let mut out = Output::new(params, on_text);
         // Emit a token chosen when the cache held `n_past` positions.
         let emit = |out: &mut Output, sampler: &mut Sampler, tok: u32, n_past: usize| {
@@ -97,10 +85,7 @@ impl Engine {
             history.extend_from_slice(&seq.tokens);
             history.push(tok);
             if k > 0 {
-                let mut cx = DraftCtx {
-                    pool: &self.pool,
-                    sampling: &mut sampling,
-                };
+                let mut cx = DraftCtx { pool: &self.pool };
                 spec.drafter.draft(&history, k, &mut cx, &mut draft)?;
                 draft.tokens.truncate(k);
             } else {

@@ -1,10 +1,13 @@
 //! Speculative decoding: a cheap drafter proposes tokens, the target model checks the whole
 //! draft in one verification pass ([`kestrel_model::Model::forward_verify`], bit-identical to
-//! decode steps) and keeps the longest prefix that rejection sampling accepts, plus one token
-//! of its own. Greedy output equals the target's greedy output token for token; sampled output
-//! follows the target's distribution exactly (Leviathan et al. 2023, Chen et al. 2023).
+//! decode steps) and walks its rows with the sequence's own sampler: a draft token holds while
+//! it is the token the sampler chooses from its row, and the first it does not choose ends
+//! the round with the sampler's token. Every token is thus chosen exactly as a plain decode
+//! chooses it, so output equals plain decoding with the same seed, greedy or sampled, and a
+//! draft only decides how many rows one pass computes. (For the deterministic drafts every
+//! drafter here makes, the acceptance rate is p(draft token), the same as rejection sampling's.)
+//! `run --draft`, `serve --draft` and remote verification all judge this one way.
 
-mod accept;
 mod adaptive;
 mod generate;
 mod model_drafter;
@@ -12,7 +15,6 @@ mod ngram;
 mod round;
 mod verifier;
 
-pub use accept::{judge, Verdict};
 pub use adaptive::DraftLength;
 pub use generate::{SpecGeneration, Speculator};
 pub use model_drafter::ModelDrafter;
@@ -21,21 +23,16 @@ pub use verifier::{VerifySession, VerifyStep};
 
 use crate::Result;
 use kestrel_kernels::ThreadPool;
-use kestrel_model::sampler::Rng;
-use kestrel_model::Sampler;
 
-/// A drafter's proposal: tokens, and for each the distribution it was drawn from (an empty
-/// distribution means the drafter chose it deterministically: probability 1).
+/// A drafter's proposal: the tokens it expects to follow, each its most likely guess.
 #[derive(Clone, Debug, Default)]
 pub struct Draft {
     pub tokens: Vec<u32>,
-    pub dists: Vec<Vec<(u32, f64)>>,
 }
 
 impl Draft {
     pub fn clear(&mut self) {
         self.tokens.clear();
-        self.dists.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -47,18 +44,9 @@ impl Draft {
     }
 }
 
-/// How a model drafter picks tokens: greedy (argmax, deterministic), or drawn from `sampler`'s
-/// distribution with `rng` (the distribution is recorded for rejection sampling).
-pub struct DraftSampling {
-    pub greedy: bool,
-    pub sampler: Sampler,
-    pub rng: Rng,
-}
-
-/// What a drafter may use besides the sequence: the engine's threads and its sampling mode.
+/// What a drafter may use besides the sequence: the engine's threads.
 pub struct DraftCtx<'a> {
     pub pool: &'a ThreadPool,
-    pub sampling: &'a mut DraftSampling,
 }
 
 /// Proposes continuations of a sequence.

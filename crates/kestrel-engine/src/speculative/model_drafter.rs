@@ -16,7 +16,6 @@ pub struct ModelDrafter {
     /// The tokens in `session`'s cache.
     cached: Vec<u32>,
     name: &'static str,
-    dist: Vec<(u32, f64)>,
 }
 
 impl ModelDrafter {
@@ -54,7 +53,6 @@ impl ModelDrafter {
             session,
             cached: Vec::new(),
             name,
-            dist: Vec::new(),
         }
     }
 
@@ -129,17 +127,8 @@ impl Drafter for ModelDrafter {
         }
         self.feed(cx, &history[common..])?;
         for i in 0..max {
-            let logits = self.session.last_logits();
-            let s = &mut *cx.sampling;
-            let tok = if s.greedy {
-                out.dists.push(Vec::new());
-                kestrel_kernels::ops::argmax(logits) as u32
-            } else {
-                s.sampler.distribution(logits, &mut self.dist);
-                let t = super::accept::draw(&self.dist, &mut s.rng);
-                out.dists.push(self.dist.clone());
-                t
-            };
+            // The likeliest token: what the target's sampler most often chooses too.
+            let tok = kestrel_kernels::ops::argmax(self.session.last_logits()) as u32;
             out.tokens.push(tok);
             if i + 1 == max || self.session.n_past() >= n_ctx {
                 break;

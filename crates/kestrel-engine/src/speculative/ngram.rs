@@ -52,7 +52,6 @@ impl Drafter for NgramDrafter {
                 let from = i + n;
                 let take = max.min(h - from);
                 out.tokens.extend_from_slice(&history[from..from + take]);
-                out.dists.resize(out.tokens.len(), Vec::new());
                 return Ok(());
             }
         }
@@ -63,30 +62,18 @@ impl Drafter for NgramDrafter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::speculative::DraftSampling;
     use kestrel_kernels::ThreadPool;
-    use kestrel_model::sampler::Rng;
-    use kestrel_model::{Sampler, SamplerConfig};
 
     #[test]
     fn proposes_what_followed_the_latest_match() {
         let pool = ThreadPool::new(1);
-        let mut sampling = DraftSampling {
-            greedy: true,
-            sampler: Sampler::new(SamplerConfig::greedy()),
-            rng: Rng::new(0),
-        };
-        let mut cx = DraftCtx {
-            pool: &pool,
-            sampling: &mut sampling,
-        };
+        let mut cx = DraftCtx { pool: &pool };
         let mut d = NgramDrafter::default();
         let mut out = Draft::default();
         // The suffix "2 3" occurs twice before; the later one is followed by 9 8 5 2.
         d.draft(&[1, 2, 3, 4, 1, 2, 3, 9, 8, 5, 2, 3], 4, &mut cx, &mut out)
             .unwrap();
         assert_eq!(out.tokens, vec![9, 8, 5, 2]);
-        assert_eq!(out.dists.len(), 4);
         d.draft(&[5, 6, 7], 4, &mut cx, &mut out).unwrap();
         assert!(out.is_empty());
     }

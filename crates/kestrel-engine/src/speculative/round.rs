@@ -1,50 +1,44 @@
 //! One verification round: the target checks a pending token and the draft that follows it in
-//! one pass, keeps the longest prefix the acceptance rule allows and chooses its own next token.
-//! Shared by local speculation ([`crate::Engine::generate_speculative`]) and remote
-//! verification ([`super::VerifySession`]), so both judge drafts the same way.
+//! one pass, keeps the draft tokens its own sampler chooses and ends with its own next token
+//! (see the module docs of `speculative`). Shared by local speculation
+//! ([`crate::Engine::generate_speculative`]) and remote verification
+//! ([`super::VerifySession`]), so both judge drafts the same way.
 
-use super::accept::{draw, judge, Verdict};
 use super::Draft;
 use crate::{Engine, Result, Sequence};
-use kestrel_model::sampler::Rng;
 use kestrel_model::Sampler;
+
+/// What the target's sampler made of one draft token.
+pub(crate) enum Verdict {
+    /// It chose the draft token.
+    Accept,
+    /// It chose this other token.
+    Reject(u32),
+}
 
 /// The target's sampling state during a generation.
 pub(crate) struct Judge {
     /// The target's sampler; it has accepted every token emitted so far.
     pub sampler: Sampler,
-    pub rng: Rng,
-    pub greedy: bool,
-    /// Scratch: the target's distribution, and a dense copy of a draft distribution.
-    pub p: Vec<(u32, f64)>,
-    pub q_dense: Vec<f64>,
 }
 
 impl Judge {
-    pub fn new(sampler: Sampler, greedy: bool, seed: u64) -> Judge {
-        Judge {
-            sampler,
-            rng: Rng::new(seed.wrapping_add(0x9e37_79b9)),
-            greedy,
-            p: Vec::new(),
-            q_dense: Vec::new(),
-        }
+    pub fn new(sampler: Sampler) -> Judge {
+        Judge { sampler }
     }
 
     /// The target's token from logits `row` when no draft token was judged against it.
     pub fn own_token(&mut self, row: &[f32]) -> u32 {
-        if self.greedy {
-            self.sampler.sample(row)
-        } else {
-            self.sampler.distribution(row, &mut self.p);
-            draw(&self.p, &mut self.rng)
-        }
+        self.sampler.sample(row)
     }
 
-    /// Judge draft token `x` (drawn from `q`; empty: chosen with certainty) against `row`.
-    pub fn judge(&mut self, row: &[f32], x: u32, q: &[(u32, f64)]) -> Verdict {
-        self.sampler.distribution(row, &mut self.p);
-        judge(x, &self.p, q, &mut self.rng, &mut self.q_dense)
+    /// Judge draft token `x` against `row`: the token the sampler draws from it, exactly as
+    /// a decode step would.
+    pub fn judge(&mut self, row: &[f32], x: u32) -> Verdict {
+        match self.sampler.sample(row) {
+            t if t == x => Verdict::Accept,
+            t => Verdict::Reject(t),
+        }
     }
 }
 
@@ -84,13 +78,12 @@ pub(crate) fn verify_round(
     let mut accepted = 0;
     let mut replacement = None;
     for (i, &x) in draft.tokens.iter().enumerate() {
-        match j.judge(seq.session.logits(i), x, &draft.dists[i]) {
+        match j.judge(seq.session.logits(i), x) {
             Verdict::Accept => {
                 accepted += 1;
                 let at = base + 1 + i;
                 if !on_accept(&mut j.sampler, x, at, seq.session.logits(i)) {
-                    seq.session.truncate(at);
-                    seq.tokens.truncate(at);
+                    seq.truncate(at);
                     return Ok(Round::Stopped { accepted });
                 }
             }
@@ -107,7 +100,6 @@ pub(crate) fn verify_round(
     };
     on_next(next, seq.session.logits(accepted));
     let keep = base + 1 + accepted;
-    seq.session.truncate(keep);
-    seq.tokens.truncate(keep);
+    seq.truncate(keep);
     Ok(Round::Next { accepted, next })
 }

@@ -3,7 +3,7 @@
 //! requests; each call judges a draft with the same round as local speculation and returns
 //! how many draft tokens hold and the target's next token.
 
-use super::round::{verify_round, Judge, Round};
+use super::round::{verify_round, Judge, Round, Verdict};
 use super::Draft;
 use crate::{Engine, EngineError, GenParams, Result, Sequence};
 use kestrel_model::SamplerConfig;
@@ -40,15 +40,9 @@ impl Engine {
             ..Default::default()
         };
         self.eval_prompt(&mut seq, prompt, &params)?;
-        let greedy = sampler.temperature <= 0.0;
-        let seed = sampler.seed;
         Ok(VerifySession {
             seq,
-            judge: Judge::new(
-                crate::decode::primed_sampler(&sampler, prompt),
-                greedy,
-                seed,
-            ),
+            judge: Judge::new(crate::decode::primed_sampler(&sampler, prompt)),
             pending: None,
         })
     }
@@ -73,8 +67,8 @@ impl VerifySession {
         self.seq.session.n_ctx()
     }
 
-    /// Judge `draft` (tokens proposed to follow the text so far, each chosen by the drafter
-    /// deterministically, which is exact for any target sampling: see `accept`). `observe`
+    /// Judge `draft` (tokens proposed to follow the text so far) with the session's sampler,
+    /// as `generate_speculative` does (see `speculative`'s docs). `observe`
     /// sees every token that joins the text, with the target's logits row it was judged or
     /// chosen from.
     pub fn verify(
@@ -103,13 +97,13 @@ impl VerifySession {
                     self.pending = Some(next);
                     return Ok(VerifyStep { accepted: 0, next });
                 };
-                match j.judge(row, x, &[]) {
-                    super::Verdict::Accept => {
+                match j.judge(row, x) {
+                    Verdict::Accept => {
                         observe(x, row);
                         j.sampler.accept(x);
                         (x, &draft[1..], 1)
                     }
-                    super::Verdict::Reject(t) => {
+                    Verdict::Reject(t) => {
                         observe(t, row);
                         j.sampler.accept(t);
                         self.pending = Some(t);
@@ -123,7 +117,6 @@ impl VerifySession {
         };
         let d = Draft {
             tokens: rest.to_vec(),
-            dists: vec![Vec::new(); rest.len()],
         };
         // Both callbacks report to `observe`, never at the same time.
         let observe = std::cell::RefCell::new(observe);

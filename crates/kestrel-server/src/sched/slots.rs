@@ -2,25 +2,17 @@
 //! way (a shared system prompt, an earlier turn of the conversation) reuses them, and the
 //! `session_id` that owns it, if any.
 
-use kestrel_engine::Sequence;
+use kestrel_engine::{common_prefix, Sequence};
 
 pub(crate) struct Slot {
+    /// The cache; only its exact tokens are reused (`Sequence::reusable`), so a cached prefix
+    /// never changes an answer.
     pub seq: Sequence,
-    /// Leading cached tokens that a fresh prefill would compute identically (evaluated as part of
-    /// a prompt batch, not one at a time as generated tokens are: attention's summation order
-    /// differs, and so may the last bits). Only these are reused, so a cached prefix never
-    /// changes an answer.
-    pub exact: usize,
     /// The conversation this cache belongs to.
     pub owner: Option<String>,
     /// Step counter at last use, for least-recently-used eviction.
     pub last_used: u64,
     pub busy: bool,
-}
-
-/// Tokens shared by the front of `a` and `b`.
-pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// The free slot for a prompt: the one its session owns if free; else a slot no session owns
@@ -42,7 +34,7 @@ pub(crate) fn choose(slots: &[Slot], prompt: &[u32], session: Option<&str>) -> O
         .max_by_key(|(_, s)| {
             (
                 s.owner.is_none(),
-                common_prefix(&s.seq.tokens[..s.exact], prompt),
+                common_prefix(&s.seq.tokens[..s.seq.exact()], prompt),
                 std::cmp::Reverse(s.last_used),
             )
         })

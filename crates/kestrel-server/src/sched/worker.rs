@@ -2,7 +2,7 @@
 //! for all active sequences; repeat. Blocks on the queue only when nothing is running.
 
 use super::decode::{logprob_of, piece, Decoding, Outcome, TokenLogprob};
-use super::slots::{choose, choose_for_restore, common_prefix, Slot};
+use super::slots::{choose, choose_for_restore, Slot};
 use super::verify::VerifySessions;
 use super::{Event, GenJob, Job, SchedConfig, SessionInfo};
 use crate::error::ApiError;
@@ -61,7 +61,6 @@ impl Worker {
         let slots = (0..n)
             .map(|_| Slot {
                 seq: engine.new_sequence(),
-                exact: 0,
                 owner: None,
                 last_used: 0,
                 busy: false,
@@ -189,8 +188,7 @@ impl Worker {
         let (reused, prompt_logprobs) = match started {
             Ok(r) => r,
             Err(e) => {
-                slot.exact = 0;
-                slot.seq.tokens.clear();
+                slot.seq.clear();
                 slot.seq.session.reset();
                 slot.busy = false;
                 let _ = job.events.send(Event::Error(ApiError::internal(e)));
@@ -324,11 +322,12 @@ impl Worker {
             ));
         }
         let path = store::path_for(&dir, id);
-        let bytes = store::save(&path, self.fingerprint, &slot.seq, slot.exact)
+        let exact = slot.seq.exact();
+        let bytes = store::save(&path, self.fingerprint, &slot.seq, exact)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(SessionInfo {
             id: id.to_string(),
-            tokens: slot.exact,
+            tokens: exact,
             path,
             bytes,
         })
@@ -353,7 +352,7 @@ impl Worker {
         let slot = &mut self.slots[si];
         match store::load(&path, fp, &mut slot.seq) {
             Ok(bytes) => {
-                slot.exact = slot.seq.tokens.len();
+                slot.seq.set_exact(slot.seq.tokens.len());
                 slot.owner = Some(id.to_string());
                 slot.last_used = self.clock;
                 Ok(SessionInfo {
@@ -364,8 +363,7 @@ impl Worker {
                 })
             }
             Err(e) => {
-                slot.exact = 0;
-                slot.seq.tokens.clear();
+                slot.seq.clear();
                 slot.seq.session.reset();
                 Err(ApiError::bad_request(e.to_string()).code("invalid_session_file"))
             }
@@ -383,32 +381,18 @@ fn prefill(
     engine: &Engine,
     slot: &mut Slot,
     job: &GenJob,
-) -> Result<(usize, Option<Vec<TokenLogprob>>), kestrel_model::ModelError> {
+) -> Result<(usize, Option<Vec<TokenLogprob>>), kestrel_engine::EngineError> {
     let seq = &mut slot.seq;
     let prompt = &job.prompt;
-    let mut common = common_prefix(&seq.tokens[..slot.exact], prompt)
-        .min(prompt.len().saturating_sub(2))
-        .min(seq.session.n_past());
     if job.prompt_logprobs {
-        common = 0;
-    }
-    seq.session.truncate(common);
-    seq.tokens.truncate(common);
-    let todo = &prompt[common..];
-    if job.prompt_logprobs {
+        // Every position's logits are needed, so nothing is reused.
+        seq.clear();
         let lps = prompt_logprobs(engine, seq, prompt, job.logprobs.unwrap_or(0))?;
-        slot.exact = prompt.len();
+        seq.set_exact(prompt.len());
         return Ok((0, Some(lps)));
     }
-    engine
-        .model
-        .forward(&mut seq.session, &engine.pool, todo, todo.len() - 1)?;
-    seq.tokens.extend_from_slice(todo);
-    slot.exact = if todo.len() >= 2 {
-        prompt.len()
-    } else {
-        common
-    };
+    // The engine's one prefix-reuse rule (`Sequence::prefill`), as `kestrel run` and `chat`.
+    let common = seq.prefill(&engine.model, &engine.pool, prompt)?;
     Ok((common, None))
 }
 

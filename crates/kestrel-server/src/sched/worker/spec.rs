@@ -13,10 +13,8 @@ use super::{Active, Worker};
 use crate::error::ApiError;
 use crate::sched::decode::Outcome;
 use crate::sched::Event;
-use kestrel_engine::speculative::{Draft, DraftCtx, DraftLength, DraftSampling, Drafter};
+use kestrel_engine::speculative::{Draft, DraftCtx, DraftLength, Drafter};
 use kestrel_engine::EngineError;
-use kestrel_model::sampler::Rng;
-use kestrel_model::{Sampler, SamplerConfig};
 use std::sync::Arc;
 
 /// Makes one drafter per slot (a model drafter keeps a KV cache of its own).
@@ -45,7 +43,6 @@ impl std::fmt::Debug for ServeSpec {
 pub(crate) struct SpecState {
     cfg: ServeSpec,
     drafters: Vec<Option<Box<dyn Drafter>>>,
-    sampling: DraftSampling,
     draft: Draft,
 }
 
@@ -54,12 +51,6 @@ impl SpecState {
         SpecState {
             cfg,
             drafters: (0..slots).map(|_| None).collect(),
-            // Drafts are proposals only; the sequence's own choice decides.
-            sampling: DraftSampling {
-                greedy: true,
-                sampler: Sampler::new(SamplerConfig::greedy()),
-                rng: Rng::new(0),
-            },
             draft: Draft::default(),
         }
     }
@@ -120,10 +111,7 @@ impl Worker {
             };
             let mut history = seq.tokens.clone();
             history.push(t);
-            let mut cx = DraftCtx {
-                pool: &engine.pool,
-                sampling: &mut spec.sampling,
-            };
+            let mut cx = DraftCtx { pool: &engine.pool };
             drafter.draft(&history, k, &mut cx, draft)?;
             draft.tokens.truncate(k);
         }
@@ -156,8 +144,7 @@ impl Worker {
         }
         // The cache keeps `t` and the draft tokens the sequence chose itself.
         let keep = base + 1 + accepted;
-        seq.session.truncate(keep);
-        seq.tokens.truncate(keep);
+        seq.truncate(keep);
         a.length.update(draft.len(), accepted);
         self.metrics
             .spec_accepted

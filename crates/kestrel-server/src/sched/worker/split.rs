@@ -70,8 +70,7 @@ fn fail(a: &Active, why: String) {
 }
 
 fn clear(slot: &mut Slot) {
-    slot.exact = 0;
-    slot.seq.tokens.clear();
+    slot.seq.clear();
     slot.seq.session.reset();
 }
 
