@@ -227,6 +227,15 @@ impl Worker {
         });
     }
 
+    /// `a`'s next token from its slot's last logits (`Decoding::advance`).
+    fn advance(&self, a: &mut Active, now: Instant) -> Outcome {
+        let s = &self.slots[a.slot].seq.session;
+        let (tok, m) = (&self.engine.tokenizer, &self.metrics);
+        let room = s.n_past() < s.n_ctx();
+        a.dec
+            .advance(&a.job, &mut a.pending, now, tok, m, s.last_logits(), room)
+    }
+
     /// Sample a token for every active sequence, then feed all that continue through one
     /// batched forward pass.
     fn step(&mut self) {
@@ -234,13 +243,7 @@ impl Worker {
         let mut feed: Vec<(usize, u32)> = Vec::new();
         let mut keep = Vec::with_capacity(self.active.len());
         for mut a in std::mem::take(&mut self.active) {
-            let s = &self.slots[a.slot].seq.session;
-            let (tok, m) = (&self.engine.tokenizer, &self.metrics);
-            let room = s.n_past() < s.n_ctx();
-            let outcome = a
-                .dec
-                .advance(&a.job, &mut a.pending, now, tok, m, s.last_logits(), room);
-            match outcome {
+            match self.advance(&mut a, now) {
                 Outcome::Feed(t) => {
                     feed.push((a.slot, t));
                     keep.push(a);

@@ -63,14 +63,7 @@ impl SpecState {
 impl Worker {
     /// One speculative step for the only active sequence.
     pub(super) fn spec_step(&mut self, mut a: Active) {
-        let now = std::time::Instant::now();
-        let s = &self.slots[a.slot].seq.session;
-        let (tok, m) = (&self.engine.tokenizer, &self.metrics);
-        let room = s.n_past() < s.n_ctx();
-        let outcome = a
-            .dec
-            .advance(&a.job, &mut a.pending, now, tok, m, s.last_logits(), room);
-        let Outcome::Feed(t) = outcome else {
+        let Outcome::Feed(t) = self.advance(&mut a, std::time::Instant::now()) else {
             self.release(a.slot);
             return;
         };
