@@ -6,6 +6,7 @@
 mod cursor;
 pub mod error;
 mod file;
+pub mod fingerprint;
 mod getters;
 mod reader;
 pub mod tensor;

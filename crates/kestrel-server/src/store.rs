@@ -1,42 +1,21 @@
 //! Saved conversations: a slot's tokens and KV cache in one file under `--session-dir`.
 //!
-//! Layout (little-endian): magic `KSTRLKV1`, format version u32, model fingerprint u64,
+//! Layout (little-endian): magic `KSTRLKV1`, format version u32, model fingerprint u64 (`GgufFile::fingerprint`),
 //! n_layer, n_head_kv, head_dim, head_dim_v, n_tokens (u32 each), the tokens (u32 each), then
 //! per layer the keys and the values of positions `0..n_tokens` for each KV head (f16 bits),
-//! and last an FNV-1a 64 checksum of everything before it. A file from another model (other
+//! and last an FNV-1a 64 checksum of everything before it (against damage, not an
+//! authenticator). A file from another model (other
 //! fingerprint) or a damaged one (bad checksum, wrong sizes) is refused, never half-loaded.
 
 use crate::error::ServerError;
 use half::f16;
 use kestrel_engine::Sequence;
-use kestrel_gguf::GgufFile;
+use kestrel_gguf::fingerprint::Fnv1a;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"KSTRLKV1";
-const VERSION: u32 = 1;
-
-/// FNV-1a, 64-bit: a checksum against damage, not an authenticator.
-fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// Identifies a model file: its header (metadata and tensor directory) and samples of the
-/// weights at the start and end of the data section.
-pub fn fingerprint(g: &GgufFile) -> u64 {
-    let b = g.bytes();
-    let off = g.data_offset().min(b.len());
-    let mut h = fnv1a(FNV_START, &b[..off]);
-    let data = &b[off..];
-    const SAMPLE: usize = 1 << 16;
-    h = fnv1a(h, &data[..data.len().min(SAMPLE)]);
-    h = fnv1a(h, &data[data.len().saturating_sub(SAMPLE)..]);
-    fnv1a(h, &(b.len() as u64).to_le_bytes())
-}
+/// 2: the model fingerprint became `GgufFile::fingerprint` (every tensor sampled).
+const VERSION: u32 = 2;
 
 /// The file for a session id (ids are checked to a safe alphabet before they get here).
 pub fn path_for(dir: &Path, id: &str) -> PathBuf {
@@ -77,7 +56,7 @@ pub fn save(path: &Path, fingerprint: u64, seq: &Sequence, n: usize) -> Result<u
             }
         }
     }
-    let sum = fnv1a(FNV_START, &out);
+    let sum = Fnv1a::of(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     let tmp = path.with_extension("kvsession.tmp");
     std::fs::write(&tmp, &out).map_err(|e| err(&tmp, e.to_string()))?;
@@ -113,7 +92,7 @@ pub fn load(path: &Path, fingerprint: u64, seq: &mut Sequence) -> Result<u64, Se
     }
     let (body, tail) = b.split_at(b.len() - 8);
     let want = u64::from_le_bytes(tail.try_into().expect("8 bytes"));
-    if fnv1a(FNV_START, body) != want {
+    if Fnv1a::of(body) != want {
         return Err(err(path, "checksum mismatch: the file is damaged"));
     }
     let mut r = Reader { b: body, at: 8 };

@@ -5,7 +5,6 @@
 
 use crate::client::Client;
 use crate::error::{Result, SplitError};
-use crate::fingerprint::fingerprint;
 use crate::proto::{Reply, ReplyMode, Request};
 use crate::wire::WireFormat;
 use kestrel_kernels::ThreadPool;
@@ -123,7 +122,7 @@ impl SplitLink {
     fn connect(&mut self, model: &Model, n_ctx: usize) -> Result<Remote> {
         let mut client = Client::new(&self.cfg.remote, self.cfg.timeout, self.cfg.api_key.clone())?;
         let open = Request::Open {
-            fingerprint: fingerprint(&model.gguf),
+            fingerprint: model.gguf.fingerprint(),
             k: self.cfg.k as u16,
             wire: self.cfg.wire,
             reply: self.cfg.reply,

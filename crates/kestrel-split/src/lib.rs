@@ -2,8 +2,8 @@
 //! runs layers `k..n`, the final norm and the output head, and sends back the next token's
 //! logits; raw text never leaves the device, only hidden states. See docs/split.md.
 //!
-//! - [`proto`]: the versioned binary messages; [`wire`]: activation codecs (f32, f16, q8);
-//!   [`fingerprint`]: the model identity both sides compare.
+//! - [`proto`]: the versioned binary messages; [`wire`]: activation codecs (f32, f16, q8).
+//!   Both sides compare the model fingerprint `GgufFile::fingerprint` (kestrel-gguf).
 //! - [`server`]: the split route for `kestrel serve --split-server`.
 //! - [`device`] and [`generate`]: the device side, with local fall-back when the server fails.
 //! - [`plan`]: per-layer profiles and the time-per-token model that picks `k`.
@@ -11,7 +11,6 @@
 pub mod client;
 pub mod device;
 mod error;
-pub mod fingerprint;
 pub mod generate;
 pub mod plan;
 pub mod proto;

@@ -93,7 +93,7 @@ pub fn profile(model: &Model, pool: &ThreadPool, context: usize, reps: usize) ->
     }
     let head_ms = timed(StageInput::Hidden(&h), n..n, true)?.0;
     Ok(Profile {
-        fingerprint: format!("{:016x}", crate::fingerprint::fingerprint(&model.gguf)),
+        fingerprint: format!("{:016x}", model.gguf.fingerprint()),
         threads: pool.n_threads(),
         context,
         embed_ms,

@@ -4,7 +4,6 @@
 //! await the reply over a oneshot channel.
 
 use crate::error::SplitError;
-use crate::fingerprint::fingerprint;
 use crate::proto::{ErrorCode, Reply, ReplyMode, Request, ROUTE};
 use crate::wire::WireFormat;
 use axum::body::Bytes;
@@ -127,7 +126,7 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Reply {
 
 impl Worker {
     fn new(model: Arc<Model>, cfg: SplitServerConfig) -> Worker {
-        let fingerprint = fingerprint(&model.gguf);
+        let fingerprint = model.gguf.fingerprint();
         // Ids start at a clock-derived value so a restarted server does not reuse the ids of
         // the sessions it lost.
         let seed = std::time::SystemTime::now()

@@ -6,7 +6,6 @@ mod common;
 
 use common::{engine, model_path, GEMMA3, SMOLLM2};
 use kestrel_split::client::Client;
-use kestrel_split::fingerprint::fingerprint;
 use kestrel_split::proto::{ErrorCode, Reply, Request, ROUTE, VERSION};
 use kestrel_split::{ReplyMode, SplitError, SplitServerConfig, StandaloneServer, WireFormat};
 use std::time::Duration;
@@ -54,7 +53,7 @@ fn bad_requests_get_clear_refusals() {
     };
     let srv = StandaloneServer::start(e.model.clone(), cfg, "127.0.0.1:0").unwrap();
     let url = srv.url();
-    let fp = fingerprint(&e.model.gguf);
+    let fp = e.model.gguf.fingerprint();
     let mut c = Client::new(&url, Duration::from_secs(10), None).unwrap();
 
     // Unknown session: never opened.

@@ -52,10 +52,7 @@ pub fn run(a: PlanSplitArgs) -> anyhow::Result<()> {
     let engine = a.model.load()?;
     let model = &engine.model;
     let hp = model.hparams().clone();
-    let fp = format!(
-        "{:016x}",
-        kestrel_split::fingerprint::fingerprint(&model.gguf)
-    );
+    let fp = format!("{:016x}", model.gguf.fingerprint());
     let need_local =
         a.device_profile.is_none() || a.server_profile.is_none() || a.write_profile.is_some();
     let here = if need_local {

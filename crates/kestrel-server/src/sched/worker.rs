@@ -67,7 +67,7 @@ impl Worker {
             })
             .collect();
         let multi = engine.model.new_multi_scratch(n);
-        let fingerprint = store::fingerprint(&engine.model.gguf);
+        let fingerprint = engine.model.gguf.fingerprint();
         Worker {
             verify: VerifySessions::new(cfg.verify.clone()),
             spec: cfg.spec.clone().map(|s| spec::SpecState::new(s, n)),
