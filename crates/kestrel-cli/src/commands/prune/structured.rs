@@ -125,19 +125,8 @@ pub fn run_sparsegpt(
         .eval
         .threads
         .unwrap_or_else(kestrel_engine::default_threads);
-    let mut bar = Progress::new("calibrate", 1);
-    let (h, _) = gptq::collect(
-        &engine,
-        &text,
-        a.eval.ctx,
-        a.chunks,
-        threads,
-        &mut |d, t| {
-            bar.set_total(t);
-            bar.update(d, "")
-        },
-    )?;
-    drop(bar);
+    let (h, _) =
+        crate::commands::quantize::calibrate(&engine, &text, a.eval.ctx, a.chunks, threads)?;
     drop(engine);
     let mut bar = Progress::new("sparsegpt", 1);
     Ok(sparsegpt_file(

@@ -130,25 +130,37 @@ fn gptq_hessians(a: &QuantizeArgs, calib: &Path) -> anyhow::Result<Hessians> {
     let engine = eval.load(Some(a.input.clone()))?;
     let text =
         std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?;
-    let mut bar = Progress::new("calibrate", 1);
     let threads = threads.unwrap_or_else(kestrel_engine::default_threads);
-    let (h, chunks) = gptq::collect(
-        &engine,
-        &text,
-        a.eval.ctx,
-        a.chunks,
-        threads,
-        &mut |d, t| {
-            bar.set_total(t);
-            bar.update(d, "")
-        },
-    )?;
+    let (h, chunks) = calibrate(&engine, &text, a.eval.ctx, a.chunks, threads)?;
     eprintln!(
         "GPTQ: Hessians of {} inputs from {chunks} chunks of {} tokens",
         h.map.len(),
         a.eval.ctx
     );
     Ok(h)
+}
+
+/// GPTQ's (and SparseGPT's) Hessians of every block matrix's inputs over `chunks` chunks of
+/// `ctx` tokens of `text` (0: all), with a progress bar; also the chunks used.
+pub(crate) fn calibrate(
+    engine: &kestrel_engine::Engine,
+    text: &str,
+    ctx: usize,
+    chunks: usize,
+    threads: usize,
+) -> anyhow::Result<(Hessians, usize)> {
+    let mut bar = Progress::new("calibrate", 1);
+    Ok(gptq::collect(
+        engine,
+        text,
+        ctx,
+        chunks,
+        threads,
+        &mut |d, t| {
+            bar.set_total(t);
+            bar.update(d, "")
+        },
+    )?)
 }
 
 /// What was written, on stdout (or as JSON); shared with `convert`.
