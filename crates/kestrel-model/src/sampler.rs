@@ -157,25 +157,6 @@ impl Sampler {
         }
     }
 
-    /// The distribution [`Sampler::sample`] would draw from, as `(token, probability)` pairs
-    /// (greedy: the argmax with probability 1); consumes no randomness. Speculative decoding
-    /// compares it with a drafter's.
-    pub fn distribution(&mut self, logits: &[f32], out: &mut Vec<(u32, f64)>) {
-        out.clear();
-        match self.prepare(logits) {
-            Some(t) => out.push((t, 1.0)),
-            None => {
-                softmax_of(&self.cand, self.cfg.temperature, &mut self.probs);
-                out.extend(
-                    self.cand
-                        .iter()
-                        .map(|c| c.0)
-                        .zip(self.probs.iter().copied()),
-                );
-            }
-        }
-    }
-
     /// The greedy token, or `None` with the surviving candidates left in `self.cand`.
     fn prepare(&mut self, logits: &[f32]) -> Option<u32> {
         let c = &self.cfg;
