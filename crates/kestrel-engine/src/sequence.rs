@@ -60,10 +60,13 @@ impl Sequence {
         self.truncate(0);
     }
 
-    /// Evaluate `prompt` (non-empty) into the cache, reusing what [`Sequence::reusable`]
+    /// Evaluate `prompt` into the cache (an empty one is an error), reusing what [`Sequence::reusable`]
     /// allows; the logits of its last token are then current. Returns how many tokens were
     /// reused.
     pub fn prefill(&mut self, model: &Model, pool: &ThreadPool, prompt: &[u32]) -> Result<usize> {
+        if prompt.is_empty() {
+            return Err(crate::EngineError::EmptyPrompt);
+        }
         let common = self.reusable(prompt);
         self.truncate(common);
         let todo = &prompt[common..];

@@ -39,6 +39,37 @@ fn greedy(n: usize) -> GenParams {
     }
 }
 
+/// The one reuse rule: only prompt tokens are reused, never generated ones (their cache came
+/// from one-token steps), and at least the last two prompt tokens are evaluated again.
+#[test]
+fn only_prompt_tokens_are_reused_and_two_are_evaluated() {
+    let Some(e) = engine(512) else { return };
+    let first = e.tokenize_prompt("The quick brown fox").unwrap();
+    let mut seq = e.new_sequence();
+    let g = e
+        .generate(&mut seq, &first, &greedy(6), &mut |_| true)
+        .unwrap();
+    assert_eq!(g.timings.n_prompt_reused, 0);
+    // The conversation so far as the next prompt: its generated part is evaluated again.
+    let mut next = first.clone();
+    next.extend_from_slice(&g.tokens);
+    let again = e
+        .generate(&mut seq, &next, &greedy(4), &mut |_| true)
+        .unwrap();
+    assert_eq!(again.timings.n_prompt_reused, first.len());
+    assert_eq!(again.timings.n_prompt_eval, g.tokens.len());
+    // The same prompt once more: all of it is cached exactly, the last two are redone.
+    let third = e
+        .generate(&mut seq, &next, &greedy(4), &mut |_| true)
+        .unwrap();
+    assert_eq!(third.timings.n_prompt_reused, next.len() - 2);
+    assert_eq!(third.tokens, again.tokens);
+    assert!(matches!(
+        seq.prefill(&e.model, &e.pool, &[]),
+        Err(EngineError::EmptyPrompt)
+    ));
+}
+
 #[test]
 fn prefix_reuse_matches_a_fresh_sequence() {
     let Some(e) = engine(512) else { return };
