@@ -126,11 +126,16 @@ impl<'a> Output<'a> {
         (!emit.is_empty() && !(self.on_text)(emit)).then_some(StopReason::Cancelled)
     }
 
-    /// Pass `piece` on through the stop strings; Some(reason) when generation must end.
-    pub fn text(&mut self, piece: &str) -> Option<StopReason> {
-        let (emit, stopped) = self.stream.text(piece);
+    /// Pass on text that came through the stop strings (`stopped`: one ended the text).
+    fn pass_checked(&mut self, (emit, stopped): (String, bool)) -> Option<StopReason> {
         self.pass(&emit)
             .or(stopped.then_some(StopReason::StopString))
+    }
+
+    /// Pass `piece` on through the stop strings; Some(reason) when generation must end.
+    pub fn text(&mut self, piece: &str) -> Option<StopReason> {
+        let step = self.stream.text(piece);
+        self.pass_checked(step)
     }
 
     /// Emit the chosen token `tok`; `sampler`, when the loop samples locally, accepts it (for
@@ -160,9 +165,8 @@ impl<'a> Output<'a> {
     /// Write out text held back for an unfinished UTF-8 character (through the stop strings),
     /// for when another model takes the text over.
     pub fn flush_partial(&mut self) -> Option<StopReason> {
-        let (emit, stopped) = self.stream.flush_partial();
-        self.pass(&emit)
-            .or(stopped.then_some(StopReason::StopString))
+        let step = self.stream.flush_partial();
+        self.pass_checked(step)
     }
 
     /// Generation ended for `reason`: unless a stop string or the caller ended it, pass on

@@ -111,12 +111,7 @@ impl Drafter for ModelDrafter {
         }
         // Keep what the cache shares with the sequence; always feed at least one token so
         // there are fresh logits.
-        let common = self
-            .cached
-            .iter()
-            .zip(history)
-            .take_while(|(a, b)| a == b)
-            .count()
+        let common = crate::common_prefix(&self.cached, history)
             .min(history.len() - 1)
             .min(self.session.n_past());
         self.session.truncate(common);
