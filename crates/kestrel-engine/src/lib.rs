@@ -7,13 +7,14 @@ mod error;
 pub mod eval;
 pub mod output;
 mod sequence;
+pub mod slots;
 pub mod speculative;
 pub mod stop;
 
 pub use error::{EngineError, Result};
 pub use kestrel_model::{Model, SamplerConfig, Session};
 pub use kestrel_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
-pub use sequence::{common_prefix, Sequence};
+pub use sequence::{common_prefix, prefill_together, Prefilled, Sequence};
 
 use kestrel_gguf::GgufFile;
 use kestrel_kernels::ThreadPool;

@@ -64,19 +64,132 @@ impl Sequence {
     /// allows; the logits of its last token are then current. Returns how many tokens were
     /// reused.
     pub fn prefill(&mut self, model: &Model, pool: &ThreadPool, prompt: &[u32]) -> Result<usize> {
+        let common = self.keep_for(prompt)?;
+        let todo = &prompt[common..];
+        model.forward(&mut self.session, pool, todo, todo.len() - 1)?;
+        self.evaluated(prompt, common);
+        Ok(common)
+    }
+
+    /// The first half of a prefill: keep the reusable prefix of `prompt`, drop the rest of the
+    /// cache; returns the prefix length.
+    fn keep_for(&mut self, prompt: &[u32]) -> Result<usize> {
         if prompt.is_empty() {
             return Err(crate::EngineError::EmptyPrompt);
         }
         let common = self.reusable(prompt);
         self.truncate(common);
+        Ok(common)
+    }
+
+    /// The second half: `prompt[common..]` went through the model.
+    fn evaluated(&mut self, prompt: &[u32], common: usize) {
         let todo = &prompt[common..];
-        model.forward(&mut self.session, pool, todo, todo.len() - 1)?;
         self.tokens.extend_from_slice(todo);
         self.exact = if todo.len() >= 2 {
             prompt.len()
         } else {
             common
         };
-        Ok(common)
     }
+}
+
+/// [`Sequence::prefill`] for several sequences at once (requests admitted together): the same
+/// reuse and, bit for bit, the same logits as each alone, with the prompts that fit one
+/// micro-batch together sharing passes (`Model::forward_prompts`), as many as fit the first
+/// one's micro-batch per pass.
+pub fn prefill_together(
+    model: &Model,
+    pool: &ThreadPool,
+    seqs: &mut [&mut Sequence],
+    prompts: &[&[u32]],
+) -> Prefilled {
+    let mut done = Prefilled {
+        reused: Vec::new(),
+        shared_passes: 0,
+        shared_prompts: 0,
+    };
+    let mut out: Vec<Result<usize>> = Vec::with_capacity(seqs.len());
+    // Sequences whose remaining prompt can share a pass.
+    let mut shared = Vec::new();
+    for (i, (seq, prompt)) in seqs.iter_mut().zip(prompts).enumerate() {
+        let r = seq.keep_for(prompt);
+        if let Ok(common) = r {
+            let todo = prompt.len() - common;
+            let s = &seq.session;
+            if todo <= s.n_batch() && s.n_past() + todo <= s.n_ctx() {
+                shared.push(i);
+            }
+        }
+        out.push(r);
+    }
+    // Consecutive runs of them that fit a micro-batch (the pass borrows its first session's
+    // scratch).
+    let cap = seqs.first().map_or(0, |s| s.session.n_batch());
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut rows = 0;
+    for &j in &shared {
+        let n = prompts[j].len() - seqs[j].tokens.len();
+        if groups.is_empty() || rows + n > cap {
+            groups.push(Vec::new());
+            rows = 0;
+        }
+        groups.last_mut().expect("pushed above").push(j);
+        rows += n;
+    }
+    for group in &groups {
+        if group.len() > 1 && run_group(model, pool, seqs, prompts, group) {
+            done.shared_passes += 1;
+            done.shared_prompts += group.len();
+            for &j in group {
+                let common = seqs[j].tokens.len();
+                seqs[j].evaluated(prompts[j], common);
+            }
+        } else {
+            for &j in group {
+                out[j] = seqs[j].prefill(model, pool, prompts[j]);
+            }
+        }
+    }
+    // The rest alone (a prompt longer than a micro-batch, one without room: their errors).
+    for (j, r) in out.iter_mut().enumerate() {
+        if r.is_ok() && !shared.contains(&j) {
+            *r = seqs[j].prefill(model, pool, prompts[j]);
+        }
+    }
+    done.reused = out;
+    done
+}
+
+/// What [`prefill_together`] did.
+#[derive(Debug)]
+pub struct Prefilled {
+    /// Each sequence's reused prefix length, or its own error.
+    pub reused: Vec<Result<usize>>,
+    /// Passes that evaluated two or more prompts, and the prompts they held.
+    pub shared_passes: usize,
+    pub shared_prompts: usize,
+}
+
+/// One several-prompt pass over `group`'s remaining prompts (`group` ascending, as the
+/// sessions are collected); false if the model refused it (its checks run before anything
+/// changes), so each can go alone and get its own error.
+fn run_group(
+    model: &Model,
+    pool: &ThreadPool,
+    seqs: &mut [&mut Sequence],
+    prompts: &[&[u32]],
+    group: &[usize],
+) -> bool {
+    let todo: Vec<&[u32]> = group
+        .iter()
+        .map(|&j| &prompts[j][seqs[j].tokens.len()..])
+        .collect();
+    let mut sessions: Vec<&mut Session> = seqs
+        .iter_mut()
+        .enumerate()
+        .filter(|(j, _)| group.contains(j))
+        .map(|(_, s)| &mut s.session)
+        .collect();
+    model.forward_prompts(&mut sessions, &todo, pool).is_ok()
 }

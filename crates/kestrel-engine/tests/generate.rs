@@ -70,6 +70,81 @@ fn only_prompt_tokens_are_reused_and_two_are_evaluated() {
     ));
 }
 
+/// Prompts admitted together (`prefill_together`) against each alone (`Sequence::prefill`):
+/// the same reuse, cache and last-token logits bit for bit, several passes when they do not
+/// fit one micro-batch (64 tokens here), and each its own error.
+#[test]
+fn prompts_prefilled_together_equal_each_alone() {
+    let Some(e) = engine(512) else { return };
+    let texts = [
+        "The quick brown fox",
+        "Once upon a time, in a land far away, there lived a",
+        "1, 2, 3,",
+        "Hi",
+        "The quick brown fox jumps over the lazy dog and then",
+        "A list of colours: red, green, blue, yellow, orange, purple, pink, brown, black, \
+         white, grey, cyan, magenta and",
+        "In the beginning the sea was calm and the sky was clear; the boats went out at dawn \
+         and came back at dusk with",
+        // Longer than a micro-batch: prefilled alone, in two passes.
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen \
+         fifteen sixteen seventeen eighteen nineteen twenty twenty-one twenty-two twenty-three \
+         twenty-four twenty-five twenty-six twenty-seven twenty-eight twenty-nine thirty \
+         thirty-one thirty-two thirty-three thirty-four thirty-five thirty-six thirty-seven",
+        "",
+    ];
+    let prompts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| {
+            if t.is_empty() {
+                Vec::new()
+            } else {
+                e.tokenize_prompt(t).unwrap()
+            }
+        })
+        .collect();
+    let seed = e.tokenize_prompt("The quick brown fox").unwrap();
+    let fresh = || {
+        let mut seqs: Vec<_> = prompts.iter().map(|_| e.new_sequence()).collect();
+        // Two sequences hold an earlier prompt that the new one starts with (reuse).
+        for i in [0, 4] {
+            seqs[i].prefill(&e.model, &e.pool, &seed).unwrap();
+        }
+        seqs
+    };
+    let (mut together, mut alone) = (fresh(), fresh());
+    let views: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+    let got = {
+        let mut refs: Vec<_> = together.iter_mut().collect();
+        kestrel_engine::prefill_together(&e.model, &e.pool, &mut refs, &views)
+    };
+    // Prompts 0-5 share one pass; 6 is alone (the next would overflow the micro-batch), 7
+    // is longer than one and 8 is empty.
+    assert_eq!((got.shared_passes, got.shared_prompts), (1, 6));
+    let got = got.reused;
+    for (i, p) in prompts.iter().enumerate() {
+        let want = alone[i].prefill(&e.model, &e.pool, p);
+        match (&got[i], &want) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "prompt {i}: reused"),
+            (Err(EngineError::EmptyPrompt), Err(EngineError::EmptyPrompt)) => continue,
+            other => panic!("prompt {i}: {other:?}"),
+        }
+        let (t, a) = (&together[i], &alone[i]);
+        assert_eq!((&t.tokens, t.exact()), (&a.tokens, a.exact()), "prompt {i}");
+        let same = t
+            .session
+            .last_logits()
+            .iter()
+            .zip(a.session.last_logits())
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "prompt {i}: logits differ");
+    }
+    assert!(
+        matches!(got[4], Ok(n) if n > 0),
+        "the cached prefix is reused"
+    );
+}
+
 #[test]
 fn prefix_reuse_matches_a_fresh_sequence() {
     let Some(e) = engine(512) else { return };

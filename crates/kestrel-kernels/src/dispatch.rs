@@ -48,8 +48,19 @@ pub(crate) type PanelX8Fn =
 /// two orders coincide.
 pub fn prompt_cols(ty: GgmlType, batch: usize) -> usize {
     match ty {
-        GgmlType::Q4_K if batch > 3 => batch - batch % 4,
+        GgmlType::Q4_K => prompt_head(batch),
         _ => 0,
+    }
+}
+
+/// The leading columns of a `batch`-column prompt call that take the batch arithmetic in a
+/// type that has two orders (a multiple of 4; [`crate::Arith::PromptHead`] gathers several
+/// prompts' heads in front of their tails).
+pub fn prompt_head(batch: usize) -> usize {
+    if batch > 3 {
+        batch - batch % 4
+    } else {
+        0
     }
 }
 

@@ -15,7 +15,7 @@ pub mod matmul;
 pub mod ops;
 pub mod pool;
 
-pub use dispatch::{kernels, kernels_for, prompt_cols, scalar_kernels, Kernels, ISAS};
+pub use dispatch::{kernels, kernels_for, prompt_cols, prompt_head, scalar_kernels, Kernels, ISAS};
 pub use generic::attn::Lanes;
 pub use generic::f16_at;
 pub use generic::repack::{

@@ -111,6 +111,10 @@ pub enum Arith {
     Decode,
     /// Prompt batches: llama.cpp's batch order for every column when there are 2+.
     Prompt,
+    /// Several prompts in one call, the first `n` columns being the prompts' batch-order
+    /// columns gathered in front ([`crate::prompt_head`] of each prompt's length) and the rest
+    /// their decode-order tails: each column computes what it would in its own prompt's call.
+    PromptHead(usize),
 }
 
 /// Rows handled together for batch > 1: a tile of weight rows stays in cache while every batch
@@ -334,6 +338,7 @@ unsafe fn rows_range(
     let wrb = w.row_bytes();
     let slice_cols = match arith {
         Arith::Prompt => crate::dispatch::prompt_cols(w.ty, batch),
+        Arith::PromptHead(n) => crate::dispatch::prompt_cols(w.ty, n.min(batch)),
         Arith::Decode => 0,
     };
     if w.layout == Layout::X8 {

@@ -315,6 +315,48 @@ pub(crate) fn use_blocked(rows: &Rows, n: usize) -> bool {
     matches!(rows, Rows::One { .. }) && n >= 2
 }
 
+/// Attention of a several-prompt pass: each prompt's rows gathered (into `bufs`), attended
+/// as that prompt's own pass would (its loop order and lane width: `Rows::One`), and the
+/// output scattered back to the pass's rows of `out`.
+pub(crate) fn prompts(
+    pool: &ThreadPool,
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+    bufs: (&mut Vec<f32>, &mut Vec<f32>),
+    seqs: &mut [&mut crate::session::Session],
+    segs: &[crate::forward::Segment],
+    a: &Attend,
+) {
+    let (qw, ow) = (a.n_head * a.hd, a.n_head * a.hdv);
+    let (q, o) = bufs;
+    for seg in segs {
+        let n = seg.len();
+        q.clear();
+        for r in seg.rows() {
+            q.extend_from_slice(&a.q[r * qw..(r + 1) * qw]);
+        }
+        o.resize(n * ow, 0.0);
+        let one = Rows::One {
+            kv: &mut seqs[seg.seq].kv,
+            pos0: seg.pos0,
+        };
+        let sa = Attend {
+            q: q.as_slice(),
+            lanes: one.lanes(n),
+            ..*a
+        };
+        let how = if use_blocked(&one, n) {
+            blocked
+        } else {
+            per_row
+        };
+        how(pool, scratch, o, &one, &sa, n);
+        for (j, r) in seg.rows().enumerate() {
+            out[r * ow..(r + 1) * ow].copy_from_slice(&o[j * ow..(j + 1) * ow]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,6 +171,33 @@ pub(crate) enum Rows<'a, 'b> {
         seqs: &'a mut [&'b mut Session],
         pos: &'a [usize],
     },
+    /// Several sequences' prompts (`Model::forward_prompts`): row i is position `at[i].1` of
+    /// sequence `at[i].0`; `segs` says where each prompt's rows are.
+    Prompts {
+        seqs: &'a mut [&'b mut Session],
+        at: &'a [(usize, usize)],
+        segs: &'a [Segment],
+    },
+}
+
+/// Where one prompt of a several-prompt pass sits: its batch-order rows (`head`, gathered in
+/// front of the pass) and its decode-order rows (`tail`), positions `pos0..` in that order.
+pub(crate) struct Segment {
+    pub seq: usize,
+    pub pos0: usize,
+    pub head: std::ops::Range<usize>,
+    pub tail: std::ops::Range<usize>,
+}
+
+impl Segment {
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// The pass's rows of this prompt, in position order.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = usize> {
+        self.head.clone().chain(self.tail.clone())
+    }
 }
 
 impl Rows<'_, '_> {
@@ -178,6 +205,7 @@ impl Rows<'_, '_> {
         match self {
             Rows::One { pos0, .. } => pos0 + i,
             Rows::PerSeq { pos, .. } => pos[i],
+            Rows::Prompts { at, .. } => at[i].1,
         }
     }
 
@@ -185,6 +213,7 @@ impl Rows<'_, '_> {
         match self {
             Rows::One { kv, .. } => kv,
             Rows::PerSeq { seqs, .. } => &seqs[i].kv,
+            Rows::Prompts { seqs, at, .. } => &seqs[at[i].0].kv,
         }
     }
 
@@ -192,13 +221,15 @@ impl Rows<'_, '_> {
         match self {
             Rows::One { kv, .. } => kv,
             Rows::PerSeq { seqs, .. } => &mut seqs[i].kv,
+            Rows::Prompts { seqs, at, .. } => &mut seqs[at[i].0].kv,
         }
     }
 
     /// llama.cpp's lane width for q·k and the value mix: its batched (tinyBLAS) order for a
     /// multi-token pass over one sequence, its single-token order otherwise, so that a row of
-    /// a continuous batch computes what that sequence's own one-token step would.
-    fn lanes(&self, n: usize) -> Lanes {
+    /// a continuous batch computes what that sequence's own one-token step would. (A
+    /// several-prompt pass takes each prompt's own: `attend::prompts`.)
+    pub(crate) fn lanes(&self, n: usize) -> Lanes {
         match self {
             Rows::One { .. } if n >= 2 => Lanes::L8,
             _ => Lanes::L32,
@@ -209,7 +240,9 @@ impl Rows<'_, '_> {
     pub(crate) fn max_ctx(&self) -> usize {
         match self {
             Rows::One { kv, .. } => kv.n_ctx,
-            Rows::PerSeq { seqs, .. } => seqs.iter().map(|s| s.kv.n_ctx).max().unwrap_or(0),
+            Rows::PerSeq { seqs, .. } | Rows::Prompts { seqs, .. } => {
+                seqs.iter().map(|s| s.kv.n_ctx).max().unwrap_or(0)
+            }
         }
     }
 }
@@ -451,12 +484,17 @@ pub(crate) fn attention_block(
         s_scale,
         window: layer.window,
     };
-    let how = if attend::use_blocked(rows, n) {
-        attend::blocked
+    if let Rows::Prompts { seqs, segs, .. } = rows {
+        let bufs = (&mut sc.seg_q, &mut sc.seg_out);
+        attend::prompts(c.pool, &mut sc.attn, &mut sc.att, bufs, seqs, segs, &a);
     } else {
-        attend::per_row
-    };
-    how(c.pool, &mut sc.attn, &mut sc.att, rows, &a, n);
+        let how = if attend::use_blocked(rows, n) {
+            attend::blocked
+        } else {
+            attend::per_row
+        };
+        how(c.pool, &mut sc.attn, &mut sc.att, rows, &a, n);
+    }
     sc.q = q;
 
     linear(c, &layer.wo, &sc.att, n, &mut sc.o, &mut sc.q8);

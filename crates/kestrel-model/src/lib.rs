@@ -12,6 +12,7 @@ pub mod lowrank;
 mod model;
 mod multi;
 mod observer;
+mod prompts;
 pub mod registry;
 mod repack;
 mod restore;

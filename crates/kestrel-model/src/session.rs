@@ -4,6 +4,7 @@
 use crate::hparams::Hparams;
 use crate::kv::KvCache;
 
+#[derive(Default)]
 pub(crate) struct Scratch {
     pub x: Vec<f32>,
     pub h: Vec<f32>,
@@ -19,6 +20,10 @@ pub(crate) struct Scratch {
     pub attn: Vec<f32>,
     /// (rope base, cos/sin table [token][n_rot]) for each distinct base in the model.
     pub rope: Vec<(f32, Vec<f32>)>,
+    /// One prompt's queries and attention output, gathered from a several-prompt pass (empty
+    /// until one runs).
+    pub seg_q: Vec<f32>,
+    pub seg_out: Vec<f32>,
 }
 
 pub struct Session {
@@ -56,6 +61,8 @@ impl Session {
                     .iter()
                     .map(|&b| (b, vec![0.0; nb * hp.n_rot]))
                     .collect(),
+                seg_q: Vec::new(),
+                seg_out: Vec::new(),
             },
             logits: Vec::new(),
             n_logit_rows: 0,
@@ -70,6 +77,11 @@ impl Session {
 
     pub fn n_ctx(&self) -> usize {
         self.kv.n_ctx
+    }
+
+    /// Most tokens one micro-batch of a prompt pass takes.
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
     }
 
     /// Forget everything after `n` positions (the cache keeps the first `n`).

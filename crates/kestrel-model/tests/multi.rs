@@ -220,3 +220,103 @@ fn batched_stage_equals_single_stage_smollm2() {
     let bad = model.forward_multi_stage(&mut refs, &toks, &pool, &mut ms, 0..31, &mut h);
     assert!(bad.is_err(), "layers past the model's 30 are refused");
 }
+
+/// Several prompts in one pass (`forward_prompts`) against each prompt's own `forward`: the
+/// last-token logits and then a few decode steps must be bit-identical. Lengths cover prompts
+/// with no batch-order rows (1-3 tokens), only batch-order rows (4, 12) and both, and some
+/// sessions already hold a prefix (a reused cache).
+fn check_prompts(file: &str, lens: &[usize], threads: usize) {
+    let Some(p) = model_path(file) else { return };
+    let model = Model::load(&p).unwrap();
+    let pool = ThreadPool::new(threads);
+    let n_vocab = model.hparams().n_vocab as u32;
+    let n = lens.len();
+    let tok = |i: usize, j: usize| ((j * 7919 + i * 104729) as u32 + 3) % n_vocab;
+    let new = || model.new_session(256, 128);
+    let (mut batched, mut single): (Vec<Session>, Vec<Session>) = (
+        (0..n).map(|_| new()).collect(),
+        (0..n).map(|_| new()).collect(),
+    );
+    // Every third session starts with a 6-token prefix already cached.
+    let prefix = |i: usize| if i % 3 == 1 { 6 } else { 0 };
+    for i in (0..n).filter(|&i| prefix(i) > 0) {
+        let pre: Vec<u32> = (0..prefix(i)).map(|j| tok(i, j)).collect();
+        for s in [&mut batched[i], &mut single[i]] {
+            model.forward(s, &pool, &pre, pre.len() - 1).unwrap();
+        }
+    }
+    let prompts: Vec<Vec<u32>> = (0..n)
+        .map(|i| (0..lens[i]).map(|j| tok(i, prefix(i) + j)).collect())
+        .collect();
+    let views: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+    {
+        let mut refs: Vec<&mut Session> = batched.iter_mut().collect();
+        model.forward_prompts(&mut refs, &views, &pool).unwrap();
+    }
+    for i in 0..n {
+        let pr = &prompts[i];
+        model
+            .forward(&mut single[i], &pool, pr, pr.len() - 1)
+            .unwrap();
+    }
+    let mut ms = model.new_multi_scratch(n);
+    for step in 0..3 {
+        let mut next = Vec::with_capacity(n);
+        for i in 0..n {
+            let (a, b) = (batched[i].last_logits(), single[i].last_logits());
+            assert_eq!(batched[i].n_past(), single[i].n_past());
+            let differ = a
+                .iter()
+                .zip(b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            assert_eq!(
+                differ, 0,
+                "{file}: prompt {i} ({} tokens), step {step}: {differ} logits differ",
+                lens[i]
+            );
+            next.push(argmax(a));
+        }
+        let mut refs: Vec<&mut Session> = batched.iter_mut().collect();
+        model
+            .forward_multi(&mut refs, &next, &pool, &mut ms)
+            .unwrap();
+        for i in 0..n {
+            model.forward(&mut single[i], &pool, &[next[i]], 0).unwrap();
+        }
+    }
+}
+
+#[test]
+fn prompt_pass_equals_each_prompt_alone_smollm2() {
+    check_prompts("SmolLM2-135M-Instruct.Q4_1.gguf", &[7, 1, 13, 2, 22], 2);
+}
+
+#[test]
+fn prompt_pass_equals_each_prompt_alone_gemma3() {
+    // Q4_K and Q6_K: heads and tails of several prompts in one call.
+    check_prompts("gemma-3-270m-q4_k_m.gguf", &[7, 13, 3, 1, 4, 22, 12, 5], 2);
+    check_prompts("gemma-3-270m-q4_k_m.gguf", &[9, 6], 1);
+}
+
+#[test]
+fn prompt_pass_rejects_what_does_not_fit() {
+    let Some(p) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let model = Model::load(&p).unwrap();
+    let pool = ThreadPool::new(1);
+    let mut a = model.new_session(16, 8);
+    let mut b = model.new_session(16, 8);
+    let (five, empty): (Vec<u32>, Vec<u32>) = (vec![1; 5], vec![]);
+    let mut refs = vec![&mut a, &mut b];
+    // More tokens than the first session's micro-batch, an empty prompt, a count mismatch.
+    assert!(model
+        .forward_prompts(&mut refs, &[&five, &five], &pool)
+        .is_err());
+    assert!(model
+        .forward_prompts(&mut refs, &[&five, &empty], &pool)
+        .is_err());
+    assert!(model.forward_prompts(&mut refs, &[&five], &pool).is_err());
+    assert_eq!((refs[0].n_past(), refs[1].n_past()), (0, 0));
+}

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub spec: Option<ServeSpec>,
     /// `--split-remote`: run layers `k..n` of every generation on a split server.
     pub split: Option<kestrel_split::SplitConfig>,
+    /// Evaluate the prompts of requests that arrive together in shared passes (off:
+    /// `--no-batch-prompts`).
+    pub batch_prompts: bool,
 }
 
 /// Serve until ctrl-c. `on_listen` is told the bound address (port 0 picks a free one).
@@ -89,6 +92,7 @@ pub fn run_with(
             verify: cfg.verify.clone(),
             spec: cfg.spec.clone(),
             split: cfg.split.clone(),
+            batch_prompts: cfg.batch_prompts,
         },
         metrics.clone(),
     )

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub prompt_tokens: AtomicU64,
     pub prompt_tokens_reused: AtomicU64,
     pub generated_tokens: AtomicU64,
+    /// Prompt passes shared by several new requests, and the prompts they evaluated.
+    pub prompt_batches: AtomicU64,
+    pub prompts_batched: AtomicU64,
     /// Speculative decoding (`--draft...`): draft tokens proposed and kept.
     pub spec_drafted: AtomicU64,
     pub spec_accepted: AtomicU64,
@@ -82,6 +85,8 @@ impl Default for Metrics {
             prompt_tokens: AtomicU64::new(0),
             prompt_tokens_reused: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
+            prompt_batches: AtomicU64::new(0),
+            prompts_batched: AtomicU64::new(0),
             spec_drafted: AtomicU64::new(0),
             spec_accepted: AtomicU64::new(0),
             split_sequences: AtomicU64::new(0),
@@ -142,6 +147,18 @@ impl Metrics {
             "kestrel_prompt_tokens_reused_total",
             "Prompt tokens found in a KV cache and not recomputed.",
             &self.prompt_tokens_reused,
+        );
+        counter(
+            &mut o,
+            "kestrel_prompt_batches_total",
+            "Prompt passes that evaluated several new requests' prompts together.",
+            &self.prompt_batches,
+        );
+        counter(
+            &mut o,
+            "kestrel_prompts_batched_total",
+            "Prompts evaluated in a pass shared with other requests' prompts.",
+            &self.prompts_batched,
         );
         counter(
             &mut o,

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Longest draft one POST /v1/verify call may carry, in tokens
     #[arg(long = "verify-max-draft", default_value_t = 64)]
     verify_max_draft: usize,
+    /// Evaluate each new prompt alone, not in one pass with the others that arrived with it
+    /// (the answers are the same either way; for measurements)
+    #[arg(long = "no-batch-prompts")]
+    no_batch_prompts: bool,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -109,6 +113,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         },
         spec,
         split: split_remote.clone(),
+        batch_prompts: !a.no_batch_prompts,
     };
     let parallel = cfg.parallel;
     let split = if a.split_server {

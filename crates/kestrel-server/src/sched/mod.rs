@@ -5,7 +5,6 @@
 //! over its own channel; a closed channel (the client went away) cancels the sequence.
 
 mod decode;
-mod slots;
 mod verify;
 mod worker;
 
@@ -138,6 +137,8 @@ pub struct SchedConfig {
     pub spec: Option<ServeSpec>,
     /// Split inference: layers `k..n` of every generation run on a split server.
     pub split: Option<kestrel_split::SplitConfig>,
+    /// Evaluate the prompts of requests admitted together in shared passes.
+    pub batch_prompts: bool,
 }
 
 /// The front end's handle: submit jobs without blocking.

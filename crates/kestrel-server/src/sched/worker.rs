@@ -2,14 +2,13 @@
 //! for all active sequences; repeat. Blocks on the queue only when nothing is running.
 
 use super::decode::{logprob_of, piece, Decoding, Outcome, TokenLogprob};
-use super::slots::{choose, choose_for_restore, Slot};
 use super::verify::VerifySessions;
 use super::{Event, GenJob, Job, SchedConfig, SessionInfo};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store;
+use kestrel_engine::slots::{Slot, Slots};
 use kestrel_engine::Engine;
-use kestrel_model::{MultiScratch, Session};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,16 +36,16 @@ pub(crate) struct Worker {
     metrics: Arc<Metrics>,
     rx: mpsc::Receiver<Job>,
     side: mpsc::Receiver<Job>,
-    slots: Vec<Slot>,
+    /// The KV caches, their owners and the batched passes over them (the engine's).
+    slots: Slots,
     active: Vec<Active>,
-    multi: MultiScratch,
-    /// Hidden states of a batched split step (`--split-remote`).
-    split_h: Vec<f32>,
     fingerprint: u64,
-    clock: u64,
     verify: VerifySessions,
     /// `kestrel serve --draft...`: drafters per slot.
     spec: Option<spec::SpecState>,
+    /// Requests given a slot since the last step, their prompts not yet evaluated (they are
+    /// evaluated together: `start_claimed`).
+    claimed: Vec<(usize, GenJob)>,
 }
 
 impl Worker {
@@ -58,15 +57,7 @@ impl Worker {
         side: mpsc::Receiver<Job>,
     ) -> Worker {
         let n = cfg.parallel.max(1);
-        let slots = (0..n)
-            .map(|_| Slot {
-                seq: engine.new_sequence(),
-                owner: None,
-                last_used: 0,
-                busy: false,
-            })
-            .collect();
-        let multi = engine.model.new_multi_scratch(n);
+        let slots = Slots::new(&engine, n);
         let fingerprint = engine.model.gguf.fingerprint();
         Worker {
             verify: VerifySessions::new(cfg.verify.clone()),
@@ -78,10 +69,8 @@ impl Worker {
             side,
             slots,
             active: Vec::new(),
-            multi,
-            split_h: Vec::new(),
             fingerprint,
-            clock: 0,
+            claimed: Vec::new(),
         }
     }
 
@@ -90,8 +79,8 @@ impl Worker {
             while let Ok(j) = self.side.try_recv() {
                 self.handle(j);
             }
-            while self.slots.iter().any(|s| !s.busy) {
-                let job = if self.active.is_empty() {
+            while self.slots.has_free() {
+                let job = if self.active.is_empty() && self.claimed.is_empty() {
                     match self.rx.blocking_recv() {
                         Some(j) => j,
                         None => return,
@@ -109,6 +98,7 @@ impl Worker {
                 }
                 self.handle(job);
             }
+            self.start_claimed();
             if self.cfg.split.is_some() {
                 if !self.active.is_empty() {
                     self.step_split();
@@ -145,7 +135,8 @@ impl Worker {
         }
     }
 
-    /// Put a request into a slot and evaluate its prompt.
+    /// Give a request a slot; its prompt is evaluated with the others that arrived with it
+    /// (`start_claimed`).
     fn admit(&mut self, job: GenJob) {
         if job.events.is_closed() {
             return;
@@ -162,29 +153,71 @@ impl Worker {
                 return;
             }
         }
-        let Some(si) = choose(&self.slots, &job.prompt, job.session_id.as_deref()) else {
-            return;
-        };
-        self.clock += 1;
-        if let Some(id) = &job.session_id {
-            for s in self.slots.iter_mut() {
-                if s.owner.as_deref() == Some(id.as_str()) {
-                    s.owner = None;
-                }
-            }
+        if let Some(si) = self.slots.claim(&job.prompt, job.session_id.as_deref()) {
+            self.claimed.push((si, job));
         }
-        let slot = &mut self.slots[si];
-        slot.owner = job.session_id.clone();
-        slot.busy = true;
-        slot.last_used = self.clock;
-        let mut link = None;
-        let started = match &self.cfg.split {
-            Some(cfg) => split::start(&self.engine, slot, &job, cfg.clone()).map(|l| {
-                link = Some(l);
-                (0, None)
-            }),
-            None => prefill(&self.engine, slot, &job).map_err(|e| e.to_string()),
+    }
+
+    /// Evaluate the prompts of the requests given slots since the last step: those that only
+    /// need their last token's logits in shared passes (`prefill_together`: each gets what
+    /// it would alone), prompt logprobs and split requests one at a time.
+    fn start_claimed(&mut self) {
+        if self.claimed.is_empty() {
+            return;
+        }
+        let claimed = std::mem::take(&mut self.claimed);
+        let split = self.cfg.split.is_some();
+        let apart = |j: &GenJob| j.prompt_logprobs || split;
+        let prompts: Vec<(usize, &[u32])> = claimed
+            .iter()
+            .filter(|(_, j)| !apart(j))
+            .map(|(si, j)| (*si, j.prompt.as_slice()))
+            .collect();
+        let done = if self.cfg.batch_prompts {
+            self.slots.prefill(&self.engine, &prompts)
+        } else {
+            // One at a time (`--no-batch-prompts`, for measurements).
+            let (m, pool) = (&self.engine.model, &self.engine.pool);
+            let one = |&(si, p): &(usize, &[u32])| self.slots[si].seq.prefill(m, pool, p);
+            kestrel_engine::Prefilled {
+                reused: prompts.iter().map(one).collect(),
+                shared_passes: 0,
+                shared_prompts: 0,
+            }
         };
+        self.metrics
+            .prompt_batches
+            .fetch_add(done.shared_passes as u64, Relaxed);
+        self.metrics
+            .prompts_batched
+            .fetch_add(done.shared_prompts as u64, Relaxed);
+        let mut reused = done.reused.into_iter();
+        for (si, job) in claimed {
+            let mut link = None;
+            let started = if !apart(&job) {
+                let r = reused.next().expect("one result per prompt");
+                r.map(|n| (n, None)).map_err(|e| e.to_string())
+            } else if let Some(cfg) = &self.cfg.split {
+                split::start(&self.engine, &mut self.slots[si], &job, cfg.clone()).map(|l| {
+                    link = Some(l);
+                    (0, None)
+                })
+            } else {
+                prefill_logprobs(&self.engine, &mut self.slots[si], &job).map_err(|e| e.to_string())
+            };
+            self.begin(si, job, started, link);
+        }
+    }
+
+    /// A request whose prompt is evaluated (or failed) becomes an active sequence.
+    fn begin(
+        &mut self,
+        si: usize,
+        job: GenJob,
+        started: Result<(usize, Option<Vec<TokenLogprob>>), String>,
+        link: Option<kestrel_split::SplitLink>,
+    ) {
+        let slot = &mut self.slots[si];
         let (reused, prompt_logprobs) = match started {
             Ok(r) => r,
             Err(e) => {
@@ -255,21 +288,7 @@ impl Worker {
         if feed.is_empty() {
             return;
         }
-        let mut sessions: Vec<&mut Session> = Vec::with_capacity(feed.len());
-        let mut tokens = Vec::with_capacity(feed.len());
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if let Some(&(_, t)) = feed.iter().find(|(s, _)| *s == i) {
-                slot.seq.tokens.push(t);
-                sessions.push(&mut slot.seq.session);
-                tokens.push(t);
-            }
-        }
-        let r = self.engine.model.forward_multi(
-            &mut sessions,
-            &tokens,
-            &self.engine.pool,
-            &mut self.multi,
-        );
+        let r = self.slots.step(&self.engine, &feed);
         if let Err(e) = r {
             // Cannot happen with checked tokens and room; end every sequence cleanly if it does.
             for a in std::mem::take(&mut self.active) {
@@ -283,13 +302,9 @@ impl Worker {
     }
 
     fn release(&mut self, si: usize) {
-        let slot = &mut self.slots[si];
-        if slot.busy {
-            slot.busy = false;
+        if self.slots.release(si) {
             self.metrics.active.fetch_sub(1, Relaxed);
         }
-        self.clock += 1;
-        slot.last_used = self.clock;
     }
 
     fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ApiError> {
@@ -313,7 +328,7 @@ impl Worker {
 
     fn save(&mut self, id: &str) -> Result<SessionInfo, ApiError> {
         let dir = self.session_dir()?.to_path_buf();
-        let Some(slot) = self.slots.iter().find(|s| s.owner.as_deref() == Some(id)) else {
+        let Some(slot) = self.slots.owned_by(id).map(|i| &self.slots[i]) else {
             return Err(ApiError::not_found(format!(
                 "no cached conversation for session '{id}' (it may have been evicted)"
             )));
@@ -342,25 +357,19 @@ impl Worker {
         if !path.exists() {
             return Err(ApiError::not_found(format!("no saved session '{id}'")));
         }
-        let Some(si) = choose_for_restore(&self.slots, id) else {
+        let Some(si) = self.slots.for_restore(id) else {
             return Err(ApiError::busy(1));
         };
-        self.clock += 1;
-        for s in self.slots.iter_mut() {
-            if s.owner.as_deref() == Some(id) {
-                s.owner = None;
-            }
-        }
         let fp = self.fingerprint;
         let slot = &mut self.slots[si];
         match store::load(&path, fp, &mut slot.seq) {
             Ok(bytes) => {
                 slot.seq.set_exact(slot.seq.tokens.len());
-                slot.owner = Some(id.to_string());
-                slot.last_used = self.clock;
+                let tokens = slot.seq.tokens.len();
+                self.slots.give(si, Some(id));
                 Ok(SessionInfo {
                     id: id.to_string(),
-                    tokens: slot.seq.tokens.len(),
+                    tokens,
                     path,
                     bytes,
                 })
@@ -374,29 +383,18 @@ impl Worker {
     }
 }
 
-/// Evaluate the part of the prompt not already in the slot's cache. Returns the reused prefix
-/// length and, when asked for, the prompt tokens' logprobs (which need every position's
-/// logits, so nothing is reused then).
-///
-/// At least two tokens are evaluated whenever the prompt has two, so the last prompt token
-/// always goes through the batched path, as in a fresh prefill (and `kestrel run`).
-fn prefill(
+/// Evaluate a prompt whose every token's logprob is asked for: every position's logits are
+/// needed, so nothing is reused. Returns 0 reused and the prompt tokens' logprobs.
+fn prefill_logprobs(
     engine: &Engine,
     slot: &mut Slot,
     job: &GenJob,
 ) -> Result<(usize, Option<Vec<TokenLogprob>>), kestrel_engine::EngineError> {
     let seq = &mut slot.seq;
-    let prompt = &job.prompt;
-    if job.prompt_logprobs {
-        // Every position's logits are needed, so nothing is reused.
-        seq.clear();
-        let lps = prompt_logprobs(engine, seq, prompt, job.logprobs.unwrap_or(0))?;
-        seq.set_exact(prompt.len());
-        return Ok((0, Some(lps)));
-    }
-    // The engine's one prefix-reuse rule (`Sequence::prefill`), as `kestrel run` and `chat`.
-    let common = seq.prefill(&engine.model, &engine.pool, prompt)?;
-    Ok((common, None))
+    seq.clear();
+    let lps = prompt_logprobs(engine, seq, &job.prompt, job.logprobs.unwrap_or(0))?;
+    seq.set_exact(job.prompt.len());
+    Ok((0, Some(lps)))
 }
 
 /// Prompt tokens evaluated per forward pass when every position's logits are kept (each row

@@ -14,10 +14,9 @@
 use super::{Active, Worker};
 use crate::error::ApiError;
 use crate::sched::decode::Outcome;
-use crate::sched::slots::Slot;
 use crate::sched::{Event, GenJob};
+use kestrel_engine::slots::Slot;
 use kestrel_engine::Engine;
-use kestrel_model::Session;
 use kestrel_split::{SplitConfig, SplitLink};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -167,27 +166,11 @@ impl Worker {
         }
         remote.sort_unstable();
         if !remote.is_empty() {
-            let tokens: Vec<u32> = remote.iter().map(|&(_, j)| fed[j].1).collect();
-            let mut sessions: Vec<&mut Session> = Vec::with_capacity(remote.len());
-            for (i, slot) in self.slots.iter_mut().enumerate() {
-                if remote.iter().any(|&(s, _)| s == i) {
-                    sessions.push(&mut slot.seq.session);
-                }
-            }
-            let pos: Vec<usize> = sessions.iter().map(|s| s.n_past()).collect();
-            let layers = 0..k;
-            let h = &mut self.split_h;
-            match model.forward_multi_stage(
-                &mut sessions,
-                &tokens,
-                pool,
-                &mut self.multi,
-                layers,
-                h,
-            ) {
-                Ok(()) => {
+            let feed: Vec<(usize, u32)> = remote.iter().map(|&(si, j)| (si, fed[j].1)).collect();
+            match self.slots.step_stage(&self.engine, &feed, 0..k) {
+                Ok((h, pos)) => {
                     for (row, &(_, j)) in remote.iter().enumerate() {
-                        let h = &self.split_h[row * e..(row + 1) * e];
+                        let h = &h[row * e..(row + 1) * e];
                         if let Some(Err(err)) =
                             fed[j].0.split.as_mut().map(|l| l.begin_hidden(pos[row], h))
                         {
