@@ -2,33 +2,9 @@
 //! sequence, limits and stop reasons, errors for prompts that do not fit.
 
 use kestrel_engine::{Engine, EngineConfig, EngineError, GenParams, SamplerConfig, StopReason};
-use std::path::PathBuf;
 
-fn engine(n_ctx: usize) -> Option<Engine> {
-    let dir = match std::env::var_os("KESTREL_MODELS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kestrel/models"),
-    };
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !p.exists() {
-        if std::env::var("KESTREL_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-            eprintln!("skipping: {} absent", p.display());
-            return None;
-        }
-        panic!("{} is missing: run scripts/fetch-models.sh", p.display());
-    }
-    Some(
-        Engine::load(
-            &p,
-            &EngineConfig {
-                n_ctx,
-                n_batch: 64,
-                n_threads: 2,
-            },
-        )
-        .unwrap(),
-    )
-}
+mod common;
+use common::engine;
 
 fn greedy(n: usize) -> GenParams {
     GenParams {
@@ -255,21 +231,15 @@ fn prompts_that_do_not_fit_are_errors() {
 
 #[test]
 fn context_beyond_training_length_is_refused() {
-    if engine(64).is_none() {
+    let Some(path) = common::model_path(common::SMOLLM2) else {
         return;
-    }
-    let dir = match std::env::var_os("KESTREL_MODELS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kestrel/models"),
     };
     let cfg = EngineConfig {
         n_ctx: 100_000_000,
         n_batch: 64,
         n_threads: 1,
     };
-    let err = Engine::load(dir.join("SmolLM2-135M-Instruct.Q4_1.gguf"), &cfg)
-        .err()
-        .expect("refused");
+    let err = Engine::load(path, &cfg).err().expect("refused");
     assert!(err.to_string().contains("training context 8192"), "{err}");
 }
 

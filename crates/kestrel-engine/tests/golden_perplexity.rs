@@ -20,21 +20,8 @@ fn shared() -> PathBuf {
     }
 }
 
-fn model(file: &str) -> Option<PathBuf> {
-    let dir = match std::env::var_os("KESTREL_MODELS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kestrel/models"),
-    };
-    let p = dir.join(file);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("KESTREL_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipping: {} absent", p.display());
-        return None;
-    }
-    panic!("{} is missing: run scripts/fetch-models.sh", p.display());
-}
+mod common;
+use common::model_path as model;
 
 fn check(dir: &str, file: &str, tol_fa_off: f64, tol_golden: f64) {
     let Some(path) = model(file) else { return };

@@ -4,33 +4,14 @@
 //! `Engine::generate` gives it alone.
 
 use kestrel_engine::slots::Slots;
-use kestrel_engine::{Engine, EngineConfig, GenParams, SamplerConfig};
-use std::path::PathBuf;
+use kestrel_engine::{GenParams, SamplerConfig};
 
-fn engine() -> Option<Engine> {
-    let dir = match std::env::var_os("KESTREL_MODELS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kestrel/models"),
-    };
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !p.exists() {
-        if std::env::var("KESTREL_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-            eprintln!("skipping: {} absent", p.display());
-            return None;
-        }
-        panic!("{} is missing: run scripts/fetch-models.sh", p.display());
-    }
-    let cfg = EngineConfig {
-        n_ctx: 256,
-        n_batch: 64,
-        n_threads: 2,
-    };
-    Some(Engine::load(&p, &cfg).unwrap())
-}
+mod common;
+use common::engine;
 
 #[test]
 fn a_prompt_gets_its_own_slot_then_the_longest_prefix_then_the_oldest() {
-    let Some(e) = engine() else { return };
+    let Some(e) = engine(256) else { return };
     let mut slots = Slots::new(&e, 3);
     let a = e.tokenize_prompt("The quick brown fox jumps").unwrap();
     let b = e.tokenize_prompt("Once upon a time there was").unwrap();
@@ -64,7 +45,7 @@ fn a_prompt_gets_its_own_slot_then_the_longest_prefix_then_the_oldest() {
 
 #[test]
 fn continuous_batching_equals_each_request_alone() {
-    let Some(e) = engine() else { return };
+    let Some(e) = engine(256) else { return };
     let texts = [
         "The three primary colours are",
         "def fibonacci(n):",

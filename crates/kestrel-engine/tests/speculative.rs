@@ -7,21 +7,8 @@ use kestrel_engine::speculative::{Drafter, ModelDrafter, NgramDrafter, SpecStats
 use kestrel_engine::{Engine, EngineConfig, GenParams, SamplerConfig};
 use std::path::PathBuf;
 
-fn model_path(file: &str) -> Option<PathBuf> {
-    let dir = match std::env::var_os("KESTREL_MODELS") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kestrel/models"),
-    };
-    let p = dir.join(file);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("KESTREL_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipping: {} absent", p.display());
-        return None;
-    }
-    panic!("{} is missing: run scripts/fetch-models.sh", p.display());
-}
+mod common;
+use common::model_path;
 
 fn golden_prompts(dir: &str) -> Vec<Vec<u32>> {
     // `$KESTREL_GOLDEN`, else `<workspace>/../shared/golden`, as the other golden tests.

@@ -48,6 +48,22 @@ pub(crate) struct Ctx<'a> {
     pub arith: Arith,
 }
 
+impl<'a> Ctx<'a> {
+    /// A pass of `m` on this process's kernel table with no observer, in the float order
+    /// `arith`.
+    pub(crate) fn new(m: &'a crate::Model, pool: &'a ThreadPool, arith: Arith) -> Ctx<'a> {
+        Ctx {
+            g: &m.gguf,
+            d: &m.dec,
+            pool,
+            k: kestrel_kernels::kernels(),
+            obs: None,
+            decode_lanes: false,
+            arith,
+        }
+    }
+}
+
 pub(crate) fn linear(c: &Ctx, l: &Linear, x: &[f32], n: usize, y: &mut [f32], q8: &mut Vec<u8>) {
     let w = l.w.view(c.g);
     if let Some(o) = c.obs {

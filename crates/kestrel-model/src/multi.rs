@@ -109,15 +109,7 @@ impl Model {
                 });
             }
         }
-        Ok(Ctx {
-            g: &self.gguf,
-            d: &self.dec,
-            pool,
-            k: kestrel_kernels::kernels(),
-            obs: None,
-            decode_lanes: false,
-            arith: Arith::Decode,
-        })
+        Ok(Ctx::new(self, pool, Arith::Decode))
     }
 }
 

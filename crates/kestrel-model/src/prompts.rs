@@ -48,15 +48,7 @@ impl Model {
             (h0, t0) = (seg.head.end, seg.tail.end);
             segs.push(seg);
         }
-        let c = Ctx {
-            g: &self.gguf,
-            d: &self.dec,
-            pool,
-            k: kestrel_kernels::kernels(),
-            obs: None,
-            decode_lanes: false,
-            arith: Arith::PromptHead(heads),
-        };
+        let c = Ctx::new(self, pool, Arith::PromptHead(heads));
         let mut sc = std::mem::take(&mut sessions[0].s);
         let mut rows = Rows::Prompts {
             seqs: sessions,
@@ -80,10 +72,7 @@ impl Model {
         sc.x[..n * e].copy_from_slice(&sc.o[..n * e]);
         let v = self.dec.hp.n_vocab;
         let mut logits = vec![0.0f32; n * v];
-        let head = Ctx {
-            arith: Arith::Decode,
-            ..c
-        };
+        let head = Ctx::new(self, pool, Arith::Decode);
         output_head(&head, &mut sc, 0, n, &mut logits);
         sessions[0].s = sc;
         for ((s, p), l) in sessions.iter_mut().zip(prompts).zip(logits.chunks_exact(v)) {

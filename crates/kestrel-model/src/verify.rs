@@ -36,13 +36,8 @@ impl Model {
         }
         s.n_logit_rows = n;
         let c = Ctx {
-            g: &self.gguf,
-            d: &self.dec,
-            pool,
-            k: kestrel_kernels::kernels(),
-            obs: None,
             decode_lanes: true,
-            arith: Arith::Decode,
+            ..Ctx::new(self, pool, Arith::Decode)
         };
         let step = s.n_batch.max(1);
         let mut out = StageOutput::Logits { from: 0 };

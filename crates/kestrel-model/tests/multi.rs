@@ -23,6 +23,17 @@ fn model_path(file: &str) -> Option<PathBuf> {
     panic!("{} is missing: run scripts/fetch-models.sh", p.display());
 }
 
+/// How many of two sessions' last logits differ in any bit (after checking they are at the
+/// same position).
+fn differing(a: &Session, b: &Session) -> usize {
+    assert_eq!(a.n_past(), b.n_past());
+    let (a, b) = (a.last_logits(), b.last_logits());
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+}
+
 fn argmax(x: &[f32]) -> u32 {
     let mut b = 0;
     for (i, &v) in x.iter().enumerate() {
@@ -89,12 +100,7 @@ fn check(file: &str, n_seqs: usize, steps: usize) {
                 .forward(&mut single[i], &pool, &[next_s[i]], 0)
                 .unwrap();
             let (a, b) = (batched[i].last_logits(), single[i].last_logits());
-            assert_eq!(batched[i].n_past(), single[i].n_past());
-            let differ = a
-                .iter()
-                .zip(b)
-                .filter(|(x, y)| x.to_bits() != y.to_bits())
-                .count();
+            let differ = differing(&batched[i], &single[i]);
             assert_eq!(
                 differ, 0,
                 "{file}: step {step}, session {i}: {differ} logits differ"
@@ -263,19 +269,13 @@ fn check_prompts(file: &str, lens: &[usize], threads: usize) {
     for step in 0..3 {
         let mut next = Vec::with_capacity(n);
         for i in 0..n {
-            let (a, b) = (batched[i].last_logits(), single[i].last_logits());
-            assert_eq!(batched[i].n_past(), single[i].n_past());
-            let differ = a
-                .iter()
-                .zip(b)
-                .filter(|(x, y)| x.to_bits() != y.to_bits())
-                .count();
+            let differ = differing(&batched[i], &single[i]);
             assert_eq!(
                 differ, 0,
                 "{file}: prompt {i} ({} tokens), step {step}: {differ} logits differ",
                 lens[i]
             );
-            next.push(argmax(a));
+            next.push(argmax(batched[i].last_logits()));
         }
         let mut refs: Vec<&mut Session> = batched.iter_mut().collect();
         model
