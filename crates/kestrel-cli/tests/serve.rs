@@ -5,7 +5,7 @@
 mod common;
 // Shared with the split tests, which use more of them.
 #[allow(dead_code)]
-#[path = "../../kestrel-split/tests/common/proxy.rs"]
+#[path = "../../kestrel-collab/tests/common/proxy.rs"]
 mod proxy;
 #[allow(dead_code)]
 #[path = "split/serve.rs"]

@@ -5,7 +5,7 @@
 //! output (nothing repeated or lost) and say that it fell back, and after how many tokens.
 
 mod common;
-#[path = "../../kestrel-split/tests/common/proxy.rs"]
+#[path = "../../kestrel-collab/tests/common/proxy.rs"]
 mod proxy;
 #[path = "split/serve.rs"]
 mod serve;

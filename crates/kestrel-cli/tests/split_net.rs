@@ -12,7 +12,7 @@
 mod common;
 #[path = "split/netns.rs"]
 mod netns;
-#[path = "../../kestrel-split/tests/common/proxy.rs"]
+#[path = "../../kestrel-collab/tests/common/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
 #[path = "split/serve.rs"]

@@ -45,7 +45,7 @@ pub struct ServerConfig {
     /// `--draft...`: speculative decoding while one sequence is active.
     pub spec: Option<ServeSpec>,
     /// `--split-remote`: run layers `k..n` of every generation on a split server.
-    pub split: Option<kestrel_split::SplitConfig>,
+    pub split: Option<kestrel_collab::split::SplitConfig>,
     /// Evaluate the prompts of requests that arrive together in shared passes (off:
     /// `--no-batch-prompts`).
     pub batch_prompts: bool,

@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use kestrel_route::{Policy, Remote};
-use kestrel_split::{ReplyMode, SplitConfig, WireFormat};
+use kestrel_collab::route::{Policy, Remote};
+use kestrel_collab::split::{ReplyMode, SplitConfig, WireFormat};
 use std::path::PathBuf;
 use std::time::Duration;
 

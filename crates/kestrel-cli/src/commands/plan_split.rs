@@ -6,8 +6,8 @@ use crate::args::ModelArgs;
 use crate::models;
 use anyhow::Context;
 use clap::Args;
-use kestrel_split::plan::{self, Link, Profile};
-use kestrel_split::ReplyMode;
+use kestrel_collab::split::plan::{self, Link, Profile};
+use kestrel_collab::split::ReplyMode;
 use std::path::PathBuf;
 
 #[derive(Args)]

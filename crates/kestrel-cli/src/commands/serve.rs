@@ -117,7 +117,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     };
     let parallel = cfg.parallel;
     let split = if a.split_server {
-        let scfg = kestrel_split::SplitServerConfig {
+        let scfg = kestrel_collab::split::SplitServerConfig {
             max_sessions: a.parallel,
             idle: Duration::from_secs(a.split_idle.max(1)),
             max_ctx: n_ctx,
@@ -125,7 +125,10 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             threads,
             api_key: cfg.api_key.clone(),
         };
-        Some(kestrel_split::server::router(engine.model.clone(), scfg)?)
+        Some(kestrel_collab::split::server::router(
+            engine.model.clone(),
+            scfg,
+        )?)
     } else {
         None
     };

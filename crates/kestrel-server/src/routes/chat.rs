@@ -12,8 +12,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kestrel_collab::route::RemoteKind;
 use kestrel_engine::ChatMessage;
-use kestrel_route::RemoteKind;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::Relaxed;
 

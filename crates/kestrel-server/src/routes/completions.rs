@@ -13,8 +13,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kestrel_collab::route::RemoteKind;
 use kestrel_engine::Engine;
-use kestrel_route::RemoteKind;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -12,8 +12,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kestrel_collab::verify::proto::{Prompt, VerifyRequest};
 use kestrel_engine::SamplerConfig;
-use kestrel_verify::proto::{Prompt, VerifyRequest};
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::oneshot;
 
@@ -124,7 +124,7 @@ async fn open_args(
     let vocab = req.vocab.clone();
     let tokens = super::gen::blocking(move || {
         if let Some(v) = &vocab {
-            let ours = kestrel_verify::vocab_fingerprint(&engine.tokenizer);
+            let ours = kestrel_collab::verify::vocab_fingerprint(&engine.tokenizer);
             let size = engine.tokenizer.vocab_size();
             if v.size != size || v.fingerprint != ours {
                 return Err(ApiError::bad_request(format!(

@@ -13,7 +13,9 @@ use crate::error::ApiError;
 use crate::routes::gen::{self, GenRequest, Started};
 use crate::routes::AppState;
 use crate::sched::Event;
-use kestrel_route::{Confidence, Counts, Decision, Policy, Reason, Remote, RemoteKind, Target};
+use kestrel_collab::route::{
+    Confidence, Counts, Decision, Policy, Reason, Remote, RemoteKind, Target,
+};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 /// `--route-remote` and `--route-policy`.

@@ -11,7 +11,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream;
-use kestrel_route::{Decision, RemoteAnswer, RemoteKind};
+use kestrel_collab::route::{Decision, RemoteAnswer, RemoteKind};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 

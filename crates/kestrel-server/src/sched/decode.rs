@@ -162,7 +162,7 @@ impl Decoding {
     ) -> Outcome {
         if self.confidence > 0 {
             self.confidence -= 1;
-            let c = kestrel_route::TokenConfidence::of_logits(logits);
+            let c = kestrel_collab::route::TokenConfidence::of_logits(logits);
             if events.send(Event::Confidence(c)).is_err() {
                 return Outcome::Gone;
             }

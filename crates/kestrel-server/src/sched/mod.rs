@@ -56,7 +56,7 @@ pub enum Event {
     Text(String),
     /// The model's confidence in the next token, sent just before it (only for the first
     /// `GenJob::confidence` tokens; routing reads these).
-    Confidence(kestrel_route::TokenConfidence),
+    Confidence(kestrel_collab::route::TokenConfidence),
     Done {
         reason: FinishReason,
         completion_tokens: usize,
@@ -104,7 +104,7 @@ pub enum Job {
     /// One `POST /v1/verify` call.
     Verify {
         job: VerifyJob,
-        reply: oneshot::Sender<Result<kestrel_verify::proto::VerifyResponse, ApiError>>,
+        reply: oneshot::Sender<Result<kestrel_collab::verify::proto::VerifyResponse, ApiError>>,
     },
     /// `DELETE /v1/verify/{id}`.
     CloseVerify {
@@ -136,7 +136,7 @@ pub struct SchedConfig {
     /// Speculative decoding while one sequence is active.
     pub spec: Option<ServeSpec>,
     /// Split inference: layers `k..n` of every generation run on a split server.
-    pub split: Option<kestrel_split::SplitConfig>,
+    pub split: Option<kestrel_collab::split::SplitConfig>,
     /// Evaluate the prompts of requests admitted together in shared passes.
     pub batch_prompts: bool,
 }

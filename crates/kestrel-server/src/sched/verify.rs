@@ -5,9 +5,9 @@
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
+use kestrel_collab::verify::proto::{TokenLogprob, TopLogprob, VerifyResponse};
 use kestrel_engine::speculative::VerifySession;
 use kestrel_engine::{Engine, EngineError, SamplerConfig};
-use kestrel_verify::proto::{TokenLogprob, TopLogprob, VerifyResponse};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

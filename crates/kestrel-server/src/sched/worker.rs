@@ -27,7 +27,7 @@ struct Active {
     /// Draft length for this sequence (speculation only).
     length: kestrel_engine::speculative::DraftLength,
     /// The split server link (`--split-remote` only).
-    split: Option<kestrel_split::SplitLink>,
+    split: Option<kestrel_collab::split::SplitLink>,
 }
 
 pub(crate) struct Worker {
@@ -215,7 +215,7 @@ impl Worker {
         si: usize,
         job: GenJob,
         started: Result<(usize, Option<Vec<TokenLogprob>>), String>,
-        link: Option<kestrel_split::SplitLink>,
+        link: Option<kestrel_collab::split::SplitLink>,
     ) {
         let slot = &mut self.slots[si];
         let (reused, prompt_logprobs) = match started {

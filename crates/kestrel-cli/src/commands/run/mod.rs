@@ -181,8 +181,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
 /// Print an answer that came from the routing remote.
 fn print_remote(
     a: &RunArgs,
-    answer: kestrel_route::RemoteAnswer,
-    d: &kestrel_route::Decision,
+    answer: kestrel_collab::route::RemoteAnswer,
+    d: &kestrel_collab::route::Decision,
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if a.json {

@@ -3,10 +3,10 @@
 //! and prints nothing; a local answer is then generated from the same sequence (its cached
 //! prompt is reused), so with a fixed seed it starts with the very tokens the probe judged.
 
-use kestrel_engine::{Engine, GenParams, Sequence};
-use kestrel_route::{
+use kestrel_collab::route::{
     Confidence, Decision, Policy, Reason, Remote, RemoteAnswer, RemoteKind, Target, TokenConfidence,
 };
+use kestrel_engine::{Engine, GenParams, Sequence};
 use serde_json::json;
 
 pub enum Routed {

@@ -1,8 +1,8 @@
 //! The device side of split inference for `kestrel run`: `--split-remote URL --split-layer K`.
 
 use crate::args::SplitArgs;
+use kestrel_collab::split::SplitDevice;
 use kestrel_engine::{Engine, GenParams, Generation, Sequence};
-use kestrel_split::SplitDevice;
 
 /// Generate with the split when `--split-remote` is given, else as usual. `n_batch` is the
 /// `--batch` the engine was loaded with: the server runs the same micro-batches. Returns the
@@ -21,7 +21,7 @@ pub fn generate(
     };
     let n_ctx = seq.session.n_ctx();
     let mut dev = SplitDevice::open(&engine.model, &engine.pool, n_ctx, n_batch, cfg)?;
-    let g = kestrel_split::generate::generate(engine, &mut dev, prompt, params, on_text)?;
+    let g = kestrel_collab::split::generate::generate(engine, &mut dev, prompt, params, on_text)?;
     dev.close();
     let meta = dev.report(prompt.len());
     Ok((g, Some(meta)))

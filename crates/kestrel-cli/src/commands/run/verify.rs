@@ -4,9 +4,9 @@
 //! output says from which token on.
 
 use crate::args::{SpecArgs, VerifyArgs};
+use kestrel_collab::verify::{remote_generate, RemoteOptions, VerifyClient};
 use kestrel_engine::speculative::{Drafter, ModelDrafter};
 use kestrel_engine::{Engine, GenParams};
-use kestrel_verify::{remote_generate, RemoteOptions, VerifyClient};
 use std::io::Write;
 use std::time::Duration;
 

@@ -15,9 +15,9 @@ use super::{Active, Worker};
 use crate::error::ApiError;
 use crate::sched::decode::Outcome;
 use crate::sched::{Event, GenJob};
+use kestrel_collab::split::{SplitConfig, SplitLink};
 use kestrel_engine::slots::Slot;
 use kestrel_engine::Engine;
-use kestrel_split::{SplitConfig, SplitLink};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
