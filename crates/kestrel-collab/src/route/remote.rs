@@ -4,7 +4,7 @@
 //! the request. The answer is checked for OpenAI's shape before it is used.
 
 use crate::error::CollabError;
-use crate::http::error_chain;
+use crate::http::{excerpt, Client, Method};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -22,10 +22,7 @@ pub struct Remote {
     base: String,
     /// Model name sent to the remote (`--route-model`); None: the request's own, if any.
     model: Option<String>,
-    timeout: Duration,
-    /// Sent as `Authorization: Bearer KEY`.
-    api_key: Option<String>,
-    client: reqwest::Client,
+    client: Client,
 }
 
 impl std::fmt::Debug for Remote {
@@ -33,7 +30,7 @@ impl std::fmt::Debug for Remote {
         f.debug_struct("Remote")
             .field("base", &self.base)
             .field("model", &self.model)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.client.timeout())
             .finish()
     }
 }
@@ -60,23 +57,17 @@ impl Remote {
             reason: reason.to_string(),
         };
         let base = crate::http::openai_base(url).map_err(bad)?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| bad(&e.to_string()))?;
+        let client = Client::new(timeout, None).map_err(|e| bad(&e))?;
         Ok(Remote {
             base,
             model,
-            timeout,
-            api_key: None,
             client,
         })
     }
 
     /// Send `Authorization: Bearer KEY` with every request.
     pub fn with_api_key(mut self, key: Option<String>) -> Remote {
-        self.api_key = key.filter(|k| !k.is_empty());
+        self.client = self.client.with_api_key(key);
         self
     }
 
@@ -85,7 +76,7 @@ impl Remote {
     }
 
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.client.timeout()
     }
 
     /// Send a request body (as a client sent it, or built by `kestrel run`) and return the
@@ -106,45 +97,40 @@ impl Remote {
             RemoteKind::Completion => "completions",
         };
         let url = format!("{}/{path}", self.base);
-        let timed_out = |e: &reqwest::Error| e.is_timeout();
-        let mut req = self
+        let within = self.timeout();
+        let a = self
             .client
-            .post(&url)
-            .header("content-type", "application/json");
-        if let Some(k) = &self.api_key {
-            req = req.bearer_auth(k);
-        }
-        let resp = req.body(body.to_string()).send().await.map_err(|e| {
-            if timed_out(&e) {
-                CollabError::remote(
+            .call(
+                Method::Post,
+                &url,
+                "application/json",
+                body.to_string().into_bytes(),
+            )
+            .await
+            .map_err(|f| match (f.in_body, f.timed_out) {
+                (false, true) => CollabError::remote(
                     "timed out",
-                    format!("no answer from {url} within {:?}", self.timeout),
-                )
-            } else {
-                CollabError::remote("unreachable", format!("{url}: {}", error_chain(&e)))
-            }
-        })?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| {
-            if timed_out(&e) {
-                CollabError::remote(
+                    format!("no answer from {url} within {within:?}"),
+                ),
+                (false, false) => {
+                    CollabError::remote("unreachable", format!("{url}: {}", f.detail))
+                }
+                (true, true) => CollabError::remote(
                     "timed out",
-                    format!("the answer from {url} took longer than {:?}", self.timeout),
-                )
-            } else {
-                CollabError::remote(
+                    format!("the answer from {url} took longer than {within:?}"),
+                ),
+                (true, false) => CollabError::remote(
                     "broke off",
-                    format!("reading the answer from {url}: {}", error_chain(&e)),
-                )
-            }
-        })?;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&bytes);
+                    format!("reading the answer from {url}: {}", f.detail),
+                ),
+            })?;
+        if !a.status.is_success() {
             return Err(CollabError::remote(
                 "error status",
-                format!("{url} answered {status}: {}", excerpt(&text)),
+                format!("{url} answered {}: {}", a.status, excerpt(&a.body, 200)),
             ));
         }
+        let bytes = a.body;
         parse_answer(kind, &bytes)
     }
 
@@ -154,10 +140,7 @@ impl Remote {
         kind: RemoteKind,
         body: &Value,
     ) -> Result<RemoteAnswer, CollabError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CollabError::remote("unreachable", format!("starting a runtime: {e}")))?;
+        let rt = crate::http::runtime().map_err(|e| CollabError::remote("unreachable", e))?;
         rt.block_on(self.call(kind, body))
     }
 }
@@ -165,12 +148,8 @@ impl Remote {
 /// Check that `bytes` is an OpenAI answer of the given kind and pull out its first choice.
 pub fn parse_answer(kind: RemoteKind, bytes: &[u8]) -> Result<RemoteAnswer, CollabError> {
     let malformed = |why: &str| CollabError::remote("malformed answer", why.to_string());
-    let body: Value = serde_json::from_slice(bytes).map_err(|e| {
-        malformed(&format!(
-            "not JSON ({e}): {}",
-            excerpt(&String::from_utf8_lossy(bytes))
-        ))
-    })?;
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| malformed(&format!("not JSON ({e}): {}", excerpt(bytes, 200))))?;
     let choice = body
         .get("choices")
         .and_then(Value::as_array)
@@ -201,15 +180,6 @@ pub fn parse_answer(kind: RemoteKind, bytes: &[u8]) -> Result<RemoteAnswer, Coll
             .map(str::to_string),
         body,
     })
-}
-
-fn excerpt(s: &str) -> String {
-    let t: String = s.chars().take(200).collect();
-    if t.len() < s.len() {
-        format!("{t}...")
-    } else {
-        t
-    }
 }
 
 #[cfg(test)]
