@@ -8,9 +8,11 @@
 pub mod confidence;
 pub mod decision;
 pub mod policy;
+mod prompt;
 pub mod remote;
 
 pub use confidence::{Confidence, TokenConfidence};
 pub use decision::{Counts, Decision, Reason, Target};
 pub use policy::Policy;
+pub use prompt::{route_prompt, Routed};
 pub use remote::{Remote, RemoteAnswer, RemoteKind};

@@ -15,7 +15,7 @@
 
 use crate::error::CollabError;
 use crate::route::confidence::Confidence;
-use crate::route::decision::Reason;
+use crate::route::decision::{Decision, Reason, Target};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -133,6 +133,40 @@ impl Policy {
         let p = &self.confidence;
         p.max_entropy.is_some_and(|h| c.mean_entropy > h)
             || p.min_top1.is_some_and(|t| c.mean_top1 < t)
+    }
+
+    /// Routing's first step, before anything runs (the server and `kestrel run` both take it):
+    /// a rule already decided (`forced`: the requested model), a prompt rule, or a prompt of
+    /// `prompt_tokens` that a local context of `n_ctx` cannot hold sends the request to the
+    /// remote; with no confidence to measure (or nothing to measure it on) it stays here. None:
+    /// run the local model's first tokens and decide with [`Policy::after_probe`].
+    pub fn before_probe(
+        &self,
+        forced: Option<Reason>,
+        text: &str,
+        prompt_tokens: usize,
+        n_ctx: usize,
+    ) -> Option<Decision> {
+        let rule = forced
+            .or_else(|| self.prompt_rule(text, prompt_tokens))
+            .or_else(|| (prompt_tokens >= n_ctx).then_some(Reason::Context));
+        match rule {
+            Some(r) => Some(Decision::new(Target::Remote, r)),
+            None if !self.measures_confidence() || prompt_tokens == 0 => {
+                Some(Decision::new(Target::Local, Reason::NoRule))
+            }
+            None => None,
+        }
+    }
+
+    /// Routing's second step: the confidence of the local model's first tokens decides.
+    pub fn after_probe(&self, conf: Confidence) -> Decision {
+        let (target, reason) = if self.unconfident(&conf) {
+            (Target::Remote, Reason::LowConfidence)
+        } else {
+            (Target::Local, Reason::Confident)
+        };
+        Decision::new(target, reason).with_confidence(conf)
     }
 }
 

@@ -67,36 +67,32 @@ pub(crate) async fn start(
         return Ok(Start::Local(gen::start(st, g).await?, None));
     };
     let policy = &router.cfg.policy;
-    let wanted = r
-        .forced
-        .or_else(|| policy.prompt_rule(r.text, g.prompt.len()))
-        .or_else(|| (g.prompt.len() >= st.engine.n_ctx()).then_some(Reason::Context));
-    if let Some(reason) = wanted {
-        return remote_or_local(st, router, &r, g, Decision::new(Target::Remote, reason)).await;
-    }
-    if !policy.measures_confidence() {
-        let d = Decision::new(Target::Local, Reason::NoRule);
-        let started = gen::start(st, g).await?;
+    let n_ctx = st.engine.n_ctx();
+    let Some(d) = policy.before_probe(r.forced, r.text, g.prompt.len(), n_ctx) else {
+        // Probe: the first tokens' confidence, held back from the client until it decides.
+        let n = policy.confidence.tokens;
+        let probe = gen::start(
+            st,
+            GenRequest {
+                confidence: n,
+                ..g.clone()
+            },
+        )
+        .await?;
+        let (started, conf) = hold(probe, n).await;
+        let d = policy.after_probe(conf);
+        if d.target == Target::Remote {
+            // Dropping the local sequence's receiver cancels it in the engine.
+            drop(started);
+            return remote_or_local(st, router, &r, g, d).await;
+        }
         record(router, &r, &d);
         return Ok(Start::Local(started, Some(d)));
-    }
-    let n = policy.confidence.tokens;
-    let probe = gen::start(
-        st,
-        GenRequest {
-            confidence: n,
-            ..g.clone()
-        },
-    )
-    .await?;
-    let (started, conf) = hold(probe, n).await;
-    if policy.unconfident(&conf) {
-        // Dropping the local sequence's receiver cancels it in the engine.
-        drop(started);
-        let d = Decision::new(Target::Remote, Reason::LowConfidence).with_confidence(conf);
+    };
+    if d.target == Target::Remote {
         return remote_or_local(st, router, &r, g, d).await;
     }
-    let d = Decision::new(Target::Local, Reason::Confident).with_confidence(conf);
+    let started = gen::start(st, g).await?;
     record(router, &r, &d);
     Ok(Start::Local(started, Some(d)))
 }

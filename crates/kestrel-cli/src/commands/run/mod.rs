@@ -1,7 +1,6 @@
 //! `kestrel run`: generate a continuation of a prompt, locally or with a server (routing,
 //! split inference, remote verification).
 
-mod route;
 mod split;
 mod verify;
 
@@ -71,9 +70,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let (mut seq, route) = match a.route.load()? {
         None => (engine.new_sequence(), None),
         Some((remote, policy)) => {
-            match route::decide(&engine, &a.prompt, &prompt, &params, &remote, &policy)? {
-                route::Routed::Local(seq, d) => (*seq, Some(d)),
-                route::Routed::Remote(answer, d) => return print_remote(&a, answer, &d),
+            use kestrel_collab::route::{route_prompt, Routed};
+            match route_prompt(&engine, &a.prompt, &prompt, &params, &remote, &policy)? {
+                Routed::Local(seq, d) => (*seq, Some(d)),
+                Routed::Remote(answer, d) => return print_remote(&a, answer, &d),
             }
         }
     };

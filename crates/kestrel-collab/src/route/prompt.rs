@@ -1,11 +1,13 @@
-//! `kestrel run --route-remote`: decide where one prompt is answered, as the server does
-//! (docs/routing.md). The confidence probe samples the first tokens with the run's own sampler
-//! and prints nothing; a local answer is then generated from the same sequence (its cached
-//! prompt is reused), so with a fixed seed it starts with the very tokens the probe judged.
+//! Routing one prompt in a synchronous program (`kestrel run --route-remote`, an application
+//! embedding the engine), by the same two steps as the server (`Policy::before_probe`,
+//! `Policy::after_probe`; docs/routing.md). The confidence probe samples the first tokens with
+//! the request's own sampler and shows nothing; a local answer is then generated from the same
+//! sequence (its cached prompt is reused), so with a fixed seed it starts with the very tokens
+//! the probe judged.
 
-use kestrel_collab::route::{
-    Confidence, Decision, Policy, Reason, Remote, RemoteAnswer, RemoteKind, Target, TokenConfidence,
-};
+use crate::error::Result;
+use crate::route::TokenConfidence;
+use crate::route::{Confidence, Decision, Policy, Remote, RemoteAnswer, RemoteKind, Target};
 use kestrel_engine::{Engine, GenParams, Sequence};
 use serde_json::json;
 
@@ -15,35 +17,27 @@ pub enum Routed {
     Remote(RemoteAnswer, Decision),
 }
 
-pub fn decide(
+/// Where `prompt` (the tokens of `text`) is answered: the remote's answer, or a sequence to
+/// generate the local one in. A remote that fails leaves the answer local, with the reason.
+pub fn route_prompt(
     engine: &Engine,
     text: &str,
     prompt: &[u32],
     params: &GenParams,
     remote: &Remote,
     policy: &Policy,
-) -> anyhow::Result<Routed> {
+) -> Result<Routed> {
     let mut seq = engine.new_sequence();
-    let wanted = policy
-        .prompt_rule(text, prompt.len())
-        .or_else(|| (prompt.len() >= engine.n_ctx()).then_some(Reason::Context));
-    let wanted = match wanted {
-        Some(r) => Decision::new(Target::Remote, r),
-        None if !policy.measures_confidence() || prompt.is_empty() => {
-            return Ok(Routed::Local(
-                Box::new(seq),
-                Decision::new(Target::Local, Reason::NoRule),
-            ))
-        }
+    let wanted = match policy.before_probe(None, text, prompt.len(), engine.n_ctx()) {
+        Some(d) => d,
         None => {
             let conf = probe(engine, &mut seq, prompt, params, policy.confidence.tokens)?;
-            if !policy.unconfident(&conf) {
-                let d = Decision::new(Target::Local, Reason::Confident).with_confidence(conf);
-                return Ok(Routed::Local(Box::new(seq), d));
-            }
-            Decision::new(Target::Remote, Reason::LowConfidence).with_confidence(conf)
+            policy.after_probe(conf)
         }
     };
+    if wanted.target == Target::Local {
+        return Ok(Routed::Local(Box::new(seq), wanted));
+    }
     let s = &params.sampler;
     let mut body = json!({
         "prompt": text,
@@ -69,7 +63,7 @@ fn probe(
     prompt: &[u32],
     params: &GenParams,
     n: usize,
-) -> anyhow::Result<Confidence> {
+) -> Result<Confidence> {
     let mut conf = Confidence::default();
     let n_ctx = seq.session.n_ctx();
     engine
