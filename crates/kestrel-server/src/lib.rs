@@ -49,23 +49,15 @@ pub struct ServerConfig {
     /// Evaluate the prompts of requests that arrive together in shared passes (off:
     /// `--no-batch-prompts`).
     pub batch_prompts: bool,
+    /// `--split-server`: serve layers `k..` to split devices at `/split/v1`, on the engine
+    /// thread.
+    pub split_server: Option<kestrel_collab::split::SplitServerConfig>,
 }
 
 /// Serve until ctrl-c. `on_listen` is told the bound address (port 0 picks a free one).
 pub fn run(
     engine: Engine,
     cfg: ServerConfig,
-    on_listen: impl FnOnce(SocketAddr),
-) -> Result<(), ServerError> {
-    run_with(engine, cfg, None, on_listen)
-}
-
-/// [`run`] with more routes merged in (the split-inference route of `--split-server`); they
-/// bring their own authentication and body limit.
-pub fn run_with(
-    engine: Engine,
-    cfg: ServerConfig,
-    extra: Option<axum::Router>,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
     if cfg.parallel == 0 {
@@ -93,10 +85,15 @@ pub fn run_with(
             spec: cfg.spec.clone(),
             split: cfg.split.clone(),
             batch_prompts: cfg.batch_prompts,
+            split_server: cfg.split_server.clone(),
         },
         metrics.clone(),
     )
     .map_err(|e| ServerError::Io(format!("starting the engine thread: {e}")))?;
+    let split_body = cfg
+        .split_server
+        .as_ref()
+        .map(|c| kestrel_collab::split::server::max_body(&engine.model, c));
     let state = Arc::new(routes::AppState {
         engine,
         sched,
@@ -113,10 +110,7 @@ pub fn run_with(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     });
-    let mut app = routes::router(state, cfg.max_body);
-    if let Some(extra) = extra {
-        app = app.merge(extra);
-    }
+    let app = routes::router(state, cfg.max_body, split_body);
     // HTTP work is light next to inference: two runtime threads are plenty.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

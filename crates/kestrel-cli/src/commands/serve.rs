@@ -95,6 +95,17 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let threads = engine.pool.n_threads();
+    // Split devices authenticate as every client does (the server's key).
+    let split_server = a
+        .split_server
+        .then(|| kestrel_collab::split::SplitServerConfig {
+            max_sessions: a.parallel,
+            idle: Duration::from_secs(a.split_idle.max(1)),
+            max_ctx: n_ctx,
+            max_batch: a.model.batch.max(1),
+            threads,
+            api_key: a.api_key.clone(),
+        });
     let cfg = kestrel_server::ServerConfig {
         host: a.host,
         port: a.port,
@@ -114,30 +125,16 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         spec,
         split: split_remote.clone(),
         batch_prompts: !a.no_batch_prompts,
+        // Served on the engine thread with its pool, between decode steps.
+        split_server,
     };
     let parallel = cfg.parallel;
-    let split = if a.split_server {
-        let scfg = kestrel_collab::split::SplitServerConfig {
-            max_sessions: a.parallel,
-            idle: Duration::from_secs(a.split_idle.max(1)),
-            max_ctx: n_ctx,
-            max_batch: a.model.batch.max(1),
-            threads,
-            api_key: cfg.api_key.clone(),
-        };
-        Some(kestrel_collab::split::server::router(
-            engine.model.clone(),
-            scfg,
-        )?)
-    } else {
-        None
-    };
-    let with_split = if split.is_some() {
+    let with_split = if cfg.split_server.is_some() {
         ", split inference at /split/v1"
     } else {
         ""
     };
-    kestrel_server::run_with(engine, cfg, split, |addr| {
+    kestrel_server::run(engine, cfg, |addr| {
         eprintln!(
             "kestrel serve: listening on http://{addr} (model {model_id}, {parallel} parallel sequences of {n_ctx} tokens, {threads} threads{with_split})"
         );

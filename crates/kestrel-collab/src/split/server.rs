@@ -1,7 +1,10 @@
 //! The server role: layers `k..n`, the final norm and the output head for device sessions.
-//! One worker thread owns every session (its KV cache and scratch) and runs the forward
-//! passes, so inference stays off the tokio workers; handlers hand it the request body and
-//! await the reply over a oneshot channel.
+//! [`SplitSessions`] owns every session (its KV cache and scratch) and answers one message at
+//! a time on a thread that owns a thread pool: `kestrel serve --split-server` runs it on the
+//! engine thread between decode steps (a job like remote verification), and [`router`] on a
+//! thread of its own (the standalone server of tests and tools). Handlers hand the request
+//! body over and await the reply over a oneshot channel, so inference stays off the tokio
+//! workers.
 
 use crate::error::CollabError;
 use crate::split::proto::{ErrorCode, Reply, ReplyMode, Request, ROUTE};
@@ -35,8 +38,9 @@ pub struct SplitServerConfig {
     pub api_key: Option<String>,
 }
 
-type Job = (Bytes, oneshot::Sender<(ErrorCodeOrOk, Vec<u8>)>);
-type ErrorCodeOrOk = Option<ErrorCode>;
+/// A message's answer: the error code it carries, if any (for the HTTP status), and its bytes.
+pub type Answer = (Option<ErrorCode>, Vec<u8>);
+type Job = (Bytes, oneshot::Sender<Answer>);
 
 #[derive(Clone)]
 struct Handle {
@@ -44,27 +48,50 @@ struct Handle {
     api_key: Option<Arc<str>>,
 }
 
-/// The split route, ready to merge into the main server's router. Starts the worker thread.
+/// The largest message a split server of `model` takes: `max_batch` rows of f32 plus the
+/// header.
+pub fn max_body(model: &Model, cfg: &SplitServerConfig) -> usize {
+    cfg.max_batch * WireFormat::F32.row_bytes(model.hparams().n_embd) + 64
+}
+
+/// The split route on a worker thread of its own with its own pool of `cfg.threads` (the
+/// standalone server); `kestrel serve --split-server` instead runs [`SplitSessions`] on its
+/// engine thread.
 pub fn router(model: Arc<Model>, cfg: SplitServerConfig) -> Result<Router, CollabError> {
-    if cfg.max_sessions == 0 || cfg.max_ctx == 0 || cfg.max_batch == 0 {
-        return Err(CollabError::SplitInvalid(
-            "split server needs at least one session, context position and batch row".into(),
-        ));
-    }
-    let e = model.hparams().n_embd;
-    // The largest step: max_batch rows of f32 plus the header.
-    let max_body = cfg.max_batch * WireFormat::F32.row_bytes(e) + 64;
+    let limit = max_body(&model, &cfg);
     let api_key = cfg.api_key.as_deref().map(Arc::from);
     let (tx, rx) = mpsc::sync_channel::<Job>(64);
-    let worker = Worker::new(model, cfg);
+    let pool = ThreadPool::new(cfg.threads.max(1));
+    let mut sessions = SplitSessions::new(&model, cfg)?;
     std::thread::Builder::new()
         .name("kestrel-split".into())
-        .spawn(move || worker.run(rx))
+        .spawn(move || loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok((body, reply_to)) => {
+                    let _ = reply_to.send(sessions.serve(&model, &pool, &body));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => sessions.expire(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        })
         .map_err(|e| CollabError::Io(format!("starting the split worker: {e}")))?;
     Ok(Router::new()
         .route(ROUTE, post(handle))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(limit))
         .with_state(Handle { tx, api_key }))
+}
+
+/// The HTTP response for a message's answer: its bytes, with the status its error code (if
+/// any) maps to.
+pub fn response((code, bytes): Answer) -> Response {
+    let status = code.map_or(200, |c| c.http_status());
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response()
 }
 
 async fn handle(State(h): State<Handle>, headers: HeaderMap, body: Bytes) -> Response {
@@ -86,16 +113,7 @@ async fn handle(State(h): State<Handle>, headers: HeaderMap, body: Bytes) -> Res
         return (StatusCode::INTERNAL_SERVER_ERROR, "split worker stopped").into_response();
     }
     match orx.await {
-        Ok((code, bytes)) => {
-            let status = code.map_or(200, |c| c.http_status());
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-            (
-                status,
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                bytes,
-            )
-                .into_response()
-        }
+        Ok(answer) => response(answer),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "split worker stopped").into_response(),
     }
 }
@@ -108,10 +126,11 @@ struct Slot {
     last_used: Instant,
 }
 
-struct Worker {
-    model: Arc<Model>,
-    pool: ThreadPool,
+/// The split server's sessions and the rules for them; each message is answered with the
+/// model and pool of the thread that calls [`SplitSessions::serve`].
+pub struct SplitSessions {
     fingerprint: u64,
+    hp: kestrel_model::Hparams,
     cfg: SplitServerConfig,
     sessions: HashMap<u64, Slot>,
     next_id: u64,
@@ -124,8 +143,14 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Reply {
     }
 }
 
-impl Worker {
-    fn new(model: Arc<Model>, cfg: SplitServerConfig) -> Worker {
+impl SplitSessions {
+    /// Sessions for `model` (whose fingerprint devices must match) under `cfg`'s limits.
+    pub fn new(model: &Model, cfg: SplitServerConfig) -> Result<SplitSessions, CollabError> {
+        if cfg.max_sessions == 0 || cfg.max_ctx == 0 || cfg.max_batch == 0 {
+            return Err(CollabError::SplitInvalid(
+                "split server needs at least one session, context position and batch row".into(),
+            ));
+        }
         let fingerprint = model.gguf.fingerprint();
         // Ids start at a clock-derived value so a restarted server does not reuse the ids of
         // the sessions it lost.
@@ -133,40 +158,34 @@ impl Worker {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
-        Worker {
-            pool: ThreadPool::new(cfg.threads.max(1)),
-            model,
+        Ok(SplitSessions {
+            hp: model.hparams().clone(),
             fingerprint,
             cfg,
             sessions: HashMap::new(),
             next_id: seed | 1,
-        }
+        })
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Job>) {
-        loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok((body, reply_to)) => {
-                    self.expire();
-                    let reply = self.serve(&body);
-                    let code = match &reply {
-                        Reply::Error { code, .. } => Some(*code),
-                        _ => None,
-                    };
-                    let _ = reply_to.send((code, reply.encode()));
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => self.expire(),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        }
+    /// Answer one message (sessions idle past the limit are dropped first). `model` must be
+    /// the one the sessions were made for.
+    pub fn serve(&mut self, model: &Model, pool: &ThreadPool, body: &[u8]) -> Answer {
+        self.expire();
+        let reply = self.reply(model, pool, body);
+        let code = match &reply {
+            Reply::Error { code, .. } => Some(*code),
+            _ => None,
+        };
+        (code, reply.encode())
     }
 
-    fn expire(&mut self) {
+    /// Drop the sessions unused for longer than the idle limit.
+    pub fn expire(&mut self) {
         let idle = self.cfg.idle;
         self.sessions.retain(|_, s| s.last_used.elapsed() < idle);
     }
 
-    fn serve(&mut self, body: &[u8]) -> Reply {
+    fn reply(&mut self, model: &Model, pool: &ThreadPool, body: &[u8]) -> Reply {
         let req = match Request::decode(body) {
             Ok(r) => r,
             Err(CollabError::Version { got, want }) => {
@@ -185,14 +204,14 @@ impl Worker {
                 reply,
                 n_ctx,
                 n_batch,
-            } => self.open(fingerprint, k as usize, wire, reply, n_ctx, n_batch),
+            } => self.open(model, fingerprint, k as usize, wire, reply, n_ctx, n_batch),
             Request::Step {
                 session,
                 pos,
                 rows,
                 want_logits,
                 payload,
-            } => self.step(session, pos, rows, want_logits, &payload),
+            } => self.step(model, pool, session, pos, rows, want_logits, &payload),
             Request::Close { session } => match self.sessions.remove(&session) {
                 Some(_) => Reply::Closed,
                 None => refuse(ErrorCode::UnknownSession, "unknown or expired session"),
@@ -200,8 +219,10 @@ impl Worker {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
+        model: &Model,
         fp: u64,
         k: usize,
         wire: WireFormat,
@@ -209,7 +230,7 @@ impl Worker {
         n_ctx: u32,
         n_batch: u32,
     ) -> Reply {
-        let hp = self.model.hparams();
+        let hp = &self.hp;
         if fp != self.fingerprint {
             return refuse(
                 ErrorCode::ModelMismatch,
@@ -247,7 +268,7 @@ impl Worker {
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(2);
-        let session = self.model.new_session(n_ctx, n_batch);
+        let session = model.new_session(n_ctx, n_batch);
         self.sessions.insert(
             id,
             Slot {
@@ -266,8 +287,18 @@ impl Worker {
         }
     }
 
-    fn step(&mut self, id: u64, pos: u32, rows: u32, want: bool, payload: &[u8]) -> Reply {
-        let hp = self.model.hparams();
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        model: &Model,
+        pool: &ThreadPool,
+        id: u64,
+        pos: u32,
+        rows: u32,
+        want: bool,
+        payload: &[u8],
+    ) -> Reply {
+        let hp = &self.hp;
         let Some(slot) = self.sessions.get_mut(&id) else {
             return refuse(ErrorCode::UnknownSession, "unknown or expired session");
         };
@@ -293,13 +324,7 @@ impl Worker {
             from: if want { rows - 1 } else { rows },
         };
         let layers = slot.k..hp.n_layer;
-        let r = self.model.forward_stage(
-            &mut slot.session,
-            &self.pool,
-            StageInput::Hidden(&h),
-            layers,
-            out,
-        );
+        let r = model.forward_stage(&mut slot.session, pool, StageInput::Hidden(&h), layers, out);
         if let Err(e) = r {
             return refuse(ErrorCode::Compute, e.to_string());
         }

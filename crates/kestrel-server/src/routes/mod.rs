@@ -5,6 +5,7 @@ mod chat;
 mod completions;
 mod embeddings;
 pub(crate) mod gen;
+mod split;
 mod verify;
 
 use crate::error::ApiError;
@@ -40,9 +41,15 @@ pub struct AppState {
 
 pub type Shared = Arc<AppState>;
 
-pub fn router(state: Shared, max_body: usize) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(chat::handle))
+/// The routes; with `split_body` (`--split-server`) also the split route, whose messages
+/// may be that large.
+pub fn router(state: Shared, max_body: usize, split_body: Option<usize>) -> Router {
+    let mut r = Router::new();
+    if let Some(limit) = split_body {
+        let route = post(split::handle).layer(DefaultBodyLimit::max(limit));
+        r = r.route(kestrel_collab::split::proto::ROUTE, route);
+    }
+    r.route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
         .route("/v1/embeddings", post(embeddings::handle))
         .route("/v1/verify", post(verify::handle))

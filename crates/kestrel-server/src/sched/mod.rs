@@ -111,6 +111,11 @@ pub enum Job {
         id: String,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
+    /// One message of a split device (`--split-server`).
+    Split {
+        body: axum::body::Bytes,
+        reply: oneshot::Sender<kestrel_collab::split::server::Answer>,
+    },
     /// Wakes an idle engine thread to look at the side queue.
     Wake,
 }
@@ -139,6 +144,8 @@ pub struct SchedConfig {
     pub split: Option<kestrel_collab::split::SplitConfig>,
     /// Evaluate the prompts of requests admitted together in shared passes.
     pub batch_prompts: bool,
+    /// `--split-server`: split devices' sessions, served between decode steps.
+    pub split_server: Option<kestrel_collab::split::SplitServerConfig>,
 }
 
 /// The front end's handle: submit jobs without blocking.
@@ -163,9 +170,16 @@ impl Scheduler {
         let (side, side_rx) = mpsc::channel(cfg.queue.max(1));
         let time_limit = cfg.time_limit;
         let m = metrics.clone();
+        let split = match &cfg.split_server {
+            Some(c) => Some(
+                kestrel_collab::split::server::SplitSessions::new(&engine.model, c.clone())
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            ),
+            None => None,
+        };
         std::thread::Builder::new()
             .name("kestrel-engine".into())
-            .spawn(move || worker::Worker::new(engine, cfg, m, rx, side_rx).run())?;
+            .spawn(move || worker::Worker::new(engine, cfg, m, rx, side_rx, split).run())?;
         Ok(Scheduler {
             tx,
             side,

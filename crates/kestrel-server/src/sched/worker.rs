@@ -7,6 +7,7 @@ use super::{Event, GenJob, Job, SchedConfig, SessionInfo};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store;
+use kestrel_collab::split::server::SplitSessions;
 use kestrel_engine::slots::{Slot, Slots};
 use kestrel_engine::Engine;
 use std::sync::atomic::Ordering::Relaxed;
@@ -46,6 +47,8 @@ pub(crate) struct Worker {
     /// Requests given a slot since the last step, their prompts not yet evaluated (they are
     /// evaluated together: `start_claimed`).
     claimed: Vec<(usize, GenJob)>,
+    /// `--split-server`: the split devices' sessions, served with the engine's pool.
+    split_sessions: Option<SplitSessions>,
 }
 
 impl Worker {
@@ -55,6 +58,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         rx: mpsc::Receiver<Job>,
         side: mpsc::Receiver<Job>,
+        split_sessions: Option<SplitSessions>,
     ) -> Worker {
         let n = cfg.parallel.max(1);
         let slots = Slots::new(&engine, n);
@@ -71,6 +75,7 @@ impl Worker {
             active: Vec::new(),
             fingerprint,
             claimed: Vec::new(),
+            split_sessions,
         }
     }
 
@@ -130,6 +135,11 @@ impl Worker {
             }
             Job::CloseVerify { id, reply } => {
                 let _ = reply.send(self.verify.close(&id));
+            }
+            Job::Split { body, reply } => {
+                if let Some(s) = &mut self.split_sessions {
+                    let _ = reply.send(s.serve(&self.engine.model, &self.engine.pool, &body));
+                }
             }
             Job::Wake => {}
         }
