@@ -67,3 +67,29 @@ impl EvalArgs {
         .load()
     }
 }
+
+/// What the verbs that score a text (`perplexity`, `kld`) share: the text, its chunks and the
+/// output format.
+#[derive(Args)]
+pub struct ScoreArgs {
+    /// Text file to score
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Score at most this many chunks (0 = all)
+    #[arg(long = "chunks", default_value_t = 0)]
+    pub chunks: usize,
+    /// Print a JSON object
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+impl ScoreArgs {
+    /// The text to score.
+    pub fn text(&self) -> anyhow::Result<String> {
+        use anyhow::Context;
+        std::fs::read_to_string(&self.file)
+            .with_context(|| format!("reading {}", self.file.display()))
+    }
+}

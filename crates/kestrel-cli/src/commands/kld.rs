@@ -1,8 +1,7 @@
 //! `kestrel kld`: KL-divergence, top-1 agreement and perplexities of a model against a base.
 
-use crate::args::EvalArgs;
+use crate::args::ScoreArgs;
 use crate::util::Progress;
-use anyhow::Context;
 use clap::Args;
 use kestrel_compress::kld::kl_divergence;
 use std::path::PathBuf;
@@ -15,21 +14,12 @@ pub struct KldArgs {
     /// A model to compare (e.g. a quantized file); repeat to compare several against one base run
     #[arg(short = 'm', long = "model", required = true)]
     model: Vec<PathBuf>,
-    /// Text file to score
-    #[arg(short = 'f', long = "file")]
-    file: PathBuf,
     #[command(flatten)]
-    eval: EvalArgs,
-    /// Score at most this many chunks (0 = all)
-    #[arg(long = "chunks", default_value_t = 0)]
-    chunks: usize,
-    /// Print a JSON object
-    #[arg(long = "json")]
-    json: bool,
+    score: ScoreArgs,
 }
 
 pub fn run(a: KldArgs) -> anyhow::Result<()> {
-    let load = |p: &PathBuf| a.eval.load(Some(p.clone()));
+    let load = |p: &PathBuf| a.score.eval.load(Some(p.clone()));
     let base = load(&a.base)?;
     let models = a
         .model
@@ -37,16 +27,15 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
         .map(load)
         .collect::<anyhow::Result<Vec<_>>>()?;
     let refs: Vec<_> = models.iter().collect();
-    let text = std::fs::read_to_string(&a.file)
-        .with_context(|| format!("reading {}", a.file.display()))?;
+    let text = a.score.text()?;
     let mut bar = Progress::new("kld", 1);
     let t0 = std::time::Instant::now();
     let rs = kl_divergence(
         &base,
         &refs,
         &text,
-        a.eval.ctx,
-        a.chunks,
+        a.score.eval.ctx,
+        a.score.chunks,
         &mut |d, t, kl| {
             bar.set_total(t);
             bar.update(d, &format!("mean KLD {kl:.5}"))
@@ -54,7 +43,7 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
     )?;
     let secs = t0.elapsed().as_secs_f64();
     for (path, r) in a.model.iter().zip(&rs) {
-        if a.json {
+        if a.score.json {
             // One object per line (one line per compared model).
             let v = serde_json::json!({
                 "base": a.base.display().to_string(), "model": path.display().to_string(),

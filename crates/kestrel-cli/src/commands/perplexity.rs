@@ -1,6 +1,5 @@
-use crate::args::EvalArgs;
+use crate::args::ScoreArgs;
 use crate::util::Progress;
-use anyhow::Context;
 use clap::Args;
 use kestrel_engine::eval;
 use std::path::PathBuf;
@@ -10,42 +9,32 @@ pub struct PerplexityArgs {
     /// GGUF model file [default: SmolLM2-135M-Instruct Q4_1, fetched into the cache if missing]
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
-    /// Text file to score
-    #[arg(short = 'f', long = "file")]
-    file: PathBuf,
     #[command(flatten)]
-    eval: EvalArgs,
-    /// Score at most this many chunks (0 = all)
-    #[arg(long = "chunks", default_value_t = 0)]
-    chunks: usize,
-    /// Print a JSON object
-    #[arg(long = "json")]
-    json: bool,
+    score: ScoreArgs,
 }
 
 pub fn run(a: PerplexityArgs) -> anyhow::Result<()> {
-    let engine = a.eval.load(a.model.clone())?;
-    let text = std::fs::read_to_string(&a.file)
-        .with_context(|| format!("reading {}", a.file.display()))?;
+    let engine = a.score.eval.load(a.model.clone())?;
+    let text = a.score.text()?;
     let t0 = std::time::Instant::now();
     let tokens = eval::tokenize_for_perplexity(&engine, &text)?;
     let tok_s = t0.elapsed().as_secs_f64();
-    let total = if a.chunks == 0 {
-        tokens.len() / a.eval.ctx.max(1)
+    let total = if a.score.chunks == 0 {
+        tokens.len() / a.score.eval.ctx.max(1)
     } else {
-        a.chunks.min(tokens.len() / a.eval.ctx.max(1))
+        a.score.chunks.min(tokens.len() / a.score.eval.ctx.max(1))
     };
     let mut bar = Progress::new("perplexity", total);
     let t1 = std::time::Instant::now();
     let r = eval::perplexity(
         &engine,
         &tokens,
-        a.eval.ctx,
-        a.chunks,
+        a.score.eval.ctx,
+        a.score.chunks,
         &mut |done, _, ppl| bar.update(done, &format!("ppl {ppl:.4}")),
     )?;
     let secs = t1.elapsed().as_secs_f64();
-    if a.json {
+    if a.score.json {
         let v = serde_json::json!({
             "ppl": r.ppl, "ppl_stderr": r.ppl_stderr, "chunks": r.chunks, "ctx": r.n_ctx,
             "tokens": r.tokens, "scored": r.scored, "running_ppl": r.running,
