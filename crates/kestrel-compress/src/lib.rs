@@ -23,6 +23,7 @@ pub mod mixed;
 pub mod policy;
 pub mod prune;
 pub mod quantize;
+pub mod rtn;
 pub mod sparsegpt;
 pub mod structured;
 pub mod weighted;

@@ -133,7 +133,7 @@ pub fn quantize_rows(
                 for (xr, yr) in xs.chunks_exact(row_len).zip(ys.chunks_exact_mut(rb)) {
                     match use_w {
                         Some(q) => weighted::quantize_row(ty, xr, q, yr),
-                        None => rtn_row(ty, xr, yr),
+                        None => crate::rtn::quantize_row(ty, xr, yr),
                     }
                 }
             });
@@ -145,17 +145,6 @@ pub fn quantize_rows(
 /// Progress steps the AWQ search took (one per group), so the bar continues from there.
 fn awq_groups_done(p: &Option<awq::AwqPlan>) -> usize {
     p.as_ref().map_or(0, |p| p.choices.len())
-}
-
-/// Round-to-nearest: ggml's reference quantizers, which `kestrel-kernels` carries (the
-/// Q2_K/Q3_K ones outside its `quantize_row` dispatch).
-pub(crate) fn rtn_row(ty: GgmlType, x: &[f32], y: &mut [u8]) {
-    use kestrel_kernels::generic::kquants;
-    match ty {
-        GgmlType::Q2_K => kquants::quantize_row_q2_k(x, y),
-        GgmlType::Q3_K => kquants::quantize_row_q3_k(x, y),
-        _ => kestrel_kernels::quantize_row(ty, x, y),
-    }
 }
 
 /// Output errors on the calibration inputs (64 sampled rows) of the GPTQ bytes `q` and of

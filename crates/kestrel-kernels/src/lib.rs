@@ -80,11 +80,11 @@ pub(crate) fn check_quant_lens(ty: GgmlType, src_len: usize, dst_len: usize) {
     );
 }
 
-/// Quantize `src` into `dst` in format `ty`, with the scalar reference code.
-/// Activation formats: Q8_0, Q8_1, Q8_K, F32 (raw little-endian f32 bytes); also accepted:
-/// F16, BF16, the legacy weight formats Q4_0/Q4_1/Q5_0/Q5_1 (ggml's round-to-nearest
-/// reference quantizers) and Q4_K/Q5_K/Q6_K. Requires `dst.len() == ty.row_bytes(src.len())`.
-/// (For the SIMD activation quantizers use [`Kernels::quantize_row`].)
+/// Quantize `src` into `dst` in format `ty`, with the scalar reference code: the formats
+/// activations use (Q8_0, Q8_1, Q8_K) and the float ones (F32 as raw little-endian bytes, F16,
+/// BF16). Requires `dst.len() == ty.row_bytes(src.len())`. (The SIMD activation quantizers are
+/// [`Kernels::quantize_row`]; the weight formats' quantizers are kestrel-compress's
+/// `rtn::quantize_row`.) Panics on a weight-only format.
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     use generic::{float, kquants, legacy};
     use GgmlType::*;
@@ -96,16 +96,7 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) {
         Q8_0 => legacy::quantize_row_q8_0(src, dst),
         Q8_1 => legacy::quantize_row_q8_1(src, dst),
         Q8_K => kquants::quantize_row_q8_k(src, dst),
-        Q4_0 => legacy::quantize_row_q4_0(src, dst),
-        Q4_1 => legacy::quantize_row_q4_1(src, dst),
-        Q5_0 => legacy::quantize_row_q5_0(src, dst),
-        Q5_1 => legacy::quantize_row_q5_1(src, dst),
-        Q4_K => kquants::quantize_row_q4_k(src, dst),
-        Q5_K => kquants::quantize_row_q5_k(src, dst),
-        Q6_K => kquants::quantize_row_q6_k(src, dst),
-        Q2_K | Q3_K => {
-            panic!("quantize_row: no quantizer for {ty} here (use the k-quant tools)")
-        }
+        _ => panic!("quantize_row: {ty} is a weight format (kestrel_compress::rtn::quantize_row)"),
     }
 }
 

@@ -1,8 +1,8 @@
 use std::time::Instant;
 
+use kestrel_compress::rtn::quantize_row;
 use kestrel_kernels::{
-    kernels, matmul, quantize_row, scalar_kernels, vec_dot_type, Arith, GgmlType, QMatrix,
-    ThreadPool,
+    kernels, matmul, scalar_kernels, vec_dot_type, Arith, GgmlType, QMatrix, ThreadPool,
 };
 
 #[test]

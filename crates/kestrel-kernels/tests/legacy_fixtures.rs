@@ -1,6 +1,7 @@
 //! Our quantizers / dequantizers vs gguf-py's (fixtures from tests/fixtures/gen_legacy.py).
 
-use kestrel_kernels::{dequantize_row, quantize_row, GgmlType};
+use kestrel_compress::rtn::quantize_row;
+use kestrel_kernels::{dequantize_row, GgmlType};
 
 fn load(name: &str) -> (Vec<f32>, Vec<u8>, Vec<f32>) {
     let path = format!(

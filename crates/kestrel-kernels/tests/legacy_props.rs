@@ -1,10 +1,9 @@
 //! Property tests: AVX2 kernels vs their scalar twins, scalar dots vs dequantized dots,
 //! AVX2 activation quantizers vs scalar bytes.
 
+use kestrel_compress::rtn::quantize_row;
 use kestrel_kernels::generic::{float, legacy};
-use kestrel_kernels::{
-    dequantize_row, kernels, quantize_row, scalar_kernels, vec_dot_type, GgmlType,
-};
+use kestrel_kernels::{dequantize_row, kernels, scalar_kernels, vec_dot_type, GgmlType};
 use proptest::prelude::*;
 
 const WEIGHT_TYPES: [GgmlType; 8] = [
@@ -206,7 +205,7 @@ fn generic_names_exist() {
         .zip(&a)
         .all(|(x, y)| (x - y).abs() <= 0.01 * x.abs().max(0.05)));
     let mut w = vec![0u8; 2 * 18];
-    legacy::quantize_row_q4_0(&x, &mut w);
+    kestrel_compress::rtn::legacy::quantize_row_q4_0(&x, &mut w);
     let d = legacy::vec_dot_q4_0(64, &w, &b);
     let mut wf = vec![0f32; 64];
     legacy::dequantize_row_q4_0(&w, &mut wf);

@@ -8,9 +8,8 @@
 
 use std::time::Instant;
 
-use kestrel_kernels::{
-    kernels_for, matmul, quantize_row, Arith, GgmlType, QMatrix, ThreadPool, ISAS,
-};
+use kestrel_compress::rtn::quantize_row;
+use kestrel_kernels::{kernels_for, matmul, Arith, GgmlType, QMatrix, ThreadPool, ISAS};
 
 #[test]
 #[ignore]

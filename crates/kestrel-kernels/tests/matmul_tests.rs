@@ -1,6 +1,6 @@
+use kestrel_compress::rtn::quantize_row;
 use kestrel_kernels::{
-    dequantize_row, kernels, matmul, quantize_row, scalar_kernels, Arith, GgmlType, QMatrix,
-    ThreadPool,
+    dequantize_row, kernels, matmul, scalar_kernels, Arith, GgmlType, QMatrix, ThreadPool,
 };
 
 struct Rng(u64);

@@ -3,10 +3,11 @@
 //! whatever the shape. The Q4_K and Q6_K kernels of every instruction set give the scalar
 //! twin's bits.
 
+use kestrel_compress::rtn::quantize_row;
 use kestrel_kernels::dispatch::{TILE_C, TILE_R};
 use kestrel_kernels::{
-    kernels, kernels_for, matmul, quantize_row, repack, scalar_kernels, vec_dot_type, Arith,
-    GgmlType, Kernels, Layout, QMatrix, ThreadPool, ISAS,
+    kernels, kernels_for, matmul, repack, scalar_kernels, vec_dot_type, Arith, GgmlType, Kernels,
+    Layout, QMatrix, ThreadPool, ISAS,
 };
 use GgmlType::*;
 

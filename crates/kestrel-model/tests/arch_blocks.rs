@@ -314,7 +314,7 @@ fn gemma3_sliding_window_matches_reference() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Quantized weights (Q8_0 / Q4_0 from kestrel_kernels::quantize_row). The reference multiplies
+// Quantized weights (Q8_0 / Q4_0 from kestrel_compress::rtn::quantize_row). The reference multiplies
 // with the dequantized weights and, like ggml, rounds each matmul input to Q8_0 first. That
 // rounding is discontinuous: an activation within ~1e-5 of a rounding boundary can round the
 // other way in f32 (engine) than in f64 (reference), and a flip moves the logits by up to ~1e-2

@@ -220,7 +220,7 @@ fn wrong_tensor_types_are_named() {
     // A norm vector stored quantized.
     let mut s = llama_synth();
     let mut q = vec![0u8; GgmlType::Q8_0.row_bytes(64).unwrap()];
-    kestrel_kernels::quantize_row(GgmlType::Q8_0, &vec![1.0; 64], &mut q);
+    kestrel_compress::rtn::quantize_row(GgmlType::Q8_0, &vec![1.0; 64], &mut q);
     s.replace_tensor("blk.1.attn_norm.weight", vec![64], GgmlType::Q8_0, q);
     let e = load_err(&s);
     assert!(
@@ -234,7 +234,11 @@ fn wrong_tensor_types_are_named() {
     let mut q = vec![0u8; GgmlType::Q8_1.row_bytes(64).unwrap() * 64];
     for r in 0..64 {
         let rb = GgmlType::Q8_1.row_bytes(64).unwrap();
-        kestrel_kernels::quantize_row(GgmlType::Q8_1, &vec![0.5; 64], &mut q[r * rb..(r + 1) * rb]);
+        kestrel_compress::rtn::quantize_row(
+            GgmlType::Q8_1,
+            &vec![0.5; 64],
+            &mut q[r * rb..(r + 1) * rb],
+        );
     }
     s.replace_tensor("blk.0.attn_output.weight", vec![64, 64], GgmlType::Q8_1, q);
     let e = load_err(&s);

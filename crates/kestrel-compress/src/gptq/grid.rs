@@ -156,7 +156,7 @@ mod tests {
                 .map(|_| (rnd() % 2001) as f32 / 1000.0 - 1.0)
                 .collect();
             let mut blk = vec![0u8; ty.row_bytes(n).unwrap()];
-            kestrel_kernels::quantize_row(ty, &x, &mut blk);
+            crate::rtn::quantize_row(ty, &x, &mut blk);
             let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
             let umax = levels(ty, &blk, &mut a, &mut b);
             let codes: Vec<u32> = (0..n).map(|_| (rnd() % (umax as u64 + 1)) as u32).collect();

@@ -195,7 +195,7 @@ fn batch_plain(ty: GgmlType, w: &[f32], out: &mut [u8], cols: usize, u: &[f32], 
             if weighted::supports(ty) {
                 weighted::quantize_row(ty, x, &imp[j0..j0 + bs], dst);
             } else {
-                kestrel_kernels::quantize_row(ty, x, dst);
+                crate::rtn::quantize_row(ty, x, dst);
             }
             umax[r] = grid::levels(ty, dst, &mut a[r], &mut b[r]);
         }

@@ -8,9 +8,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{f16_round, put_f16, search};
-use kestrel_kernels::generic::kquants::{
-    nearest_int, pack_2bit, pack_scale_min_k4, q3_k_scales, scale_min_k4, QK_K,
-};
+use crate::rtn::kquants::pack_2bit;
+use kestrel_kernels::generic::kquants::layout::pack_scale_min_k4;
+use kestrel_kernels::generic::kquants::{nearest_int, q3_k_scales, scale_min_k4, QK_K};
 
 /// Mean square of a super-block times `factor` (llama.cpp uses 2 for most k-quants).
 fn sigma2(x: &[f32], factor: f32) -> f32 {

@@ -31,7 +31,7 @@ pub fn f16_at(b: &[u8], o: usize) -> f32 {
 
 /// Writes `v` rounded to an IEEE half (round to nearest even, as ggml) at byte `o` of `b`.
 #[inline(always)]
-pub(crate) fn put_f16(b: &mut [u8], o: usize, v: f32) {
+pub fn put_f16(b: &mut [u8], o: usize, v: f32) {
     b[o..o + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
 }
 

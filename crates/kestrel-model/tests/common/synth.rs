@@ -6,8 +6,9 @@
 #![allow(dead_code)]
 
 use half::f16;
+use kestrel_compress::rtn::quantize_row;
 use kestrel_gguf::{GgmlType, GgufFile, GgufWriter, Value};
-use kestrel_kernels::{dequantize_row, quantize_row, vec_dot_type};
+use kestrel_kernels::{dequantize_row, vec_dot_type};
 use kestrel_model::{Model, ModelError, ThreadPool};
 use std::sync::Arc;
 

@@ -117,7 +117,7 @@ pub(crate) fn unpack_q6_k(b: &[u8], q: &mut [i8; QK_K]) -> [i8; 16] {
 
 /// The inverse of [`unpack_q6_k`]'s quants: 6-bit values `q` (0..64, element order) into a
 /// block's `ql` and `qh` bytes (`b[..192]`).
-pub(crate) fn pack_q6_k_quants(q: &[u8; QK_K], b: &mut [u8]) {
+pub fn pack_q6_k_quants(q: &[u8; QK_K], b: &mut [u8]) {
     for half in 0..2 {
         let e = &q[128 * half..128 * half + 128];
         for l in 0..32 {

@@ -17,15 +17,15 @@
 
 mod dequant;
 mod dot;
-mod layout;
-mod quantize;
+/// How each format packs its quants and scales (the weight quantizers in kestrel-compress
+/// write with these).
+pub mod layout;
+mod q8k;
 
 pub use dequant::*;
 pub use dot::*;
 pub(crate) use layout::*;
-// The weighted quantizers (kestrel-compress) pack scales the same way.
-pub use layout::pack_scale_min_k4;
-pub use quantize::*;
+pub use q8k::quantize_row_q8_k;
 
 /// Elements per super-block (the one definition: kestrel-gguf's).
 pub use kestrel_gguf::QK_K;
@@ -37,8 +37,8 @@ pub const Q5_K_BLOCK_BYTES: usize = 176;
 pub const Q6_K_BLOCK_BYTES: usize = 210;
 pub const Q8_K_BLOCK_BYTES: usize = 292;
 
-// Field offsets inside a block (bytes).
-pub(crate) mod off {
+/// Field offsets inside a block (bytes).
+pub mod off {
     // Q2_K: scales[16], qs[64], d, dmin
     pub const Q2_SCALES: usize = 0;
     pub const Q2_QS: usize = 16;
@@ -71,7 +71,7 @@ pub(crate) mod off {
     pub const Q8_BSUMS: usize = 260;
 }
 
-pub(crate) use super::{f16_at, put_f16};
+pub(crate) use super::f16_at;
 
 #[inline(always)]
 pub(crate) fn f32_at(b: &[u8], o: usize) -> f32 {
@@ -117,7 +117,9 @@ pub fn q3_k_scales(s: &[u8]) -> [i8; 16] {
     out
 }
 
-fn check_len(n_elems: usize, bytes: usize, block_bytes: usize, what: &str) -> usize {
+/// Blocks in a row of `n_elems` (a whole number of super-blocks, else a panic) whose
+/// `bytes` hold at least that many blocks of `block_bytes`.
+pub fn check_len(n_elems: usize, bytes: usize, block_bytes: usize, what: &str) -> usize {
     assert!(
         n_elems % QK_K == 0,
         "{what}: length {n_elems} not a multiple of {QK_K}"

@@ -1,55 +1,16 @@
-//! Reference quantizers: Q8_K activations (`quantize_row_q8_K_ref`) and the K-quant weight
-//! formats (ggml's `quantize_row_qX_K_ref`, no importance matrix).
+//! Round-to-nearest K-quant weight quantizers: ggml's `quantize_row_qX_K_ref` (no importance
+//! matrix), onto the layouts of kestrel-kernels (`generic::kquants`), which reads them.
 
 // Index loops mirror ggml's reference code on purpose (easier to audit).
 #![allow(clippy::needless_range_loop)]
 // `%` instead of `is_multiple_of`: the workspace MSRV is 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
-use super::layout::*;
-use super::*;
 use half::f16;
-
-/// ggml's `quantize_row_q8_K_ref`. The scale is chosen from the signed value
-/// of largest magnitude with -127 (not -128) so that element maps to exactly
-/// -127 and nothing can overflow i8; the `min(127)` clamp only catches
-/// rounding on the opposite side.
-pub fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) {
-    let nb = check_len(src.len(), dst.len(), Q8_K_BLOCK_BYTES, "quantize_row_q8_k");
-    for (x, y) in src
-        .chunks_exact(QK_K)
-        .zip(dst.chunks_exact_mut(Q8_K_BLOCK_BYTES))
-        .take(nb)
-    {
-        let mut max = 0.0f32;
-        let mut amax = 0.0f32;
-        for &v in x {
-            let av = v.abs();
-            if av > amax {
-                amax = av;
-                max = v;
-            }
-        }
-        if amax == 0.0 {
-            y.fill(0);
-            continue;
-        }
-        let iscale = -127.0f32 / max;
-        for (j, &v) in x.iter().enumerate() {
-            let q = nearest_int(iscale * v).min(127);
-            y[off::Q8_QS + j] = q as i8 as u8;
-        }
-        for g in 0..16 {
-            let s: i32 = y[off::Q8_QS + 16 * g..off::Q8_QS + 16 * g + 16]
-                .iter()
-                .map(|&b| b as i8 as i32)
-                .sum();
-            y[off::Q8_BSUMS + 2 * g..off::Q8_BSUMS + 2 * g + 2]
-                .copy_from_slice(&(s as i16).to_le_bytes());
-        }
-        y[off::Q8_D..off::Q8_D + 4].copy_from_slice(&(1.0f32 / iscale).to_le_bytes());
-    }
-}
+use kestrel_kernels::f16_at;
+use kestrel_kernels::generic::kquants::layout::*;
+use kestrel_kernels::generic::kquants::*;
+use kestrel_kernels::generic::put_f16;
 
 /// Below this, a group's largest magnitude counts as zero (ggml's GROUP_MAX_EPS).
 const GROUP_MAX_EPS: f32 = 1e-15;
