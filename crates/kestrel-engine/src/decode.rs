@@ -1,10 +1,10 @@
-//! The token-by-token tail of generation, shared by every loop that samples one token per
-//! step: `Engine::generate` over a local session, and kestrel-split's device loop over a
-//! split model. Sampling, end-of-generation, stop strings, streamed text (each piece once)
-//! and the generation timings live here only.
+//! The token-by-token tail of generation for the loops that run one sequence on its own:
+//! `Engine::generate` over a local session, and kestrel-collab's split device over a split
+//! model. Each step is a [`Decoding::step`] (the one sampling step the server's batched
+//! sequences take too); the generation timings live here.
 
-use crate::output::Output;
-use crate::{EngineError, GenParams, Generation, StopReason, Timings, Tokenizer};
+use crate::decoding::{Decoding, Next, Sink};
+use crate::{EngineError, GenParams, Generation, Timings, Tokenizer};
 use kestrel_model::{Sampler, SamplerConfig};
 use std::time::Instant;
 
@@ -55,35 +55,60 @@ pub fn decode<S: Stepper>(
     mut timings: Timings,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation, S::Error> {
-    let mut sampler = primed_sampler(&params.sampler, prompt);
-    let mut out = Output::new(params, on_text);
-    let mut t_first = None;
-    let reason = loop {
-        if out.tokens().len() >= params.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        let tok = sampler.sample(s.logits());
-        if t_first.is_none() {
-            t_first = Some(Instant::now());
-            timings.ttft_ms = t0.elapsed().as_secs_f64() * 1e3;
-        }
-        if let Some(r) = out.token(tokenizer, tok, Some(&mut sampler)) {
-            break r;
-        }
-        if s.is_full() {
-            break StopReason::ContextFull;
-        }
-        s.feed(tok)?;
+    let sampler = primed_sampler(&params.sampler, prompt);
+    let mut dec = Decoding::new(sampler, &params.stop, params.max_tokens, params.ignore_eos);
+    let mut sink = TextSink {
+        text: String::new(),
+        on_text,
+        first: None,
     };
-    let (text, tokens) = out.finish(reason);
-    timings.n_gen = tokens.len();
-    if let Some(t1) = t_first {
+    let reason = loop {
+        match dec.step(tokenizer, s.logits(), !s.is_full(), &mut sink) {
+            Next::Feed(t) => s.feed(t)?,
+            Next::End(r) => break r,
+        }
+    };
+    timings.n_gen = dec.tokens().len();
+    if let Some(t1) = sink.first {
+        timings.ttft_ms = (t1 - t0).as_secs_f64() * 1e3;
         timings.gen_ms = t1.elapsed().as_secs_f64() * 1e3;
     }
     Ok(Generation {
-        text,
-        tokens,
+        text: sink.text,
+        tokens: dec.tokens().to_vec(),
         stop_reason: reason,
         timings,
     })
+}
+
+/// The text of a generation: passed to the callback piece by piece and kept whole; the time
+/// of the first draw.
+struct TextSink<'a> {
+    text: String,
+    on_text: &'a mut dyn FnMut(&str) -> bool,
+    first: Option<Instant>,
+}
+
+impl TextSink<'_> {
+    fn pass(&mut self, t: &str) -> bool {
+        self.text.push_str(t);
+        t.is_empty() || (self.on_text)(t)
+    }
+}
+
+impl Sink for TextSink<'_> {
+    fn before(&mut self, _logits: &[f32]) -> bool {
+        self.first.get_or_insert_with(Instant::now);
+        true
+    }
+
+    fn token(&mut self, _id: u32, text: String, _logits: &[f32]) -> bool {
+        self.pass(&text)
+    }
+
+    fn text(&mut self, text: String) -> bool {
+        // The last text of a generation that already ended for its own reason.
+        self.pass(&text);
+        true
+    }
 }

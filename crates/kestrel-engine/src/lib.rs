@@ -3,8 +3,10 @@
 
 pub mod bench;
 pub mod decode;
+pub mod decoding;
 mod error;
 pub mod eval;
+pub mod logprobs;
 pub mod output;
 mod sequence;
 pub mod slots;

@@ -1,9 +1,9 @@
 //! The output side of a generation loop: end-of-generation, stop strings, the token limit,
 //! and streaming each piece of text exactly once. One copy: [`TextStream`] holds the state and
-//! the rules; [`Output`] drives it for the loops that stream through a callback
-//! (`Engine::generate` through [`crate::decode::decode`], speculative generation, the
-//! remote-verify device loop in kestrel-verify, the split device), and kestrel-server's
-//! scheduler keeps a `TextStream` per sequence across its batched steps.
+//! the rules; [`crate::decoding::Decoding`] drives it for every loop that samples one token
+//! per step (`Engine::generate`, the split device, each of the server's batched sequences),
+//! and [`Output`] for the loops that emit tokens chosen elsewhere through a callback
+//! (speculative generation, the remote-verify device loop in kestrel-collab).
 
 use crate::stop::{StopMatcher, StopStep};
 use crate::{GenParams, StopReason, StreamDecoder, Tokenizer};

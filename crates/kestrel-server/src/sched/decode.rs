@@ -1,16 +1,14 @@
-//! One sequence's token-by-token state: its sampler and the engine's `TextStream` (the
-//! detokenizer, stop strings and token limit `Engine::generate` uses), driven one step at a
-//! time by the scheduler so many sequences can share a forward pass.
+//! One request's side of a batched sequence: the engine's sampling step
+//! (`kestrel_engine::decoding::Decoding`, the one `Engine::generate` takes too) with the
+//! request's events as its sink (tokens with logprobs, confidence for routing, held-back text,
+//! `Done`), driven one step at a time by the scheduler so many sequences share a forward pass.
 
 use super::{Event, FinishReason, GenJob};
 use crate::metrics::Metrics;
-use kestrel_engine::output::TextStream;
+use kestrel_engine::decoding::{Next, Sink};
 use kestrel_engine::{StopReason, Tokenizer};
-use kestrel_kernels::ops;
-use kestrel_model::Sampler;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
-use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Clone, Debug)]
 pub struct TopLogprob {
@@ -35,32 +33,23 @@ pub(crate) fn piece(tok: &Tokenizer, id: u32) -> (String, Vec<u8>) {
     (String::from_utf8_lossy(&b).into_owned(), b)
 }
 
-/// Logprob of `id` in `logits`, and the `top` most likely tokens.
+/// Logprob of `id` in `logits`, and the `top` most likely tokens (`kestrel_engine::logprobs`),
+/// with their text.
 pub(crate) fn logprob_of(tok: &Tokenizer, logits: &[f32], id: u32, top: usize) -> TokenLogprob {
-    let lse = ops::logsumexp(logits);
-    let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
-    if top > 0 {
-        for (i, &l) in logits.iter().enumerate() {
-            if best.len() < top || l > best[best.len() - 1].1 {
-                let at = best.partition_point(|&(_, b)| b >= l);
-                best.insert(at, (i as u32, l));
-                best.truncate(top);
-            }
-        }
-    }
+    let (lp, best) = kestrel_engine::logprobs::logprobs(logits, id, top);
     let (token, bytes) = piece(tok, id);
     TokenLogprob {
         token,
         bytes,
-        logprob: Some(logits[id as usize] - lse),
+        logprob: Some(lp),
         top: best
             .into_iter()
-            .map(|(i, l)| {
+            .map(|(i, logprob)| {
                 let (token, bytes) = piece(tok, i);
                 TopLogprob {
                     token,
                     bytes,
-                    logprob: l - lse,
+                    logprob,
                 }
             })
             .collect(),
@@ -77,8 +66,8 @@ pub(crate) enum Outcome {
 }
 
 pub(crate) struct Decoding {
-    sampler: Sampler,
-    stream: TextStream,
+    /// The engine's sampling step (sampler, stop strings, token limit, streamed text).
+    dec: kestrel_engine::decoding::Decoding,
     logprobs: Option<usize>,
     /// Tokens whose confidence is still to be reported.
     confidence: usize,
@@ -88,13 +77,52 @@ pub(crate) struct Decoding {
     last_token: Option<Instant>,
 }
 
+/// A request's events as the engine's `Sink`: tokens with their logprobs, confidence reports
+/// and the timing metrics.
+struct Events<'a> {
+    job: &'a GenJob,
+    tok: &'a Tokenizer,
+    metrics: Option<&'a Metrics>,
+    logprobs: Option<usize>,
+    confidence: &'a mut usize,
+    last_token: &'a mut Option<Instant>,
+}
+
+impl Sink for Events<'_> {
+    fn before(&mut self, logits: &[f32]) -> bool {
+        if *self.confidence == 0 {
+            return true;
+        }
+        *self.confidence -= 1;
+        let c = kestrel_collab::route::TokenConfidence::of_logits(logits);
+        self.job.events.send(Event::Confidence(c)).is_ok()
+    }
+
+    fn token(&mut self, id: u32, text: String, logits: &[f32]) -> bool {
+        if let Some(m) = self.metrics {
+            let now = Instant::now();
+            match *self.last_token {
+                None => m.ttft.observe((now - self.job.arrived).as_secs_f64()),
+                Some(t) => m.token_latency.observe((now - t).as_secs_f64()),
+            }
+            *self.last_token = Some(now);
+            m.generated_tokens.fetch_add(1, Relaxed);
+        }
+        let logprob = self.logprobs.map(|n| logprob_of(self.tok, logits, id, n));
+        self.job.events.send(Event::Token { text, logprob }).is_ok()
+    }
+
+    fn text(&mut self, text: String) -> bool {
+        self.job.events.send(Event::Text(text)).is_ok()
+    }
+}
+
 impl Decoding {
     pub fn new(job: &GenJob) -> Decoding {
         let sampler = kestrel_engine::decode::primed_sampler(&job.sampler, &job.prompt)
             .with_bias(job.bias.clone());
         Decoding {
-            sampler,
-            stream: TextStream::new(&job.stop, job.max_tokens, false),
+            dec: kestrel_engine::decoding::Decoding::new(sampler, &job.stop, job.max_tokens, false),
             logprobs: job.logprobs,
             confidence: job.confidence,
             split: None,
@@ -120,7 +148,7 @@ impl Decoding {
         if job.events.is_closed() {
             Outcome::Gone
         } else if now >= job.deadline {
-            self.finish(FinishReason::Length, &job.events)
+            self.finish(FinishReason::Length, job, tok)
         } else if let Some(t) = pending.take() {
             Outcome::Feed(t)
         } else {
@@ -128,7 +156,8 @@ impl Decoding {
         }
     }
 
-    /// [`Decoding::step`], with a generated token counted in `metrics`.
+    /// The engine's sampling step from `logits`, streamed as `job`'s events (a generated token
+    /// counted in `metrics` when given). `room`: the context has a position left for it.
     pub fn sample(
         &mut self,
         job: &GenJob,
@@ -137,86 +166,60 @@ impl Decoding {
         logits: &[f32],
         room: bool,
     ) -> Outcome {
-        let before = self.generated();
-        let outcome = self.step(tok, logits, room, &job.events);
-        if self.generated() > before {
-            let now = Instant::now();
-            match self.last_token {
-                None => metrics.ttft.observe((now - job.arrived).as_secs_f64()),
-                Some(t) => metrics.token_latency.observe((now - t).as_secs_f64()),
-            }
-            self.last_token = Some(now);
-            metrics.generated_tokens.fetch_add(1, Relaxed);
-        }
-        outcome
+        let mut sink = Events {
+            job,
+            tok,
+            metrics: Some(metrics),
+            logprobs: self.logprobs,
+            confidence: &mut self.confidence,
+            last_token: &mut self.last_token,
+        };
+        let next = self.dec.step(tok, logits, room, &mut sink);
+        self.outcome(next, job)
     }
 
-    /// Choose the next token from `logits` and stream it. `room`: whether the context has a
-    /// position left for it.
-    pub fn step(
-        &mut self,
-        tok: &Tokenizer,
-        logits: &[f32],
-        room: bool,
-        events: &UnboundedSender<Event>,
-    ) -> Outcome {
-        if self.confidence > 0 {
-            self.confidence -= 1;
-            let c = kestrel_collab::route::TokenConfidence::of_logits(logits);
-            if events.send(Event::Confidence(c)).is_err() {
-                return Outcome::Gone;
-            }
-        }
-        let id = self.sampler.sample(logits);
-        let (emit, stop) = self.stream.token(tok, id);
-        if stop == Some(StopReason::Eos) {
-            return self.finish(FinishReason::Stop, events);
-        }
-        self.sampler.accept(id);
-        let logprob = self.logprobs.map(|n| logprob_of(tok, logits, id, n));
-        if events
-            .send(Event::Token {
-                text: emit,
-                logprob,
-            })
-            .is_err()
-        {
-            return Outcome::Gone;
-        }
-        match stop {
-            Some(StopReason::StopString) => return self.done(FinishReason::Stop, events),
-            Some(_) => return self.finish(FinishReason::Length, events),
-            None if !room => return self.finish(FinishReason::Length, events),
-            None => {}
-        }
-        Outcome::Feed(id)
-    }
-
-    /// Tokens generated so far.
-    pub fn generated(&self) -> usize {
-        self.stream.tokens().len()
-    }
-
-    /// Tokens still allowed.
-    pub fn left(&self) -> usize {
-        self.stream.left()
-    }
-
-    /// End now: flush held-back text, then `Done`.
-    pub fn finish(&mut self, reason: FinishReason, events: &UnboundedSender<Event>) -> Outcome {
-        let rest = self.stream.rest();
-        if !rest.is_empty() && events.send(Event::Text(rest)).is_err() {
-            return Outcome::Gone;
-        }
-        self.done(reason, events)
-    }
-
-    fn done(&mut self, reason: FinishReason, events: &UnboundedSender<Event>) -> Outcome {
-        let _ = events.send(Event::Done {
+    /// What the engine's step means for the request: a token to feed, or its end (with the
+    /// `Done` event sent), or a client that left.
+    fn outcome(&mut self, next: Next, job: &GenJob) -> Outcome {
+        let reason = match next {
+            Next::Feed(t) => return Outcome::Feed(t),
+            Next::End(StopReason::Cancelled) => return Outcome::Gone,
+            Next::End(StopReason::Eos | StopReason::StopString) => FinishReason::Stop,
+            Next::End(_) => FinishReason::Length,
+        };
+        let _ = job.events.send(Event::Done {
             reason,
             completion_tokens: self.generated(),
             split: self.split.take(),
         });
         Outcome::Finished
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.dec.tokens().len()
+    }
+
+    /// Tokens still allowed.
+    pub fn left(&self) -> usize {
+        self.dec.left()
+    }
+
+    /// End now (`Length`: a time limit; `Stop`): flush held-back text, then `Done`.
+    pub fn finish(&mut self, reason: FinishReason, job: &GenJob, tok: &Tokenizer) -> Outcome {
+        let why = match reason {
+            FinishReason::Stop => StopReason::Eos,
+            FinishReason::Length => StopReason::MaxTokens,
+        };
+        let mut sink = Events {
+            job,
+            tok,
+            metrics: None,
+            logprobs: None,
+            confidence: &mut 0,
+            last_token: &mut None,
+        };
+        let next = self.dec.finish(why, &mut sink);
+        self.outcome(next, job)
     }
 }

@@ -216,26 +216,13 @@ fn nonce() -> String {
 }
 
 fn logprob(row: &[f32], id: u32, top: usize) -> TokenLogprob {
-    let lse = kestrel_kernels::ops::logsumexp(row);
-    let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
-    if top > 0 {
-        for (i, &l) in row.iter().enumerate() {
-            if best.len() < top || l > best[best.len() - 1].1 {
-                let at = best.partition_point(|&(_, b)| b >= l);
-                best.insert(at, (i as u32, l));
-                best.truncate(top);
-            }
-        }
-    }
+    let (logprob, best) = kestrel_engine::logprobs::logprobs(row, id, top);
     TokenLogprob {
         id,
-        logprob: row[id as usize] - lse,
+        logprob,
         top: best
             .into_iter()
-            .map(|(id, l)| TopLogprob {
-                id,
-                logprob: l - lse,
-            })
+            .map(|(id, logprob)| TopLogprob { id, logprob })
             .collect(),
     }
 }
