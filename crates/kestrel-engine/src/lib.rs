@@ -1,6 +1,7 @@
 //! The engine: a model with its tokenizer and chat template, a thread pool, and the generation
 //! loop (prefix reuse, sampling, stop strings, streaming, timings).
 
+pub mod batch;
 pub mod bench;
 pub mod decode;
 pub mod decoding;

@@ -1,13 +1,14 @@
 //! The engine thread's loop: admit queued jobs into free slots, then one batched decode step
 //! for all active sequences; repeat. Blocks on the queue only when nothing is running.
 
-use super::decode::{logprob_of, piece, Decoding, Outcome, TokenLogprob};
+use super::decode::{active, logprob_of, piece, Active, TokenLogprob};
 use super::verify::VerifySessions;
 use super::{Event, GenJob, Job, SchedConfig, SessionInfo};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store;
 use kestrel_collab::split::server::SplitSessions;
+use kestrel_engine::batch;
 use kestrel_engine::slots::{Slot, Slots};
 use kestrel_engine::Engine;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,18 +19,6 @@ use tokio::sync::mpsc;
 mod spec;
 mod split;
 pub use spec::{DrafterFactory, ServeSpec};
-
-struct Active {
-    slot: usize,
-    job: GenJob,
-    dec: Decoding,
-    /// A token chosen from verification rows, to be fed next (speculation only).
-    pending: Option<u32>,
-    /// Draft length for this sequence (speculation only).
-    length: kestrel_engine::speculative::DraftLength,
-    /// The split server link (`--split-remote` only).
-    split: Option<kestrel_collab::split::SplitLink>,
-}
 
 pub(crate) struct Worker {
     engine: Arc<Engine>,
@@ -257,52 +246,34 @@ impl Worker {
             return;
         }
         self.metrics.active.fetch_add(1, Relaxed);
-        self.active.push(Active {
-            slot: si,
-            dec: Decoding::new(&job),
-            job,
-            pending: None,
-            length: match &self.spec {
-                Some(s) => s.length(),
-                None => kestrel_engine::speculative::DraftLength::new(1, false),
-            },
-            split: link,
-        });
+        let length = match &self.spec {
+            Some(s) => s.length(),
+            None => kestrel_engine::speculative::DraftLength::new(1, false),
+        };
+        let (e, m) = (self.engine.clone(), self.metrics.clone());
+        self.active.push(active(si, job, e, m, length, link));
     }
 
-    /// `a`'s next token from its slot's last logits (`Decoding::advance`).
-    fn advance(&self, a: &mut Active, now: Instant) -> Outcome {
+    /// `a`'s next token from its slot's last logits (`Seq::advance`); None: it ended.
+    fn advance(&self, a: &mut Active, now: Instant) -> Option<u32> {
         let s = &self.slots[a.slot].seq.session;
-        let (tok, m) = (&self.engine.tokenizer, &self.metrics);
         let room = s.n_past() < s.n_ctx();
-        a.dec
-            .advance(&a.job, &mut a.pending, now, tok, m, s.last_logits(), room)
+        a.advance(&self.engine.tokenizer, s.last_logits(), room, now)
     }
 
-    /// Sample a token for every active sequence, then feed all that continue through one
-    /// batched forward pass.
+    /// One continuous-batching step (`kestrel_engine::batch::step`): a token for every active
+    /// sequence, then all that continue through one batched forward pass.
     fn step(&mut self) {
         let now = Instant::now();
-        let mut feed: Vec<(usize, u32)> = Vec::new();
-        let mut keep = Vec::with_capacity(self.active.len());
-        for mut a in std::mem::take(&mut self.active) {
-            match self.advance(&mut a, now) {
-                Outcome::Feed(t) => {
-                    feed.push((a.slot, t));
-                    keep.push(a);
-                }
-                Outcome::Finished | Outcome::Gone => self.release(a.slot),
-            }
+        let (ended, r) = batch::step(&self.engine, &mut self.slots, &mut self.active, now);
+        for a in ended {
+            self.release(a.slot);
         }
-        self.active = keep;
-        if feed.is_empty() {
-            return;
-        }
-        let r = self.slots.step(&self.engine, &feed);
         if let Err(e) = r {
             // Cannot happen with checked tokens and room; end every sequence cleanly if it does.
             for a in std::mem::take(&mut self.active) {
                 let _ = a
+                    .client
                     .job
                     .events
                     .send(Event::Error(ApiError::internal(e.to_string())));

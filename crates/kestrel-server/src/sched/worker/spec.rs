@@ -11,7 +11,6 @@
 
 use super::{Active, Worker};
 use crate::error::ApiError;
-use crate::sched::decode::Outcome;
 use crate::sched::Event;
 use kestrel_engine::speculative::{Draft, DraftCtx, DraftLength, Drafter};
 use kestrel_engine::EngineError;
@@ -63,7 +62,7 @@ impl SpecState {
 impl Worker {
     /// One speculative step for the only active sequence.
     pub(super) fn spec_step(&mut self, mut a: Active) {
-        let Outcome::Feed(t) = self.advance(&mut a, std::time::Instant::now()) else {
+        let Some(t) = self.advance(&mut a, std::time::Instant::now()) else {
             self.release(a.slot);
             return;
         };
@@ -72,6 +71,7 @@ impl Worker {
             Ok(false) => self.release(a.slot),
             Err(e) => {
                 let _ = a
+                    .client
                     .job
                     .events
                     .send(Event::Error(ApiError::internal(e.to_string())));
@@ -91,6 +91,7 @@ impl Worker {
         let base = seq.session.n_past();
         let n_ctx = seq.session.n_ctx();
         let k = a
+            .client
             .length
             .next()
             .min(n_ctx.saturating_sub(base + 1))
@@ -121,15 +122,14 @@ impl Worker {
         let mut alive = true;
         for i in 0..=draft.len() {
             let room = base + 1 + i < n_ctx;
-            let (tok, m) = (&engine.tokenizer, &self.metrics);
-            let outcome = a.dec.sample(&a.job, tok, m, seq.session.logits(i), room);
-            match outcome {
-                Outcome::Feed(s) if i < draft.len() && s == draft.tokens[i] => accepted += 1,
-                Outcome::Feed(s) => {
+            let tok = &engine.tokenizer;
+            match a.sample(tok, seq.session.logits(i), room) {
+                Some(s) if i < draft.len() && s == draft.tokens[i] => accepted += 1,
+                Some(s) => {
                     a.pending = Some(s);
                     break;
                 }
-                Outcome::Finished | Outcome::Gone => {
+                None => {
                     alive = false;
                     break;
                 }
@@ -138,7 +138,7 @@ impl Worker {
         // The cache keeps `t` and the draft tokens the sequence chose itself.
         let keep = base + 1 + accepted;
         seq.truncate(keep);
-        a.length.update(draft.len(), accepted);
+        a.client.length.update(draft.len(), accepted);
         self.metrics
             .spec_accepted
             .fetch_add(accepted as u64, std::sync::atomic::Ordering::Relaxed);

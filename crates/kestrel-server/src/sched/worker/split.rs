@@ -13,7 +13,6 @@
 
 use super::{Active, Worker};
 use crate::error::ApiError;
-use crate::sched::decode::Outcome;
 use crate::sched::{Event, GenJob};
 use kestrel_collab::split::{SplitConfig, SplitLink};
 use kestrel_engine::slots::Slot;
@@ -65,7 +64,11 @@ pub(super) fn start(
 
 /// A local model error (the server's failures are handled in the link).
 fn fail(a: &Active, why: String) {
-    let _ = a.job.events.send(Event::Error(ApiError::internal(why)));
+    let _ = a
+        .client
+        .job
+        .events
+        .send(Event::Error(ApiError::internal(why)));
 }
 
 fn clear(slot: &mut Slot) {
@@ -82,7 +85,7 @@ impl Worker {
         self.begin_split(&mut fed, &mut ended);
         let remote: Vec<&mut SplitLink> = fed
             .iter_mut()
-            .filter_map(|(a, _)| a.split.as_mut().filter(|l| l.is_remote()))
+            .filter_map(|(a, _)| a.client.split.as_mut().filter(|l| l.is_remote()))
             .collect();
         if remote.len() > 1 {
             std::thread::scope(|sc| {
@@ -94,7 +97,12 @@ impl Worker {
         let (model, pool) = (&self.engine.model, &self.engine.pool);
         for (mut a, _) in fed {
             let session = &mut self.slots[a.slot].seq.session;
-            match a.split.as_mut().map(|l| l.complete(model, pool, session)) {
+            match a
+                .client
+                .split
+                .as_mut()
+                .map(|l| l.complete(model, pool, session))
+            {
                 Some(Err(e)) => {
                     fail(&a, e.to_string());
                     ended.push(a);
@@ -115,28 +123,21 @@ impl Worker {
         let mut fed = Vec::with_capacity(self.active.len());
         let mut ended = Vec::new();
         for mut a in std::mem::take(&mut self.active) {
-            let Some(link) = a.split.as_ref() else {
+            // Out of the sequence while its step reads the link's logits (put back below).
+            let Some(link) = a.client.split.take() else {
                 // Admission gives every sequence a link in split mode.
                 ended.push(a);
                 continue;
             };
             // Current before any step that may end the sequence (its `Done` carries it).
-            a.dec.split = Some(link.report(n_layer, a.job.prompt.len()));
+            a.client.report = Some(link.report(n_layer, a.client.job.prompt.len()));
             let s = &self.slots[a.slot].seq.session;
-            let (tok, m) = (&self.engine.tokenizer, &self.metrics);
             let room = s.n_past() < s.n_ctx();
-            let outcome = a.dec.advance(
-                &a.job,
-                &mut a.pending,
-                now,
-                tok,
-                m,
-                link.last_logits(),
-                room,
-            );
-            match outcome {
-                Outcome::Feed(t) => fed.push((a, t)),
-                _ => ended.push(a),
+            let next = a.advance(&self.engine.tokenizer, link.last_logits(), room, now);
+            a.client.split = Some(link);
+            match next {
+                Some(t) => fed.push((a, t)),
+                None => ended.push(a),
             }
         }
         (fed, ended)
@@ -153,7 +154,7 @@ impl Worker {
         // (slot, index in `fed`) of the remote sequences, in slot order.
         let mut remote: Vec<(usize, usize)> = Vec::with_capacity(fed.len());
         for (j, (a, t)) in fed.iter_mut().enumerate() {
-            let Some(link) = a.split.as_mut() else {
+            let Some(link) = a.client.split.as_mut() else {
                 continue;
             };
             if link.is_remote() {
@@ -171,8 +172,12 @@ impl Worker {
                 Ok((h, pos)) => {
                     for (row, &(_, j)) in remote.iter().enumerate() {
                         let h = &h[row * e..(row + 1) * e];
-                        if let Some(Err(err)) =
-                            fed[j].0.split.as_mut().map(|l| l.begin_hidden(pos[row], h))
+                        if let Some(Err(err)) = fed[j]
+                            .0
+                            .client
+                            .split
+                            .as_mut()
+                            .map(|l| l.begin_hidden(pos[row], h))
                         {
                             failed.push((j, err.to_string()));
                         }
@@ -192,7 +197,7 @@ impl Worker {
 
     /// Close the server's session, count the sequence and free its slot.
     fn end_split(&mut self, mut a: Active) {
-        if let Some(mut link) = a.split.take() {
+        if let Some(mut link) = a.client.split.take() {
             link.close();
             self.metrics.split_sequences.fetch_add(1, Relaxed);
             if link.stats.fallback.is_some() {
