@@ -65,6 +65,9 @@ pub struct Metrics {
     pub split_fallbacks: AtomicU64,
     pub active: AtomicU64,
     pub queued: AtomicU64,
+    /// Open `/v1/verify` sessions and `--split-server` sessions (a KV cache each).
+    pub verify_sessions: AtomicU64,
+    pub split_sessions_open: AtomicU64,
     pub ttft: Histogram,
     pub token_latency: Histogram,
 }
@@ -93,6 +96,8 @@ impl Default for Metrics {
             split_fallbacks: AtomicU64::new(0),
             active: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            verify_sessions: AtomicU64::new(0),
+            split_sessions_open: AtomicU64::new(0),
             ttft: Histogram::new(TTFT_BOUNDS),
             token_latency: Histogram::new(TOKEN_BOUNDS),
         }
@@ -201,6 +206,18 @@ impl Metrics {
             "kestrel_queue_depth",
             "Requests waiting for a slot.",
             &self.queued,
+        );
+        gauge(
+            &mut o,
+            "kestrel_verify_sessions",
+            "Open POST /v1/verify sessions (idle ones expire).",
+            &self.verify_sessions,
+        );
+        gauge(
+            &mut o,
+            "kestrel_split_server_sessions",
+            "Open split sessions of --split-server (idle ones expire).",
+            &self.split_sessions_open,
         );
         self.ttft.render(
             &mut o,

@@ -179,6 +179,15 @@ impl SplitSessions {
         (code, reply.encode())
     }
 
+    /// Open sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
     /// Drop the sessions unused for longer than the idle limit.
     pub fn expire(&mut self) {
         let idle = self.cfg.idle;

@@ -148,6 +148,16 @@ pub struct SchedConfig {
     pub split_server: Option<kestrel_collab::split::SplitServerConfig>,
 }
 
+/// How often an idle engine thread is woken to drop idle sessions: half the shortest idle
+/// limit, between 1 and 30 seconds.
+fn expiry_interval(cfg: &SchedConfig) -> Duration {
+    let mut idle = cfg.verify.idle;
+    if let Some(s) = &cfg.split_server {
+        idle = idle.min(s.idle);
+    }
+    (idle / 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
 /// The front end's handle: submit jobs without blocking.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -177,9 +187,27 @@ impl Scheduler {
             ),
             None => None,
         };
+        let every = expiry_interval(&cfg);
         std::thread::Builder::new()
             .name("kestrel-engine".into())
             .spawn(move || worker::Worker::new(engine, cfg, m, rx, side_rx, split).run())?;
+        // An idle engine thread blocks on its queue: wake it now and then so that idle verify
+        // and split sessions (a KV cache each) are dropped on time, not at the next call.
+        let wake = tx.clone();
+        let wm = metrics.clone();
+        std::thread::Builder::new()
+            .name("kestrel-expiry".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                match wake.try_send(Job::Wake) {
+                    Ok(()) => {
+                        wm.queued.fetch_add(1, Relaxed);
+                    }
+                    // A full queue: the thread is busy and expires as it goes.
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            })?;
         Ok(Scheduler {
             tx,
             side,

@@ -67,7 +67,14 @@ impl VerifySessions {
         }
     }
 
-    fn expire(&mut self, now: Instant) {
+    /// Open sessions.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Drop the sessions unused for the idle time (their ids are remembered a while, so a
+    /// late call hears that it expired).
+    pub fn expire(&mut self, now: Instant) {
         let idle = self.cfg.idle;
         let gone: Vec<String> = self
             .open

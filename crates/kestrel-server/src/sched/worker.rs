@@ -73,6 +73,7 @@ impl Worker {
             while let Ok(j) = self.side.try_recv() {
                 self.handle(j);
             }
+            self.expire_idle();
             while self.slots.has_free() {
                 let job = if self.active.is_empty() && self.claimed.is_empty() {
                     match self.rx.blocking_recv() {
@@ -120,14 +121,20 @@ impl Worker {
                 let _ = reply.send(self.restore(&id));
             }
             Job::Verify { job, reply } => {
-                let _ = reply.send(self.verify.handle(&self.engine, job));
+                let r = self.verify.handle(&self.engine, job);
+                self.session_gauges();
+                let _ = reply.send(r);
             }
             Job::CloseVerify { id, reply } => {
-                let _ = reply.send(self.verify.close(&id));
+                let r = self.verify.close(&id);
+                self.session_gauges();
+                let _ = reply.send(r);
             }
             Job::Split { body, reply } => {
                 if let Some(s) = &mut self.split_sessions {
-                    let _ = reply.send(s.serve(&self.engine.model, &self.engine.pool, &body));
+                    let r = s.serve(&self.engine.model, &self.engine.pool, &body);
+                    self.session_gauges();
+                    let _ = reply.send(r);
                 }
             }
             Job::Wake => {}
@@ -279,6 +286,24 @@ impl Worker {
                     .send(Event::Error(ApiError::internal(e.to_string())));
                 self.release(a.slot);
             }
+        }
+    }
+
+    /// Drop the verify and split sessions that have been idle past their limits.
+    fn expire_idle(&mut self) {
+        self.verify.expire(Instant::now());
+        if let Some(s) = &mut self.split_sessions {
+            s.expire();
+        }
+        self.session_gauges();
+    }
+
+    /// `/metrics`' counts of open verify and split sessions, current before any reply.
+    fn session_gauges(&self) {
+        let m = &self.metrics;
+        m.verify_sessions.store(self.verify.len() as u64, Relaxed);
+        if let Some(s) = &self.split_sessions {
+            m.split_sessions_open.store(s.len() as u64, Relaxed);
         }
     }
 
