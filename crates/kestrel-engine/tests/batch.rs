@@ -180,3 +180,86 @@ fn a_client_that_leaves_or_runs_out_of_time_ends_only_its_sequence() {
         (0, Some(StopReason::MaxTokens))
     );
 }
+
+/// Drafts that are mostly wrong: the last token again and again.
+struct Repeat;
+
+impl kestrel_engine::speculative::Drafter for Repeat {
+    fn name(&self) -> &'static str {
+        "repeat"
+    }
+    fn draft(
+        &mut self,
+        history: &[u32],
+        max: usize,
+        _cx: &mut kestrel_engine::speculative::DraftCtx,
+        out: &mut kestrel_engine::speculative::Draft,
+    ) -> kestrel_engine::Result<()> {
+        out.tokens.clear();
+        out.tokens
+            .extend(std::iter::repeat_n(history[history.len() - 1], max));
+        Ok(())
+    }
+}
+
+/// A batched sequence stepped speculatively (`batch::speculate`, `kestrel serve --draft` with
+/// one active sequence) takes exactly the tokens its plain steps take, greedy and sampled with
+/// a seed: with prompt-lookup drafts on a repetitive prompt (most kept) and with drafts that
+/// are mostly wrong.
+#[test]
+fn a_speculative_step_chooses_what_plain_steps_would() {
+    use kestrel_engine::batch::speculate::Speculate;
+    use kestrel_engine::speculative::{DraftLength, Drafter, NgramDrafter};
+    let Some(e) = engine(256) else { return };
+    let text = "1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3,";
+    let p = e.tokenize_prompt(text).unwrap();
+    type Make = fn() -> kestrel_engine::Result<Box<dyn Drafter>>;
+    let ngram: Make = || Ok(Box::new(NgramDrafter::default()));
+    let repeat: Make = || Ok(Box::new(Repeat));
+    let cases = [
+        (0.0, 0, ngram, true),
+        (0.8, 5, ngram, false),
+        (0.0, 0, repeat, false),
+        (0.8, 5, repeat, false),
+    ];
+    for (temp, seed, make, mostly_kept) in cases {
+        let g = params(40, temp, seed, &[]);
+        let mut seq = e.new_sequence();
+        let want = e.generate(&mut seq, &p, &g, &mut |_| true).unwrap();
+        let mut slots = Slots::new(&e, 1);
+        let s = slots.claim(&p, None).unwrap();
+        slots.prefill(&e, &[(s, p.as_slice())]).reused[0]
+            .as_ref()
+            .unwrap();
+        let dec = Decoding::new(primed_sampler(&g.sampler, &p), &g.stop, g.max_tokens, false);
+        let mut a = Seq::new(s, dec, Collect::default());
+        let mut spec = Speculate::new(std::sync::Arc::new(make), 1);
+        let mut length = DraftLength::new(8, false);
+        let (mut drafted, mut accepted) = (0, 0);
+        loop {
+            let sess = &slots[s].seq.session;
+            let room = sess.n_past() < sess.n_ctx();
+            let logits = sess.last_logits().to_vec();
+            let Some(t) = a.advance(&e.tokenizer, &logits, room, Instant::now()) else {
+                break;
+            };
+            let r = spec.step(&e, &mut slots, &mut a, t, &mut length).unwrap();
+            drafted += r.drafted;
+            accepted += r.accepted;
+            if !r.alive {
+                break;
+            }
+        }
+        let what = format!("temperature {temp}, {} drafts", make().unwrap().name());
+        assert_eq!(a.client.tokens, want.tokens, "{what}");
+        assert_eq!(a.client.text, want.text, "{what}");
+        assert_eq!(a.client.done, Some(want.stop_reason), "{what}");
+        assert!(drafted > 0, "{what}: no drafts");
+        if mostly_kept {
+            assert!(
+                accepted * 2 > drafted,
+                "{what}: {accepted} of {drafted} kept"
+            );
+        }
+    }
+}

@@ -1,23 +1,18 @@
 //! Speculative decoding in the server (`kestrel serve --draft ...`): when exactly one sequence
-//! is active, its step drafts tokens and verifies them in one pass instead of decoding one.
-//! With several sequences active the batched step is used as before (a draft would make every
-//! other sequence wait for its verification rows).
-//!
-//! The verified rows are walked with the sequence's own `Decoding` (its sampler, logit biases,
-//! logprobs, stop strings): a draft token holds when the token the sequence itself chooses from
-//! that row is the draft token. Every token is thus chosen exactly as without a draft (greedy
-//! output is identical; sampled output has the same distribution), and a draft only decides
-//! how many rows one pass computes.
+//! is active, its step drafts tokens and verifies them in one pass instead of decoding one
+//! (`kestrel_engine::batch::speculate`, the sequence choosing its tokens from the rows with its
+//! own sampling step, so every token is chosen exactly as without a draft). With several
+//! sequences active the batched step is used as before (a draft would make every other
+//! sequence wait for its verification rows).
 
 use super::{Active, Worker};
 use crate::error::ApiError;
 use crate::sched::Event;
-use kestrel_engine::speculative::{Draft, DraftCtx, DraftLength, Drafter};
-use kestrel_engine::EngineError;
-use std::sync::Arc;
+use kestrel_engine::batch::speculate::Speculate;
+use kestrel_engine::speculative::DraftLength;
+use std::sync::atomic::Ordering::Relaxed;
 
-/// Makes one drafter per slot (a model drafter keeps a KV cache of its own).
-pub type DrafterFactory = Arc<dyn Fn() -> Result<Box<dyn Drafter>, EngineError> + Send + Sync>;
+pub use kestrel_engine::batch::speculate::DrafterFactory;
 
 /// `kestrel serve`'s drafter options.
 #[derive(Clone)]
@@ -38,19 +33,17 @@ impl std::fmt::Debug for ServeSpec {
     }
 }
 
-/// Per-worker speculation state.
+/// Per-worker speculation state: the slots' drafters and the draft length's settings.
 pub(crate) struct SpecState {
     cfg: ServeSpec,
-    drafters: Vec<Option<Box<dyn Drafter>>>,
-    draft: Draft,
+    spec: Speculate,
 }
 
 impl SpecState {
     pub fn new(cfg: ServeSpec, slots: usize) -> SpecState {
         SpecState {
+            spec: Speculate::new(cfg.make.clone(), slots),
             cfg,
-            drafters: (0..slots).map(|_| None).collect(),
-            draft: Draft::default(),
         }
     }
 
@@ -66,9 +59,31 @@ impl Worker {
             self.release(a.slot);
             return;
         };
-        match self.verify_draft(&mut a, t) {
-            Ok(true) => self.active.push(a),
-            Ok(false) => self.release(a.slot),
+        let Some(state) = self.spec.as_mut() else {
+            // Not speculating after all: `t` goes through the next step.
+            a.pending = Some(t);
+            self.active.push(a);
+            return;
+        };
+        let mut length = a.client.length.clone();
+        let r = state
+            .spec
+            .step(&self.engine, &mut self.slots, &mut a, t, &mut length);
+        a.client.length = length;
+        match r {
+            Ok(s) => {
+                self.metrics
+                    .spec_drafted
+                    .fetch_add(s.drafted as u64, Relaxed);
+                self.metrics
+                    .spec_accepted
+                    .fetch_add(s.accepted as u64, Relaxed);
+                if s.alive {
+                    self.active.push(a);
+                } else {
+                    self.release(a.slot);
+                }
+            }
             Err(e) => {
                 let _ = a
                     .client
@@ -78,70 +93,5 @@ impl Worker {
                 self.release(a.slot);
             }
         }
-    }
-
-    /// Draft after `t`, verify `t` and the draft in one pass, and let the sequence choose its
-    /// tokens from the rows. Ok(false) when the sequence ended.
-    fn verify_draft(&mut self, a: &mut Active, t: u32) -> Result<bool, EngineError> {
-        let Some(spec) = self.spec.as_mut() else {
-            return Ok(true);
-        };
-        let engine = &self.engine;
-        let seq = &mut self.slots[a.slot].seq;
-        let base = seq.session.n_past();
-        let n_ctx = seq.session.n_ctx();
-        let k = a
-            .client
-            .length
-            .next()
-            .min(n_ctx.saturating_sub(base + 1))
-            .min(a.dec.left().saturating_sub(1));
-        let draft = &mut spec.draft;
-        draft.clear();
-        if k > 0 {
-            let drafter = match &mut spec.drafters[a.slot] {
-                Some(d) => d,
-                slot => slot.insert((spec.cfg.make)()?),
-            };
-            let mut history = seq.tokens.clone();
-            history.push(t);
-            let mut cx = DraftCtx { pool: &engine.pool };
-            drafter.draft(&history, k, &mut cx, draft)?;
-            draft.tokens.truncate(k);
-        }
-        let n0 = seq.tokens.len();
-        seq.tokens.push(t);
-        seq.tokens.extend_from_slice(&draft.tokens);
-        engine
-            .model
-            .forward_verify(&mut seq.session, &engine.pool, &seq.tokens[n0..])?;
-        self.metrics
-            .spec_drafted
-            .fetch_add(draft.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let mut accepted = 0;
-        let mut alive = true;
-        for i in 0..=draft.len() {
-            let room = base + 1 + i < n_ctx;
-            let tok = &engine.tokenizer;
-            match a.sample(tok, seq.session.logits(i), room) {
-                Some(s) if i < draft.len() && s == draft.tokens[i] => accepted += 1,
-                Some(s) => {
-                    a.pending = Some(s);
-                    break;
-                }
-                None => {
-                    alive = false;
-                    break;
-                }
-            }
-        }
-        // The cache keeps `t` and the draft tokens the sequence chose itself.
-        let keep = base + 1 + accepted;
-        seq.truncate(keep);
-        a.client.length.update(draft.len(), accepted);
-        self.metrics
-            .spec_accepted
-            .fetch_add(accepted as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(alive)
     }
 }

@@ -1,9 +1,12 @@
 //! Continuous batching without HTTP: the sequences a front end generates together, each a
 //! [`Seq`] in a slot of [`Slots`] with the engine's sampling step ([`Decoding`]) and a
 //! [`Client`] its output goes to. [`step`] advances every active sequence by one token and
-//! feeds all that continue through one batched pass; the server's scheduler runs its plain
-//! steps through it, its speculative and split steps through [`Seq::advance`] and
-//! [`Seq::sample`]. Each sequence gets exactly what it would alone (`Slots`).
+//! feeds all that continue through one batched pass; [`speculate`] steps one sequence with a
+//! draft instead. The server's scheduler runs its plain and speculative steps through them and
+//! its split step through [`Seq::advance`]. Each sequence gets exactly what it would alone
+//! (`Slots`).
+
+pub mod speculate;
 
 use crate::decoding::{Decoding, Next, Sink};
 use crate::slots::Slots;

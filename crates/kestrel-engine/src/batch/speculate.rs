@@ -1,0 +1,105 @@
+//! Speculative decoding as a way of stepping a batched sequence (`kestrel serve --draft`
+//! while one sequence is active): draft after its next token, verify the token and the draft
+//! in one pass, and walk the rows with the sequence's own sampling step ([`Seq::sample`]): a
+//! draft token holds when the token the sequence chooses from its row is the draft token, the
+//! first it does not choose is fed next. Every token is thus chosen exactly as a plain step
+//! chooses it (see `crate::speculative`), and a draft only decides how many rows a pass
+//! computes.
+
+use super::{Client, Seq};
+use crate::slots::Slots;
+use crate::speculative::{Draft, DraftCtx, DraftLength, Drafter};
+use crate::{Engine, Result};
+use std::sync::Arc;
+
+/// Makes one drafter per slot (a model drafter keeps a KV cache of its own).
+pub type DrafterFactory = Arc<dyn Fn() -> Result<Box<dyn Drafter>> + Send + Sync>;
+
+/// The drafters of a batch's slots, made when first needed.
+pub struct Speculate {
+    make: DrafterFactory,
+    drafters: Vec<Option<Box<dyn Drafter>>>,
+    draft: Draft,
+}
+
+/// What a speculative step did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpecStep {
+    /// The sequence goes on.
+    pub alive: bool,
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+impl Speculate {
+    pub fn new(make: DrafterFactory, slots: usize) -> Speculate {
+        Speculate {
+            make,
+            drafters: (0..slots).map(|_| None).collect(),
+            draft: Draft::default(),
+        }
+    }
+
+    /// Feed `t` (the sequence's chosen next token) and a draft after it, at most `length`
+    /// long (and within the context and the token limit), through one verification pass,
+    /// then let `a` choose its tokens from the rows. The cache keeps `t` and the draft tokens
+    /// the sequence chose; the first token it chose otherwise is pending (fed next step).
+    pub fn step<C: Client>(
+        &mut self,
+        engine: &Engine,
+        slots: &mut Slots,
+        a: &mut Seq<C>,
+        t: u32,
+        length: &mut DraftLength,
+    ) -> Result<SpecStep> {
+        let seq = &mut slots[a.slot].seq;
+        let base = seq.session.n_past();
+        let n_ctx = seq.session.n_ctx();
+        let k = length
+            .next()
+            .min(n_ctx.saturating_sub(base + 1))
+            .min(a.dec.left().saturating_sub(1));
+        let draft = &mut self.draft;
+        draft.clear();
+        if k > 0 {
+            let drafter = match &mut self.drafters[a.slot] {
+                Some(d) => d,
+                slot => slot.insert((self.make)()?),
+            };
+            let mut history = seq.tokens.clone();
+            history.push(t);
+            let mut cx = DraftCtx { pool: &engine.pool };
+            drafter.draft(&history, k, &mut cx, draft)?;
+            draft.tokens.truncate(k);
+        }
+        let n0 = seq.tokens.len();
+        seq.tokens.push(t);
+        seq.tokens.extend_from_slice(&draft.tokens);
+        engine
+            .model
+            .forward_verify(&mut seq.session, &engine.pool, &seq.tokens[n0..])?;
+        let mut accepted = 0;
+        let mut alive = true;
+        for i in 0..=draft.len() {
+            let room = base + 1 + i < n_ctx;
+            match a.sample(&engine.tokenizer, seq.session.logits(i), room) {
+                Some(s) if i < draft.len() && s == draft.tokens[i] => accepted += 1,
+                Some(s) => {
+                    a.pending = Some(s);
+                    break;
+                }
+                None => {
+                    alive = false;
+                    break;
+                }
+            }
+        }
+        seq.truncate(base + 1 + accepted);
+        length.update(draft.len(), accepted);
+        Ok(SpecStep {
+            alive,
+            drafted: draft.len(),
+            accepted,
+        })
+    }
+}
