@@ -5,9 +5,11 @@
 //! - [`proto`]: the versioned binary messages; [`wire`]: activation codecs (f32, f16, q8).
 //!   Both sides compare the model fingerprint `GgufFile::fingerprint` (kestrel-gguf).
 //! - [`server`]: the split route for `kestrel serve --split-server`.
-//! - [`device`] and [`generate`]: the device side, with local fall-back when the server fails.
+//! - [`device`] and [`generate`]: the device side, with local fall-back when the server fails;
+//!   [`batch`]: the same for batched sequences (`kestrel serve --split-remote`).
 //! - [`plan`]: per-layer profiles and the time-per-token model that picks `k`.
 
+pub mod batch;
 pub mod client;
 pub mod device;
 pub mod generate;

@@ -5,20 +5,19 @@
 //! `k..n` in the slot's own session and the sequence goes on locally, with nothing the client
 //! already received repeated or lost; the response's `kestrel.split` field and the log say so.
 //!
-//! Each step runs layers `0..k` of the remote sequences in one batched pass
-//! (`Model::forward_multi_stage`), then makes their round trips at the same time (the
-//! protocol carries one session per message, so the split server runs them one by one). The
-//! slot's cache holds only layers `0..k` while split, so nothing in it is reused by a later
-//! request.
+//! Each step is kestrel-collab's `split::batch::step`: layers `0..k` of the remote sequences
+//! in one batched pass, then their round trips at the same time (the protocol carries one
+//! session per message, so the split server runs them one by one). The slot's cache holds only
+//! layers `0..k` while split, so nothing in it is reused by a later request.
 
 use super::{Active, Worker};
 use crate::error::ApiError;
+use crate::sched::decode::Req;
 use crate::sched::{Event, GenJob};
-use kestrel_collab::split::{SplitConfig, SplitLink};
+use kestrel_collab::split::{self, batch::SplitClient, SplitConfig, SplitLink};
 use kestrel_engine::slots::Slot;
 use kestrel_engine::Engine;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 /// What a split server cannot do for a request.
 pub(super) fn check(job: &GenJob) -> Result<(), ApiError> {
@@ -62,136 +61,37 @@ pub(super) fn start(
     Ok(link)
 }
 
-/// A local model error (the server's failures are handled in the link).
-fn fail(a: &Active, why: String) {
-    let _ = a
-        .client
-        .job
-        .events
-        .send(Event::Error(ApiError::internal(why)));
-}
-
 fn clear(slot: &mut Slot) {
     slot.seq.clear();
     slot.seq.session.reset();
 }
 
+impl SplitClient for Req {
+    fn link(&mut self) -> &mut Option<SplitLink> {
+        &mut self.split
+    }
+
+    fn prompt_tokens(&self) -> usize {
+        self.job.prompt.len()
+    }
+
+    fn report(&mut self, report: serde_json::Value) {
+        self.report = Some(report);
+    }
+
+    fn failed(&mut self, why: String) {
+        let _ = self.job.events.send(Event::Error(ApiError::internal(why)));
+    }
+}
+
 impl Worker {
-    /// One step of every active split sequence: sample its token here; run layers `0..k`
-    /// of all the remote ones in one batched pass; make all their round trips at once (one
-    /// thread each), so a step waits for about one round trip however many are active.
+    /// One step of every active split sequence (`kestrel_collab::split::batch::step`); the
+    /// ended ones close their links and free their slots.
     pub(super) fn step_split(&mut self) {
-        let (mut fed, mut ended) = self.sample_split();
-        self.begin_split(&mut fed, &mut ended);
-        let remote: Vec<&mut SplitLink> = fed
-            .iter_mut()
-            .filter_map(|(a, _)| a.client.split.as_mut().filter(|l| l.is_remote()))
-            .collect();
-        if remote.len() > 1 {
-            std::thread::scope(|sc| {
-                for l in remote {
-                    sc.spawn(move || l.exchange());
-                }
-            });
-        }
-        let (model, pool) = (&self.engine.model, &self.engine.pool);
-        for (mut a, _) in fed {
-            let session = &mut self.slots[a.slot].seq.session;
-            match a
-                .client
-                .split
-                .as_mut()
-                .map(|l| l.complete(model, pool, session))
-            {
-                Some(Err(e)) => {
-                    fail(&a, e.to_string());
-                    ended.push(a);
-                }
-                _ => self.active.push(a),
-            }
-        }
+        let k = self.cfg.split.as_ref().map_or(0, |c| c.k);
+        let ended = split::batch::step(&self.engine, &mut self.slots, &mut self.active, k);
         for a in ended {
             self.end_split(a);
-        }
-    }
-
-    /// Choose and stream each sequence's next token; returns those to feed, with their
-    /// tokens, and those that ended.
-    fn sample_split(&mut self) -> (Vec<(Active, u32)>, Vec<Active>) {
-        let now = Instant::now();
-        let n_layer = self.engine.model.hparams().n_layer;
-        let mut fed = Vec::with_capacity(self.active.len());
-        let mut ended = Vec::new();
-        for mut a in std::mem::take(&mut self.active) {
-            // Out of the sequence while its step reads the link's logits (put back below).
-            let Some(link) = a.client.split.take() else {
-                // Admission gives every sequence a link in split mode.
-                ended.push(a);
-                continue;
-            };
-            // Current before any step that may end the sequence (its `Done` carries it).
-            a.client.report = Some(link.report(n_layer, a.client.job.prompt.len()));
-            let s = &self.slots[a.slot].seq.session;
-            let room = s.n_past() < s.n_ctx();
-            let next = a.advance(&self.engine.tokenizer, link.last_logits(), room, now);
-            a.client.split = Some(link);
-            match next {
-                Some(t) => fed.push((a, t)),
-                None => ended.push(a),
-            }
-        }
-        (fed, ended)
-    }
-
-    /// Begin every fed sequence's step: layers `0..k` of the remote ones through one
-    /// `forward_multi_stage` (bit-identical to one at a time, so the batch never changes an
-    /// answer); a sequence that went local runs its whole step here. Failures move to `ended`.
-    fn begin_split(&mut self, fed: &mut Vec<(Active, u32)>, ended: &mut Vec<Active>) {
-        let (model, pool) = (&self.engine.model, &self.engine.pool);
-        let e = model.hparams().n_embd;
-        let k = self.cfg.split.as_ref().map_or(0, |c| c.k);
-        let mut failed: Vec<(usize, String)> = Vec::new();
-        // (slot, index in `fed`) of the remote sequences, in slot order.
-        let mut remote: Vec<(usize, usize)> = Vec::with_capacity(fed.len());
-        for (j, (a, t)) in fed.iter_mut().enumerate() {
-            let Some(link) = a.client.split.as_mut() else {
-                continue;
-            };
-            if link.is_remote() {
-                remote.push((a.slot, j));
-            } else if let Err(err) =
-                link.begin(model, pool, &mut self.slots[a.slot].seq.session, *t)
-            {
-                failed.push((j, err.to_string()));
-            }
-        }
-        remote.sort_unstable();
-        if !remote.is_empty() {
-            let feed: Vec<(usize, u32)> = remote.iter().map(|&(si, j)| (si, fed[j].1)).collect();
-            match self.slots.step_stage(&self.engine, &feed, 0..k) {
-                Ok((h, pos)) => {
-                    for (row, &(_, j)) in remote.iter().enumerate() {
-                        let h = &h[row * e..(row + 1) * e];
-                        if let Some(Err(err)) = fed[j]
-                            .0
-                            .client
-                            .split
-                            .as_mut()
-                            .map(|l| l.begin_hidden(pos[row], h))
-                        {
-                            failed.push((j, err.to_string()));
-                        }
-                    }
-                }
-                Err(err) => failed.extend(remote.iter().map(|&(_, j)| (j, err.to_string()))),
-            }
-        }
-        // Highest index first, so each removal leaves the others in place.
-        failed.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
-        for (j, why) in failed {
-            let (a, _) = fed.remove(j);
-            fail(&a, why);
-            ended.push(a);
         }
     }
 
