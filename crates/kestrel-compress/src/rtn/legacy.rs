@@ -2,13 +2,10 @@
 //! Q5_1: its `quantize_row_qX_Y_ref`), onto the layouts kestrel-kernels (`generic::legacy`)
 //! reads.
 
-use kestrel_kernels::generic::legacy::{Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, QK};
+use kestrel_kernels::generic::legacy::{
+    blocks, inv, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, QK,
+};
 use kestrel_kernels::generic::put_f16;
-
-fn blocks(n: usize) -> usize {
-    assert!(n % QK == 0, "length {n} is not a multiple of {QK}");
-    n / QK
-}
 
 /// The element of largest magnitude (first one on ties), with its sign.
 #[inline(always)]
@@ -37,15 +34,6 @@ fn min_max(x: &[f32]) -> (f32, f32) {
         }
     }
     (min, max)
-}
-
-#[inline(always)]
-fn inv(d: f32) -> f32 {
-    if d != 0.0 {
-        1.0 / d
-    } else {
-        0.0
-    }
 }
 
 pub fn quantize_row_q4_0(src: &[f32], dst: &mut [u8]) {

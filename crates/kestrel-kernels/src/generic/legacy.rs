@@ -26,8 +26,9 @@ pub const Q5_1_BYTES: usize = 24;
 pub const Q8_0_BYTES: usize = 34;
 pub const Q8_1_BYTES: usize = 36;
 
+/// Blocks in a row of `n` elements (a whole number of them, else a panic).
 #[inline(always)]
-fn blocks(n: usize) -> usize {
+pub fn blocks(n: usize) -> usize {
     assert!(n % QK == 0, "length {n} is not a multiple of {QK}");
     n / QK
 }
@@ -125,8 +126,9 @@ pub fn dequantize_row_q8_1(src: &[u8], dst: &mut [f32]) {
 // ---------------------------------------------------------------------------------------------
 // quantization (ggml's round-to-nearest reference quantizers)
 
+/// `1 / d`, or 0 for a zero scale (ggml's `id` of an all-zero block).
 #[inline(always)]
-fn inv(d: f32) -> f32 {
+pub fn inv(d: f32) -> f32 {
     if d != 0.0 {
         1.0 / d
     } else {
