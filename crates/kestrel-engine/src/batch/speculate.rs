@@ -8,6 +8,7 @@
 
 use super::{Client, Seq};
 use crate::slots::Slots;
+use crate::speculative::round::{walk, Walk};
 use crate::speculative::{Draft, DraftCtx, DraftLength, Drafter};
 use crate::{Engine, Result};
 use std::sync::Arc;
@@ -78,22 +79,23 @@ impl Speculate {
         engine
             .model
             .forward_verify(&mut seq.session, &engine.pool, &seq.tokens[n0..])?;
-        let mut accepted = 0;
-        let mut alive = true;
-        for i in 0..=draft.len() {
-            let room = base + 1 + i < n_ctx;
-            match a.sample(&engine.tokenizer, seq.session.logits(i), room) {
-                Some(s) if i < draft.len() && s == draft.tokens[i] => accepted += 1,
-                Some(s) => {
-                    a.pending = Some(s);
-                    break;
-                }
-                None => {
-                    alive = false;
-                    break;
-                }
+        // The sequence's own sampling step on every row (it streams what it chooses).
+        let tok = &engine.tokenizer;
+        let walked = walk(
+            &draft.tokens,
+            |i| {
+                let room = base + 1 + i < n_ctx;
+                a.sample(tok, seq.session.logits(i), room)
+            },
+            |_, _| true,
+        );
+        let (accepted, alive) = match walked {
+            Walk::Ended { accepted } => (accepted, false),
+            Walk::Next { accepted, next } => {
+                a.pending = Some(next);
+                (accepted, true)
             }
-        }
+        };
         seq.truncate(base + 1 + accepted);
         length.update(draft.len(), accepted);
         Ok(SpecStep {

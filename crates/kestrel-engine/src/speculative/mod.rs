@@ -12,7 +12,7 @@ mod adaptive;
 mod generate;
 mod model_drafter;
 mod ngram;
-mod round;
+pub(crate) mod round;
 mod verifier;
 
 pub use adaptive::DraftLength;

@@ -2,7 +2,8 @@
 //! one pass, keeps the draft tokens its own sampler chooses and ends with its own next token
 //! (see the module docs of `speculative`). Shared by local speculation
 //! ([`crate::Engine::generate_speculative`]) and remote verification
-//! ([`super::VerifySession`]), so both judge drafts the same way.
+//! ([`super::VerifySession`]); its row walk ([`walk`]) is also the speculative step of a
+//! batched sequence (`crate::batch::speculate`), so every verifier judges drafts one way.
 
 use super::Draft;
 use crate::{Engine, Result, Sequence};
@@ -42,6 +43,42 @@ impl Judge {
     }
 }
 
+/// How a walk over a verification pass's rows ended.
+pub(crate) enum Walk {
+    /// The sequence ended at row `at` (after `accepted` draft tokens held).
+    Ended { accepted: usize },
+    /// `accepted` draft tokens held and `next` is the first token chosen that is not one.
+    Next { accepted: usize, next: u32 },
+}
+
+/// The one acceptance rule, for every verifier (local speculation, a batched sequence's
+/// speculative step, remote verification): `choose(i)` is the token the sequence itself
+/// chooses from row `i` (None: the sequence ended there), and draft token `i` holds when it is
+/// that token; `keep(i, token)` is told of each one that holds and may end the sequence there
+/// (false: it ended with that token). The walk stops at the first chosen token that is not
+/// the draft's, or after the row that follows the last draft token.
+pub(crate) fn walk(
+    draft: &[u32],
+    mut choose: impl FnMut(usize) -> Option<u32>,
+    mut keep: impl FnMut(usize, u32) -> bool,
+) -> Walk {
+    for i in 0..=draft.len() {
+        let Some(t) = choose(i) else {
+            return Walk::Ended { accepted: i };
+        };
+        if i == draft.len() || t != draft[i] {
+            return Walk::Next {
+                accepted: i,
+                next: t,
+            };
+        }
+        if !keep(i, t) {
+            return Walk::Ended { accepted: i + 1 };
+        }
+    }
+    unreachable!("the last row ends the walk")
+}
+
 /// Told of each accepted draft token: the sampler, the token, the cache length at it and its
 /// logits row; returns false to stop there.
 pub(crate) type OnAccept<'a> = dyn FnMut(&mut Sampler, u32, usize, &[f32]) -> bool + 'a;
@@ -75,31 +112,23 @@ pub(crate) fn verify_round(
     engine
         .model
         .forward_verify(&mut seq.session, &engine.pool, &seq.tokens[n0..])?;
-    let mut accepted = 0;
-    let mut replacement = None;
-    for (i, &x) in draft.tokens.iter().enumerate() {
-        match j.judge(seq.session.logits(i), x) {
-            Verdict::Accept => {
-                accepted += 1;
-                let at = base + 1 + i;
-                if !on_accept(&mut j.sampler, x, at, seq.session.logits(i)) {
-                    seq.truncate(at);
-                    return Ok(Round::Stopped { accepted });
-                }
-            }
-            Verdict::Reject(t) => {
-                replacement = Some(t);
-                break;
-            }
+    // The sampler draws from every row, as a decode step would.
+    let logits = |i: usize| seq.session.logits(i);
+    let sampler = std::cell::RefCell::new(&mut j.sampler);
+    let walked = walk(
+        &draft.tokens,
+        |i| Some(sampler.borrow_mut().sample(logits(i))),
+        |i, x| on_accept(&mut sampler.borrow_mut(), x, base + 1 + i, logits(i)),
+    );
+    match walked {
+        Walk::Ended { accepted } => {
+            seq.truncate(base + accepted);
+            Ok(Round::Stopped { accepted })
+        }
+        Walk::Next { accepted, next } => {
+            on_next(next, seq.session.logits(accepted));
+            seq.truncate(base + 1 + accepted);
+            Ok(Round::Next { accepted, next })
         }
     }
-    let next = match replacement {
-        Some(t) => t,
-        // Every draft token held: the target's own token after them.
-        None => j.own_token(seq.session.logits(draft.len())),
-    };
-    on_next(next, seq.session.logits(accepted));
-    let keep = base + 1 + accepted;
-    seq.truncate(keep);
-    Ok(Round::Next { accepted, next })
 }
