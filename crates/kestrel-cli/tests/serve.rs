@@ -167,17 +167,25 @@ fn openai_client_against_the_default_model() {
 
 /// One request, three front ends: a completion through `kestrel run` and a chat message
 /// through `kestrel chat` give the same greedy text as `kestrel serve`, where each is asked
-/// alone and then beside three others in one batch (the scenario checks those two agree);
+/// alone and then beside the others in one batch (the scenario checks those two agree; one
+/// prompt is longer than a micro-batch, so its evaluation is spread over decode steps);
 /// and a three-turn `kestrel chat` gives the server's replies to the same conversation.
 #[test]
 fn same_greedy_answer_through_run_chat_and_serve() {
     let m = require_model!(SMOLLM2);
     let s = Server::start(&m, &[]);
+    // The last prompt is longer than a micro-batch (512 tokens): it is evaluated a micro-batch
+    // per step while the others decode.
+    let long = format!(
+        "{}The dog",
+        "The quick brown fox jumps over the lazy dog. ".repeat(70)
+    );
     let prompts = [
         "The three primary colours are",
         "Once upon a time, in a small village,",
         "def fibonacci(n):",
         "The capital of France is",
+        long.as_str(),
     ];
     let served = s.scenario("many", &[&["complete", "32"], &prompts[..]].concat());
     for (i, p) in prompts.iter().enumerate() {

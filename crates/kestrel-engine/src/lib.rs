@@ -17,7 +17,7 @@ pub mod stop;
 pub use error::{EngineError, Result};
 pub use kestrel_model::{Model, SamplerConfig, Session};
 pub use kestrel_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
-pub use sequence::{common_prefix, prefill_together, Prefilled, Sequence};
+pub use sequence::{common_prefix, prefill_together, ChunkedPrefill, Prefilled, Sequence};
 
 use kestrel_gguf::GgufFile;
 use kestrel_kernels::ThreadPool;

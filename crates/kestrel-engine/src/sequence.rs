@@ -71,6 +71,13 @@ impl Sequence {
         Ok(common)
     }
 
+    /// Start evaluating `prompt` a micro-batch at a time ([`ChunkedPrefill`]), reusing what
+    /// [`Sequence::reusable`] allows, as [`Sequence::prefill`] does in one call.
+    pub fn start_prefill(&mut self, prompt: &[u32]) -> Result<ChunkedPrefill> {
+        let common = self.keep_for(prompt)?;
+        Ok(ChunkedPrefill { common, at: common })
+    }
+
     /// The first half of a prefill: keep the reusable prefix of `prompt`, drop the rest of the
     /// cache; returns the prefix length.
     fn keep_for(&mut self, prompt: &[u32]) -> Result<usize> {
@@ -91,6 +98,55 @@ impl Sequence {
         } else {
             common
         };
+    }
+}
+
+/// A prompt evaluated one micro-batch per call (a server interleaves a long prompt with the
+/// other sequences' decode steps instead of stalling them): the same micro-batches as
+/// [`Sequence::prefill`], so the same cache and last-token logits bit for bit.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkedPrefill {
+    common: usize,
+    /// Prompt tokens in the cache so far.
+    at: usize,
+}
+
+impl ChunkedPrefill {
+    /// Tokens reused from the cache.
+    pub fn reused(&self) -> usize {
+        self.common
+    }
+
+    /// Evaluate the next micro-batch of `prompt` (the one given to `start_prefill`) into
+    /// `seq`; true when the whole prompt is in and its last token's logits are current.
+    pub fn next(
+        &mut self,
+        seq: &mut Sequence,
+        model: &Model,
+        pool: &ThreadPool,
+        prompt: &[u32],
+    ) -> Result<bool> {
+        if self.at >= prompt.len() {
+            return Ok(true);
+        }
+        let end = (self.at + seq.session.n_batch()).min(prompt.len());
+        let chunk = &prompt[self.at..end];
+        // Logits only for the prompt's last token.
+        let from = if end == prompt.len() {
+            chunk.len() - 1
+        } else {
+            chunk.len()
+        };
+        model.forward(&mut seq.session, pool, chunk, from)?;
+        self.at = end;
+        if end < prompt.len() {
+            // The tokens are part of the cache now, not yet exact (the prompt is unfinished).
+            seq.tokens.extend_from_slice(chunk);
+            return Ok(false);
+        }
+        seq.tokens.truncate(self.common);
+        seq.evaluated(prompt, self.common);
+        Ok(true)
     }
 }
 

@@ -121,6 +121,49 @@ fn prompts_prefilled_together_equal_each_alone() {
     );
 }
 
+/// A prompt evaluated a micro-batch per call (`ChunkedPrefill`, how the server interleaves a
+/// long prompt with decode steps) against one `Sequence::prefill`: the same reuse, tokens,
+/// exact prefix and last-token logits bit for bit, including a last micro-batch of one token
+/// and a cached prefix.
+#[test]
+fn a_prompt_in_micro_batches_equals_one_prefill() {
+    let Some(e) = engine(512) else { return };
+    let text = "In the beginning the sea was calm and the sky was clear; the boats went out at \
+        dawn and came back at dusk with their nets full. ";
+    let long: Vec<u32> = e.tokenize_prompt(&text.repeat(12)).unwrap();
+    // Micro-batches of 64: 3 full ones and a 1-token one; 2 and a half; one and a bit.
+    for (len, cached) in [(193, 0), (160, 0), (150, 40), (70, 0)] {
+        let p = &long[..len];
+        let fresh = || {
+            let mut s = e.new_sequence();
+            if cached > 0 {
+                s.prefill(&e.model, &e.pool, &p[..cached]).unwrap();
+            }
+            s
+        };
+        let (mut one, mut chunked) = (fresh(), fresh());
+        let reused = one.prefill(&e.model, &e.pool, p).unwrap();
+        let mut c = chunked.start_prefill(p).unwrap();
+        let mut calls = 1;
+        while !c.next(&mut chunked, &e.model, &e.pool, p).unwrap() {
+            calls += 1;
+        }
+        assert_eq!(calls, (len - reused).div_ceil(64), "{len} tokens");
+        assert_eq!(c.reused(), reused);
+        assert_eq!(
+            (&chunked.tokens, chunked.exact()),
+            (&one.tokens, one.exact())
+        );
+        let same = chunked
+            .session
+            .last_logits()
+            .iter()
+            .zip(one.session.last_logits())
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{len} tokens after {cached}: logits differ");
+    }
+}
+
 #[test]
 fn prefix_reuse_matches_a_fresh_sequence() {
     let Some(e) = engine(512) else { return };

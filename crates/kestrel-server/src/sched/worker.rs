@@ -10,7 +10,7 @@ use crate::store;
 use kestrel_collab::split::server::SplitSessions;
 use kestrel_engine::batch;
 use kestrel_engine::slots::{Slot, Slots};
-use kestrel_engine::Engine;
+use kestrel_engine::{ChunkedPrefill, Engine};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +36,9 @@ pub(crate) struct Worker {
     /// Requests given a slot since the last step, their prompts not yet evaluated (they are
     /// evaluated together: `start_claimed`).
     claimed: Vec<(usize, GenJob)>,
+    /// Requests whose prompt is longer than a micro-batch, evaluated one micro-batch per
+    /// iteration between decode steps (`prefill_chunks`).
+    prefilling: Vec<(usize, GenJob, ChunkedPrefill)>,
     /// `--split-server`: the split devices' sessions, served with the engine's pool.
     split_sessions: Option<SplitSessions>,
 }
@@ -64,6 +67,7 @@ impl Worker {
             active: Vec::new(),
             fingerprint,
             claimed: Vec::new(),
+            prefilling: Vec::new(),
             split_sessions,
         }
     }
@@ -75,7 +79,8 @@ impl Worker {
             }
             self.expire_idle();
             while self.slots.has_free() {
-                let job = if self.active.is_empty() && self.claimed.is_empty() {
+                let idle = self.claimed.is_empty() && self.prefilling.is_empty();
+                let job = if self.active.is_empty() && idle {
                     match self.rx.blocking_recv() {
                         Some(j) => j,
                         None => return,
@@ -94,6 +99,7 @@ impl Worker {
                 self.handle(job);
             }
             self.start_claimed();
+            self.prefill_chunks();
             if self.cfg.split.is_some() {
                 if !self.active.is_empty() {
                     self.step_split();
@@ -171,9 +177,25 @@ impl Worker {
         if self.claimed.is_empty() {
             return;
         }
-        let claimed = std::mem::take(&mut self.claimed);
+        let mut claimed = std::mem::take(&mut self.claimed);
         let split = self.cfg.split.is_some();
         let apart = |j: &GenJob| j.prompt_logprobs || split;
+        // Prompts longer than a micro-batch go a micro-batch per iteration instead, so they
+        // do not stall the running streams.
+        let mut short = Vec::with_capacity(claimed.len());
+        for (si, job) in claimed.drain(..) {
+            let seq = &mut self.slots[si].seq;
+            let todo = job.prompt.len() - seq.reusable(&job.prompt);
+            if apart(&job) || todo <= seq.session.n_batch() {
+                short.push((si, job));
+                continue;
+            }
+            match seq.start_prefill(&job.prompt) {
+                Ok(c) => self.prefilling.push((si, job, c)),
+                Err(e) => self.begin(si, job, Err(e.to_string()), None),
+            }
+        }
+        let claimed = short;
         let prompts: Vec<(usize, &[u32])> = claimed
             .iter()
             .filter(|(_, j)| !apart(j))
@@ -212,6 +234,31 @@ impl Worker {
                 prefill_logprobs(&self.engine, &mut self.slots[si], &job).map_err(|e| e.to_string())
             };
             self.begin(si, job, started, link);
+        }
+    }
+
+    /// The next micro-batch of every long prompt being evaluated; a finished one becomes an
+    /// active sequence, one whose client left or whose time ran out frees its slot.
+    fn prefill_chunks(&mut self) {
+        let engine = self.engine.clone();
+        for (si, job, mut c) in std::mem::take(&mut self.prefilling) {
+            if job.events.is_closed() {
+                self.slots.release(si);
+                continue;
+            }
+            if Instant::now() >= job.deadline {
+                let _ = job.events.send(Event::Error(ApiError::timeout(
+                    "the request's time limit passed while its prompt was evaluated",
+                )));
+                self.slots.release(si);
+                continue;
+            }
+            let seq = &mut self.slots[si].seq;
+            match c.next(seq, &engine.model, &engine.pool, &job.prompt) {
+                Ok(false) => self.prefilling.push((si, job, c)),
+                Ok(true) => self.begin(si, job, Ok((c.reused(), None)), None),
+                Err(e) => self.begin(si, job, Err(e.to_string()), None),
+            }
         }
     }
 
