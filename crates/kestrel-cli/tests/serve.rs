@@ -150,6 +150,7 @@ fn openai_client_against_the_default_model() {
         "errors",
         "embeddings",
         "metrics",
+        "prompt_batch",
     ] {
         s.scenario(name, &[]);
     }

@@ -254,6 +254,42 @@ def scenario_many():
     print(json.dumps({"answers": alone}))
 
 
+def scenario_prompt_batch():
+    """Requests that arrive while a long prompt is being evaluated (a micro-batch per engine
+    iteration) are admitted together, and their prompts share one pass: the batched-prompts
+    counter grows by at least their number, and each answer equals its answer alone."""
+    c = client()
+    m = model_id(c)
+    qs = ["Tell me about cats.", "What is 2 + 2?", "Describe the moon."]
+    alone = [chat(c, m, q, max_tokens=8).choices[0].message.content for q in qs]
+    long = "The quick brown fox jumps over the lazy dog. " * 140
+    before = metric("kestrel_prompts_batched_total")
+    results = [None] * len(qs)
+    errors = []
+
+    def ask(i):
+        try:
+            results[i] = chat(c, m, qs[i], max_tokens=8).choices[0].message.content
+        except Exception as ex:  # noqa: BLE001 - reported below
+            errors.append(repr(ex))
+
+    first = threading.Thread(target=lambda: c.completions.create(
+        model=m, prompt=long, temperature=0, max_tokens=1))
+    first.start()
+    time.sleep(0.3)
+    ts = [threading.Thread(target=ask, args=(i,)) for i in range(len(qs))]
+    for t in ts:
+        t.start()
+    for t in ts + [first]:
+        t.join()
+    expect(not errors, f"errors: {errors}")
+    for i in range(len(qs)):
+        expect(results[i] == alone[i], f"{qs[i]!r}: together {results[i]!r} != alone {alone[i]!r}")
+    batched = metric("kestrel_prompts_batched_total") - before
+    expect(batched >= len(qs), f"{batched} prompts shared a pass")
+    print(json.dumps({"batched": batched}))
+
+
 def scenario_conversation():
     """ARGS: a token count, then user turns. Greedy replies to the growing conversation, each
     reply kept (whitespace-trimmed, as `kestrel chat` keeps it) as the assistant's turn."""
