@@ -59,8 +59,27 @@ enum Cmd {
     Lowrank(c::lowrank::LowrankArgs),
 }
 
+/// Writing to a closed pipe (`kestrel inspect --json MODEL | head`) ends the process quietly,
+/// as it ends a C tool, instead of with a panic or an error message: Rust starts programs with
+/// SIGPIPE ignored, so restore the default. Not for `serve`: a server must not die of a signal
+/// a client's socket can cause (its sockets write with MSG_NOSIGNAL anyway).
+#[cfg(unix)]
+fn quiet_broken_pipes() {
+    // SAFETY: setting a signal's disposition to the default is async-signal-safe and done
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_broken_pipes() {}
+
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Serve(_)) {
+        quiet_broken_pipes();
+    }
     if cli.no_repack {
         kestrel_model::set_repack_default(false);
     }

@@ -718,3 +718,46 @@ fn error_out_of_range_resources() {
     let err = kestrel(&["run", "-m", &m, "-c", "100000000", "-p", "hi"]).fails_cleanly();
     assert!(err.contains("training context"), "{err}");
 }
+
+/// A reader that goes away (`kestrel inspect --json MODEL | head`) ends the process quietly:
+/// killed by SIGPIPE as a C tool would be, with nothing on stderr, never a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let m = require_model!(SMOLLM2);
+    let mp = path_str(&m);
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(2000);
+    let verbs: [&[&str]; 3] = [
+        &["inspect", "--json", &mp],
+        &["tokenize", &long],
+        &[
+            "run", "-m", &mp, "-t", THREADS, "-p", "Hello", "-n", "16", "--temp", "0",
+        ],
+    ];
+    for args in verbs {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kestrel"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader leaves before anything is read.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let verb = args[0];
+        assert!(
+            out.status.signal() == Some(SIGPIPE) || out.status.success(),
+            "{verb}: {:?}, stderr: {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "{verb}: {stderr}");
+        assert!(!stderr.contains("error"), "{verb}: {stderr}");
+    }
+}
+
+/// SIGPIPE's number on the platforms kestrel builds for (Linux and macOS).
+#[cfg(unix)]
+const SIGPIPE: i32 = 13;
