@@ -82,12 +82,14 @@ pub enum GgufError {
         alignment: usize,
     },
 
-    #[error("tensor {tensor}: data [{start}, {end}) lies outside the file ({file_len} bytes)")]
+    #[error("tensor {tensor}: data [{start}, {end}) lies outside the file ({file_len} bytes); the file is truncated or incomplete: {file_len} bytes, at least {needed} needed")]
     TensorOutOfBounds {
         tensor: String,
         start: u128,
         end: u128,
         file_len: u64,
+        /// Where the last tensor's data ends, by the header.
+        needed: u128,
     },
 
     #[error("duplicate tensor name {0}")]

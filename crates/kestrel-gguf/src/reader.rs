@@ -60,6 +60,12 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
             found: format!("{alignment} (data offset overflows)"),
         })?;
 
+    // The size the header says the file has: where its last tensor's data ends.
+    let needed = raw
+        .iter()
+        .map(|(.., rel, size)| data_offset as u128 + *rel as u128 + *size as u128)
+        .max()
+        .unwrap_or(0);
     let mut tensors = Vec::with_capacity(raw.len());
     let mut tensor_index = HashMap::with_capacity(raw.len());
     for (name, dims, ty, rel, size) in raw {
@@ -71,6 +77,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
                 start,
                 end,
                 file_len: buf.len() as u64,
+                needed,
             });
         }
         if rel % alignment as u64 != 0 {

@@ -86,6 +86,16 @@ fn truncation_at_every_offset() {
             if let GgufError::Truncated { file_len, .. } = e {
                 assert_eq!(file_len, n as u64);
             }
+            // A whole header over missing data says how big the file must be.
+            if let GgufError::TensorOutOfBounds {
+                file_len, needed, ..
+            } = e
+            {
+                assert_eq!((file_len, needed), (n as u64, data_end as u128));
+                let want =
+                    format!("truncated or incomplete: {n} bytes, at least {data_end} needed");
+                assert!(e.to_string().ends_with(&want), "prefix {n}: {e}");
+            }
         } else {
             assert!(r.is_ok(), "prefix {n} of {} should be valid", b.len());
         }
