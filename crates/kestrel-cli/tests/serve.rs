@@ -166,6 +166,15 @@ fn openai_client_against_the_default_model() {
     );
 }
 
+/// `--alias` names the model in /v1/models, and a request may name any model (one is served).
+#[test]
+fn alias_names_the_model() {
+    let m = require_model!(SMOLLM2);
+    let s = Server::start(&m, &["--alias", "kestrel-test-alias"]);
+    let v = s.scenario("alias", &["kestrel-test-alias"]);
+    assert_eq!(v["ids"][0], "kestrel-test-alias");
+}
+
 /// One request, three front ends: a completion through `kestrel run` and a chat message
 /// through `kestrel chat` give the same greedy text as `kestrel serve`, where each is asked
 /// alone and then beside the others in one batch (the scenario checks those two agree; one

@@ -15,6 +15,10 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port; the chosen one is printed)
     #[arg(long = "port", default_value_t = 8080)]
     port: u16,
+    /// The model's name in /v1/models and in answers [default: the file name without .gguf];
+    /// requests may name any model, since one is served
+    #[arg(long = "alias")]
+    alias: Option<String>,
     /// Require 'Authorization: Bearer KEY' on every route but /health
     #[arg(long = "api-key")]
     api_key: Option<String>,
@@ -74,10 +78,13 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         .load()?
         .map(|(remote, policy)| kestrel_server::RouteConfig { remote, policy });
     let path = models::resolve(a.model.model.as_deref())?;
-    let model_id = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .context("model path has no file name")?;
+    let model_id = match a.alias.clone().filter(|s| !s.is_empty()) {
+        Some(alias) => alias,
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .context("model path has no file name")?,
+    };
     let engine = a.model.load()?;
     let n_ctx = engine.n_ctx();
     let spec = a.spec.serve_spec(&engine)?;

@@ -46,7 +46,6 @@ fn base64(bytes: &[u8]) -> String {
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let b = body(b)?;
     let req: EmbeddingRequest = api::parse(&b)?;
-    st.check_model(req.model.as_deref())?;
     let b64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

@@ -110,12 +110,13 @@ pub(crate) fn respond(st: &AppState, r: Result<Response, ApiError>) -> Response 
 }
 
 impl AppState {
-    /// A request may name the model by its id or leave it out; anything else is a 404.
-    pub(crate) fn check_model(&self, m: Option<&str>) -> Result<(), ApiError> {
-        match m {
-            None => Ok(()),
-            Some(m) if m == self.model_id || m.is_empty() => Ok(()),
-            Some(m) => Err(ApiError::model_not_found(m, &self.model_id)),
+    /// `GET /v1/models/{id}` knows only the model served (by its id or `--alias`); a
+    /// generation request may name any model, since one is served (llama-server's behaviour).
+    pub(crate) fn check_model(&self, m: &str) -> Result<(), ApiError> {
+        if m == self.model_id {
+            Ok(())
+        } else {
+            Err(ApiError::model_not_found(m, &self.model_id))
         }
     }
 
@@ -137,7 +138,7 @@ async fn models(State(st): State<Shared>) -> Response {
 async fn model(State(st): State<Shared>, Path(id): Path<String>) -> Response {
     st.metrics.requests[crate::metrics::OTHER].fetch_add(1, Relaxed);
     let r = st
-        .check_model(Some(&id))
+        .check_model(&id)
         .map(|_| Json(st.model_json()).into_response());
     respond(&st, r)
 }
