@@ -105,6 +105,7 @@ pub fn run(
             counts: Default::default(),
         }),
         verify_max_draft: cfg.verify.max_draft,
+        max_body: cfg.max_body,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -400,7 +400,9 @@ def scenario_errors():
     check("unknown model card", httpx.get(BASE + "/v1/models/no-such-model").status_code, 404)
     check("unknown route", httpx.get(BASE + "/v1/nothing").status_code, 404)
     # 413: oversized body.
-    check("oversized body", httpx.post(BASE + "/v1/completions", content=b"x" * (5 << 20)).status_code, 413)
+    big = httpx.post(BASE + "/v1/completions", content=b"x" * (5 << 20))
+    check("oversized body", big.status_code, 413)
+    expect("the limit is 4194304 bytes" in big.json()["error"]["message"], f"413 says {big.text}")
     # The server is still fine.
     check("still answering", status_of(lambda: chat(c, m, "Hi", max_tokens=2))[0], 200)
     print(json.dumps({"checked": checks}))

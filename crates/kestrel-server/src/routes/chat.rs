@@ -58,7 +58,7 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
 }
 
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let b = body(b, st.max_body)?;
     let req: ChatRequest = api::parse(&b)?;
     let forced = routing::model_rule(st, req.sampling.model.as_deref());
     if forced.is_none() {}

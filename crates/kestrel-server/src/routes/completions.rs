@@ -90,7 +90,7 @@ fn prompt_tokens(engine: &Engine, p: &Prompt) -> Result<(Vec<u32>, String), ApiE
 }
 
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let b = body(b, st.max_body)?;
     let req: CompletionRequest = api::parse(&b)?;
     let forced = routing::model_rule(st, req.sampling.model.as_deref());
     if forced.is_none() {}

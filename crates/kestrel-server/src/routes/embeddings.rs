@@ -44,7 +44,7 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let b = body(b, st.max_body)?;
     let req: EmbeddingRequest = api::parse(&b)?;
     let b64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,

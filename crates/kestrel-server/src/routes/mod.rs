@@ -37,6 +37,8 @@ pub struct AppState {
     pub created: u64,
     /// Longest draft `POST /v1/verify` takes.
     pub verify_max_draft: usize,
+    /// Largest request body (`--max-body`).
+    pub max_body: usize,
 }
 
 pub type Shared = Arc<AppState>;
@@ -86,12 +88,14 @@ async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The body, or the OpenAI-shaped error for a body that could not be read (413 when too big).
-pub(crate) fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+/// The body, or the OpenAI-shaped error for a body that could not be read (413 when over
+/// `limit` bytes, naming it).
+pub(crate) fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     b.map_err(|r| {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::with_status(status, "request body too large").code("body_too_large")
+            let msg = format!("request body too large: the limit is {limit} bytes (--max-body)");
+            ApiError::with_status(status, msg).code("body_too_large")
         } else {
             ApiError::with_status(status, r.body_text())
         }

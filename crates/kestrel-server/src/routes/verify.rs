@@ -46,7 +46,7 @@ pub(crate) async fn close(State(st): State<Shared>, Path(id): Path<String>) -> R
 }
 
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let b = body(b, st.max_body)?;
     let req: VerifyRequest = api::parse(&b)?;
     let n_vocab = st.engine.model.hparams().n_vocab;
     let max_draft = st.verify_max_draft;
