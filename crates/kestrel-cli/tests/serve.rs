@@ -42,6 +42,8 @@ struct Server {
     child: Child,
     base: String,
     api_key: Option<String>,
+    /// Its stderr after the line that says where it listens.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -82,7 +84,13 @@ impl Server {
             );
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                keep.lock().unwrap().push(l);
+            }
+        });
         let api_key = extra
             .iter()
             .position(|a| *a == "--api-key")
@@ -91,6 +99,7 @@ impl Server {
             child,
             base,
             api_key,
+            log,
         }
     }
 
@@ -166,13 +175,32 @@ fn openai_client_against_the_default_model() {
     );
 }
 
-/// `--alias` names the model in /v1/models, and a request may name any model (one is served).
+/// `--alias` names the model in /v1/models, a request may name any model (one is served), and
+/// each request leaves an access-log line on stderr.
 #[test]
 fn alias_names_the_model() {
     let m = require_model!(SMOLLM2);
     let s = Server::start(&m, &["--alias", "kestrel-test-alias"]);
     let v = s.scenario("alias", &["kestrel-test-alias"]);
     assert_eq!(v["ids"][0], "kestrel-test-alias");
+    // The access log has a line per request: the model card and the chat (read by the
+    // draining thread, so give it a moment).
+    let wants = [
+        "GET /v1/models/kestrel-test-alias 200",
+        "POST /v1/chat/completions 200",
+    ];
+    let t0 = Instant::now();
+    loop {
+        let log = s.log.lock().unwrap().join("\n");
+        if wants.iter().all(|w| log.contains(w)) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{wants:?} not all in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// One request, three front ends: a completion through `kestrel run` and a chat message

@@ -65,8 +65,28 @@ pub fn router(state: Shared, max_body: usize, split_body: Option<usize>) -> Rout
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(access_log))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// The access log: one line per request on stderr (method, path, status, time to the
+/// response's head; a stream goes on after it). Successful `/health` and `/metrics` polls
+/// are left out, so a monitor does not drown the rest.
+async fn access_log(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let poll = matches!(path.as_str(), "/health" | "/metrics");
+    if !(poll && status.is_success()) {
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        eprintln!(
+            "kestrel serve: {method} {path} {} {ms:.1} ms",
+            status.as_u16()
+        );
+    }
+    resp
 }
 
 /// With `--api-key`, every route but `/health` needs `Authorization: Bearer KEY`.
