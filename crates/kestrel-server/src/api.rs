@@ -121,15 +121,108 @@ pub struct EmbeddingRequest {
 
 /// Parse a JSON body: a syntax error or a field of the wrong type is a 400 naming the problem.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                "malformed JSON body"
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let e = match serde_path_to_error::deserialize(&mut de) {
+        Ok(v) => {
+            // Nothing but whitespace may follow the value.
+            de.end()
+                .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+            return Ok(v);
+        }
+        Err(e) => e,
+    };
+    let mut field = e.path().to_string();
+    let inner = e.into_inner();
+    if matches!(
+        inner.classify(),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+    ) {
+        return Err(ApiError::bad_request(format!(
+            "malformed JSON body: {inner}"
+        )));
+    }
+    let why = plain_types(&inner.to_string());
+    if field.is_empty() || field == "." {
+        // Fields of a flattened group carry no path: find the one whose removal cures or
+        // changes the error (only on this error path, so the extra parses cost nothing).
+        field = culprit::<T>(body).unwrap_or_default();
+    }
+    if field.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "invalid request body: {why}"
+        )));
+    }
+    let msg = format!("invalid request body: field '{field}': {why}");
+    Err(ApiError::bad_request(msg).param(field))
+}
+
+/// The top-level field of `body` its parse error is about: removing it parses, or fails another
+/// way than for a missing field.
+fn culprit<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<String> {
+    let serde_json::Value::Object(map) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    // The error as a parse of the value gives it (no position in the text), to compare with.
+    let whole = serde_json::Value::Object(map.clone());
+    let err = serde_json::from_value::<T>(whole).err()?.to_string();
+    map.keys()
+        .find(|k| {
+            let mut rest = map.clone();
+            rest.remove(*k);
+            match serde_json::from_value::<T>(serde_json::Value::Object(rest)) {
+                Ok(_) => true,
+                Err(e) => {
+                    let e = e.to_string();
+                    e != err && !e.starts_with("missing field")
+                }
             }
-            _ => "invalid request body",
-        };
-        ApiError::bad_request(format!("{what}: {e}"))
-    })
+        })
+        .cloned()
+}
+
+/// serde's description of what it wanted, in the API's words instead of Rust's ("expected u64"
+/// is "expected a non-negative integer"; an untagged enum is the shapes it accepts); the
+/// position in the body is left out (the field is named instead).
+fn plain_types(msg: &str) -> String {
+    let msg = msg.split(" at line ").next().unwrap_or(msg);
+    const SHAPES: [(&str, &str); 4] = [
+        (
+            "untagged enum Content",
+            "expected a string or an array of content parts",
+        ),
+        (
+            "untagged enum Prompt",
+            "expected a string, an array of strings or an array of token ids",
+        ),
+        (
+            "untagged enum StringOrList",
+            "expected a string or an array of strings",
+        ),
+        ("untagged enum", "expected another shape of value"),
+    ];
+    for (rust, api) in SHAPES {
+        if msg.contains(rust) {
+            return api.to_string();
+        }
+    }
+    let mut out = msg.to_string();
+    for (rust, api) in [
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected i64", "expected an integer"),
+        ("expected i32", "expected an integer"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected an object"),
+        ("expected a boolean", "expected true or false"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: map", "invalid type: object"),
+    ] {
+        out = out.replace(rust, api);
+    }
+    out
 }
 
 /// The checked generation settings of a request.

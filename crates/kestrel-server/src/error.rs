@@ -25,7 +25,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub kind: &'static str,
-    pub param: Option<&'static str>,
+    pub param: Option<std::borrow::Cow<'static, str>>,
     pub code: Option<&'static str>,
     /// Seconds for a `Retry-After` header (429).
     pub retry_after: Option<u64>,
@@ -47,8 +47,9 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
 
-    pub fn param(mut self, p: &'static str) -> ApiError {
-        self.param = Some(p);
+    /// The request field at fault (a literal, or a path such as `messages[0].content`).
+    pub fn param(mut self, p: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
+        self.param = Some(p.into());
         self
     }
 

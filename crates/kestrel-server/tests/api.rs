@@ -14,8 +14,13 @@ fn malformed_and_mistyped_bodies_are_400_with_a_reason() {
         "{}",
         e.message
     );
+    assert!(e.message.contains("field 'messages'"), "{}", e.message);
+    assert_eq!(e.param.as_deref(), Some("messages"));
     let e = api::parse::<ChatRequest>(br#"{"messages": [], "temperature": "hot"}"#).unwrap_err();
     assert_eq!(e.status, 400);
+    // A field of a flattened group, named all the same, in the API's words.
+    assert_eq!(e.param.as_deref(), Some("temperature"), "{}", e.message);
+    assert!(e.message.contains("expected a number"), "{}", e.message);
     let e = api::parse::<CompletionRequest>(br#"{"model": "m"}"#).unwrap_err();
     assert!(e.message.contains("prompt"), "{}", e.message);
     let body = e.body();

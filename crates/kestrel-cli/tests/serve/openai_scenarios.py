@@ -394,6 +394,22 @@ def scenario_errors():
     st, resp = status_of(lambda: c.completions.create(model=m, prompt=long, max_tokens=1))
     check("prompt over context", st, 400)
     expect(resp.json()["error"]["code"] == "context_length_exceeded", "context error code")
+    # A value of the wrong shape: the 400 names the field (also inside a flattened group, and
+    # by its path inside messages) and says what was expected in the API's words, not Rust's.
+    for body, param, want in [
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}, "max_tokens",
+         "expected a non-negative integer"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content",
+         "expected a string or an array of content parts"),
+        ({"messages": [{"role": "user", "content": "x"}], "stop": 7}, "stop",
+         "expected a string or an array of strings"),
+    ]:
+        r = httpx.post(BASE + "/v1/chat/completions", json=body)
+        check(f"bad {param}", r.status_code, 400)
+        err = r.json()["error"]
+        expect(err["param"] == param and want in err["message"], f"{param}: {err}")
+        for rust in ["u64", "usize", "enum", "sequence", "line 1"]:
+            expect(rust not in err["message"], f"{param}: Rust's words in {err['message']!r}")
     # One model is served: a request naming another is answered by it (llama-server's
     # behaviour); asking for another model's card, or an unknown route, is a 404.
     check("any model name", status_of(lambda: chat(c, "no-such-model", "x", max_tokens=2))[0], 200)
