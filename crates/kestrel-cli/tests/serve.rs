@@ -362,7 +362,14 @@ fn sessions_save_restore_and_refuse_bad_files() {
         &m,
         &["--parallel", "2", "--session-dir", &path_str(dir.path())],
     );
+    // A link planted under the save's temporary name is not written through.
+    let outside = TempDir::new("sessions-outside");
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"keep me").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&victim, dir.path().join("ada.kvsession.tmp")).unwrap();
     let out = s.scenario("sessions", &[]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
     let file = dir.path().join(out["file"].as_str().expect("file name"));
     let good = std::fs::read(&file).expect("saved session file");
 
@@ -390,4 +397,27 @@ fn sessions_save_restore_and_refuse_bad_files() {
     // Truncated.
     std::fs::write(dir.path().join("short.kvsession"), &good[..40]).unwrap();
     s.scenario("restore_fails", &["short"]);
+
+    // Larger than any session of this model and context: refused before it is read.
+    let huge = std::fs::File::create(dir.path().join("huge.kvsession")).unwrap();
+    huge.set_len(1 << 40).unwrap();
+    let r = s.scenario("restore_fails", &["huge"]);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than a session"),
+        "{r}"
+    );
+
+    // A symbolic link (here to the good file, inside the directory even): refused.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&file, dir.path().join("link.kvsession")).unwrap();
+        let r = s.scenario("restore_fails", &["link"]);
+        assert!(
+            r["message"].as_str().unwrap().contains("symbolic link"),
+            "{r}"
+        );
+    }
 }

@@ -6,6 +6,10 @@
 //! and last an FNV-1a 64 checksum of everything before it (against damage, not an
 //! authenticator). A file from another model (other
 //! fingerprint) or a damaged one (bad checksum, wrong sizes) is refused, never half-loaded.
+//! Files stay inside `--session-dir`: ids are a safe alphabet, a session file that is a
+//! symbolic link is refused, one larger than this model's cache could ever need is refused
+//! before it is read, and saving writes a new temporary file (never through a link) and
+//! renames it.
 
 use crate::error::ServerError;
 use half::f16;
@@ -59,9 +63,27 @@ pub fn save(path: &Path, fingerprint: u64, seq: &Sequence, n: usize) -> Result<u
     let sum = Fnv1a::of(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     let tmp = path.with_extension("kvsession.tmp");
-    std::fs::write(&tmp, &out).map_err(|e| err(&tmp, e.to_string()))?;
+    // A stale temporary file (or a link planted under its name) goes first; `create_new`
+    // then makes a fresh file and never writes through a link.
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(&out)
+    };
+    write().map_err(|e| err(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| err(path, e.to_string()))?;
     Ok(out.len() as u64)
+}
+
+/// The largest file a session of this cache's shape can be: the header, `n_ctx - 1` tokens
+/// with their keys and values, the checksum.
+fn max_size(kv: &kestrel_model::kv::KvCache) -> u64 {
+    let per_token = 4 + kv.k.len() * kv.n_head_kv * (kv.head_dim + kv.head_dim_v) * 2;
+    (MAGIC.len() + 4 + 8 + 20 + 8) as u64 + (kv.n_ctx.saturating_sub(1) * per_token) as u64
 }
 
 struct Reader<'a> {
@@ -86,6 +108,20 @@ impl Reader<'_> {
 /// Read a saved sequence into `seq` (whose cache must have the model's shape); returns the
 /// file size. On error `seq` may hold part of the data: the caller resets it.
 pub fn load(path: &Path, fingerprint: u64, seq: &mut Sequence) -> Result<u64, ServerError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| err(path, e.to_string()))?;
+    if meta.file_type().is_symlink() {
+        return Err(err(path, "a symbolic link, not a session file (refused)"));
+    }
+    let limit = max_size(&seq.session.kv);
+    if meta.len() > limit {
+        return Err(err(
+            path,
+            format!(
+                "{} bytes, more than a session of this model and context can hold ({limit})",
+                meta.len()
+            ),
+        ));
+    }
     let b = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
     if b.len() < MAGIC.len() + 4 + 8 + 20 + 8 || &b[..8] != MAGIC {
         return Err(err(path, "not a kestrel session file"));
