@@ -55,8 +55,10 @@ impl Slots {
         self.slots.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter()
+    /// Whether slot `i`'s context has a position for one more token.
+    pub fn room(&self, i: usize) -> bool {
+        let s = &self.slots[i].seq.session;
+        s.n_past() < s.n_ctx()
     }
 
     pub fn has_free(&self) -> bool {

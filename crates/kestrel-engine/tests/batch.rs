@@ -236,13 +236,7 @@ fn a_speculative_step_chooses_what_plain_steps_would() {
         let mut spec = Speculate::new(std::sync::Arc::new(make), 1);
         let mut length = DraftLength::new(8, false);
         let (mut drafted, mut accepted) = (0, 0);
-        loop {
-            let sess = &slots[s].seq.session;
-            let room = sess.n_past() < sess.n_ctx();
-            let logits = sess.last_logits().to_vec();
-            let Some(t) = a.advance(&e.tokenizer, &logits, room, Instant::now()) else {
-                break;
-            };
+        while let Some(t) = a.advance_in(&e, &slots, Instant::now()) {
             let r = spec.step(&e, &mut slots, &mut a, t, &mut length).unwrap();
             drafted += r.drafted;
             accepted += r.accepted;

@@ -87,8 +87,7 @@ fn sample<C: SplitClient>(
         };
         let report = link.report(n_layer, a.client.prompt_tokens());
         a.client.report(report);
-        let s = &slots[a.slot].seq.session;
-        let room = s.n_past() < s.n_ctx();
+        let room = slots.room(a.slot);
         let next = a.advance(&engine.tokenizer, link.last_logits(), room, now);
         *a.client.link() = Some(link);
         match next {

@@ -71,6 +71,13 @@ impl<C: Client> Seq<C> {
         self.sample(tok, logits, room)
     }
 
+    /// [`Seq::advance`] on the last logits of its own slot (every step but the split one, whose
+    /// logits come from its server).
+    pub fn advance_in(&mut self, engine: &Engine, slots: &Slots, now: Instant) -> Option<u32> {
+        let logits = slots[self.slot].seq.session.last_logits();
+        self.advance(&engine.tokenizer, logits, slots.room(self.slot), now)
+    }
+
     /// The sampling step on `logits`, its output to the client. None: the sequence ended.
     pub fn sample(&mut self, tok: &Tokenizer, logits: &[f32], room: bool) -> Option<u32> {
         let next = self.dec.step(tok, logits, room, &mut self.client);
@@ -103,9 +110,7 @@ pub fn step<C: Client>(
     let mut feed = Vec::with_capacity(active.len());
     let mut ended = Vec::new();
     for mut a in std::mem::take(active) {
-        let s = &slots[a.slot].seq.session;
-        let room = s.n_past() < s.n_ctx();
-        match a.advance(&engine.tokenizer, s.last_logits(), room, now) {
+        match a.advance_in(engine, slots, now) {
             Some(t) => {
                 feed.push((a.slot, t));
                 active.push(a);

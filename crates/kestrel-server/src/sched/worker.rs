@@ -240,6 +240,10 @@ impl Worker {
     /// The next micro-batch of every long prompt being evaluated; a finished one becomes an
     /// active sequence, one whose client left or whose time ran out frees its slot.
     fn prefill_chunks(&mut self) {
+        if self.prefilling.is_empty() {
+            return;
+        }
+        // A handle of its own: `begin` below needs all of `self`.
         let engine = self.engine.clone();
         for (si, job, mut c) in std::mem::take(&mut self.prefilling) {
             if job.events.is_closed() {
@@ -306,13 +310,6 @@ impl Worker {
         };
         let (e, m) = (self.engine.clone(), self.metrics.clone());
         self.active.push(active(si, job, e, m, length, link));
-    }
-
-    /// `a`'s next token from its slot's last logits (`Seq::advance`); None: it ended.
-    fn advance(&self, a: &mut Active, now: Instant) -> Option<u32> {
-        let s = &self.slots[a.slot].seq.session;
-        let room = s.n_past() < s.n_ctx();
-        a.advance(&self.engine.tokenizer, s.last_logits(), room, now)
     }
 
     /// One continuous-batching step (`kestrel_engine::batch::step`): a token for every active

@@ -55,7 +55,8 @@ impl SpecState {
 impl Worker {
     /// One speculative step for the only active sequence.
     pub(super) fn spec_step(&mut self, mut a: Active) {
-        let Some(t) = self.advance(&mut a, std::time::Instant::now()) else {
+        let now = std::time::Instant::now();
+        let Some(t) = a.advance_in(&self.engine, &self.slots, now) else {
             self.release(a.slot);
             return;
         };
