@@ -10,7 +10,7 @@ use half::f16;
 use kestrel_kernels::f16_at;
 use kestrel_kernels::generic::kquants::layout::*;
 use kestrel_kernels::generic::kquants::*;
-use kestrel_kernels::generic::put_f16;
+use kestrel_kernels::generic::{put_f16, signed_absmax};
 
 /// Below this, a group's largest magnitude counts as zero (ggml's GROUP_MAX_EPS).
 const GROUP_MAX_EPS: f32 = 1e-15;
@@ -108,16 +108,8 @@ fn make_qkx2_quants(
 /// |x|^2-weighted least squares. `l_out` receives L + nmax (unsigned).
 fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     let n = x.len();
-    let mut max = 0.0f32;
-    let mut amax = 0.0f32;
-    for &v in x {
-        let av = v.abs();
-        if av > amax {
-            amax = av;
-            max = v;
-        }
-    }
-    if amax < GROUP_MAX_EPS {
+    let max = signed_absmax(x);
+    if max.abs() < GROUP_MAX_EPS {
         l_out[..n].fill(0);
         return 0.0;
     }
@@ -449,15 +441,8 @@ pub fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
 /// `l_out` receives level + nmax; an all-zero group gets zeros and scale 0.
 fn make_q3_quants_rmse(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     let n = x.len();
-    let mut max = 0.0f32;
-    let mut amax = 0.0f32;
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax < GROUP_MAX_EPS {
+    let max = signed_absmax(x);
+    if max.abs() < GROUP_MAX_EPS {
         l_out[..n].fill(0);
         return 0.0;
     }

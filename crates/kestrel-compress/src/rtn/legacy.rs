@@ -5,21 +5,7 @@
 use kestrel_kernels::generic::legacy::{
     blocks, inv, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, QK,
 };
-use kestrel_kernels::generic::put_f16;
-
-/// The element of largest magnitude (first one on ties), with its sign.
-#[inline(always)]
-fn signed_absmax(x: &[f32]) -> f32 {
-    let mut amax = 0.0f32;
-    let mut max = 0.0f32;
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
-}
+use kestrel_kernels::generic::{put_f16, signed_absmax};
 
 #[inline(always)]
 fn min_max(x: &[f32]) -> (f32, f32) {

@@ -2,6 +2,7 @@
 //! `make_qx_quants`, `make_qkx3_quants` and `make_qp_quants` do them.
 
 use kestrel_kernels::generic::kquants::nearest_int;
+use kestrel_kernels::generic::signed_absmax;
 
 /// Below this, a group's largest magnitude counts as zero.
 const GROUP_MAX_EPS: f32 = 1e-15;
@@ -10,14 +11,8 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 /// l + nmax. Returns d.
 pub fn qx(nmax: i32, x: &[f32], w: &[f32], out: &mut [u8]) -> f32 {
     let n = x.len();
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax < GROUP_MAX_EPS {
+    let max = signed_absmax(x);
+    if max.abs() < GROUP_MAX_EPS {
         out[..n].fill(0);
         return 0.0;
     }

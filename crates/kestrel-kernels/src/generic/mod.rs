@@ -29,6 +29,21 @@ pub fn f16_at(b: &[u8], o: usize) -> f32 {
     f32::from_bits(mag.to_bits() | sign)
 }
 
+/// The element of largest magnitude, with its sign (the first one on ties; 0 for none): the
+/// scale source of ggml's symmetric quantizers.
+#[inline(always)]
+pub fn signed_absmax(x: &[f32]) -> f32 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
 /// Writes `v` rounded to an IEEE half (round to nearest even, as ggml) at byte `o` of `b`.
 #[inline(always)]
 pub fn put_f16(b: &mut [u8], o: usize, v: f32) {

@@ -14,16 +14,8 @@ pub fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) {
         .zip(dst.chunks_exact_mut(Q8_K_BLOCK_BYTES))
         .take(nb)
     {
-        let mut max = 0.0f32;
-        let mut amax = 0.0f32;
-        for &v in x {
-            let av = v.abs();
-            if av > amax {
-                amax = av;
-                max = v;
-            }
-        }
-        if amax == 0.0 {
+        let max = crate::generic::signed_absmax(x);
+        if max == 0.0 {
             y.fill(0);
             continue;
         }
