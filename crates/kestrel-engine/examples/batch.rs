@@ -1,15 +1,15 @@
-//! Continuous batching in an application, without HTTP: several prompts admitted together
-//! (their prompts share passes), then decoded in batched steps, each answer streamed to its
-//! own client and equal to what `Engine::generate` gives it alone.
+//! Continuous batching in an application, without HTTP (the engine's `Scheduler`, the loop
+//! the server runs): several prompts admitted together (their prompts share passes), then
+//! decoded in batched steps, each answer streamed to its own client and equal to what
+//! `Engine::generate` gives it alone.
 //!
 //!     cargo run --release -p kestrel-engine --example batch -- [MODEL.gguf]
 //!
 //! MODEL defaults to the SmolLM2 file `scripts/fetch-models.sh` puts in the cache.
 
-use kestrel_engine::batch::{self, Client, Seq};
+use kestrel_engine::batch::{Client, Failure, Plain, Request, Scheduler};
 use kestrel_engine::decode::primed_sampler;
 use kestrel_engine::decoding::{Decoding, Sink};
-use kestrel_engine::slots::Slots;
 use kestrel_engine::{Engine, EngineConfig, SamplerConfig, StopReason};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,6 +38,9 @@ impl Client for Printer {
     fn done(&mut self, reason: StopReason, generated: usize) {
         println!("[{}] {generated} tokens ({reason:?}):{}", self.n, self.text);
     }
+    fn failed(&mut self, why: Failure) {
+        eprintln!("[{}] failed: {why:?}", self.n);
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,33 +57,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Once upon a time, in a small village,",
         "The capital of France is",
     ];
-    let mut slots = Slots::new(&engine, prompts.len());
-    let mut active = Vec::new();
-    let mut admitted = Vec::new();
+    // The engine's generation loop with plain batched steps (a `Speculative` strategy would
+    // draft and verify instead).
+    let mut sched = Scheduler::new(&engine, prompts.len(), Box::new(Plain));
     for (n, text) in prompts.iter().enumerate() {
         let prompt = engine.tokenize_prompt(text)?;
-        let slot = slots.claim(&prompt, None).ok_or("no free slot")?;
         let sampler = primed_sampler(&SamplerConfig::greedy(), &prompt);
-        let dec = Decoding::new(sampler, &[], 24, false);
         let client = Printer {
             n,
             text: text.to_string(),
         };
-        admitted.push((slot, prompt));
-        active.push(Seq::new(slot, dec, client));
+        let req = Request {
+            prompt,
+            session: None,
+            prompt_logprobs: None,
+            dec: Decoding::new(sampler, &[], 24, false),
+            client,
+        };
+        sched
+            .admit(req, Instant::now())
+            .map_err(|_| "no free slot")?;
     }
-    // Every admitted prompt in as few shared passes as fit a micro-batch.
-    let views: Vec<(usize, &[u32])> = admitted.iter().map(|(s, p)| (*s, p.as_slice())).collect();
-    for r in slots.prefill(&engine, &views).reused {
-        r?;
-    }
-    // One token for every active sequence per step, through one batched forward pass.
-    while !active.is_empty() {
-        let (ended, r) = batch::step(&engine, &mut slots, &mut active, Instant::now());
-        r?;
-        for s in ended {
-            slots.release(s.slot);
-        }
-    }
+    // The admitted prompts in as few shared passes as fit a micro-batch, then one token for
+    // every active sequence per step, through one batched forward pass. A server would admit
+    // new requests between steps.
+    sched.run_all(&engine);
     Ok(())
 }

@@ -1,13 +1,15 @@
-//! Split inference as a way of stepping batched sequences (the device side of `kestrel serve
-//! --split-remote`): every sequence samples its token here from the logits its split server
-//! sent; layers `0..k` of all the remote ones run in one batched pass (`Slots::step_stage`,
-//! bit-identical to one at a time); all their round trips are made at once (one thread each),
-//! so a step waits for about one round trip however many are active. A sequence whose server
-//! failed has gone local inside its link and runs its whole step on the device.
+//! Split inference as a scheduler strategy (the device side of `kestrel serve
+//! --split-remote`): each prompt opens a link in an emptied slot and runs through it; every
+//! sequence samples its token here from the logits its split server sent; layers `0..k` of all
+//! the remote ones run in one batched pass (`Slots::step_stage`, bit-identical to one at a
+//! time); all their round trips are made at once (one thread each), so a step waits for about
+//! one round trip however many are active. A sequence whose server failed has gone local
+//! inside its link and runs its whole step on the device. The slot's cache holds only layers
+//! `0..k` while split, so it is emptied when the sequence ends.
 
-use crate::split::SplitLink;
-use kestrel_engine::batch::{Client, Seq};
-use kestrel_engine::slots::Slots;
+use crate::split::{SplitConfig, SplitLink, SplitStats};
+use kestrel_engine::batch::{Client, Failure, Seq, Strategy};
+use kestrel_engine::slots::{Slot, Slots};
 use kestrel_engine::Engine;
 use std::time::Instant;
 
@@ -20,20 +22,87 @@ pub trait SplitClient: Client {
     /// Where the layers ran so far (current before any step that may end the sequence, so
     /// its end can carry it).
     fn report(&mut self, report: serde_json::Value);
-    /// A local model error ended the sequence (the server's failures are the link's).
-    fn failed(&mut self, why: String);
+    /// The link is closed (the sequence ended); what it did.
+    fn closed(&mut self, _stats: &SplitStats) {}
+}
+
+/// The split device's strategy: layers `k..n` of every sequence on the server of `cfg`.
+pub struct Split {
+    cfg: SplitConfig,
+}
+
+impl Split {
+    pub fn new(cfg: SplitConfig) -> Split {
+        Split { cfg }
+    }
+}
+
+impl<C: SplitClient> Strategy<C> for Split {
+    fn starts_prompts(&self) -> bool {
+        true
+    }
+
+    /// Open a link in the emptied slot and run the prompt through it.
+    fn start(
+        &mut self,
+        engine: &Engine,
+        slots: &mut Slots,
+        slot: usize,
+        prompt: &[u32],
+        client: &mut C,
+    ) -> Result<(), String> {
+        let slot = &mut slots[slot];
+        clear(slot);
+        let (m, pool) = (&engine.model, &engine.pool);
+        let session = &mut slot.seq.session;
+        let cfg = self.cfg.clone();
+        let mut link =
+            SplitLink::open(m, pool, session, engine.n_batch(), cfg).map_err(|e| e.to_string())?;
+        if let Err(e) = link.feed(m, pool, session, prompt) {
+            link.close();
+            clear(slot);
+            return Err(e.to_string());
+        }
+        *client.link() = Some(link);
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        engine: &Engine,
+        slots: &mut Slots,
+        active: &mut Vec<Seq<C>>,
+        now: Instant,
+    ) -> Vec<Seq<C>> {
+        step(engine, slots, active, self.cfg.k, now)
+    }
+
+    /// Close the server's session and empty the slot.
+    fn end(&mut self, slots: &mut Slots, a: &mut Seq<C>) {
+        if let Some(mut link) = a.client.link().take() {
+            link.close();
+            a.client.closed(&link.stats);
+        }
+        clear(&mut slots[a.slot]);
+    }
+}
+
+fn clear(slot: &mut Slot) {
+    slot.seq.clear();
+    slot.seq.session.reset();
 }
 
 /// One step of every active split sequence in `active`, whose layers `0..k` live in their
-/// slots. Returns the sequences that ended (their links still open: the caller closes them
-/// and frees the slots).
-pub fn step<C: SplitClient>(
+/// slots. Returns the sequences that ended (their links still open: [`Split`]'s `end` closes
+/// them).
+fn step<C: SplitClient>(
     engine: &Engine,
     slots: &mut Slots,
     active: &mut Vec<Seq<C>>,
     k: usize,
+    now: Instant,
 ) -> Vec<Seq<C>> {
-    let (mut fed, mut ended) = sample(engine, slots, active);
+    let (mut fed, mut ended) = sample(engine, slots, active, now);
     begin(engine, slots, &mut fed, &mut ended, k);
     let remote: Vec<&mut SplitLink> = fed
         .iter_mut()
@@ -56,7 +125,7 @@ pub fn step<C: SplitClient>(
             .map(|l| l.complete(model, pool, session))
         {
             Some(Err(e)) => {
-                a.client.failed(e.to_string());
+                a.client.failed(Failure::Error(e.to_string()));
                 ended.push(a);
             }
             _ => active.push(a),
@@ -73,8 +142,8 @@ fn sample<C: SplitClient>(
     engine: &Engine,
     slots: &Slots,
     active: &mut Vec<Seq<C>>,
+    now: Instant,
 ) -> (Fed<C>, Vec<Seq<C>>) {
-    let now = Instant::now();
     let n_layer = engine.model.hparams().n_layer;
     let mut fed = Vec::with_capacity(active.len());
     let mut ended = Vec::new();
@@ -148,7 +217,7 @@ fn begin<C: SplitClient>(
     failed.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
     for (j, why) in failed {
         let (mut a, _) = fed.remove(j);
-        a.client.failed(why);
+        a.client.failed(Failure::Error(why));
         ended.push(a);
     }
 }

@@ -1,14 +1,22 @@
-//! Continuous batching without HTTP: the sequences a front end generates together, each a
-//! [`Seq`] in a slot of [`Slots`] with the engine's sampling step ([`Decoding`]) and a
-//! [`Client`] its output goes to. [`step`] advances every active sequence by one token and
-//! feeds all that continue through one batched pass; [`speculate`] steps one sequence with a
-//! draft instead. The server's scheduler runs its plain and speculative steps through them and
-//! its split step through [`Seq::advance`]. Each sequence gets exactly what it would alone
-//! (`Slots`).
+//! Continuous batching without HTTP. A [`Scheduler`] takes requests as they come, gives each
+//! a slot of [`Slots`] (reusing a cached prefix), evaluates new prompts together, long ones a
+//! micro-batch per step, and steps every active sequence, each a [`Seq`] with the engine's
+//! sampling step ([`Decoding`]) and a [`Client`] its output goes to. How a step produces
+//! tokens is its [`Strategy`]: [`Plain`] ([`step`]: one token for every sequence, all that
+//! continue through one batched pass), [`speculate::Speculative`] (a draft verified in one
+//! pass while one sequence is active), or the split device's (kestrel-collab). The server's
+//! scheduler and an embedding application run the same loop; each sequence gets exactly what
+//! it would alone (`Slots`).
 
+mod scheduler;
 pub mod speculate;
+mod strategy;
+
+pub use scheduler::{Request, Scheduler, Stats};
+pub use strategy::{Plain, Strategy};
 
 use crate::decoding::{Decoding, Next, Sink};
+use crate::logprobs::TokenLogprob;
 use crate::slots::Slots;
 use crate::{Engine, Result, StopReason, Tokenizer};
 use std::time::Instant;
@@ -25,6 +33,26 @@ pub trait Client: Sink {
     /// The sequence ended for `reason` with `generated` tokens (its last text already sent;
     /// not called when the client is gone).
     fn done(&mut self, reason: StopReason, generated: usize);
+    /// Its prompt is evaluated ([`Scheduler`]): `reused` of its tokens came from the slot's
+    /// cache; `prompt_logprobs` when the request asked for them. False: the client is gone
+    /// (the sequence ends).
+    fn started(&mut self, _reused: usize, _prompt_logprobs: Option<Vec<TokenLogprob>>) -> bool {
+        true
+    }
+    /// The request ended without finishing ([`Scheduler`]; not called when the client is gone).
+    fn failed(&mut self, _why: Failure) {}
+    /// A speculative step drafted `drafted` tokens and kept `accepted` of them.
+    fn drafted(&mut self, _drafted: usize, _accepted: usize) {}
+}
+
+/// Why the scheduler ended a request early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Its time ran out before its first token (while it waited for a slot, or while its
+    /// prompt was evaluated).
+    Expired(&'static str),
+    /// Its prompt or a step failed.
+    Error(String),
 }
 
 /// One active sequence.

@@ -6,12 +6,14 @@
 //! chooses it (see `crate::speculative`), and a draft only decides how many rows a pass
 //! computes.
 
-use super::{Client, Seq};
+use super::strategy::{plain_step, Strategy};
+use super::{Client, Failure, Seq};
 use crate::slots::Slots;
 use crate::speculative::round::{walk, Walk};
 use crate::speculative::{Draft, DraftCtx, DraftLength, Drafter};
 use crate::{Engine, Result};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Makes one drafter per slot (a model drafter keeps a KV cache of its own).
 pub type DrafterFactory = Arc<dyn Fn() -> Result<Box<dyn Drafter>> + Send + Sync>;
@@ -103,5 +105,68 @@ impl Speculate {
             drafted: draft.len(),
             accepted,
         })
+    }
+}
+
+/// Speculative decoding as a scheduler strategy (`kestrel serve --draft`): while exactly one
+/// sequence is active its step drafts and verifies ([`Speculate::step`]); with several, the
+/// plain batched step (a draft would make every other sequence wait for its verification
+/// rows). Each sequence's draft length adapts on its own.
+pub struct Speculative {
+    spec: Speculate,
+    max: usize,
+    adaptive: bool,
+    lengths: Vec<DraftLength>,
+}
+
+impl Speculative {
+    /// Drafts of at most `max` tokens from `make`'s drafters, for `slots` slots; their length
+    /// follows each sequence's acceptance rate when `adaptive`.
+    pub fn new(make: DrafterFactory, slots: usize, max: usize, adaptive: bool) -> Speculative {
+        Speculative {
+            spec: Speculate::new(make, slots),
+            max,
+            adaptive,
+            lengths: vec![DraftLength::new(max, adaptive); slots],
+        }
+    }
+}
+
+impl<C: Client> Strategy<C> for Speculative {
+    fn begin(&mut self, slot: usize) {
+        self.lengths[slot] = DraftLength::new(self.max, self.adaptive);
+    }
+
+    fn step(
+        &mut self,
+        engine: &Engine,
+        slots: &mut Slots,
+        active: &mut Vec<Seq<C>>,
+        now: Instant,
+    ) -> Vec<Seq<C>> {
+        if active.len() != 1 {
+            return plain_step(engine, slots, active, now);
+        }
+        let Some(mut a) = active.pop() else {
+            return Vec::new();
+        };
+        let Some(t) = a.advance_in(engine, slots, now) else {
+            return vec![a];
+        };
+        let length = &mut self.lengths[a.slot];
+        match self.spec.step(engine, slots, &mut a, t, length) {
+            Ok(s) => {
+                a.client.drafted(s.drafted, s.accepted);
+                if !s.alive {
+                    return vec![a];
+                }
+                active.push(a);
+                Vec::new()
+            }
+            Err(e) => {
+                a.client.failed(Failure::Error(e.to_string()));
+                vec![a]
+            }
+        }
     }
 }

@@ -4,106 +4,59 @@
 //! `Done`), driven one step at a time by the scheduler so many sequences share a forward pass.
 
 use super::{Event, FinishReason, GenJob};
+use crate::error::ApiError;
 use crate::metrics::Metrics;
-use kestrel_engine::batch::{Client, Seq};
+use kestrel_engine::batch::{Client, Failure, Request};
 use kestrel_engine::decoding::{Decoding, Sink};
-use kestrel_engine::{Engine, StopReason, Tokenizer};
+use kestrel_engine::{Engine, StopReason};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Clone, Debug)]
-pub struct TopLogprob {
-    pub token: String,
-    pub bytes: Vec<u8>,
-    pub logprob: f32,
-}
-
-/// A token's log-probability under the model's distribution (log-softmax of the raw logits,
-/// before temperature and top-p), with the most likely alternatives.
-#[derive(Clone, Debug)]
-pub struct TokenLogprob {
-    pub token: String,
-    pub bytes: Vec<u8>,
-    /// None for the first prompt token (nothing predicts it).
-    pub logprob: Option<f32>,
-    pub top: Vec<TopLogprob>,
-}
-
-pub(crate) fn piece(tok: &Tokenizer, id: u32) -> (String, Vec<u8>) {
-    let b = tok.token_to_piece(id, true).to_vec();
-    (String::from_utf8_lossy(&b).into_owned(), b)
-}
-
-/// Logprob of `id` in `logits`, and the `top` most likely tokens (`kestrel_engine::logprobs`),
-/// with their text.
-pub(crate) fn logprob_of(tok: &Tokenizer, logits: &[f32], id: u32, top: usize) -> TokenLogprob {
-    let (lp, best) = kestrel_engine::logprobs::logprobs(logits, id, top);
-    let (token, bytes) = piece(tok, id);
-    TokenLogprob {
-        token,
-        bytes,
-        logprob: Some(lp),
-        top: best
-            .into_iter()
-            .map(|(i, logprob)| {
-                let (token, bytes) = piece(tok, i);
-                TopLogprob {
-                    token,
-                    bytes,
-                    logprob,
-                }
-            })
-            .collect(),
-    }
-}
+pub use kestrel_engine::logprobs::{logprob_of, TokenLogprob};
 
 /// A request's side of its batched sequence (`kestrel_engine::batch::Seq`'s client): its
 /// events as the sink of the engine's sampling step (confidence before the draw for routing,
 /// each token with its logprobs after it, held-back text, `Done`), the timing metrics, and the
 /// state of the speculative and split steps.
 pub(crate) struct Req {
+    /// The request (its prompt moved into the scheduler's `Request`).
     pub job: GenJob,
+    pub prompt_tokens: usize,
     engine: Arc<Engine>,
-    metrics: Arc<Metrics>,
+    pub metrics: Arc<Metrics>,
     /// Tokens whose confidence is still to be reported.
     confidence: usize,
     /// When the last token came (metrics: time to first token, then per-token latency).
     last_token: Option<Instant>,
     /// The split report to send with `Done` (kept current by the split step).
     pub report: Option<serde_json::Value>,
-    /// Draft length for this sequence (speculation only).
-    pub length: kestrel_engine::speculative::DraftLength,
     /// The split server link (`--split-remote` only).
     pub split: Option<kestrel_collab::split::SplitLink>,
 }
 
-/// An active sequence of the scheduler.
-pub(crate) type Active = Seq<Req>;
-
-/// `job` as an active sequence in slot `slot`.
-pub(crate) fn active(
-    slot: usize,
-    job: GenJob,
-    engine: Arc<Engine>,
-    metrics: Arc<Metrics>,
-    length: kestrel_engine::speculative::DraftLength,
-    split: Option<kestrel_collab::split::SplitLink>,
-) -> Active {
+/// `job` as a request for the engine's scheduler.
+pub(crate) fn request(mut job: GenJob, engine: Arc<Engine>, metrics: Arc<Metrics>) -> Request<Req> {
     let sampler = kestrel_engine::decode::primed_sampler(&job.sampler, &job.prompt)
         .with_bias(job.bias.clone());
     let dec = Decoding::new(sampler, &job.stop, job.max_tokens, false);
-    let client = Req {
-        confidence: job.confidence,
-        job,
-        engine,
-        metrics,
-        last_token: None,
-        report: None,
-        length,
-        split,
-    };
-    Seq::new(slot, dec, client)
+    let prompt = std::mem::take(&mut job.prompt);
+    Request {
+        session: job.session_id.clone(),
+        prompt_logprobs: job.prompt_logprobs.then(|| job.logprobs.unwrap_or(0)),
+        dec,
+        client: Req {
+            prompt_tokens: prompt.len(),
+            confidence: job.confidence,
+            job,
+            engine,
+            metrics,
+            last_token: None,
+            report: None,
+            split: None,
+        },
+        prompt,
+    }
 }
 
 impl Sink for Req {
@@ -142,6 +95,33 @@ impl Client for Req {
 
     fn expired(&self, now: Instant) -> bool {
         now >= self.job.deadline
+    }
+
+    fn started(&mut self, reused: usize, prompt_logprobs: Option<Vec<TokenLogprob>>) -> bool {
+        let m = &self.metrics;
+        m.prompt_tokens
+            .fetch_add(self.prompt_tokens as u64, Relaxed);
+        m.prompt_tokens_reused.fetch_add(reused as u64, Relaxed);
+        let started = Event::Started {
+            prompt_tokens: self.prompt_tokens,
+            reused,
+            prompt_logprobs,
+        };
+        self.job.events.send(started).is_ok()
+    }
+
+    fn failed(&mut self, why: Failure) {
+        let e = match why {
+            Failure::Expired(why) => ApiError::timeout(why),
+            Failure::Error(why) => ApiError::internal(why),
+        };
+        let _ = self.job.events.send(Event::Error(e));
+    }
+
+    fn drafted(&mut self, drafted: usize, accepted: usize) {
+        let m = &self.metrics;
+        m.spec_drafted.fetch_add(drafted as u64, Relaxed);
+        m.spec_accepted.fetch_add(accepted as u64, Relaxed);
     }
 
     fn done(&mut self, reason: StopReason, generated: usize) {

@@ -5,18 +5,17 @@
 //! `k..n` in the slot's own session and the sequence goes on locally, with nothing the client
 //! already received repeated or lost; the response's `kestrel.split` field and the log say so.
 //!
-//! Each step is kestrel-collab's `split::batch::step`: layers `0..k` of the remote sequences
-//! in one batched pass, then their round trips at the same time (the protocol carries one
-//! session per message, so the split server runs them one by one). The slot's cache holds only
-//! layers `0..k` while split, so nothing in it is reused by a later request.
+//! The engine's scheduler steps them with kestrel-collab's `split::batch::Split` strategy:
+//! layers `0..k` of the remote sequences in one batched pass, then their round trips at the
+//! same time (the protocol carries one session per message, so the split server runs them one
+//! by one). The slot's cache holds only layers `0..k` while split, so nothing in it is reused
+//! by a later request. Here: what a split request cannot ask for, and its client's side.
 
-use super::{Active, Worker};
 use crate::error::ApiError;
 use crate::sched::decode::Req;
-use crate::sched::{Event, GenJob};
-use kestrel_collab::split::{self, batch::SplitClient, SplitConfig, SplitLink};
-use kestrel_engine::slots::Slot;
-use kestrel_engine::Engine;
+use crate::sched::GenJob;
+use kestrel_collab::split::batch::SplitClient;
+use kestrel_collab::split::{SplitLink, SplitStats};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// What a split server cannot do for a request.
@@ -41,70 +40,24 @@ pub(super) fn no_sessions() -> ApiError {
     )
 }
 
-/// Open a link for `job` in an emptied slot and run its prompt through it.
-pub(super) fn start(
-    engine: &Engine,
-    slot: &mut Slot,
-    job: &GenJob,
-    cfg: SplitConfig,
-) -> Result<SplitLink, String> {
-    clear(slot);
-    let (m, pool) = (&engine.model, &engine.pool);
-    let session = &mut slot.seq.session;
-    let mut link =
-        SplitLink::open(m, pool, session, engine.n_batch(), cfg).map_err(|e| e.to_string())?;
-    if let Err(e) = link.feed(m, pool, session, &job.prompt) {
-        link.close();
-        clear(slot);
-        return Err(e.to_string());
-    }
-    Ok(link)
-}
-
-fn clear(slot: &mut Slot) {
-    slot.seq.clear();
-    slot.seq.session.reset();
-}
-
 impl SplitClient for Req {
     fn link(&mut self) -> &mut Option<SplitLink> {
         &mut self.split
     }
 
     fn prompt_tokens(&self) -> usize {
-        self.job.prompt.len()
+        self.prompt_tokens
     }
 
     fn report(&mut self, report: serde_json::Value) {
         self.report = Some(report);
     }
 
-    fn failed(&mut self, why: String) {
-        let _ = self.job.events.send(Event::Error(ApiError::internal(why)));
-    }
-}
-
-impl Worker {
-    /// One step of every active split sequence (`kestrel_collab::split::batch::step`); the
-    /// ended ones close their links and free their slots.
-    pub(super) fn step_split(&mut self) {
-        let k = self.cfg.split.as_ref().map_or(0, |c| c.k);
-        let ended = split::batch::step(&self.engine, &mut self.slots, &mut self.active, k);
-        for a in ended {
-            self.end_split(a);
+    fn closed(&mut self, stats: &SplitStats) {
+        let m = &self.metrics;
+        m.split_sequences.fetch_add(1, Relaxed);
+        if stats.fallback.is_some() {
+            m.split_fallbacks.fetch_add(1, Relaxed);
         }
-    }
-
-    /// Close the server's session, count the sequence and free its slot.
-    fn end_split(&mut self, mut a: Active) {
-        if let Some(mut link) = a.client.split.take() {
-            link.close();
-            self.metrics.split_sequences.fetch_add(1, Relaxed);
-            if link.stats.fallback.is_some() {
-                self.metrics.split_fallbacks.fetch_add(1, Relaxed);
-            }
-        }
-        clear(&mut self.slots[a.slot]);
-        self.release(a.slot);
     }
 }
