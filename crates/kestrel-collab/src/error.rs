@@ -18,6 +18,12 @@ pub enum CollabError {
     /// ("unreachable", "timed out", "error status", "malformed answer").
     #[error("verify remote {kind}: {detail}")]
     VerifyRemote { kind: &'static str, detail: String },
+    /// A verify call the server side refuses (`verify::server`).
+    #[error("{message}")]
+    VerifyRefused {
+        refusal: crate::verify::server::Refusal,
+        message: String,
+    },
     /// A split message that does not parse (truncated, bad magic, unknown kind or format).
     #[error("malformed split message: {0}")]
     Malformed(String),

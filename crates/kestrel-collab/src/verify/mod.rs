@@ -8,6 +8,7 @@ mod client;
 mod device;
 mod fingerprint;
 pub mod proto;
+pub mod server;
 
 pub use client::VerifyClient;
 pub use device::{remote_generate, RemoteGeneration, RemoteOptions, RemoteStats};

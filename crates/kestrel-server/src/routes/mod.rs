@@ -6,7 +6,7 @@ mod completions;
 mod embeddings;
 pub(crate) mod gen;
 mod split;
-mod verify;
+pub(crate) mod verify;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;

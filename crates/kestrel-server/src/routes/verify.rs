@@ -10,9 +10,11 @@ use crate::sched::{Job, VerifyJob};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kestrel_collab::verify::proto::{Prompt, VerifyRequest};
+use kestrel_collab::CollabError;
 use kestrel_engine::SamplerConfig;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::oneshot;
@@ -166,4 +168,38 @@ async fn open_args(
     };
     sampler.validate().map_err(ApiError::bad_request)?;
     Ok((tokens, sampler))
+}
+
+/// A verify call's error as the API answers it.
+pub(crate) fn verify_error(e: CollabError) -> ApiError {
+    use kestrel_collab::verify::server::Refusal;
+    use kestrel_engine::EngineError;
+    match e {
+        CollabError::VerifyRefused { refusal, message } => match refusal {
+            Refusal::Expired => {
+                ApiError::with_status(StatusCode::GONE, message).code("session_expired")
+            }
+            Refusal::NotFound => ApiError::not_found(message)
+                .param("session")
+                .code("session_not_found"),
+            Refusal::TooManySessions { retry_after } => {
+                let mut e = ApiError::with_status(StatusCode::TOO_MANY_REQUESTS, message)
+                    .code("too_many_sessions");
+                e.retry_after = Some(retry_after);
+                e
+            }
+            Refusal::ContextExceeded => {
+                ApiError::bad_request(message).code("context_length_exceeded")
+            }
+            Refusal::BadRequest => ApiError::bad_request(message),
+        },
+        CollabError::Engine(EngineError::PromptTooLong { prompt, n_ctx }) => {
+            ApiError::context_exceeded(prompt, n_ctx)
+        }
+        CollabError::Engine(EngineError::EmptyPrompt) => {
+            ApiError::bad_request("the prompt is empty").param("prompt")
+        }
+        CollabError::Engine(EngineError::Sampling(m)) => ApiError::bad_request(m),
+        e => ApiError::internal(e.to_string()),
+    }
 }

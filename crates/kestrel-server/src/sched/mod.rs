@@ -5,11 +5,10 @@
 //! over its own channel; a closed channel (the client went away) cancels the sequence.
 
 mod decode;
-mod verify;
 mod worker;
 
 pub use decode::TokenLogprob;
-pub use verify::{VerifyConfig, VerifyJob};
+pub use kestrel_collab::verify::server::{VerifyConfig, VerifyJob};
 pub use worker::{DrafterFactory, ServeSpec};
 
 use crate::error::ApiError;

@@ -5,12 +5,13 @@
 //! (embeddings, saved sessions, remote verification, split devices) run between steps.
 
 use super::decode::{request, Req};
-use super::verify::VerifySessions;
 use super::{Event, GenJob, Job, SchedConfig, SessionInfo};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::routes::verify::verify_error;
 use crate::store;
 use kestrel_collab::split::server::SplitSessions;
+use kestrel_collab::verify::server::VerifySessions;
 use kestrel_engine::batch::speculate::Speculative;
 use kestrel_engine::batch::{Plain, Scheduler, Strategy};
 use kestrel_engine::Engine;
@@ -117,12 +118,12 @@ impl Worker {
                 let _ = reply.send(self.restore(&id));
             }
             Job::Verify { job, reply } => {
-                let r = self.verify.handle(&self.engine, job);
+                let r = self.verify.handle(&self.engine, job).map_err(verify_error);
                 self.session_gauges();
                 let _ = reply.send(r);
             }
             Job::CloseVerify { id, reply } => {
-                let r = self.verify.close(&id);
+                let r = self.verify.close(&id).map_err(verify_error);
                 self.session_gauges();
                 let _ = reply.send(r);
             }

@@ -1,13 +1,14 @@
-//! Remote-verification sessions (`POST /v1/verify`), kept on the engine thread: each holds its
-//! own KV cache and the target's sampling state, and each call runs between the scheduler's
-//! batched decode steps, the way new prompts are admitted. Sessions expire after an idle time
-//! and their number is bounded; an id that expired recently is told apart from an unknown one.
+//! The server side of remote verification (`POST /v1/verify`): sessions, each with its own KV
+//! cache and the target's sampling state, verifying one device's drafts call by call with the
+//! engine's `VerifySession` (the row walk every verifier takes). `kestrel serve` keeps them on
+//! its engine thread and runs each call between the scheduler's steps. Sessions expire after
+//! an idle time and their number is bounded; an id that expired recently is told apart from an
+//! unknown one.
 
-use crate::error::ApiError;
-use axum::http::StatusCode;
-use kestrel_collab::verify::proto::{TokenLogprob, TopLogprob, VerifyResponse};
+use super::proto::{TokenLogprob, TopLogprob, VerifyResponse};
+use crate::{CollabError, Result};
 use kestrel_engine::speculative::VerifySession;
-use kestrel_engine::{Engine, EngineError, SamplerConfig};
+use kestrel_engine::{Engine, SamplerConfig};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,7 @@ struct Entry {
 /// Ids of recently expired sessions remembered, so their callers hear "expired".
 const EXPIRED_KEPT: usize = 1024;
 
-pub(crate) struct VerifySessions {
+pub struct VerifySessions {
     cfg: VerifyConfig,
     open: HashMap<String, Entry>,
     expired: HashMap<String, Instant>,
@@ -91,24 +92,19 @@ impl VerifySessions {
         }
     }
 
-    fn missing(&self, id: &str) -> ApiError {
+    fn missing(&self, id: &str) -> CollabError {
         if self.expired.contains_key(id) {
-            ApiError::with_status(
-                StatusCode::GONE,
-                format!(
-                    "verify session '{id}' expired after {} s without a request; open a new one",
-                    self.cfg.idle.as_secs()
-                ),
-            )
-            .code("session_expired")
+            let idle = self.cfg.idle.as_secs();
+            let message = format!(
+                "verify session '{id}' expired after {idle} s without a request; open a new one"
+            );
+            refused(Refusal::Expired, message)
         } else {
-            ApiError::not_found(format!("no verify session '{id}'"))
-                .param("session")
-                .code("session_not_found")
+            refused(Refusal::NotFound, format!("no verify session '{id}'"))
         }
     }
 
-    pub fn close(&mut self, id: &str) -> Result<(), ApiError> {
+    pub fn close(&mut self, id: &str) -> Result<()> {
         self.expire(Instant::now());
         match self.open.remove(id) {
             Some(_) => Ok(()),
@@ -116,7 +112,7 @@ impl VerifySessions {
         }
     }
 
-    pub fn handle(&mut self, engine: &Engine, job: VerifyJob) -> Result<VerifyResponse, ApiError> {
+    pub fn handle(&mut self, engine: &Engine, job: VerifyJob) -> Result<VerifyResponse> {
         let now = Instant::now();
         self.expire(now);
         let mut prompt_tokens = None;
@@ -129,20 +125,14 @@ impl VerifySessions {
             }
             (None, Some((prompt, sampler))) => {
                 if self.open.len() >= self.cfg.max_sessions {
-                    let mut e = ApiError::with_status(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        format!(
-                            "all {} verify sessions are in use; retry later or close one (DELETE /v1/verify/ID)",
-                            self.cfg.max_sessions
-                        ),
-                    )
-                    .code("too_many_sessions");
-                    e.retry_after = Some(self.cfg.idle.as_secs().max(1));
-                    return Err(e);
+                    let max = self.cfg.max_sessions;
+                    let message = format!(
+                        "all {max} verify sessions are in use; retry later or close one (DELETE /v1/verify/ID)"
+                    );
+                    let retry_after = self.cfg.idle.as_secs().max(1);
+                    return Err(refused(Refusal::TooManySessions { retry_after }, message));
                 }
-                let session = engine
-                    .open_verify(engine.new_sequence(), &prompt, sampler)
-                    .map_err(engine_error)?;
+                let session = engine.open_verify(engine.new_sequence(), &prompt, sampler)?;
                 self.counter += 1;
                 let id = format!("vs-{:x}-{}", self.counter, nonce());
                 prompt_tokens = Some(prompt.len());
@@ -155,7 +145,10 @@ impl VerifySessions {
                 );
                 id
             }
-            (None, None) => return Err(ApiError::bad_request("a new session needs a prompt")),
+            (None, None) => {
+                let message = "a new session needs a prompt".to_string();
+                return Err(refused(Refusal::BadRequest, message));
+            }
         };
         let Some(entry) = self.open.get_mut(&id) else {
             return Err(self.missing(&id));
@@ -173,7 +166,7 @@ impl VerifySessions {
             if prompt_tokens.is_some() {
                 self.open.remove(&id);
             }
-            return Err(ApiError::bad_request(msg).code("context_length_exceeded"));
+            return Err(refused(Refusal::ContextExceeded, msg));
         }
         let mut lps = Vec::new();
         let top = job.logprobs;
@@ -183,7 +176,7 @@ impl VerifySessions {
                     lps.push(logprob(row, t, n));
                 }
             })
-            .map_err(engine_error);
+            .map_err(CollabError::from);
         let step = match step {
             Ok(s) => s,
             Err(e) => {
@@ -204,13 +197,23 @@ impl VerifySessions {
     }
 }
 
-fn engine_error(e: EngineError) -> ApiError {
-    match e {
-        EngineError::PromptTooLong { prompt, n_ctx } => ApiError::context_exceeded(prompt, n_ctx),
-        EngineError::EmptyPrompt => ApiError::bad_request("the prompt is empty").param("prompt"),
-        EngineError::Sampling(m) => ApiError::bad_request(m),
-        e => ApiError::internal(e.to_string()),
-    }
+/// Why a verify call is refused (the HTTP side chooses the status from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The session was dropped after its idle time.
+    Expired,
+    /// No such session.
+    NotFound,
+    /// Every session is in use; one frees within `retry_after` seconds at most.
+    TooManySessions { retry_after: u64 },
+    /// The draft and the server's next token do not fit the session's context.
+    ContextExceeded,
+    /// A call that is not well formed.
+    BadRequest,
+}
+
+fn refused(refusal: Refusal, message: String) -> CollabError {
+    CollabError::VerifyRefused { refusal, message }
 }
 
 /// A little per-process variety in ids, so ids from before a restart do not name new sessions.
