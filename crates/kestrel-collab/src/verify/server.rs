@@ -73,6 +73,10 @@ impl VerifySessions {
         self.open.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
     /// Drop the sessions unused for the idle time (their ids are remembered a while, so a
     /// late call hears that it expired).
     pub fn expire(&mut self, now: Instant) {
