@@ -240,7 +240,11 @@ pub struct GenSettings {
 }
 
 impl Sampling {
+    /// The generation settings, every field checked (the session id too).
     pub fn settings(&self) -> Result<GenSettings, ApiError> {
+        if let Some(id) = &self.session_id {
+            check_session_id(id)?;
+        }
         if let Some(n) = self.n {
             if n != 1 {
                 return Err(ApiError::bad_request(format!(

@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`.
 
+use super::answer::{self, reason, Head};
 use super::gen::{self, ChunkWriter, GenRequest};
 use super::{body, respond, Shared};
 use crate::api::{self, ChatRequest};
@@ -10,8 +11,7 @@ use crate::sched::{Event, TokenLogprob};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use kestrel_collab::route::RemoteKind;
 use kestrel_engine::ChatMessage;
 use serde_json::{json, Value};
@@ -60,12 +60,7 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let b = body(b, st.max_body)?;
     let req: ChatRequest = api::parse(&b)?;
-    let forced = routing::model_rule(st, req.sampling.model.as_deref());
-    if forced.is_none() {}
     let settings = req.sampling.settings()?;
-    if let Some(id) = &req.sampling.session_id {
-        api::check_session_id(id)?;
-    }
     let top = match (req.logprobs, req.top_logprobs) {
         (_, Some(n)) if n > 20 => {
             return Err(
@@ -89,52 +84,32 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
     let prompt = gen::blocking(move || engine.tokenize_chat(&msgs))
         .await?
         .map_err(|e| ApiError::bad_request(format!("could not apply the chat template: {e}")))?;
-    let routable = routing::Routable {
-        kind: RemoteKind::Chat,
-        body: &b,
-        text: &text,
-        stream: req.sampling.stream,
-        include_usage: req.sampling.include_usage(),
-        forced,
-    };
-    let start = routing::start(
-        st,
-        routable,
-        GenRequest {
-            prompt,
-            settings,
-            logprobs: top,
-            prompt_logprobs: false,
-            session_id: req.sampling.session_id.clone(),
-            confidence: 0,
-        },
-    )
-    .await?;
+    let routable = routing::Routable::new(st, RemoteKind::Chat, &b, &text, &req.sampling);
+    let g = GenRequest::new(prompt, settings, &req.sampling, top, false);
+    let start = routing::start(st, routable, g).await?;
     let (started, route) = match start {
         routing::Start::Local(s, d) => (s, d),
         routing::Start::Remote(resp) => return Ok(resp),
     };
-    let id = gen::new_id("chatcmpl");
-    let created = gen::now_secs();
-    let model = st.model_id.clone();
+    let head = Head::new(
+        "chatcmpl",
+        "chat.completion.chunk",
+        st.model_id.clone(),
+        req.sampling.include_usage(),
+        &started,
+    );
     let mut rx = started.rx;
     if req.sampling.stream {
-        let mut head = json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                         "logprobs": null, "finish_reason": null}],
-        });
+        let mut first = head.chunk(
+            json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                                          "logprobs": null, "finish_reason": null}),
+        );
+        routing::tag(&mut first, route.as_ref());
         let w = ChatChunks {
-            id,
-            created,
-            model,
+            head,
             logprobs: top.is_some(),
-            include_usage: req.sampling.include_usage(),
-            prompt_tokens: started.prompt_tokens,
-            reused: started.reused,
         };
-        routing::tag(&mut head, route.as_ref());
-        let mut resp = gen::sse(vec![head], rx, routing::Tagged::new(w, route.clone()));
+        let mut resp = gen::sse(vec![first], rx, routing::Tagged::new(w, route.clone()));
         routing::headers(&mut resp, route.as_ref());
         return Ok(resp);
     }
@@ -144,40 +119,27 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
     } else {
         Value::Null
     };
-    let mut v = json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": c.text},
-            "logprobs": logprobs,
-            "finish_reason": c.reason.as_str(),
-        }],
-        "usage": gen::usage(started.prompt_tokens, started.reused, c.completion_tokens),
+    let choice = json!({
+        "index": 0,
+        "message": {"role": "assistant", "content": c.text},
+        "logprobs": logprobs,
+        "finish_reason": reason(c.reason),
     });
-    routing::tag(&mut v, route.as_ref());
-    routing::tag_split(&mut v, c.split);
-    let mut resp = Json(v).into_response();
-    routing::headers(&mut resp, route.as_ref());
-    Ok(resp)
+    let usage = head.usage(c.completion_tokens);
+    let v = head.body("chat.completion", choice, Some(usage));
+    Ok(answer::respond(v, route.as_ref(), c.split))
 }
 
 struct ChatChunks {
-    id: String,
-    created: u64,
-    model: String,
+    head: Head,
     logprobs: bool,
-    include_usage: bool,
-    prompt_tokens: usize,
-    reused: usize,
 }
 
 impl ChatChunks {
     fn chunk(&self, delta: Value, logprobs: Value, finish: Value) -> Value {
-        json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
-        })
+        let choice =
+            json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish});
+        self.head.chunk(choice)
     }
 }
 
@@ -200,15 +162,9 @@ impl ChunkWriter for ChatChunks {
                 completion_tokens,
                 ..
             } => {
-                let mut v = vec![self.chunk(json!({}), Value::Null, json!(reason.as_str()))];
-                if self.include_usage {
-                    v.push(json!({
-                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [],
-                        "usage": gen::usage(self.prompt_tokens, self.reused, completion_tokens),
-                    }));
-                }
-                v
+                let last = json!({"index": 0, "delta": {}, "logprobs": null,
+                                  "finish_reason": answer::reason(reason)});
+                self.head.finish(last, completion_tokens)
             }
             Event::Started { .. } | Event::Confidence(_) | Event::Error(_) => Vec::new(),
         }

@@ -1,6 +1,7 @@
 //! `POST /v1/completions` (the plain-text completion API): the prompt is tokenized as
 //! `kestrel run` does, so greedy output matches it.
 
+use super::answer::{self, Head};
 use super::gen::{self, ChunkWriter, GenRequest};
 use super::{body, respond, Shared};
 use crate::api::{self, CompletionRequest, Prompt};
@@ -11,8 +12,7 @@ use crate::sched::{Event, TokenLogprob};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use kestrel_collab::route::RemoteKind;
 use kestrel_engine::Engine;
 use serde_json::{json, Map, Value};
@@ -92,12 +92,7 @@ fn prompt_tokens(engine: &Engine, p: &Prompt) -> Result<(Vec<u32>, String), ApiE
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let b = body(b, st.max_body)?;
     let req: CompletionRequest = api::parse(&b)?;
-    let forced = routing::model_rule(st, req.sampling.model.as_deref());
-    if forced.is_none() {}
     let settings = req.sampling.settings()?;
-    if let Some(id) = &req.sampling.session_id {
-        api::check_session_id(id)?;
-    }
     if req.logprobs.is_some_and(|n| n > 5) {
         return Err(ApiError::bad_request("logprobs must be between 0 and 5").param("logprobs"));
     }
@@ -105,34 +100,27 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
     let engine = st.engine.clone();
     let p = req.prompt.clone();
     let (prompt, prompt_text) = gen::blocking(move || prompt_tokens(&engine, &p)).await??;
-    let routable = routing::Routable {
-        kind: RemoteKind::Completion,
-        body: &b,
-        text: &prompt_text,
-        stream: req.sampling.stream,
-        include_usage: req.sampling.include_usage(),
-        forced,
-    };
-    let start = routing::start(
-        st,
-        routable,
-        GenRequest {
-            prompt,
-            settings,
-            logprobs: top,
-            prompt_logprobs: req.echo && top.is_some(),
-            session_id: req.sampling.session_id.clone(),
-            confidence: 0,
-        },
-    )
-    .await?;
+    let routable =
+        routing::Routable::new(st, RemoteKind::Completion, &b, &prompt_text, &req.sampling);
+    let g = GenRequest::new(
+        prompt,
+        settings,
+        &req.sampling,
+        top,
+        req.echo && top.is_some(),
+    );
+    let start = routing::start(st, routable, g).await?;
     let (started, route) = match start {
         routing::Start::Local(s, d) => (s, d),
         routing::Start::Remote(resp) => return Ok(resp),
     };
-    let id = gen::new_id("cmpl");
-    let created = gen::now_secs();
-    let model = st.model_id.clone();
+    let head = Head::new(
+        "cmpl",
+        "text_completion",
+        st.model_id.clone(),
+        req.sampling.include_usage(),
+        &started,
+    );
     let mut lp = LegacyLogprobs::default();
     for (i, l) in started.prompt_logprobs.iter().flatten().enumerate() {
         lp.push(l, i == 0);
@@ -141,13 +129,8 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
     let mut rx = started.rx;
     if req.sampling.stream {
         let mut w = TextChunks {
-            id,
-            created,
-            model,
+            head,
             logprobs: top.is_some(),
-            include_usage: req.sampling.include_usage(),
-            prompt_tokens: started.prompt_tokens,
-            reused: started.reused,
             lp: LegacyLogprobs::default(),
         };
         let mut first = Vec::new();
@@ -169,41 +152,28 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
     for l in &c.logprobs {
         lp.push(l, false);
     }
-    let mut v = json!({
-        "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": [{
-            "index": 0,
-            "text": echo + &c.text,
-            "logprobs": if top.is_some() { lp.json() } else { Value::Null },
-            "finish_reason": c.reason.as_str(),
-        }],
-        "usage": gen::usage(started.prompt_tokens, started.reused, c.completion_tokens),
+    let choice = json!({
+        "index": 0,
+        "text": echo + &c.text,
+        "logprobs": if top.is_some() { lp.json() } else { Value::Null },
+        "finish_reason": answer::reason(c.reason),
     });
-    routing::tag(&mut v, route.as_ref());
-    routing::tag_split(&mut v, c.split);
-    let mut resp = Json(v).into_response();
-    routing::headers(&mut resp, route.as_ref());
-    Ok(resp)
+    let usage = head.usage(c.completion_tokens);
+    let v = head.body("text_completion", choice, Some(usage));
+    Ok(answer::respond(v, route.as_ref(), c.split))
 }
 
 struct TextChunks {
-    id: String,
-    created: u64,
-    model: String,
+    head: Head,
     logprobs: bool,
-    include_usage: bool,
-    prompt_tokens: usize,
-    reused: usize,
     lp: LegacyLogprobs,
 }
 
 impl TextChunks {
     fn chunk(&self, text: &str, logprobs: Value, finish: Value) -> Value {
-        json!({
-            "id": self.id, "object": "text_completion", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-        })
+        let choice =
+            json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish});
+        self.head.chunk(choice)
     }
 }
 
@@ -234,15 +204,9 @@ impl ChunkWriter for TextChunks {
                 completion_tokens,
                 ..
             } => {
-                let mut v = vec![self.chunk("", Value::Null, json!(reason.as_str()))];
-                if self.include_usage {
-                    v.push(json!({
-                        "id": self.id, "object": "text_completion", "created": self.created,
-                        "model": self.model, "choices": [],
-                        "usage": gen::usage(self.prompt_tokens, self.reused, completion_tokens),
-                    }));
-                }
-                v
+                let last = json!({"index": 0, "text": "", "logprobs": null,
+                                  "finish_reason": answer::reason(reason)});
+                self.head.finish(last, completion_tokens)
             }
             Event::Started { .. } | Event::Confidence(_) | Event::Error(_) => Vec::new(),
         }

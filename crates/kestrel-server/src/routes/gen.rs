@@ -26,6 +26,27 @@ pub(crate) struct GenRequest {
     pub confidence: usize,
 }
 
+impl GenRequest {
+    /// A generation of `prompt` by the request's `sampling` fields (checked into `settings`),
+    /// with `logprobs` alternatives per token when asked for.
+    pub fn new(
+        prompt: Vec<u32>,
+        settings: GenSettings,
+        sampling: &crate::api::Sampling,
+        logprobs: Option<usize>,
+        prompt_logprobs: bool,
+    ) -> GenRequest {
+        GenRequest {
+            prompt,
+            settings,
+            logprobs,
+            prompt_logprobs,
+            session_id: sampling.session_id.clone(),
+            confidence: 0,
+        }
+    }
+}
+
 /// A generation whose prompt has been evaluated.
 pub(crate) struct Started {
     pub rx: UnboundedReceiver<Event>,

@@ -1,6 +1,7 @@
 //! The HTTP routes: OpenAI's endpoints, health, metrics and session files; authentication,
 //! body limits and OpenAI-shaped errors for everything else.
 
+mod answer;
 mod chat;
 mod completions;
 mod embeddings;

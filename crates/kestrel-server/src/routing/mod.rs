@@ -43,6 +43,26 @@ pub(crate) struct Routable<'a> {
     pub forced: Option<Reason>,
 }
 
+impl<'a> Routable<'a> {
+    /// A chat or text completion (`kind`) with its body, prompt text and sampling fields.
+    pub fn new(
+        st: &AppState,
+        kind: RemoteKind,
+        body: &'a [u8],
+        text: &'a str,
+        sampling: &crate::api::Sampling,
+    ) -> Routable<'a> {
+        Routable {
+            kind,
+            body,
+            text,
+            stream: sampling.stream,
+            include_usage: sampling.include_usage(),
+            forced: model_rule(st, sampling.model.as_deref()),
+        }
+    }
+}
+
 pub(crate) enum Start {
     /// Answer from this local generation. `None`: routing is off.
     Local(Started, Option<Decision>),
