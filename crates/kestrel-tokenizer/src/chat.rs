@@ -151,6 +151,10 @@ impl ChatTemplate {
         });
         env.add_filter("tojson", tojson);
         env.set_unknown_method_callback(py_methods);
+        // A template is code from the model file: bound the work and depth of a render (see
+        // `render` for the size of its output).
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(TEMPLATE_DEPTH);
         env.add_template_owned("chat", src.to_string())
             .map_err(terr)?;
         Ok(ChatTemplate {
@@ -179,7 +183,60 @@ impl ChatTemplate {
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
         };
-        tmpl.render(ctx).map_err(terr)
+        let input: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum();
+        let mut out = Bounded {
+            buf: Vec::new(),
+            limit: TEMPLATE_OUTPUT_MIN + TEMPLATE_OUTPUT_PER_INPUT * input,
+        };
+        match tmpl.render_captured_to(ctx, &mut out) {
+            Ok(_) => String::from_utf8(out.buf).map_err(|_| {
+                TokenizerError::Template("the chat template wrote invalid UTF-8".into())
+            }),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::OutOfFuel => TokenizerError::Template(format!(
+                    "the chat template ran more than {TEMPLATE_FUEL} instructions (does it loop?)"
+                )),
+                ErrorKind::WriteFailure if out.buf.len() >= out.limit => {
+                    TokenizerError::Template(format!(
+                        "the chat template's output passed {} bytes for {input} bytes of messages",
+                        out.limit
+                    ))
+                }
+                _ => terr(e),
+            }),
+        }
+    }
+}
+
+/// Instructions one render may run: real templates take a few hundred per message.
+const TEMPLATE_FUEL: u64 = 20_000_000;
+/// Nesting of loops, conditions, macro calls and includes.
+const TEMPLATE_DEPTH: usize = 100;
+/// A render's output may be this many bytes, plus this many per byte of the messages.
+const TEMPLATE_OUTPUT_MIN: usize = 1 << 20;
+const TEMPLATE_OUTPUT_PER_INPUT: usize = 8;
+
+/// The render's output, refusing to grow past `limit` bytes.
+struct Bounded {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.limit {
+            self.buf
+                .extend_from_slice(&b[..self.limit - self.buf.len()]);
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
