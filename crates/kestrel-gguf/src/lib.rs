@@ -3,6 +3,7 @@
 //! Reading never panics on file input and never allocates from an unchecked count: every
 //! count or length is bounded by the bytes left in the file first.
 
+pub mod check;
 mod cursor;
 pub mod error;
 mod file;

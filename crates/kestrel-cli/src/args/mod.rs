@@ -6,6 +6,6 @@ mod sampling;
 mod speculative;
 
 pub use collaboration::{RouteArgs, SplitArgs, VerifyArgs};
-pub use model::{EvalArgs, ModelArgs, ScoreArgs};
+pub use model::{check_tensors, EvalArgs, ModelArgs, ScoreArgs};
 pub use sampling::SampleArgs;
 pub use speculative::SpecArgs;

@@ -21,6 +21,9 @@ pub struct ModelArgs {
     /// Prompt tokens per forward micro-batch
     #[arg(short = 'b', long = "batch", default_value_t = 512)]
     pub batch: usize,
+    /// Before loading, read every tensor and refuse the file if a value or block scale is NaN or infinite
+    #[arg(long = "check-tensors")]
+    pub check_tensors: bool,
 }
 
 impl ModelArgs {
@@ -32,14 +35,45 @@ impl ModelArgs {
             );
         }
         let path = models::resolve(self.model.as_deref())?;
+        let threads = self.threads.unwrap_or_else(kestrel_engine::default_threads);
+        if self.check_tensors {
+            check_tensors(&path, threads)?;
+        }
         let cfg = EngineConfig {
             // 0 asks the engine for its default.
             n_ctx: self.ctx.unwrap_or(0),
             n_batch: self.batch,
-            n_threads: self.threads.unwrap_or_else(kestrel_engine::default_threads),
+            n_threads: threads,
         };
         Engine::load(&path, &cfg).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
     }
+}
+
+/// `--check-tensors`: every tensor of the file at `path` read and checked on `threads` threads
+/// (`kestrel_gguf::check`); an error naming each tensor with a NaN or an infinity.
+pub fn check_tensors(path: &std::path::Path, threads: usize) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let g = kestrel_gguf::GgufFile::open(path)
+        .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+    let problems = kestrel_gguf::check::check_tensors(&g, threads);
+    let bytes: u64 = g.tensors().iter().map(|t| t.size as u64).sum();
+    if problems.is_empty() {
+        eprintln!(
+            "check-tensors: {} tensors ({}) finite, {:.1} s",
+            g.tensors().len(),
+            crate::util::human_bytes(bytes),
+            start.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    anyhow::bail!(
+        "{}: {} of {} tensors hold NaN or infinite values:\n{}",
+        path.display(),
+        problems.len(),
+        g.tensors().len(),
+        list.join("\n")
+    )
 }
 
 /// Context and threads of the verbs that run a model over a text (perplexity, kld, imatrix,
@@ -53,6 +87,9 @@ pub struct EvalArgs {
     /// Threads [default: available cores]
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Before loading, read every tensor and refuse the file if a value or block scale is NaN or infinite
+    #[arg(long = "check-tensors")]
+    pub check_tensors: bool,
 }
 
 impl EvalArgs {
@@ -63,6 +100,7 @@ impl EvalArgs {
             threads: self.threads,
             ctx: Some(self.ctx),
             batch: self.ctx,
+            check_tensors: self.check_tensors,
         }
         .load()
     }

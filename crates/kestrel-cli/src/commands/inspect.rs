@@ -14,6 +14,9 @@ pub struct InspectArgs {
     /// Show every tensor (default: the first 40 and a summary)
     #[arg(long = "all")]
     all: bool,
+    /// Also read every tensor and fail if a value or block scale is NaN or infinite
+    #[arg(long = "check-tensors")]
+    check_tensors: bool,
 }
 
 fn value_json(v: &Value) -> serde_json::Value {
@@ -38,6 +41,9 @@ fn value_json(v: &Value) -> serde_json::Value {
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let g = GgufFile::open(&a.model)?;
+    if a.check_tensors {
+        crate::args::check_tensors(&a.model, kestrel_engine::default_threads())?;
+    }
     let n_params: u64 = g.tensors().iter().map(|t| t.n_elements()).sum();
     let bytes: u64 = g.tensors().iter().map(|t| t.size as u64).sum();
     let mut by_type: BTreeMap<String, (usize, u64)> = BTreeMap::new();

@@ -75,6 +75,7 @@ pub fn run(c: Common, a: &BudgetArgs, budget: Budget) -> anyhow::Result<(Report,
         threads,
         ctx: Some(a.sens_ctx),
         batch: a.sens_ctx,
+        check_tensors: false,
     }
     .load()?;
     if let Some(im) = &im {
