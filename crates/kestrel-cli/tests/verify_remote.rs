@@ -7,6 +7,7 @@ mod common;
 #[path = "verify/http.rs"]
 mod http;
 
+use common::server::Server;
 use common::{kestrel, path_str, TempDir, SMOLLM2, THREADS};
 use http::{faulty_proxy, post, request, Fault};
 use serde_json::{json, Value};
@@ -18,49 +19,6 @@ use std::time::{Duration, Instant};
 const PROMPT: &str =
     "<|im_start|>user\nWrite a short story about a fox.<|im_end|>\n<|im_start|>assistant\n";
 const N: &str = "40";
-
-/// A running `kestrel serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(model: &Path, extra: &[&str]) -> Server {
-        let mut cmd = common::kestrel_cmd();
-        cmd.args(["serve", "-m", &path_str(model), "-t", THREADS])
-            .args(["--ctx", "512", "--port", "0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawning kestrel serve");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = String::new();
-        let base = loop {
-            let line = match lines.next() {
-                Some(Ok(l)) => l,
-                _ => panic!("kestrel serve exited before listening:\n{seen}"),
-            };
-            seen.push_str(&line);
-            seen.push('\n');
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().expect("address").to_string();
-            }
-            assert!(Instant::now() < deadline, "kestrel serve did not start");
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, base }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn run_json(model: &Path, extra: &[&str]) -> Value {
     let m = path_str(model);

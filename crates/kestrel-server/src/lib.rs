@@ -4,6 +4,7 @@
 
 pub mod api;
 mod error;
+pub mod listen;
 pub mod metrics;
 mod routes;
 mod routing;
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     pub session_dir: Option<PathBuf>,
     /// Largest request body accepted (413 above).
     pub max_body: usize,
+    /// Connections, header and body read bounds.
+    pub conn: listen::ConnLimits,
     /// The id clients use for the model.
     pub model_id: String,
     /// `--route-remote`: send unsure or rule-matched requests to a remote server.
@@ -111,7 +114,7 @@ pub fn run(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     });
-    let app = routes::router(state, cfg.max_body, split_body);
+    let app = routes::router(state, cfg.max_body, split_body, cfg.conn.body_timeout);
     // HTTP work is light next to inference: two runtime threads are plenty.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -127,10 +130,7 @@ pub fn run(
             .local_addr()
             .map_err(|e| ServerError::Io(e.to_string()))?;
         on_listen(local);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+        listen::serve(listener, app, cfg.conn)
             .await
             .map_err(|e| ServerError::Io(format!("serving: {e}")))
     })

@@ -143,6 +143,12 @@ impl Metrics {
         );
         counter(
             &mut o,
+            "kestrel_connections_refused_total",
+            "Connections closed at accept because --max-connections were open.",
+            &crate::listen::REFUSED_CONNECTIONS,
+        );
+        counter(
+            &mut o,
             "kestrel_prompt_tokens_total",
             "Prompt tokens received.",
             &self.prompt_tokens,

@@ -37,6 +37,13 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 above)
     #[arg(long = "max-body", default_value_t = 4 << 20)]
     max_body: usize,
+    /// Connections open at once; more are closed as they arrive
+    #[arg(long = "max-connections", default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds a client may take to send its request headers (the connection is closed after),
+    /// and may leave its request body without new data (408 after)
+    #[arg(long = "read-timeout", default_value_t = 10)]
+    read_timeout: u64,
     /// Also serve split inference at /split/v1: layers K.. for `kestrel run --split-remote`
     /// (at most --parallel split sessions of --ctx positions)
     #[arg(long = "split-server")]
@@ -122,6 +129,12 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         time_limit: Duration::from_secs(a.time_limit),
         session_dir: a.session_dir,
         max_body: a.max_body,
+        conn: kestrel_server::listen::ConnLimits {
+            max_connections: a.max_connections.max(1),
+            header_timeout: Duration::from_secs(a.read_timeout.max(1)),
+            body_timeout: Duration::from_secs(a.read_timeout.max(1)),
+            ..Default::default()
+        },
         model_id: model_id.clone(),
         routing: routing.clone(),
         verify: kestrel_server::VerifyConfig {

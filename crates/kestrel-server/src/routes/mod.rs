@@ -46,7 +46,12 @@ pub type Shared = Arc<AppState>;
 
 /// The routes; with `split_body` (`--split-server`) also the split route, whose messages
 /// may be that large.
-pub fn router(state: Shared, max_body: usize, split_body: Option<usize>) -> Router {
+pub fn router(
+    state: Shared,
+    max_body: usize,
+    split_body: Option<usize>,
+    body_timeout: std::time::Duration,
+) -> Router {
     let mut r = Router::new();
     if let Some(limit) = split_body {
         let route = post(split::handle).layer(DefaultBodyLimit::max(limit));
@@ -68,6 +73,10 @@ pub fn router(state: Shared, max_body: usize, split_body: Option<usize>) -> Rout
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(access_log))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            body_timeout,
+            crate::listen::timed_body,
+        ))
         .with_state(state)
 }
 
@@ -114,11 +123,14 @@ async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
 pub(crate) fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     b.map_err(|r| {
         let status = r.status();
+        let text = r.body_text();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             let msg = format!("request body too large: the limit is {limit} bytes (--max-body)");
             ApiError::with_status(status, msg).code("body_too_large")
+        } else if let Some(at) = text.find(crate::listen::STALLED) {
+            ApiError::with_status(StatusCode::REQUEST_TIMEOUT, &text[at..]).code("body_timeout")
         } else {
-            ApiError::with_status(status, r.body_text())
+            ApiError::with_status(status, text)
         }
     })
 }
