@@ -1,16 +1,7 @@
-//! The remote-verification messages on arbitrary bytes: a `POST /v1/verify` body and the
-//! server's answer, as JSON (what decodes must encode back to the same value).
+//! Fuzz target: see bodies/verify_wire.rs.
 #![no_main]
 
-use kestrel_collab::verify::proto::{VerifyRequest, VerifyResponse};
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies/verify_wire.rs"]
+mod body;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(r) = serde_json::from_slice::<VerifyRequest>(data) {
-        let again: VerifyRequest = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
-        assert_eq!(serde_json::to_value(&again).unwrap(), serde_json::to_value(&r).unwrap());
-    }
-    if let Ok(r) = serde_json::from_slice::<VerifyResponse>(data) {
-        let _ = serde_json::to_string(&r).unwrap();
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));
