@@ -165,6 +165,11 @@ impl ChatTemplate {
         })
     }
 
+    /// Whether this is a built-in format (the model file has no template).
+    pub fn is_builtin(&self) -> bool {
+        self.name != "gguf"
+    }
+
     /// "gguf" for a template from the file, "<name> (built-in)" otherwise.
     pub fn name(&self) -> &str {
         &self.name

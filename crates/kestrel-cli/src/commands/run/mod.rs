@@ -4,7 +4,7 @@
 mod split;
 mod verify;
 
-use crate::args::{ModelArgs, SampleArgs, SpecArgs};
+use crate::args::{ModelArgs, PromptArgs, SampleArgs, SpecArgs};
 use clap::Args;
 use kestrel_engine::GenParams;
 use std::io::Write;
@@ -13,9 +13,8 @@ use std::io::Write;
 pub struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The prompt (special-token text such as <|im_start|> is parsed)
-    #[arg(short = 'p', long = "prompt")]
-    prompt: String,
+    #[command(flatten)]
+    prompt: PromptArgs,
     /// Tokens to generate at most
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     n_predict: usize,
@@ -45,7 +44,8 @@ pub struct RunArgs {
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let engine = a.model.load()?;
-    let prompt = engine.tokenize_prompt(&a.prompt)?;
+    let p = a.prompt.resolve(&engine)?;
+    let prompt = p.tokens.clone();
     let params = GenParams {
         max_tokens: a.n_predict,
         sampler: a.sample.config(),
@@ -63,7 +63,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         );
         let show = verify::Show {
             json: a.json,
-            echo: a.echo.then_some(a.prompt.as_str()),
+            echo: a.echo.then_some(p.text.as_str()),
         };
         return verify::run(&engine, &a.verify, &a.spec, &prompt, &params, show);
     }
@@ -71,15 +71,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         None => (engine.new_sequence(), None),
         Some((remote, policy)) => {
             use kestrel_collab::route::{route_prompt, Routed};
-            match route_prompt(&engine, &a.prompt, &prompt, &params, &remote, &policy)? {
+            match route_prompt(&engine, &p.text, &prompt, &params, &remote, &policy)? {
                 Routed::Local(seq, d) => (*seq, Some(d)),
-                Routed::Remote(answer, d) => return print_remote(&a, answer, &d),
+                Routed::Remote(answer, d) => return print_remote(&a, &p.text, answer, &d),
             }
         }
     };
     let mut out = std::io::stdout().lock();
     if a.echo && !a.json {
-        write!(out, "{}", a.prompt)?;
+        write!(out, "{}", p.text)?;
         out.flush()?;
     }
     let json = a.json;
@@ -181,6 +181,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
 /// Print an answer that came from the routing remote.
 fn print_remote(
     a: &RunArgs,
+    prompt: &str,
     answer: kestrel_collab::route::RemoteAnswer,
     d: &kestrel_collab::route::Decision,
 ) -> anyhow::Result<()> {
@@ -196,7 +197,7 @@ fn print_remote(
         writeln!(out, "{v}")?;
     } else {
         if a.echo {
-            write!(out, "{}", a.prompt)?;
+            write!(out, "{prompt}")?;
         }
         writeln!(out, "{}", answer.text)?;
         eprintln!(
