@@ -150,6 +150,15 @@ impl ChatTemplate {
             strftime_now(&fmt)
         });
         env.add_filter("tojson", tojson);
+        // minijinja's own namespace, remembered so its cycles can be broken after the render.
+        env.add_function(
+            "namespace",
+            |defaults: Option<minijinja::value::ValueOrKwargs>| {
+                let ns = minijinja::functions::namespace(defaults)?;
+                NAMESPACES.with(|n| n.borrow_mut().push(ns.clone()));
+                Ok::<Value, Error>(ns)
+            },
+        );
         env.set_unknown_method_callback(py_methods);
         // A template is code from the model file: bound the work and depth of a render (see
         // `render` for the size of its output).
@@ -196,7 +205,10 @@ impl ChatTemplate {
             buf: Vec::new(),
             limit: TEMPLATE_OUTPUT_MIN + TEMPLATE_OUTPUT_PER_INPUT * input,
         };
-        match tmpl.render_captured_to(ctx, &mut out) {
+        NAMESPACES.with(|n| n.borrow_mut().clear());
+        let rendered = tmpl.render_captured_to(ctx, &mut out);
+        self.break_cycles();
+        match rendered {
             Ok(_) => String::from_utf8(out.buf).map_err(|_| {
                 TokenizerError::Template("the chat template wrote invalid UTF-8".into())
             }),
@@ -214,6 +226,39 @@ impl ChatTemplate {
             }),
         }
     }
+}
+
+impl ChatTemplate {
+    /// A namespace can be made to hold itself (`{% set ns.me = ns %}`), a reference cycle
+    /// minijinja never frees: every name set on a namespace of the last render is set to
+    /// none (each cycle passes through such an assignment), so the render's values go.
+    fn break_cycles(&self) {
+        let made = NAMESPACES.with(|n| std::mem::take(&mut *n.borrow_mut()));
+        for ns in made {
+            let Ok(keys) = ns.try_iter() else { continue };
+            for k in keys {
+                let Some(k) = k.as_str().filter(|k| is_identifier(k)) else {
+                    continue;
+                };
+                let src = format!("{{% set ns.{k} = none %}}");
+                let _ = self
+                    .env
+                    .render_str(&src, minijinja::context! { ns => ns.clone() });
+            }
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
+thread_local! {
+    /// The namespaces made by the render running on this thread.
+    static NAMESPACES: std::cell::RefCell<Vec<Value>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Instructions one render may run: real templates take a few hundred per message.
