@@ -94,3 +94,17 @@ mod tests {
         assert_eq!(human_count(134_515_008), "134.5M");
     }
 }
+
+/// The process's peak resident memory so far (VmHWM), as JSON (null where the OS does not
+/// say), for the reports of the verbs that run a model.
+pub fn peak_rss_json() -> serde_json::Value {
+    kestrel_engine::bench::peak_rss_bytes().into()
+}
+
+/// The same, readable: "peak RSS 312.4 MiB".
+pub fn peak_rss_text() -> String {
+    match kestrel_engine::bench::peak_rss_bytes() {
+        Some(b) => format!("peak RSS {}", human_bytes(b)),
+        None => "peak RSS unknown".into(),
+    }
+}

@@ -440,6 +440,7 @@ fn perplexity_two_chunks_smollm2() {
     .ok()
     .json();
     let ppl = v["ppl"].as_f64().expect("ppl");
+    assert!(v["peak_rss_bytes"].as_u64().expect("peak_rss_bytes") > 50 << 20);
     eprintln!(
         "perplexity, SmolLM2, 2 chunks of 512: kestrel {ppl:.4}, llama.cpp {want:.4} ({:+.3}%)",
         (ppl / want - 1.0) * 100.0

@@ -72,6 +72,9 @@ fn run_chat_answers_as_kestrel_chat_does() {
         run["text"].as_str().map(str::trim),
         "run --chat vs chat"
     );
+    // Peak resident memory is in the report: at least the model's pages that were read.
+    let rss = run["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
+    assert!(rss > 50 << 20, "peak RSS {rss}");
     // Without --chat the same words are a plain continuation: another answer.
     let plain = kestrel(&[
         "run", "-m", &m, "-t", THREADS, "-n", "24", "--temp", "0", "--json", msg,

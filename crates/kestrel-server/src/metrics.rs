@@ -225,6 +225,13 @@ impl Metrics {
             "Open split sessions of --split-server (idle ones expire).",
             &self.split_sessions_open,
         );
+        if let Some(b) = kestrel_engine::bench::peak_rss_bytes() {
+            let name = "kestrel_peak_resident_memory_bytes";
+            let _ = writeln!(
+                o,
+                "# HELP {name} The process's peak resident memory (VmHWM).\n# TYPE {name} gauge\n{name} {b}"
+            );
+        }
         self.ttft.render(
             &mut o,
             "kestrel_time_to_first_token_seconds",

@@ -105,10 +105,11 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
         }
         if interactive {
             eprintln!(
-                "[{} tokens, {:.1} tok/s, reused {} cached prompt tokens]",
+                "[{} tokens, {:.1} tok/s, reused {} cached prompt tokens, {}]",
                 g.timings.n_gen,
                 g.timings.gen_tps(),
-                g.timings.n_prompt_reused
+                g.timings.n_prompt_reused,
+                crate::util::peak_rss_text()
             );
         }
     }

@@ -54,5 +54,6 @@ pub fn run(a: ImatrixArgs) -> anyhow::Result<()> {
         im.chunk_count,
         im.chunk_size
     );
+    eprintln!("[{}]", crate::util::peak_rss_text());
     Ok(())
 }

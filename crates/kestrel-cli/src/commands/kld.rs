@@ -45,13 +45,14 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
     for (path, r) in a.model.iter().zip(&rs) {
         if a.score.json {
             // One object per line (one line per compared model).
-            let v = serde_json::json!({
+            let mut v = serde_json::json!({
                 "base": a.base.display().to_string(), "model": path.display().to_string(),
                 "chunks": r.chunks, "ctx": r.n_ctx, "scored": r.scored,
                 "base_ppl": r.base_ppl, "ppl": r.ppl, "ppl_ratio": r.ppl / r.base_ppl,
                 "mean_kld": r.mean_kld, "kld_stderr": r.kld_stderr, "max_kld": r.max_kld,
                 "top1_agreement": r.top1_agreement, "seconds": secs,
             });
+            v["peak_rss_bytes"] = crate::util::peak_rss_json();
             println!("{v}");
         } else {
             println!("{}:", path.display());
@@ -72,5 +73,6 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
             println!("  top-1 agreement: {:.3}%", 100.0 * r.top1_agreement);
         }
     }
+    eprintln!("[{}]", crate::util::peak_rss_text());
     Ok(())
 }

@@ -104,11 +104,12 @@ fn print_report(r: &LowrankReport, a: &LowrankArgs, size: u64) {
             .iter()
             .map(|(n, rank)| serde_json::json!({"name": n, "rank": rank}))
             .collect();
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "output": a.output.display().to_string(), "file_size": size,
             "params_before": r.params_before, "params_after": r.params_after,
             "factored": fact, "skipped": skipped,
         });
+        v["peak_rss_bytes"] = crate::util::peak_rss_json();
         println!("{v}");
         return;
     }

@@ -35,11 +35,12 @@ pub fn run(a: PerplexityArgs) -> anyhow::Result<()> {
     )?;
     let secs = t1.elapsed().as_secs_f64();
     if a.score.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "ppl": r.ppl, "ppl_stderr": r.ppl_stderr, "chunks": r.chunks, "ctx": r.n_ctx,
             "tokens": r.tokens, "scored": r.scored, "running_ppl": r.running,
             "tokenize_seconds": tok_s, "eval_seconds": secs,
         });
+        v["peak_rss_bytes"] = crate::util::peak_rss_json();
         println!("{v}");
     } else {
         println!(
@@ -54,5 +55,6 @@ pub fn run(a: PerplexityArgs) -> anyhow::Result<()> {
             (r.chunks * r.n_ctx) as f64 / secs
         );
     }
+    eprintln!("[{}]", crate::util::peak_rss_text());
     Ok(())
 }

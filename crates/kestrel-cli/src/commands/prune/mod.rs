@@ -80,10 +80,11 @@ pub fn run(a: PruneArgs) -> anyhow::Result<()> {
 fn print_report(r: &PruneReport, output: &std::path::Path, json: bool) {
     let frac = r.zeros as f64 / r.weights.max(1) as f64;
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "output": output.display().to_string(), "pruned_tensors": r.pruned_tensors,
             "weights": r.weights, "zeros": r.zeros, "sparsity": frac,
         });
+        v["peak_rss_bytes"] = crate::util::peak_rss_json();
         println!("{v}");
     } else {
         println!(

@@ -79,7 +79,7 @@ pub fn run(input: &Path, output: &Path, a: &StructuredArgs, json: bool) -> anyho
     drop(bar);
     let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "output": output.display().to_string(),
             "calibration_chunks": r.chunks,
             "block_similarity": r.similarity,
@@ -91,6 +91,7 @@ pub fn run(input: &Path, output: &Path, a: &StructuredArgs, json: bool) -> anyho
             "params_after": r.write.params_after,
             "file_size": size,
         });
+        v["peak_rss_bytes"] = crate::util::peak_rss_json();
         println!("{v}");
     } else {
         if !r.similarity.is_empty() {

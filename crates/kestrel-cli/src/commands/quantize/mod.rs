@@ -171,7 +171,7 @@ pub(crate) fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose:
         *by_type.entry(t.to.name().to_string()).or_default() += 1;
     }
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "output": out.display().to_string(), "ftype": ftype.name(),
             "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "n_elements": n,
             "bits_per_weight": r.bits_per_weight(), "tensor_types": by_type,
@@ -185,6 +185,7 @@ pub(crate) fn summary(r: &Report, ftype: Ftype, out: &Path, json: bool, verbose:
                 "gptq_output_error": t.gptq_error.map(|e| e.0),
                 "rounding_output_error": t.gptq_error.map(|e| e.1)})).collect::<Vec<_>>(),
         });
+        v["peak_rss_bytes"] = crate::util::peak_rss_json();
         println!("{v}");
         return;
     }

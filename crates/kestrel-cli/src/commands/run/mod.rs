@@ -137,6 +137,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 "acceptance_rate": s.acceptance_rate(), "target_passes": s.target_passes,
             })),
         });
+        v["peak_rss_bytes"] = crate::util::peak_rss_json();
         if let Some(d) = &route {
             v["routed"] = d.json();
         }
@@ -157,7 +158,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             );
         }
         eprintln!(
-            "\n[{} prompt tokens in {:.0} ms ({:.1} tok/s); {} generated at {:.1} tok/s; first token after {:.0} ms; stop: {}; {} threads, {}]",
+            "\n[{} prompt tokens in {:.0} ms ({:.1} tok/s); {} generated at {:.1} tok/s; first token after {:.0} ms; stop: {}; {} threads, {}; {}]",
             t.n_prompt_eval,
             t.prompt_ms,
             t.prompt_tps(),
@@ -167,6 +168,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             g.stop_reason.as_str(),
             engine.pool.n_threads(),
             kestrel_kernels::kernels().isa(),
+            crate::util::peak_rss_text(),
         );
         if let Some(d) = &route {
             eprintln!("[{}]", d.log_line("prompt"));

@@ -81,7 +81,7 @@ pub fn run(
     )?;
     let s = &g.stats;
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "text": g.text,
             "tokens": g.tokens,
             "prompt_tokens": prompt.len(),
@@ -98,6 +98,7 @@ pub fn run(
                 "local_from_token": s.local_from, "fallback_reason": s.fallback_reason,
             },
         });
+        v["peak_rss_bytes"] = crate::util::peak_rss_json();
         writeln!(out, "{v}")?;
     } else {
         writeln!(out)?;
