@@ -1,8 +1,8 @@
-//! The scheduler: one engine thread owns the model's slots (a KV cache each) and runs
-//! continuous batching. Requests wait in a bounded queue; between decode steps the thread admits
-//! as many as there are free slots (prefilling each prompt, reusing a cached prefix), then runs
-//! one batched decode step for every active sequence. Each request streams its tokens back
-//! over its own channel; a closed channel (the client went away) cancels the sequence.
+//! The server's side of scheduling: one engine thread runs the engine's generation loop
+//! (`kestrel_engine::batch::Scheduler`: slots, shared prompt passes, continuous batching).
+//! Requests wait in a bounded queue; between steps the thread hands the loop as many as there
+//! are free slots, and runs the jobs that are not generations. Each request streams its tokens
+//! back over its own channel; a closed channel (the client went away) cancels the sequence.
 
 mod decode;
 mod worker;
