@@ -57,6 +57,9 @@ pub fn decode<S: Stepper>(
 ) -> Result<Generation, S::Error> {
     let sampler = primed_sampler(&params.sampler, prompt);
     let mut dec = Decoding::new(sampler, &params.stop, params.max_tokens, params.ignore_eos);
+    if let Some(c) = &params.constraint {
+        dec = dec.with_constraint((c.make)().map_err(EngineError::Invalid)?);
+    }
     let mut sink = TextSink {
         text: String::new(),
         on_text,

@@ -32,9 +32,37 @@ pub enum Next {
     End(StopReason),
 }
 
+/// Constrained output (kestrel-grammar implements it with llguidance): which tokens may come
+/// next, and the tokens chosen. The sampling step draws only from the allowed tokens.
+pub trait Constraint: Send {
+    /// Set the logit of every token not allowed next to minus infinity (end-of-generation
+    /// tokens are allowed only where the grammar may end).
+    fn mask(&mut self, logits: &mut [f32]) -> Result<(), String>;
+    /// `token` was chosen.
+    fn commit(&mut self, token: u32) -> Result<(), String>;
+    /// The grammar is complete and allows no more tokens.
+    fn finished(&self) -> bool;
+}
+
+/// Makes a fresh [`Constraint`] for each generation; `what` describes it for logs.
+#[derive(Clone)]
+pub struct ConstraintSpec {
+    pub make: std::sync::Arc<dyn Fn() -> Result<Box<dyn Constraint>, String> + Send + Sync>,
+    pub what: String,
+}
+
+impl std::fmt::Debug for ConstraintSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConstraintSpec({})", self.what)
+    }
+}
+
 pub struct Decoding {
     sampler: Sampler,
     stream: TextStream,
+    constraint: Option<Box<dyn Constraint>>,
+    /// The logits with the constraint's mask applied (reused across steps).
+    masked: Vec<f32>,
 }
 
 impl Decoding {
@@ -44,7 +72,15 @@ impl Decoding {
         Decoding {
             sampler,
             stream: TextStream::new(stop, max_tokens, ignore_eos),
+            constraint: None,
+            masked: Vec::new(),
         }
+    }
+
+    /// Draw every token from those `c` allows.
+    pub fn with_constraint(mut self, c: Box<dyn Constraint>) -> Self {
+        self.constraint = Some(c);
+        self
     }
 
     /// The tokens generated so far.
@@ -72,14 +108,37 @@ impl Decoding {
         if !sink.before(logits) {
             return Next::End(StopReason::Cancelled);
         }
-        let id = self.sampler.sample(logits);
+        let id = match &mut self.constraint {
+            None => self.sampler.sample(logits),
+            Some(c) => {
+                self.masked.clear();
+                self.masked.extend_from_slice(logits);
+                if let Err(e) = c.mask(&mut self.masked) {
+                    eprintln!("kestrel: constrained output stopped: {e}");
+                    return self.finish(StopReason::Eos, sink);
+                }
+                self.sampler.sample(&self.masked)
+            }
+        };
         let (emit, stop) = self.stream.token(tok, id);
         if stop == Some(StopReason::Eos) {
             return self.finish(StopReason::Eos, sink);
         }
         self.sampler.accept(id);
+        let mut complete = false;
+        if let Some(c) = &mut self.constraint {
+            if let Err(e) = c.commit(id) {
+                eprintln!("kestrel: constrained output stopped: {e}");
+                return self.finish(StopReason::Eos, sink);
+            }
+            complete = c.finished();
+        }
+        // Logprobs are of the model's own distribution, before the mask.
         if !sink.token(id, emit, logits) {
             return Next::End(StopReason::Cancelled);
+        }
+        if complete {
+            return self.finish(StopReason::Eos, sink);
         }
         match stop {
             Some(r) => self.finish(r, sink),

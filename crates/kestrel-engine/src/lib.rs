@@ -67,6 +67,8 @@ pub struct GenParams {
     pub stop: Vec<String>,
     /// Keep going past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Constrained output: every token is drawn from those the grammar allows.
+    pub constraint: Option<decoding::ConstraintSpec>,
 }
 
 impl Default for GenParams {
@@ -76,6 +78,7 @@ impl Default for GenParams {
             sampler: SamplerConfig::default(),
             stop: Vec::new(),
             ignore_eos: false,
+            constraint: None,
         }
     }
 }

@@ -12,6 +12,7 @@ fn greedy(n: usize) -> GenParams {
         sampler: SamplerConfig::greedy(),
         stop: vec![],
         ignore_eos: true,
+        constraint: None,
     }
 }
 

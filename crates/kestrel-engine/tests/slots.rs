@@ -62,6 +62,7 @@ fn continuous_batching_equals_each_request_alone() {
                 sampler: SamplerConfig::greedy(),
                 stop: vec![],
                 ignore_eos: true,
+                constraint: None,
             };
             let mut seq = e.new_sequence();
             e.generate(&mut seq, &p, &params, &mut |_| true)

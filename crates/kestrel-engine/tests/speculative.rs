@@ -51,6 +51,7 @@ fn greedy() -> GenParams {
         sampler: SamplerConfig::greedy(),
         stop: vec![],
         ignore_eos: true,
+        constraint: None,
     }
 }
 

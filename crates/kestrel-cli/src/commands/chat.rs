@@ -44,6 +44,7 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
         sampler: a.sample.config(),
         stop: Vec::new(),
         ignore_eos: false,
+        constraint: None,
     };
     // Positions kept free for the reply when older turns must go.
     let room = a.n_predict.clamp(1, (engine.n_ctx() / 4).max(1));

@@ -59,6 +59,7 @@ pub fn run(b: &SpecBench, path: &Path, out: &mut dyn Write) -> anyhow::Result<()
         sampler: SamplerConfig::greedy(),
         stop: vec![],
         ignore_eos: true,
+        constraint: None,
     };
     if !b.json {
         writeln!(out, "\n| model | drafter | prompt | plain t/s | speculative t/s | speed-up | accepted | same output |")?;

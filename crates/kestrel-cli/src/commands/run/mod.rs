@@ -20,6 +20,8 @@ pub struct RunArgs {
     n_predict: usize,
     #[command(flatten)]
     sample: SampleArgs,
+    #[command(flatten)]
+    constrain: crate::args::ConstrainArgs,
     /// Stop when this text is generated (repeatable)
     #[arg(long = "stop")]
     stop: Vec<String>,
@@ -46,12 +48,25 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let engine = a.model.load()?;
     let p = a.prompt.resolve(&engine)?;
     let prompt = p.tokens.clone();
+    let constraint = a.constrain.load(&engine)?;
     let params = GenParams {
         max_tokens: a.n_predict,
         sampler: a.sample.config(),
         stop: a.stop.clone(),
         ignore_eos: a.ignore_eos,
+        constraint: constraint.as_ref().map(|c| c.0.clone()),
     };
+    if constraint.is_some() {
+        let other = [
+            (a.verify.verify_remote.is_some(), "--verify-remote"),
+            (a.route.route_remote.is_some(), "--route-remote"),
+            (a.split.split_remote.is_some(), "--split-remote"),
+            (a.spec.enabled(), "speculative decoding (--draft-*)"),
+        ];
+        if let Some((_, what)) = other.iter().find(|(on, _)| *on) {
+            anyhow::bail!("constrained output does not go with {what} in `kestrel run` yet");
+        }
+    }
     if a.verify.verify_remote.is_some() {
         anyhow::ensure!(
             a.route.route_remote.is_none(),
@@ -138,6 +153,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             })),
         });
         v["peak_rss_bytes"] = crate::util::peak_rss_json();
+        if let Some((c, st)) = &constraint {
+            v["constraint"] = serde_json::json!({
+                "kind": c.what, "masks": st.masks.load(std::sync::atomic::Ordering::Relaxed),
+                "mean_mask_ms": st.mean_ms(),
+            });
+        }
         if let Some(d) = &route {
             v["routed"] = d.json();
         }
@@ -170,6 +191,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             kestrel_kernels::kernels().isa(),
             crate::util::peak_rss_text(),
         );
+        if let Some((c, st)) = &constraint {
+            eprintln!(
+                "[constrained output ({}): {:.3} ms per token mask]",
+                c.what,
+                st.mean_ms()
+            );
+        }
         if let Some(d) = &route {
             eprintln!("[{}]", d.log_line("prompt"));
         }
