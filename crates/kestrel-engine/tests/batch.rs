@@ -100,6 +100,7 @@ fn params(max_tokens: usize, temperature: f32, seed: u64, stop: &[&str]) -> GenP
         },
         stop: stop.iter().map(|s| s.to_string()).collect(),
         ignore_eos: false,
+        constraint: None,
     }
 }
 

@@ -300,6 +300,7 @@ fn seeded_sampling_is_reproducible() {
         },
         stop: vec![],
         ignore_eos: true,
+        constraint: None,
     };
     let a = e
         .generate(&mut e.new_sequence(), &prompt, &p, &mut |_| true)

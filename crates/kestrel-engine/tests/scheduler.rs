@@ -84,6 +84,7 @@ fn params(max_tokens: usize, temperature: f32, seed: u64) -> GenParams {
         },
         stop: Vec::new(),
         ignore_eos: false,
+        constraint: None,
     }
 }
 

@@ -32,9 +32,12 @@ fn model(file: &str) -> Option<PathBuf> {
     None
 }
 
+/// (sample number, text, how it ended) of every finished sample.
+type Answers = Arc<Mutex<Vec<(usize, String, Option<StopReason>)>>>;
+
 struct Collect {
     text: String,
-    out: Arc<Mutex<Vec<(usize, String, Option<StopReason>)>>>,
+    out: Answers,
     n: usize,
 }
 
