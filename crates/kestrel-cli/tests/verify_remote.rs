@@ -11,9 +11,7 @@ use common::server::Server;
 use common::{kestrel, path_str, TempDir, SMOLLM2, THREADS};
 use http::{faulty_proxy, post, request, Fault};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const PROMPT: &str =
