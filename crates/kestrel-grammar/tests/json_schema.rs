@@ -4,9 +4,11 @@
 //! all parse and validate with Python's `jsonschema`. Also: a regular expression and a Lark
 //! grammar hold on every sample, and an invalid schema is refused with its reason.
 
-use kestrel_engine::batch::{Client, Plain, Request, Scheduler};
+use kestrel_engine::batch::speculate::Speculative;
+use kestrel_engine::batch::{Client, Plain, Request, Scheduler, Strategy};
 use kestrel_engine::decode::primed_sampler;
 use kestrel_engine::decoding::{Decoding, Sink};
+use kestrel_engine::speculative::{Drafter, NgramDrafter};
 use kestrel_engine::{ChatMessage, Engine, EngineConfig, SamplerConfig, StopReason};
 use kestrel_grammar::{Grammars, Spec};
 use std::path::{Path, PathBuf};
@@ -32,6 +34,9 @@ fn model(file: &str) -> Option<PathBuf> {
     None
 }
 
+/// Draft tokens proposed in speculative steps, over the test binary.
+static DRAFTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// (sample number, text, how it ended) of every finished sample.
 type Answers = Arc<Mutex<Vec<(usize, String, Option<StopReason>)>>>;
 
@@ -56,6 +61,9 @@ impl Client for Collect {
     fn gone(&self) -> bool {
         false
     }
+    fn drafted(&mut self, drafted: usize, _accepted: usize) {
+        DRAFTED.fetch_add(drafted, std::sync::atomic::Ordering::Relaxed);
+    }
     fn done(&mut self, reason: StopReason, _generated: usize) {
         let t = std::mem::take(&mut self.text);
         self.out.lock().unwrap().push((self.n, t, Some(reason)));
@@ -64,12 +72,25 @@ impl Client for Collect {
 
 /// `n` answers to `question` under `spec`, sampled with seeds 0..n, eight at a time.
 fn sample(e: &Engine, spec: &Spec, question: &str, n: usize, max_tokens: usize) -> Vec<String> {
+    sample_with(e, spec, question, n, max_tokens, 8, Box::new(Plain))
+}
+
+/// [`sample`], `parallel` at a time, stepped by `strategy`.
+fn sample_with(
+    e: &Engine,
+    spec: &Spec,
+    question: &str,
+    n: usize,
+    max_tokens: usize,
+    parallel: usize,
+    strategy: Box<dyn Strategy<Collect>>,
+) -> Vec<String> {
     let g = Arc::new(Grammars::new(e.tokenizer.clone()).unwrap());
     let prompt = e
         .tokenize_chat(&[ChatMessage::new("user", question)])
         .unwrap();
     let out = Arc::new(Mutex::new(Vec::new()));
-    let mut sched = Scheduler::new(e, 8, Box::new(Plain));
+    let mut sched = Scheduler::new(e, parallel, strategy);
     let mut next = 0;
     let t0 = Instant::now();
     while next < n || !sched.is_idle() {
@@ -248,4 +269,38 @@ fn regex_and_lark_hold_and_a_bad_schema_is_refused() {
         .expect("an invalid schema is refused")
         .to_string();
     assert!(err.starts_with("invalid JSON schema:"), "{err}");
+}
+
+/// Speculative decoding under a constraint (the scheduler's speculative strategy, one sequence
+/// at a time so every step drafts): each sampled answer is the one plain steps give, and valid.
+#[test]
+fn a_constrained_answer_is_the_same_with_drafts() {
+    let Some(p) = model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let cfg = EngineConfig {
+        n_ctx: 512,
+        n_batch: 64,
+        n_threads: 2,
+    };
+    let e = Engine::load(&p, &cfg).unwrap();
+    let colors = Spec::JsonSchema(serde_json::json!({
+        "type": "object",
+        "properties": {"colors": {"type": "array", "items": {"enum": ["red", "green", "blue"]}, "maxItems": 3}},
+        "required": ["colors"], "additionalProperties": false,
+    }));
+    let q = "List some colors as JSON.";
+    let plain = sample(&e, &colors, q, 6, 60);
+    let make = Arc::new(|| Ok(Box::new(NgramDrafter::default()) as Box<dyn Drafter>));
+    let spec: Box<dyn Strategy<Collect>> = Box::new(Speculative::new(make, 1, 6, true));
+    let drafted = sample_with(&e, &colors, q, 6, 60, 1, spec);
+    assert_eq!(drafted, plain);
+    assert!(
+        DRAFTED.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "nothing was drafted"
+    );
+    for a in &plain {
+        let v: serde_json::Value = serde_json::from_str(a).unwrap_or_else(|e| panic!("{a:?}: {e}"));
+        assert!(v.is_object());
+    }
 }
