@@ -160,6 +160,7 @@ fn openai_client_against_the_default_model() {
         "embeddings",
         "metrics",
         "prompt_batch",
+        "structured",
     ] {
         s.scenario(name, &[]);
     }

@@ -72,6 +72,28 @@ pub struct Sampling {
     /// token (generation runs to `max_tokens`, a stop string or the context's end).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// OpenAI's structured output: `text`, `json_object`, or `json_schema` with a schema.
+    pub response_format: Option<ResponseFormat>,
+    /// llama.cpp's server extension: a JSON schema the answer must follow.
+    pub json_schema: Option<serde_json::Value>,
+    /// llama.cpp's GBNF grammar: refused with a pointer to what is taken instead.
+    pub grammar: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct JsonSchemaFormat {
+    pub name: Option<String>,
+    pub schema: Option<serde_json::Value>,
+    /// Kestrel always enforces the schema; `strict` is accepted as OpenAI sends it.
+    pub strict: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -237,6 +259,8 @@ pub struct GenSettings {
     /// Checked ids and biases; -100 becomes -inf.
     pub logit_bias: Vec<(u32, f32)>,
     pub ignore_eos: bool,
+    /// What the answer must match (`response_format`, `json_schema`).
+    pub constraint: Option<kestrel_grammar::Spec>,
 }
 
 impl Sampling {
@@ -297,7 +321,9 @@ impl Sampling {
             // OpenAI: -100 "should result in a ban".
             logit_bias.push((id, if v <= -100.0 { f32::NEG_INFINITY } else { v }));
         }
+        let constraint = self.constraint()?;
         Ok(GenSettings {
+            constraint,
             max_tokens: max.map(|m| m.min(usize::MAX as u64) as usize),
             temperature,
             top_p,
@@ -306,6 +332,39 @@ impl Sampling {
             logit_bias,
             ignore_eos: self.ignore_eos,
         })
+    }
+
+    /// The structured-output fields as one constraint (at most one may be given).
+    fn constraint(&self) -> Result<Option<kestrel_grammar::Spec>, ApiError> {
+        use kestrel_grammar::Spec;
+        if self.grammar.is_some() {
+            return Err(ApiError::bad_request(
+                "GBNF grammars are not supported; send a JSON schema (response_format or json_schema)",
+            )
+            .param("grammar"));
+        }
+        let from_format = match &self.response_format {
+            None | Some(ResponseFormat::Text) => None,
+            Some(ResponseFormat::JsonObject) => Some(Spec::JsonObject),
+            Some(ResponseFormat::JsonSchema { json_schema }) => match &json_schema.schema {
+                Some(v) if v.is_object() || v.is_boolean() => Some(Spec::JsonSchema(v.clone())),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "response_format json_schema needs a schema object",
+                    )
+                    .param("response_format.json_schema.schema"))
+                }
+            },
+        };
+        match (from_format, &self.json_schema) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "give the schema once: response_format or json_schema, not both",
+            )
+            .param("json_schema")),
+            (Some(s), None) => Ok(Some(s)),
+            (None, Some(v)) => Ok(Some(Spec::JsonSchema(v.clone()))),
+            (None, None) => Ok(None),
+        }
     }
 
     pub fn include_usage(&self) -> bool {

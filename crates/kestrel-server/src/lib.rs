@@ -109,6 +109,7 @@ pub fn run(
         }),
         verify_max_draft: cfg.verify.max_draft,
         max_body: cfg.max_body,
+        grammars: Default::default(),
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

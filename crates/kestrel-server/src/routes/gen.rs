@@ -106,9 +106,16 @@ pub(crate) async fn start(st: &AppState, r: GenRequest) -> Result<Started, ApiEr
         let eog = st.engine.tokenizer.eog_ids();
         bias.extend(eog.iter().map(|&t| (t, f32::NEG_INFINITY)));
     }
+    // Building the parser (and the vocabulary's trie, once) takes a moment: the runtime moves
+    // its other tasks off this thread meanwhile.
+    let constraint = match s.constraint.clone() {
+        Some(spec) => Some(tokio::task::block_in_place(|| st.constraint(spec))?),
+        None => None,
+    };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let arrived = Instant::now();
     let job = GenJob {
+        constraint,
         max_tokens: s.max_tokens.unwrap_or(room).min(room),
         sampler: SamplerConfig {
             temperature: s.temperature,

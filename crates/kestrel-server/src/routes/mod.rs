@@ -40,6 +40,26 @@ pub struct AppState {
     pub verify_max_draft: usize,
     /// Largest request body (`--max-body`).
     pub max_body: usize,
+    /// The vocabulary's constrained-output parser factory, made at the first request that
+    /// asks for structured output.
+    pub grammars: std::sync::OnceLock<Result<Arc<kestrel_grammar::Grammars>, String>>,
+}
+
+impl AppState {
+    /// A constraint for `spec` over the model's vocabulary; an invalid schema is a 400.
+    pub(crate) fn constraint(
+        &self,
+        spec: kestrel_grammar::Spec,
+    ) -> Result<kestrel_engine::decoding::ConstraintSpec, ApiError> {
+        let g = self.grammars.get_or_init(|| {
+            kestrel_grammar::Grammars::new(self.engine.tokenizer.clone())
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
+        let g = g.as_ref().map_err(|e| ApiError::internal(e.clone()))?;
+        g.spec(spec)
+            .map_err(|e| ApiError::bad_request(e.to_string()).param("response_format"))
+    }
 }
 
 pub type Shared = Arc<AppState>;

@@ -39,7 +39,14 @@ pub(crate) struct Req {
 pub(crate) fn request(mut job: GenJob, engine: Arc<Engine>, metrics: Arc<Metrics>) -> Request<Req> {
     let sampler = kestrel_engine::decode::primed_sampler(&job.sampler, &job.prompt)
         .with_bias(job.bias.clone());
-    let dec = Decoding::new(sampler, &job.stop, job.max_tokens, false);
+    let mut dec = Decoding::new(sampler, &job.stop, job.max_tokens, false);
+    if let Some(c) = &job.constraint {
+        // Checked when the request was parsed; a parser that fails now leaves the answer free.
+        match (c.make)() {
+            Ok(c) => dec = dec.with_constraint(c),
+            Err(e) => eprintln!("kestrel serve: structured output dropped: {e}"),
+        }
+    }
     let prompt = std::mem::take(&mut job.prompt);
     Request {
         session: job.session_id.clone(),

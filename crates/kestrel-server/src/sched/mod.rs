@@ -81,6 +81,8 @@ pub struct GenJob {
     pub session_id: Option<String>,
     /// Report the confidence of this many first tokens (`Event::Confidence`); 0: none.
     pub confidence: usize,
+    /// Structured output: what every token is drawn under.
+    pub constraint: Option<kestrel_engine::decoding::ConstraintSpec>,
     pub arrived: Instant,
     pub deadline: Instant,
     pub events: mpsc::UnboundedSender<Event>,
