@@ -184,8 +184,28 @@ impl ChatTemplate {
         &self.name
     }
 
-    /// Render the conversation.
+    /// Render the conversation: a template from the model file in a child process
+    /// (`isolate`), a built-in one here.
     pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
+        if self.is_builtin() {
+            return self.render_here(messages, add_generation_prompt);
+        }
+        crate::isolate::run(|| {
+            self.render_here(messages, add_generation_prompt)
+                .map_err(|e| match e {
+                    TokenizerError::Template(m) => m,
+                    e => e.to_string(),
+                })
+        })
+        .map_err(TokenizerError::Template)
+    }
+
+    /// [`ChatTemplate::render`] in this process, with the instruction, depth and output bounds.
+    pub fn render_here(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,

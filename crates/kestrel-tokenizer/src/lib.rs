@@ -6,6 +6,7 @@ mod bpe;
 mod chat;
 mod error;
 mod gguf;
+mod isolate;
 mod spm;
 mod stream;
 

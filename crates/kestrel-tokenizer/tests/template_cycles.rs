@@ -32,10 +32,11 @@ fn a_namespace_that_holds_itself_is_freed() {
                {% for m in messages %}{{ m.content }}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}";
     let t = ChatTemplate::from_source(src, "<s>", "</s>").unwrap();
     let msgs = [ChatMessage::new("user", "hello")];
-    assert_eq!(t.render(&msgs, true).unwrap(), "hello1");
+    // In this process (as built-in templates and non-Unix systems render).
+    assert_eq!(t.render_here(&msgs, true).unwrap(), "hello1");
     let before = LIVE.load(Relaxed);
     for _ in 0..1000 {
-        t.render(&msgs, true).unwrap();
+        t.render_here(&msgs, true).unwrap();
     }
     let grown = LIVE.load(Relaxed) - before;
     // Leaked, the two namespaces and the 1000-byte string would be over 1 MB.

@@ -1,6 +1,9 @@
 //! A chat template is code from the model file. One that loops, recurses without end or writes
 //! an unbounded prompt gets a clear error in bounded time (minijinja's fuel and recursion
-//! limits, and a bound on the output), and real templates still render.
+//! limits, and a bound on the output); one that overflows the stack printing a value that holds
+//! itself (found by the fuzz target), doubles a string until memory runs out, or runs for
+//! minutes within its fuel, kills only the child process it renders in (on Unix); and real
+//! templates still render.
 
 use kestrel_tokenizer::{ChatMessage, ChatTemplate};
 use std::time::{Duration, Instant};
@@ -61,4 +64,24 @@ fn a_real_sized_conversation_renders() {
         .collect();
     let out = t.render(&msgs, true).unwrap();
     assert!(out.len() > 2_000_000 && out.ends_with("<|assistant|>"));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_template_that_kills_its_renderer_is_an_error() {
+    // The fuzz target's crash: a namespace holding itself, printed.
+    refused(
+        "{% set ns = namespace(n=0) %}{% set ns.n = ns %}{{ ns.n }}",
+        "the chat template's render",
+    );
+    // A string doubled 40 times: a terabyte.
+    refused(
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        "the chat template's render",
+    );
+    // Few instructions, each copying a longer string: minutes of work.
+    refused(
+        "{% set ns = namespace(s='') %}{% for i in range(100000) %}{% set ns.s = ns.s ~ ('x' * 2000) %}{% endfor %}{{ ns.s|length }}",
+        "the chat template's render",
+    );
 }
