@@ -241,11 +241,12 @@ pub fn matmul_many(
             // (each boundary rounds the same way for both threads it separates).
             let end = base + w.rows;
             let al = w.align();
+            // A boundary before this matrix (the share lies in earlier ones) is its start.
             let round = |b: usize| {
                 if b >= end {
                     end
                 } else {
-                    base + (b - base) / al * al
+                    base + b.saturating_sub(base) / al * al
                 }
             };
             let (lo, hi) = (round(s0.max(base)), round(s1.min(end)));
