@@ -195,7 +195,16 @@ impl Engine {
     /// Render a conversation with the chat template and tokenize it. The template writes any
     /// BOS itself, so none is added unless the model asks for it and the text lacks it.
     pub fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        let text = self.template.render(messages, true)?;
+        self.tokenize_chat_tools(messages, None)
+    }
+
+    /// [`Engine::tokenize_chat`] with OpenAI's `tools` list given to the template.
+    pub fn tokenize_chat_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Vec<u32>> {
+        let text = self.template.render_tools(messages, tools, true)?;
         let mut ids = self.tokenizer.encode(&text, false, true)?;
         if self.tokenizer.add_bos() {
             if let Some(bos) = self.tokenizer.bos() {

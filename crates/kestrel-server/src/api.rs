@@ -42,6 +42,57 @@ pub struct Message {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+    /// An assistant turn's tool calls.
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// A `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
+}
+
+/// A tool call in an assistant message of the conversation.
+#[derive(Deserialize, Debug, Clone)]
+pub struct ToolCallIn {
+    pub id: Option<String>,
+    pub function: FunctionCallIn,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct FunctionCallIn {
+    pub name: String,
+    /// A JSON text as OpenAI sends it (an object is taken too).
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
+/// One entry of `tools`.
+#[derive(Deserialize, Debug, Clone)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct FunctionDef {
+    pub name: String,
+    pub description: Option<String>,
+    /// A JSON schema of the arguments object.
+    pub parameters: Option<serde_json::Value>,
+    /// OpenAI's strict mode: objects in `parameters` allow no unlisted properties.
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice`: "auto", "none", "required", or `{"type": "function", "function": {"name"}}`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    Mode(String),
+    Named { function: NamedFunction },
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct NamedFunction {
+    pub name: String,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -104,6 +155,9 @@ pub struct ChatRequest {
     #[serde(default)]
     pub logprobs: bool,
     pub top_logprobs: Option<u64>,
+    pub tools: Option<Vec<Tool>>,
+    pub tool_choice: Option<ToolChoice>,
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// `prompt` as a string, a list of token ids, or a list holding one string.

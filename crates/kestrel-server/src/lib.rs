@@ -10,6 +10,7 @@ mod routes;
 mod routing;
 pub mod sched;
 mod store;
+mod tools;
 
 pub use error::{ApiError, ServerError};
 pub use routing::RouteConfig;

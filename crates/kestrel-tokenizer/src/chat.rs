@@ -14,6 +14,9 @@ use crate::TokenizerError;
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// Further fields a template may read, as JSON (OpenAI's `tool_calls`, `tool_call_id`,
+    /// `name`).
+    pub extra: Vec<(String, serde_json::Value)>,
 }
 
 impl ChatMessage {
@@ -21,7 +24,14 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            extra: Vec::new(),
         }
+    }
+
+    /// The message with one more field for the template.
+    pub fn with(mut self, key: impl Into<String>, value: serde_json::Value) -> ChatMessage {
+        self.extra.push((key.into(), value));
+        self
     }
 }
 
@@ -56,6 +66,7 @@ const CHATML: &str = "{%- for message in messages -%}\
 pub struct ChatTemplate {
     env: Environment<'static>,
     name: String,
+    src: String,
     bos: String,
     eos: String,
 }
@@ -169,9 +180,20 @@ impl ChatTemplate {
         Ok(ChatTemplate {
             env,
             name: "gguf".to_string(),
+            src: src.to_string(),
             bos: bos.to_string(),
             eos: eos.to_string(),
         })
+    }
+
+    /// Another template source with this one's BOS and EOS text (`--chat-template-file`).
+    pub fn with_source(&self, src: &str) -> Result<ChatTemplate, TokenizerError> {
+        ChatTemplate::from_source(src, &self.bos, &self.eos)
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.src
     }
 
     /// Whether this is a built-in format (the model file has no template).
@@ -191,11 +213,21 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
+        self.render_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with OpenAI's `tools` list given to the template as `tools`.
+    pub fn render_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         if self.is_builtin() {
-            return self.render_here(messages, add_generation_prompt);
+            return self.render_inner(messages, tools, add_generation_prompt);
         }
         crate::isolate::run(|| {
-            self.render_here(messages, add_generation_prompt)
+            self.render_inner(messages, tools, add_generation_prompt)
                 .map_err(|e| match e {
                     TokenizerError::Template(m) => m,
                     e => e.to_string(),
@@ -210,17 +242,47 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
+        self.render_inner(messages, None, add_generation_prompt)
+    }
+
+    fn render_inner(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let tmpl = self.env.get_template("chat").map_err(terr)?;
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let mut pairs = vec![
+                    ("role".to_string(), Value::from(m.role.as_str())),
+                    ("content".to_string(), Value::from(m.content.as_str())),
+                ];
+                pairs.extend(m.extra.iter().map(|(k, v)| (k.clone(), from_json(v))));
+                Value::from_pairs(pairs)
+            })
+            .collect();
         let ctx = minijinja::context! {
-            messages => Value::from(messages.iter().map(|m| Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())])).collect::<Vec<_>>()),
+            messages => Value::from(msgs),
+            tools => tools.map(from_json).unwrap_or(Value::from(())),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
         };
+        let json_len = |v: &serde_json::Value| v.to_string().len();
         let input: usize = messages
             .iter()
-            .map(|m| m.role.len() + m.content.len())
-            .sum();
+            .map(|m| {
+                m.role.len()
+                    + m.content.len()
+                    + m.extra
+                        .iter()
+                        .map(|(k, v)| k.len() + json_len(v))
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+            + tools.map_or(0, json_len);
         let mut out = Bounded {
             buf: Vec::new(),
             limit: TEMPLATE_OUTPUT_MIN + TEMPLATE_OUTPUT_PER_INPUT * input,
@@ -311,6 +373,23 @@ impl std::io::Write for Bounded {
 }
 
 // ---- helpers --------------------------------------------------------------------------------
+
+/// A JSON value as the template sees it (objects keep their key order).
+fn from_json(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::from(()),
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::from(i),
+            (_, Some(u)) => Value::from(u),
+            _ => Value::from(n.as_f64().unwrap_or(0.0)),
+        },
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(a) => Value::from(a.iter().map(from_json).collect::<Vec<_>>()),
+        J::Object(o) => Value::from_pairs(o.iter().map(|(k, v)| (k.as_str(), from_json(v)))),
+    }
+}
 
 fn strftime_now(fmt: &str) -> String {
     let secs = std::time::SystemTime::now()
@@ -730,5 +809,34 @@ mod tests {
         assert!(ChatTemplate::from_source("{% for %}", "", "").is_err());
         let d = ChatTemplate::from_source("{{ strftime_now('%Y-%m-%d') }}", "", "").unwrap();
         assert_eq!(d.render(&[], false).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn tools_and_tool_fields_reach_the_template() {
+        let src = "{% for t in tools %}[{{ t.function.name }}:{{ t.function.parameters | tojson }}]{% endfor %}\
+{% for m in messages %}<{{ m.role }}>{{ m.content }}\
+{% for c in m.tool_calls or [] %}({{ c.function.name }} {{ c.function.arguments.city }}){% endfor %}\
+{% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %}{% endfor %}";
+        let t = ChatTemplate::from_source(src, "", "").unwrap();
+        assert_eq!(t.source(), src);
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "w",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+        let msgs = [
+            ChatMessage::new("user", "Paris?"),
+            ChatMessage::new("assistant", "").with(
+                "tool_calls",
+                serde_json::json!([{"type": "function", "function": {"name": "w", "arguments": {"city": "Paris"}}}]),
+            ),
+            ChatMessage::new("tool", "sunny").with("tool_call_id", serde_json::json!("c1")),
+        ];
+        let s = t.render_tools(&msgs, Some(&tools), false).unwrap();
+        assert_eq!(
+            s,
+            "[w:{\"properties\": {\"city\": {\"type\": \"string\"}}, \"type\": \"object\"}]\
+             <user>Paris?<assistant>(w Paris)<tool>sunny#c1"
+        );
+        // Without tools the template sees none (an undefined-safe `tools` is falsy).
+        let plain = ChatTemplate::from_source("{% if tools %}T{% endif %}x", "", "").unwrap();
+        assert_eq!(plain.render(&msgs[..1], false).unwrap(), "x");
     }
 }

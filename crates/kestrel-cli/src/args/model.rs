@@ -24,6 +24,9 @@ pub struct ModelArgs {
     /// Before loading, read every tensor and refuse the file if a value or block scale is NaN or infinite
     #[arg(long = "check-tensors")]
     pub check_tensors: bool,
+    /// Jinja chat template to use instead of the model file's (llama.cpp's --chat-template-file)
+    #[arg(long = "chat-template-file", value_name = "FILE")]
+    pub chat_template_file: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -45,7 +48,17 @@ impl ModelArgs {
             n_batch: self.batch,
             n_threads: threads,
         };
-        Engine::load(&path, &cfg).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
+        let mut e = Engine::load(&path, &cfg)
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+        if let Some(f) = &self.chat_template_file {
+            let src = std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
+            e.template = e
+                .template
+                .with_source(&src)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        }
+        Ok(e)
     }
 }
 
@@ -101,6 +114,7 @@ impl EvalArgs {
             ctx: Some(self.ctx),
             batch: self.ctx,
             check_tensors: self.check_tensors,
+            chat_template_file: None,
         }
         .load()
     }

@@ -159,6 +159,123 @@ def scenario_structured():
     expect(st == 400 and "invalid JSON schema" in e.text, f"bad schema: {st} {e.text if e else e}")
 
 
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+    "required": ["city"],
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "The current weather of a city",
+                                      "parameters": WEATHER, "strict": True}},
+    {"type": "function", "function": {"name": "get_time", "description": "The local time of a city",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                     "required": ["city"], "additionalProperties": False}}},
+]
+
+
+def check_calls(calls, names):
+    """Each call names one of `names` and its arguments are JSON valid under that tool's schema."""
+    import jsonschema
+    expect(calls, "no tool calls")
+    for call in calls:
+        expect(call.type == "function" and call.id.startswith("call_"), f"call {call}")
+        tool = next((t for t in TOOLS if t["function"]["name"] == call.function.name), None)
+        expect(tool is not None and call.function.name in names, f"called {call.function.name}")
+        schema = tool["function"]["parameters"]
+        if tool["function"].get("strict"):
+            # OpenAI's strict mode: no properties beyond those listed.
+            schema = {**schema, "additionalProperties": False}
+        jsonschema.validate(json.loads(call.function.arguments), schema)
+
+
+def streamed_calls(**kw):
+    """A streamed answer's content, its calls as (name, arguments) assembled from the deltas by
+    index as a client does, and its finish reason."""
+    c = client()
+    calls, content, finish = {}, [], None
+    for ch in c.chat.completions.create(stream=True, **kw):
+        for choice in ch.choices:
+            d = choice.delta
+            if d.content:
+                content.append(d.content)
+            for tc in d.tool_calls or []:
+                slot = calls.setdefault(tc.index, {"name": "", "arguments": "", "id": None})
+                if tc.id:
+                    slot["id"] = tc.id
+                if tc.function and tc.function.name:
+                    slot["name"] += tc.function.name
+                if tc.function and tc.function.arguments:
+                    slot["arguments"] += tc.function.arguments
+            if choice.finish_reason:
+                finish = choice.finish_reason
+    return "".join(content), [calls[k] for k in sorted(calls)], finish
+
+
+def scenario_tools():
+    """Tool calling through the official client (greedy): `required` and a named function give
+    calls whose arguments validate against the tool's schema, with finish_reason tool_calls; the
+    streamed deltas assemble to the same calls; the call and a `tool` result go back in the
+    conversation and the model answers; `none` renders no tools at all; bad tool requests get a
+    400 naming the field. ARGS: "native" for a template with its own tool format; "any-answer"
+    where the model is too small to be held to using the result (Gemma 3 270M)."""
+    c = client()
+    m = model_id(c)
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    base = dict(model=m, messages=ask, tools=TOOLS, temperature=0, max_tokens=96)
+    r = c.chat.completions.create(tool_choice="required", **base)
+    ch = r.choices[0]
+    expect(ch.finish_reason == "tool_calls", f"finish {ch.finish_reason}: {ch.message}")
+    check_calls(ch.message.tool_calls, ["get_weather", "get_time"])
+    expect(len(ch.message.tool_calls) == 1, "parallel_tool_calls is off by default")
+    # A named function is the one called.
+    named = {"type": "function", "function": {"name": "get_time"}}
+    r2 = c.chat.completions.create(tool_choice=named, **base)
+    check_calls(r2.choices[0].message.tool_calls, ["get_time"])
+    # Streamed: the same calls, assembled from the deltas.
+    text, calls, finish = streamed_calls(tool_choice="required", **base)
+    want = [(t.function.name, t.function.arguments) for t in ch.message.tool_calls]
+    expect([(k["name"], k["arguments"]) for k in calls] == want, f"streamed {calls} != {want}")
+    expect(all(k["id"] and k["id"].startswith("call_") for k in calls), f"ids {calls}")
+    expect(finish == "tool_calls" and text == (ch.message.content or ""), f"streamed {finish} {text!r}")
+    # The round trip: the call and its result in the conversation; the model answers.
+    call = ch.message.tool_calls[0]
+    result = json.dumps({"city": "Paris", "temperature_c": 18, "sky": "sunny"})
+    turn = ask + [ch.message.model_dump(exclude_none=True),
+                  {"role": "tool", "tool_call_id": call.id, "content": result}]
+    r3 = c.chat.completions.create(model=m, messages=turn, tools=TOOLS, temperature=0, max_tokens=60)
+    a = r3.choices[0]
+    if a.message.tool_calls:
+        check_calls(a.message.tool_calls, ["get_weather", "get_time"])
+    else:
+        expect(a.message.content and a.finish_reason in ("stop", "length"), f"answer {a}")
+    # The result reached the prompt: it is longer by at least the result's tokens.
+    expect(r3.usage.prompt_tokens > r.usage.prompt_tokens + 10, f"{r3.usage} after {r.usage}")
+    # Told not to call again, the model answers from the result.
+    r5 = c.chat.completions.create(model=m, messages=turn, tools=TOOLS, tool_choice="none", temperature=0,
+                                   max_tokens=60)
+    said = r5.choices[0].message.content or ""
+    expect(r5.choices[0].message.tool_calls is None, "calls under none")
+    if "any-answer" not in ARGS:
+        expect("18" in said or "sunny" in said.lower(), f"the answer does not use the result: {said!r}")
+    # `none`: no tools in the prompt, a plain answer.
+    plain = c.chat.completions.create(model=m, messages=ask, temperature=0, max_tokens=16)
+    r4 = c.chat.completions.create(tool_choice="none", **{**base, "max_tokens": 16})
+    expect(r4.choices[0].message.tool_calls is None, "calls under none")
+    expect(r4.choices[0].message.content == plain.choices[0].message.content, "none differs from no tools")
+    expect(r4.usage.prompt_tokens == plain.usage.prompt_tokens, "tools rendered under none")
+    # Bad requests name their field.
+    for kw, param in [
+        ({"tool_choice": "sometimes"}, "tool_choice"),
+        ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].function.name"),
+        ({"tool_choice": "required", "response_format": {"type": "json_object"}}, "response_format"),
+    ]:
+        st, e = status_of(lambda: c.chat.completions.create(**{**base, "max_tokens": 4, **kw}))
+        expect(st == 400 and e.json()["error"]["param"] == param, f"{kw}: {st} {e.text if e else e}")
+    print(json.dumps({"call": [call.function.name, call.function.arguments], "auto": a.message.content,
+                      "answer": said, "native": "native" in ARGS}))
+
+
 def scenario_stream():
     c = client()
     m = model_id(c)

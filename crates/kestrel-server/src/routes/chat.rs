@@ -8,12 +8,12 @@ use crate::error::ApiError;
 use crate::metrics::CHAT;
 use crate::routing;
 use crate::sched::{Event, TokenLogprob};
+use crate::tools::{self, parse, stream::Splitter, Format, Plan};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::Response;
 use kestrel_collab::route::RemoteKind;
-use kestrel_engine::ChatMessage;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -34,33 +34,21 @@ fn lp_json(l: &TokenLogprob) -> Value {
     })
 }
 
-fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
-    if req.messages.is_empty() {
-        return Err(ApiError::bad_request("messages must not be empty").param("messages"));
-    }
-    req.messages
-        .iter()
-        .map(|m| {
-            let role = match m.role.as_str() {
-                "system" | "developer" => "system",
-                "user" => "user",
-                "assistant" => "assistant",
-                other => {
-                    return Err(ApiError::bad_request(format!(
-                    "message role '{other}' is not supported (system, developer, user, assistant)"
-                ))
-                    .param("messages"))
-                }
-            };
-            Ok(ChatMessage::new(role, m.text()?))
-        })
-        .collect()
-}
-
 async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let b = body(b, st.max_body)?;
     let req: ChatRequest = api::parse(&b)?;
-    let settings = req.sampling.settings()?;
+    let format = Format::detect(st.engine.template.source());
+    let plan = Plan::new(&req, format)?;
+    let mut settings = req.sampling.settings()?;
+    if let Some(c) = plan.as_ref().and_then(|p| p.constraint.clone()) {
+        if settings.constraint.is_some() {
+            return Err(ApiError::bad_request(
+                "response_format cannot be combined with tools here: the tool calls already hold the answer to a schema",
+            )
+            .param("response_format"));
+        }
+        settings.constraint = Some(c);
+    }
     let top = match (req.logprobs, req.top_logprobs) {
         (_, Some(n)) if n > 20 => {
             return Err(
@@ -77,11 +65,13 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
         (true, n) => Some(n.unwrap_or(0) as usize),
         (false, None) => None,
     };
-    let msgs = messages(&req)?;
+    let system = plan.as_ref().and_then(|p| p.system.as_deref());
+    let msgs = tools::messages(&req.messages, format, system)?;
+    let template_tools = plan.as_ref().and_then(|p| p.template_tools.clone());
     let text: Vec<&str> = msgs.iter().map(|m| m.content.as_str()).collect();
     let text = text.join("\n");
     let engine = st.engine.clone();
-    let prompt = gen::blocking(move || engine.tokenize_chat(&msgs))
+    let prompt = gen::blocking(move || engine.tokenize_chat_tools(&msgs, template_tools.as_ref()))
         .await?
         .map_err(|e| ApiError::bad_request(format!("could not apply the chat template: {e}")))?;
     let routable = routing::Routable::new(st, RemoteKind::Chat, &b, &text, &req.sampling);
@@ -108,6 +98,7 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
         let w = ChatChunks {
             head,
             logprobs: top.is_some(),
+            tools: plan.as_ref().map(|p| Splitter::new(p.format)),
         };
         let mut resp = gen::sse(vec![first], rx, routing::Tagged::new(w, route.clone()));
         routing::headers(&mut resp, route.as_ref());
@@ -119,20 +110,45 @@ async fn run(st: &Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, 
     } else {
         Value::Null
     };
+    let (message, finish) = match &plan {
+        None => (
+            json!({"role": "assistant", "content": c.text}),
+            reason(c.reason),
+        ),
+        Some(p) => {
+            let parsed = parse::parse(p.format, &c.text);
+            let mut m = json!({"role": "assistant", "content": parsed.content});
+            let finish = if parsed.calls.is_empty() {
+                reason(c.reason)
+            } else {
+                m["tool_calls"] = Value::Array(parsed.calls.iter().map(call_json).collect());
+                json!("tool_calls")
+            };
+            (m, finish)
+        }
+    };
     let choice = json!({
         "index": 0,
-        "message": {"role": "assistant", "content": c.text},
+        "message": message,
         "logprobs": logprobs,
-        "finish_reason": reason(c.reason),
+        "finish_reason": finish,
     });
     let usage = head.usage(c.completion_tokens);
     let v = head.body("chat.completion", choice, Some(usage));
     Ok(answer::respond(v, route.as_ref(), c.split))
 }
 
+/// A call as OpenAI writes it in an answer.
+fn call_json(c: &parse::Call) -> Value {
+    json!({"id": tools::call_id(), "type": "function",
+           "function": {"name": c.name, "arguments": c.arguments}})
+}
+
 struct ChatChunks {
     head: Head,
     logprobs: bool,
+    /// Set when tools may be called: content is sent only once it cannot be part of a call.
+    tools: Option<Splitter>,
 }
 
 impl ChatChunks {
@@ -151,20 +167,59 @@ impl ChunkWriter for ChatChunks {
                     (Some(l), true) => json!({"content": [lp_json(l)]}),
                     _ => Value::Null,
                 };
+                if let Some(s) = &mut self.tools {
+                    // Held text has no place for its logprobs; a streamed answer with tools
+                    // carries none (the whole answer has them).
+                    let text = s.push(&text);
+                    if text.is_empty() {
+                        return Vec::new();
+                    }
+                    return vec![self.chunk(json!({"content": text}), Value::Null, Value::Null)];
+                }
                 if text.is_empty() && lp.is_null() {
                     return Vec::new();
                 }
                 vec![self.chunk(json!({"content": text}), lp, Value::Null)]
             }
-            Event::Text(t) => vec![self.chunk(json!({"content": t}), Value::Null, Value::Null)],
+            Event::Text(t) => {
+                let t = match &mut self.tools {
+                    Some(s) => s.push(&t),
+                    None => t,
+                };
+                if t.is_empty() {
+                    return Vec::new();
+                }
+                vec![self.chunk(json!({"content": t}), Value::Null, Value::Null)]
+            }
             Event::Done {
                 reason,
                 completion_tokens,
                 ..
             } => {
+                let mut out = Vec::new();
+                let mut finish = answer::reason(reason);
+                if let Some(s) = self.tools.take() {
+                    let parsed = s.finish();
+                    if let Some(c) = parsed.content {
+                        out.push(self.chunk(json!({"content": c}), Value::Null, Value::Null));
+                    }
+                    for (k, c) in parsed.calls.iter().enumerate() {
+                        let mut call = call_json(c);
+                        call["index"] = json!(k);
+                        out.push(self.chunk(
+                            json!({"tool_calls": [call]}),
+                            Value::Null,
+                            Value::Null,
+                        ));
+                    }
+                    if !parsed.calls.is_empty() {
+                        finish = json!("tool_calls");
+                    }
+                }
                 let last = json!({"index": 0, "delta": {}, "logprobs": null,
-                                  "finish_reason": answer::reason(reason)});
-                self.head.finish(last, completion_tokens)
+                                  "finish_reason": finish});
+                out.extend(self.head.finish(last, completion_tokens));
+                out
             }
             Event::Started { .. } | Event::Confidence(_) | Event::Error(_) => Vec::new(),
         }

@@ -76,6 +76,7 @@ pub fn run(c: Common, a: &BudgetArgs, budget: Budget) -> anyhow::Result<(Report,
         ctx: Some(a.sens_ctx),
         batch: a.sens_ctx,
         check_tensors: false,
+        chat_template_file: None,
     }
     .load()?;
     if let Some(im) = &im {
