@@ -9,6 +9,7 @@ mod gguf;
 mod isolate;
 mod spm;
 mod stream;
+mod template_fns;
 
 use std::collections::HashMap;
 
